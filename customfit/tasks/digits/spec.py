@@ -1,0 +1,20 @@
+"""digits: scikit-learn's 8x8 digits, a CNN (exercises 1, 3, 4, 6 and 8)."""
+
+from customfit.tasks.classifier.architectures import DIGITS_DEFAULT, DIGITS_LECTURE
+
+NAME = "digits"
+FAMILY = "classifier"
+SUMMARY = "scikit-learn's 8x8 digits, 80/20 split; --model lecture is conv 4-8-8"
+JUDGE = "held-out accuracy on the 360 test digits"
+MODELS = {"default": DIGITS_DEFAULT, "lecture": DIGITS_LECTURE}
+DEFAULTS = {"epochs": 15, "batch_size": 32, "lr": 1e-3, "seed": 0, "model": "default"}
+# The lecture model's own settings (10 epochs of batch 10) when --model lecture is asked for.
+MODEL_DEFAULTS = {"lecture": {"epochs": 10, "batch_size": 10}}
+BARS = {"accuracy": 0.985}
+BARS_BY_MODEL = {"lecture": {"accuracy": 0.88}}
+
+
+def load():
+    from customfit.data import digits_split
+
+    return digits_split()
