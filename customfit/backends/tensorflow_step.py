@@ -1,0 +1,51 @@
+"""TensorFlow: a GradientTape per update, inside the tf.function Keras builds around train_step."""
+
+import keras
+import tensorflow as tf
+
+from customfit.scopes import record_frozen
+
+
+def value_and_grad(fn, args, argnums):
+    args = [tf.convert_to_tensor(a) if i in argnums else a for i, a in enumerate(args)]
+    # An enclosing tape (the train step's) records this one's gradient computation too,
+    # which is what makes a gradient penalty trainable.
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        for i in argnums:
+            tape.watch(args[i])
+        value, aux = fn(*args)
+    grads = tape.gradient(
+        value, [args[i] for i in argnums], unconnected_gradients=tf.UnconnectedGradients.ZERO
+    )
+    return value, aux, grads
+
+
+class Step(keras.Model):
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras's TF trainer defers building to the first trace; cf.Model builds up front (its
+        # metric trackers must exist before tracing), from the dataset's element spec so that
+        # no batch is consumed.
+        if data_batch is None and iterator is not None:
+            spec = iterator.data_adapter.get_tf_dataset().element_spec
+            data_batch = keras.tree.map_structure(
+                lambda s: keras.KerasTensor(s.shape, s.dtype.name), spec
+            )
+        self._symbolic_build(data_batch=data_batch)
+
+    def train_step(self, data):
+        data = self._unpack(data)
+        for plan in self._plans:
+            for _ in range(plan.repeat):
+                with record_frozen() as frozen_ids, tf.GradientTape() as tape:
+                    entries = self._run_objective(plan, data, training=True)
+                grads = tape.gradient(entries["loss"], plan.variables)
+                self._apply(plan, grads, frozen_ids)
+                self._record(plan, entries, data)
+        self._count_step()
+        return self._logs()
+
+    def test_step(self, data):
+        data = self._unpack(data)
+        for plan in self._plans:
+            self._record(plan, self._run_objective(plan, data, training=False), data)
+        return self._logs()

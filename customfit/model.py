@@ -1,0 +1,256 @@
+"""cf.Model: write `objective(self, data, training=True)` once; fit()/evaluate() train it on
+the tensorflow, torch and jax backends (the step itself is in customfit/backends/)."""
+
+from dataclasses import dataclass, field
+
+import keras
+from keras import ops as K
+from keras import tree
+from keras.src.backend import compute_output_spec
+
+from customfit.backends import backend_module
+from customfit.update import Update
+
+
+class OptimizerGroup(keras.optimizers.Optimizer):
+    """Several named optimizers behind the one `model.optimizer` Keras knows about.
+
+    Keras's JAX trainer carries `model.optimizer.variables` as the optimizer state, so every
+    member's variables must be reachable from here, in a fixed order, each exactly once. The
+    members are kept in a plain dict (not as Keras-tracked attributes) for that reason.
+    """
+
+    def __init__(self, optimizers):
+        super().__init__(learning_rate=0.0, name="optimizer_group")
+        object.__setattr__(self, "members", dict(optimizers))
+
+    @property
+    def variables(self):
+        own = self._variables[:]
+        return own + [v for member in self.members.values() for v in member.variables]
+
+    def build(self, var_list):
+        # Members are built by cf.Model, each with the variables of its own sub-model.
+        self.built = True
+
+    def apply(self, grads, trainable_variables=None):
+        raise TypeError("an OptimizerGroup does not update variables itself; its members do")
+
+    def get_config(self):
+        config = super().get_config()
+        config["members"] = {k: keras.optimizers.serialize(v) for k, v in self.members.items()}
+        return config
+
+
+@dataclass
+class _Plan:
+    """One update, resolved: which objective, which optimizer, which variables, which metrics."""
+
+    name: str
+    objective: object
+    optimizer: object
+    variables: list
+    repeat: int
+    metric_names: dict = field(default_factory=dict)  # objective's key -> logged name
+
+
+def _first_batch(iterator):
+    for _, _, data_or_iterator in iterator:
+        if isinstance(data_or_iterator, (list, tuple)):
+            return data_or_iterator[0]
+        return next(data_or_iterator)
+
+
+class Model(backend_module().Step):
+    """A keras.Model trained by its own `objective(data, training=True)`.
+
+    The objective uses keras.ops and returns a scalar loss, or a dict holding "loss" and other
+    named scalars, which fit()/evaluate() track as metrics. `data` is the batch as fit() got it:
+    `x` for fit(x), `(x, y)` for fit(x, y). For several optimizers, compile with a dict and
+    define `updates()` returning cf.Update entries.
+    """
+
+    def objective(self, data, training=True):
+        raise NotImplementedError(
+            f"{type(self).__name__} must define objective(self, data, training=True)"
+        )
+
+    def updates(self):
+        """None for one update of the whole model; else a list of cf.Update, run in order."""
+        return None
+
+    # ---- compile: optimizers, and nothing Keras would compute besides the objective ----
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        if loss is not None or metrics is not None:
+            raise ValueError(
+                "cf.Model trains its objective(): compile() takes an optimizer, not loss= or "
+                f"metrics=; got loss={loss!r}, metrics={metrics!r}"
+            )
+        if isinstance(optimizer, dict):
+            if not optimizer:
+                raise ValueError("compile(optimizer={...}) needs at least one named optimizer")
+            optimizer = OptimizerGroup(
+                {name: keras.optimizers.get(o) for name, o in optimizer.items()}
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+        self._loss_tracker = None  # the objective's own "loss" tracker replaces Keras's
+        object.__setattr__(self, "_plans", None)
+
+    # ---- build: resolve the updates, find the objective's metric names, make trackers ----
+
+    def _symbolic_build(self, iterator=None, data_batch=None):
+        if getattr(self, "_plans", None) is None:
+            if data_batch is None:
+                data_batch = _first_batch(iterator)
+            spec = tree.map_structure(
+                lambda v: None
+                if v is None
+                else keras.KerasTensor(v.shape, keras.backend.standardize_dtype(v.dtype)),
+                data_batch,
+            )
+            plans = self._resolve_updates()
+            for plan in plans:
+                entries = compute_output_spec(
+                    lambda d, plan=plan: self._run_objective(plan, d, training=True),
+                    self._unpack(spec),
+                )
+                plan.metric_names = self._metric_names(plan, entries, plans)
+            self._make_trackers([n for p in plans for n in p.metric_names.values()])
+            self._build_optimizers(plans)
+            self.built = True
+            object.__setattr__(self, "_plans", plans)
+        self._post_build()
+
+    def _resolve_updates(self):
+        if getattr(self, "optimizer", None) is None:
+            raise ValueError(f"{type(self).__name__} must be compiled before fit()/evaluate()")
+        group = self.optimizer if isinstance(self.optimizer, OptimizerGroup) else None
+        updates = self.updates()
+        if updates is None:
+            if group is not None:
+                raise ValueError(
+                    f"compile() got several optimizers ({', '.join(group.members)}); define "
+                    "updates() to say which objective and sub-model each one trains"
+                )
+            updates = [Update("loss", self.objective, self)]
+        updates = list(updates)
+        if not updates or not all(isinstance(u, Update) for u in updates):
+            raise ValueError(
+                f"updates() must return a non-empty list of cf.Update; got {updates!r}"
+            )
+        layers = {id(layer) for layer in self._flatten_layers(include_self=True)}
+        plans = []
+        for u in updates:
+            if group is not None and u.name not in group.members:
+                raise ValueError(
+                    f"updates() names optimizer {u.name!r}, but compile() got "
+                    f"{', '.join(repr(n) for n in group.members)}"
+                )
+            if id(u.submodel) not in layers:
+                raise ValueError(
+                    f"Update {u.name!r}: its sub-model {getattr(u.submodel, 'name', u.submodel)!r} "
+                    f"is not part of {self.name!r}; expected one of its layers or the model itself"
+                )
+            optimizer = group.members[u.name] if group is not None else self.optimizer
+            plans.append(_Plan(u.name, u.objective, optimizer, [], u.repeat))
+        object.__setattr__(self, "_update_submodels", [u.submodel for u in updates])
+        return plans
+
+    @staticmethod
+    def _metric_names(plan, entries, plans):
+        if len(plans) == 1 and plan.name == "loss":
+            return {key: key for key in entries}
+        names = {}
+        for key in entries:
+            if key == "loss":
+                names[key] = f"{plan.name}_loss"
+            else:
+                clash = any(key in (o.metric_names or {}) for o in plans if o is not plan)
+                names[key] = f"{plan.name}_{key}" if clash else key
+        return names
+
+    def _make_trackers(self, names):
+        trackers = getattr(self, "_cf_trackers", None) or {}
+        missing = [n for n in dict.fromkeys(names) if n not in trackers]
+        if missing:
+            # Keras locks a built model's state; trackers must exist before the step is traced.
+            was_locked = self._tracker.locked
+            self._tracker.unlock()
+            for name in missing:
+                tracker = keras.metrics.Mean(name=name)
+                self._tracker.add_to_store("metrics", tracker)
+                trackers[name] = tracker
+            if was_locked:
+                self._lock_state()
+        object.__setattr__(self, "_cf_trackers", trackers)
+        object.__setattr__(self, "_cf_logged", list(dict.fromkeys(names)))
+
+    def _build_optimizers(self, plans):
+        variables_of = {}
+        for plan, submodel in zip(plans, self._update_submodels):
+            plan.variables = list(submodel.trainable_variables)
+            known = variables_of.setdefault(id(plan.optimizer), (plan.optimizer, {}))[1]
+            known.update({id(v): v for v in plan.variables})
+        for optimizer, known in variables_of.values():
+            if not optimizer.built:
+                optimizer.build(list(known.values()))
+        if isinstance(self.optimizer, OptimizerGroup) and not self.optimizer.built:
+            self.optimizer.build([])
+
+    # ---- the pieces every backend's step is made of ----
+
+    @staticmethod
+    def _unpack(data):
+        # fit(x) yields (x,); hand the objective x itself.
+        if isinstance(data, tuple) and len(data) == 1:
+            return data[0]
+        return data
+
+    def _run_objective(self, plan, data, training):
+        out = plan.objective(data, training=training)
+        if isinstance(out, dict):
+            if "loss" not in out:
+                raise ValueError(
+                    "objective must return a scalar loss or a dict holding 'loss'; got a dict "
+                    f"with keys {sorted(out)}"
+                )
+            entries = dict(out)
+        elif out is None or isinstance(out, (str, list, tuple)):
+            raise ValueError(
+                "objective must return a scalar loss or a dict holding 'loss'; got "
+                f"{type(out).__name__}"
+            )
+        else:
+            entries = {"loss": out}
+        shape = tuple(K.shape(entries["loss"]))
+        if shape != ():
+            raise ValueError(
+                f"objective's loss must be a scalar (shape ()); got shape {shape}: reduce it, "
+                "e.g. with keras.ops.mean"
+            )
+        return entries
+
+    def _apply(self, plan, grads, frozen_ids):
+        pairs = [
+            (g, v)
+            for g, v in zip(grads, plan.variables)
+            if g is not None and id(v) not in frozen_ids
+        ]
+        if pairs:
+            plan.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+
+    def _record(self, plan, entries, data):
+        # Weighted by batch size, as Keras weights its loss: an epoch's figure is then the
+        # mean over samples even when the last batch is short.
+        leaves = [t for t in tree.flatten(data) if t is not None and len(K.shape(t)) > 0]
+        weight = K.shape(leaves[0])[0] if leaves else 1
+        for key, name in plan.metric_names.items():
+            self._cf_trackers[name].update_state(entries[key], sample_weight=weight)
+
+    def _count_step(self):
+        if isinstance(self.optimizer, OptimizerGroup):
+            self.optimizer.iterations.assign_add(1)
+
+    def _logs(self):
+        return {name: self._cf_trackers[name].result() for name in self._cf_logged}

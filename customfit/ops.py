@@ -1,0 +1,124 @@
+"""Gradients, divergences and freezing that work on every Keras backend, nestable, inside
+an objective and inside a compiled train step.
+
+`grad(f)(x)` differentiates a scalar function of tensors. Any Keras state that f updates
+(batch-norm statistics, SeedGenerator states) is carried out of the differentiated function and
+applied where f was called, so a JAX trace never leaks and TensorFlow/PyTorch see the same effect.
+"""
+
+import contextlib
+
+import keras
+from keras import ops as K
+
+from customfit.backends import backend_module
+from customfit.scopes import ChildScope, note_frozen, replay
+
+__all__ = ["grad", "value_and_grad", "divergence", "frozen"]
+
+
+def _argnums_tuple(argnums):
+    if isinstance(argnums, int):
+        return (argnums,), True
+    argnums = tuple(argnums)
+    if not argnums or not all(isinstance(i, int) for i in argnums):
+        raise ValueError(f"argnums must be an int or a non-empty tuple of ints; got {argnums!r}")
+    return argnums, False
+
+
+def value_and_grad(f, argnums=0, has_aux=False):
+    """Like jax.value_and_grad: returns g(*args) -> (value, grads), or ((value, aux), grads)
+    with has_aux; grads is one tensor for an int argnums, a tuple for a tuple."""
+    nums, single = _argnums_tuple(argnums)
+    step = backend_module()
+
+    def wrapped(*args):
+        for i in nums:
+            if i >= len(args):
+                raise ValueError(f"argnums {argnums!r} asks for argument {i}; f was given {len(args)}")
+        assigned = []
+
+        def scalar_with_state(*inner_args):
+            with ChildScope() as scope:
+                out = f(*inner_args)
+            value, aux = out if has_aux else (out, None)
+            value = K.convert_to_tensor(value)
+            if len(K.shape(value)) != 0:
+                raise ValueError(
+                    f"cf.ops.grad needs f to return a scalar; got shape {tuple(K.shape(value))}"
+                )
+            pairs = scope.assignments()
+            assigned[:] = [v for v, _ in pairs]
+            return value, (aux, [new for _, new in pairs])
+
+        value, (aux, new_values), grads = step.value_and_grad(scalar_with_state, args, nums)
+        replay(zip(assigned, new_values))
+        grads = grads[0] if single else tuple(grads)
+        return ((value, aux) if has_aux else value), grads
+
+    return wrapped
+
+
+def grad(f, argnums=0, has_aux=False):
+    """g(*args) -> gradient of the scalar f(*args) with respect to args[argnums]."""
+    vg = value_and_grad(f, argnums=argnums, has_aux=has_aux)
+
+    def wrapped(*args):
+        (value_or_pair), grads = vg(*args)
+        return (grads, value_or_pair[1]) if has_aux else grads
+
+    return wrapped
+
+
+def divergence(f, x, method="exact", seed=None):
+    """Per-sample divergence sum_i d f_i / d x_i of f: (B, D) -> (B, D); returns shape (B,).
+
+    "exact" takes D gradients (right for small D); "hutchinson" takes one, with a Rademacher
+    probe drawn from `seed` (an int or a keras.random.SeedGenerator; inside a compiled JAX
+    step it must be a SeedGenerator), and is unbiased.
+    """
+    if method not in ("exact", "hutchinson"):
+        raise ValueError(f"divergence method must be 'exact' or 'hutchinson'; got {method!r}")
+    x = K.convert_to_tensor(x)
+    shape = tuple(K.shape(x))
+    if len(shape) != 2:
+        raise ValueError(f"divergence needs x of shape (B, D); got shape {shape}")
+
+    def checked(x_):
+        y = f(x_)
+        if tuple(K.shape(y)) != shape:
+            raise ValueError(
+                f"divergence needs f to map shape {shape} to the same shape; got {tuple(K.shape(y))}"
+            )
+        return y
+
+    if method == "hutchinson":
+        probe = K.cast(keras.random.randint(shape, 0, 2, seed=seed), x.dtype) * 2.0 - 1.0
+        vjp = grad(lambda x_: K.sum(checked(x_) * probe))(x)
+        return K.sum(vjp * probe, axis=1)
+
+    total = 0.0
+    for i in range(shape[1]):
+        row = grad(lambda x_, i=i: K.sum(checked(x_)[:, i]))(x)
+        total = total + row[:, i]
+    return total
+
+
+def _is_seed_state(variable):
+    # A frozen layer's dropout should still draw fresh masks: its seed is not a learned state.
+    return "seed_generator_state" in variable.name
+
+
+@contextlib.contextmanager
+def frozen(layer):
+    """Inside the block, `layer`'s variables give no gradient and take no update: its weights
+    and its batch-norm statistics stay as they were. Gradients still flow *through* the layer
+    to its inputs (a generator trained through a frozen discriminator)."""
+    if not hasattr(layer, "variables"):
+        raise ValueError(f"frozen() needs a Keras layer or model; got {type(layer).__name__}")
+    held = [v for v in layer.variables if not _is_seed_state(v)]
+    note_frozen(held)
+    held_ids = {id(v) for v in held}
+    with ChildScope([(v, K.stop_gradient(v.value)) for v in held]) as scope:
+        yield layer
+    replay(scope.assignments(), skip=held_ids)
