@@ -1,0 +1,160 @@
+"""The classifier in TensorFlow: tf.keras layers, tf.GradientTape, @tf.function and tf.data.
+
+This is the lecture's TensorFlow workflow: Keras only builds the layers; the training step is
+written by hand, so any objective could stand where the cross-entropy is.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from customfit import weights as layout
+
+ENGINE = "tensorflow"
+
+
+def _require_tensorflow_backend():
+    # TF 2.21's tf.keras *is* Keras 3 and follows KERAS_BACKEND: under another backend its layers
+    # would hold JAX or torch tensors that GradientTape cannot see.
+    backend = tf.keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            "the tensorflow engine needs KERAS_BACKEND=tensorflow (tf.keras follows it), "
+            f"but this process's Keras backend is {backend!r}; run it in its own process")
+
+
+def build_model(layers, input_shape):
+    """A tf.keras.Sequential from the architecture tuples (see architectures.py)."""
+    model = tf.keras.Sequential([tf.keras.Input(shape=tuple(input_shape))])
+    for layer in layers:
+        kind = layer[0]
+        if kind == "dense":
+            _, units, activation = layer
+            model.add(tf.keras.layers.Dense(units, activation=activation))
+        elif kind == "conv":
+            _, filters, kernel, padding, activation = layer
+            model.add(tf.keras.layers.Conv2D(filters, kernel, padding=padding,
+                                             activation=activation))
+        elif kind == "maxpool":
+            model.add(tf.keras.layers.MaxPooling2D(layer[1]))
+        elif kind == "flatten":
+            model.add(tf.keras.layers.Flatten())
+        else:
+            raise ValueError(f"unknown layer kind {kind!r}")
+    return model
+
+
+def cross_entropy(labels, logits):
+    # On logits, never log(softmax): TF fuses the two stably.
+    return tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+class Trainer:
+    def __init__(self, layers, input_shape, num_classes, lr, seed):
+        _require_tensorflow_backend()
+        self._shapes = layout.canonical_shapes(layers, input_shape, num_classes)
+        # Keras's initializers draw from the global seed: set it, and the weights follow `seed`.
+        tf.keras.utils.set_random_seed(seed)
+        self.model = build_model(layers, input_shape)
+        self.optimizer = tf.keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7)
+        # Create the Adam moments now rather than at the first step, so load_state can fill them.
+        self.optimizer.build(self.model.trainable_variables)
+
+    # reduce_retracing: the last, shorter batch reuses the trace instead of making a new one.
+    @tf.function(reduce_retracing=True)
+    def _train_step(self, x, y):
+        with tf.GradientTape() as tape:
+            logits = self.model(x, training=True)
+            loss = cross_entropy(y, logits)
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        return loss, _correct(y, logits)
+
+    @tf.function(reduce_retracing=True)
+    def _eval_step(self, x, y):
+        logits = self.model(x, training=False)
+        return cross_entropy(y, logits), _correct(y, logits)
+
+    def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
+        # A seeded shuffle's order also depends on TF's global seed: pin it, so that the order is
+        # a function of shuffle_seed alone and a resumed run sees the same batches.
+        tf.random.set_seed(shuffle_seed)
+        dataset = (tf.data.Dataset.from_tensor_slices((x, y))
+                   .shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=False)
+                   .batch(batch_size))
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x_batch, y_batch in dataset:
+            loss, batch_correct = self._train_step(x_batch, y_batch)
+            n = int(x_batch.shape[0])
+            loss_sum += float(loss) * n
+            correct += int(batch_correct)
+            seen += n
+            on_batch({"loss": loss_sum / seen, "accuracy": correct / seen})
+        return {"loss": loss_sum / seen, "accuracy": correct / seen}
+
+    def evaluate(self, x, y, batch_size):
+        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+        loss_sum, correct = 0.0, 0
+        for x_batch, y_batch in dataset:
+            loss, batch_correct = self._eval_step(x_batch, y_batch)
+            loss_sum += float(loss) * int(x_batch.shape[0])
+            correct += int(batch_correct)
+        return {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
+
+    def predict_proba(self, x):
+        logits = self.model(tf.convert_to_tensor(x), training=False)
+        return tf.nn.softmax(logits).numpy()
+
+    def get_weights(self):
+        return layout.to_canonical(ENGINE, self.model.get_weights())
+
+    def set_weights(self, weights):
+        layout.check_shapes(self._shapes, weights)
+        self.model.set_weights(layout.from_canonical(ENGINE, weights))
+
+    def loss_and_grads(self, x, y):
+        with tf.GradientTape() as tape:
+            loss = cross_entropy(tf.convert_to_tensor(y),
+                                 self.model(tf.convert_to_tensor(x), training=True))
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        return float(loss), layout.to_canonical(ENGINE, [g.numpy() for g in grads])
+
+    def _moments(self):
+        # Keras's Adam keeps [iterations, learning_rate, then (momentum, velocity) per trainable
+        # variable in order]; check that, rather than trust it silently.
+        variables = self.optimizer.variables[2:]
+        momentums, velocities = variables[0::2], variables[1::2]
+        trainable = self.model.trainable_variables
+        ok = (len(variables) == 2 * len(trainable)
+              and all(m.path.endswith("_momentum") and v.path.endswith("_velocity")
+                      and tuple(m.shape) == tuple(w.shape) == tuple(v.shape)
+                      for m, v, w in zip(momentums, velocities, trainable)))
+        if not ok:
+            raise RuntimeError("unexpected layout of Keras's Adam variables: "
+                               f"{[v.path for v in self.optimizer.variables]}")
+        return momentums, velocities
+
+    def state(self):
+        momentums, velocities = self._moments()
+        arrays = layout.pack_adam_state(
+            self.get_weights(),
+            layout.to_canonical(ENGINE, [m.numpy() for m in momentums]),
+            layout.to_canonical(ENGINE, [v.numpy() for v in velocities]),
+            int(self.optimizer.iterations.numpy()))
+        return arrays, {"format": layout.STATE_FORMAT, "engine": ENGINE}
+
+    def load_state(self, arrays, meta):
+        layout.check_state_meta(meta)
+        weights, first, second, step = layout.unpack_adam_state(arrays, self._shapes)
+        self.set_weights(weights)
+        momentums, velocities = self._moments()
+        for variable, value in zip(momentums, layout.from_canonical(ENGINE, first)):
+            variable.assign(value)
+        for variable, value in zip(velocities, layout.from_canonical(ENGINE, second)):
+            variable.assign(value)
+        self.optimizer.iterations.assign(step)
+
+
+def _correct(labels, logits):
+    predicted = tf.argmax(logits, axis=-1, output_type=labels.dtype)
+    return tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.int32))

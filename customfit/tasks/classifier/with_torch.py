@@ -1,0 +1,152 @@
+"""The classifier in PyTorch: an nn.Module, autograd, DataLoader, zero_grad/backward/step.
+
+This is the lecture's PyTorch workflow, with its two slips fixed: the model switches mode with
+train()/eval() instead of taking a `training=` argument, and the loss is F.cross_entropy on logits
+instead of log(softmax(.)), which overflows where cross_entropy does not.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from customfit import weights as layout
+from customfit.tasks.classifier.architectures import output_shape
+
+ENGINE = "torch"
+
+
+class ChannelsFirst(nn.Module):
+    """NHWC -> NCHW: the data (and every other engine) is channels-last; nn.Conv2d is not."""
+
+    def forward(self, x):
+        return x.permute(0, 3, 1, 2)
+
+
+class FlattenChannelsLast(nn.Module):
+    """Flatten in (H, W, C) order, as Keras does, rather than nn.Flatten's (C, H, W): then the
+    first dense layer after it takes its inputs in the same order on every engine, and its weights
+    map 1:1 to Keras's (only transposed), with no shuffling of rows."""
+
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1).flatten(1)
+
+
+def build_model(layers, input_shape):
+    """An nn.Sequential from the architecture tuples (see architectures.py)."""
+    modules = []
+    shape = tuple(input_shape)
+    channels_first = False
+    for layer, out_shape in zip(layers, output_shape(layers, input_shape)):
+        kind = layer[0]
+        if kind in ("conv", "maxpool") and not channels_first:
+            modules.append(ChannelsFirst())
+            channels_first = True
+        if kind == "dense":
+            if len(shape) != 1:
+                raise ValueError(f"a dense layer needs flat inputs, given shape {shape}")
+            modules.append(nn.Linear(shape[0], layer[1]))
+        elif kind == "conv":
+            # torch's padding names match Keras's; "same" pads 1 on each side for a 3x3 kernel.
+            modules.append(nn.Conv2d(shape[-1], layer[1], layer[2], padding=layer[3]))
+        elif kind == "maxpool":
+            modules.append(nn.MaxPool2d(layer[1]))
+        elif kind == "flatten":
+            modules.append(FlattenChannelsLast() if channels_first else nn.Flatten())
+            channels_first = False
+        if kind in ("dense", "conv") and layer[-1] == "relu":
+            modules.append(nn.ReLU())
+        shape = out_shape
+    return nn.Sequential(*modules)
+
+
+class Trainer:
+    def __init__(self, layers, input_shape, num_classes, lr, seed):
+        self._shapes = layout.canonical_shapes(layers, input_shape, num_classes)
+        # nn.Linear and nn.Conv2d initialise themselves from torch's global generator.
+        torch.manual_seed(seed)
+        self.model = build_model(layers, input_shape)
+        # eps=1e-7: Keras's default, so that every engine runs the same Adam settings.
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr,
+                                          betas=(0.9, 0.999), eps=1e-7)
+
+    def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
+        loader = DataLoader(
+            TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=batch_size,
+            shuffle=True, generator=torch.Generator().manual_seed(shuffle_seed))
+        self.model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for x_batch, y_batch in loader:
+            self.optimizer.zero_grad()
+            logits = self.model(x_batch)
+            loss = F.cross_entropy(logits, y_batch)
+            loss.backward()
+            self.optimizer.step()
+            n = len(x_batch)
+            loss_sum += loss.item() * n
+            correct += (logits.argmax(dim=1) == y_batch).sum().item()
+            seen += n
+            on_batch({"loss": loss_sum / seen, "accuracy": correct / seen})
+        return {"loss": loss_sum / seen, "accuracy": correct / seen}
+
+    def evaluate(self, x, y, batch_size):
+        loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+                            batch_size=batch_size)
+        self.model.eval()
+        loss_sum, correct = 0.0, 0
+        with torch.no_grad():  # no graph to build: nothing will be differentiated
+            for x_batch, y_batch in loader:
+                logits = self.model(x_batch)
+                loss_sum += F.cross_entropy(logits, y_batch, reduction="sum").item()
+                correct += (logits.argmax(dim=1) == y_batch).sum().item()
+        return {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
+
+    def predict_proba(self, x):
+        self.model.eval()
+        with torch.no_grad():
+            return F.softmax(self.model(torch.from_numpy(np.asarray(x))), dim=1).numpy()
+
+    def get_weights(self):
+        return layout.to_canonical(ENGINE, [p.detach().numpy() for p in self.model.parameters()])
+
+    def set_weights(self, weights):
+        layout.check_shapes(self._shapes, weights)
+        with torch.no_grad():
+            for parameter, value in zip(self.model.parameters(),
+                                        layout.from_canonical(ENGINE, weights)):
+                parameter.copy_(torch.from_numpy(value))
+
+    def loss_and_grads(self, x, y):
+        self.model.train()
+        self.model.zero_grad()
+        loss = F.cross_entropy(self.model(torch.from_numpy(x)), torch.from_numpy(y))
+        loss.backward()
+        grads = [p.grad.numpy().copy() for p in self.model.parameters()]
+        self.model.zero_grad()  # leave nothing behind for the next optimizer step to see
+        return loss.item(), layout.to_canonical(ENGINE, grads)
+
+    def state(self):
+        parameters = list(self.model.parameters())
+        adam = [self.optimizer.state.get(p, {}) for p in parameters]
+        # Before the first step torch has no Adam state yet: its moments are zeros then.
+        first = [s["exp_avg"].numpy() if s else np.zeros(p.shape, np.float32)
+                 for s, p in zip(adam, parameters)]
+        second = [s["exp_avg_sq"].numpy() if s else np.zeros(p.shape, np.float32)
+                  for s, p in zip(adam, parameters)]
+        step = int(adam[0]["step"].item()) if adam[0] else 0
+        arrays = layout.pack_adam_state(self.get_weights(), layout.to_canonical(ENGINE, first),
+                                        layout.to_canonical(ENGINE, second), step)
+        return arrays, {"format": layout.STATE_FORMAT, "engine": ENGINE}
+
+    def load_state(self, arrays, meta):
+        layout.check_state_meta(meta)
+        weights, first, second, step = layout.unpack_adam_state(arrays, self._shapes)
+        self.set_weights(weights)
+        saved = self.optimizer.state_dict()
+        saved["state"] = {} if step == 0 else {
+            i: {"step": torch.tensor(float(step)), "exp_avg": torch.from_numpy(m),
+                "exp_avg_sq": torch.from_numpy(v)}
+            for i, (m, v) in enumerate(zip(layout.from_canonical(ENGINE, first),
+                                           layout.from_canonical(ENGINE, second)))}
+        self.optimizer.load_state_dict(saved)
