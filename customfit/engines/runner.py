@@ -1,0 +1,436 @@
+"""cf.run(task, engine, **config): what `customfit run` does, from Python.
+
+Everything a user gives is checked before anything is written: a mistake raises UsageError (one
+line) and leaves the output folder as it was. Then the engine's Trainer trains under the run loop
+(customfit.engines.loop), the judge measures the result, and the run writes, under its folder:
+metrics.json, history.csv, the figures (PNG) and checkpoint.safetensors.
+
+A Keras backend is fixed per process. run() sets KERAS_BACKEND for its engine before Keras is
+imported; if Keras is already imported here with another backend, the job runs in a subprocess
+(`python -m customfit.engines.runner REQUEST.json`) and its Result is read back.
+"""
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+from customfit import registry, validate
+from customfit.errors import CheckpointError, CustomfitError, UsageError
+
+CONFIG_KEYS = ("epochs", "batch_size", "lr", "seed", "model", "out", "resume", "data", "verbose")
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+# On resume these must match the checkpoint (they decide the numbers); epochs may grow.
+_PINNED = ("batch_size", "lr", "seed")
+
+
+@dataclass
+class Result:
+    """What a run gives back.
+
+    metrics: the judge's figures on the held-out split, e.g. {"accuracy": 0.995, "loss": 0.02}
+    bars:    the figures the task must reach, e.g. {"accuracy": 0.99}; passed: whether it did
+    history: one dict per epoch (epoch, loss, accuracy, val_loss, val_accuracy, seconds)
+    paths:   what was written, name -> path (metrics, history, checkpoint, figures)
+    """
+
+    task: str
+    engine: str
+    config: dict
+    metrics: dict
+    bars: dict
+    passed: bool
+    history: list
+    paths: dict
+    out_dir: str
+    seconds_per_epoch: float
+    total_seconds: float
+    resumed_from_epoch: int | None = None
+    versions: dict = field(default_factory=dict)
+
+    @property
+    def accuracy(self):
+        return self.metrics.get("accuracy")
+
+
+# ----------------------------------------------------------------------------- checking
+
+
+def _plan(task, engine, config):
+    """Check everything a user gave, load the data and (on resume) the checkpoint, decide every
+    setting. Writes nothing. Returns a dict that _train() carries out."""
+    validate.one_of("task", task, registry.TASKS)
+    validate.one_of("engine", engine, registry.ENGINES)
+    unknown = sorted(set(config) - set(CONFIG_KEYS) - {"_data_label"})
+    if unknown:
+        raise UsageError.expected("config", f"keys among {', '.join(CONFIG_KEYS)}", unknown[0])
+    given = {k: v for k, v in config.items() if v is not None}
+    spec = registry.spec(task)
+
+    model = given.get("model", spec.DEFAULTS["model"])
+    validate.one_of("model", model, tuple(spec.MODELS), f"(for task {task})")
+    defaults = {**spec.DEFAULTS, **getattr(spec, "MODEL_DEFAULTS", {}).get(model, {})}
+
+    checked = {}
+    if "epochs" in given:
+        checked["epochs"] = validate.positive_int("epochs", given["epochs"])
+    if "batch_size" in given:
+        checked["batch_size"] = validate.positive_int("batch_size", given["batch_size"])
+    if "lr" in given:
+        checked["lr"] = validate.positive_float("lr", given["lr"])
+    if "seed" in given:
+        checked["seed"] = validate.seed("seed", given["seed"])
+
+    out = given.get("out") or os.path.join("runs", f"{task}-{engine}")
+    out = os.fspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError.expected("out", "a folder (or a path where one can be made)",
+                                  given=f"{out!r}, which is a file")
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError.expected("out", "a folder that can be written", given=repr(out))
+
+    data = given.get("data")
+    if data is not None:
+        input_shape, num_classes = validate.task_shapes(spec)
+        split = validate.user_data(data, input_shape, num_classes)
+        data_label = os.fspath(data) if isinstance(data, (str, os.PathLike)) else "arrays"
+        data_label = given.get("_data_label", data_label)
+        data_digest = _split_digest(split)
+    else:
+        split, data_label, data_digest = None, "built-in", None
+
+    resume = bool(given.get("resume", False))
+    resumed = None
+    if resume:
+        resumed = _check_checkpoint(os.path.join(out, CHECKPOINT), task, engine, model,
+                                    checked, data_digest)
+        previous = resumed[1]["config"]
+        for key in ("epochs",) + _PINNED:
+            checked.setdefault(key, previous[key])
+        done = resumed[1]["epoch"]
+        if checked["epochs"] < done:
+            raise UsageError.expected(
+                "epochs", f"at least {done} (the checkpoint has trained {done} epochs)", checked["epochs"])
+
+    settings = {**{k: defaults[k] for k in ("epochs", "batch_size", "lr", "seed")}, **checked}
+    settings = {
+        "epochs": int(settings["epochs"]),
+        "batch_size": int(settings["batch_size"]),
+        "lr": float(settings["lr"]),
+        "seed": int(settings["seed"]),
+        "model": model,
+        "data": data_label,
+    }
+    return {
+        "task": task, "engine": engine, "spec": spec, "settings": settings, "split": split,
+        "data_digest": data_digest, "out": out, "resumed": resumed,
+        "verbose": bool(given.get("verbose", True)),
+        "data_given": data,
+    }
+
+
+def _split_digest(split):
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (split.x_train, split.y_train, split.x_test, split.y_test):
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _check_checkpoint(path, task, engine, model, checked, data_digest):
+    from customfit import checkpoint
+
+    if not os.path.exists(path):
+        raise CheckpointError.expected("resume", "a checkpoint to resume from",
+                                       given=f"no file {path} (run once without --resume)")
+    try:
+        arrays, meta = checkpoint.load(path)
+    except CheckpointError as e:
+        e.field = "resume"
+        raise
+    want = {"task": task, "engine": engine, "model": model}
+    for key, value in want.items():
+        if meta.get(key) != value:
+            raise CheckpointError.expected(
+                "resume", f"a checkpoint of task {task}, engine {engine}, model {model}",
+                given=f"{path}, written by task {meta.get('task')}, engine {meta.get('engine')}, "
+                      f"model {meta.get('model')}")
+    config, epoch, history = meta.get("config"), meta.get("epoch"), meta.get("history")
+    if (not isinstance(config, dict) or not all(k in config for k in ("epochs",) + _PINNED)
+            or not isinstance(epoch, int) or not isinstance(history, list) or len(history) != epoch):
+        raise CheckpointError.expected("resume", "a customfit run checkpoint",
+                                       given=f"{path}, whose run metadata is incomplete")
+    for key in _PINNED:
+        if key in checked and checked[key] != config[key]:
+            flag = "--" + key.replace("_", "-")
+            raise UsageError.expected(
+                key, f"{config[key]!r} as in the checkpoint being resumed (or leave {flag} out)",
+                checked[key])
+    if meta.get("data_sha256") != data_digest:
+        want_data = "the data it was trained on" if meta.get("data_sha256") else "the built-in data"
+        raise UsageError.expected("data", f"{want_data} to resume this checkpoint",
+                                  given="other data" if data_digest else "the built-in data")
+    return arrays, meta
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+def _keras_backend_in_process():
+    """The backend of the Keras already imported here, or None if Keras is not imported."""
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return None
+    try:
+        return keras.backend.backend()
+    except Exception:
+        return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def needs_subprocess(engine):
+    """True when Keras is already imported in this process with a backend other than the one
+    this engine needs (a Keras backend cannot change inside a process)."""
+    current = _keras_backend_in_process()
+    return current is not None and current != registry.KERAS_BACKEND[engine]
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def run(task, engine, **config):
+    """Train `task` on `engine` and judge it; see the module's docstring. Returns a Result.
+
+    config: epochs, batch_size, lr, seed, model (defaults: the task's spec), out (default
+    runs/<task>-<engine>), resume (continue from out/checkpoint.safetensors), data (an .npz path
+    or a tuple (x_train, y_train, x_test, y_test) to train on one's own data), verbose."""
+    started = time.perf_counter()
+    plan = _plan(task, engine, config)
+    if needs_subprocess(engine):
+        return _run_in_subprocess(task, engine, config, plan)
+    os.environ["KERAS_BACKEND"] = registry.KERAS_BACKEND[engine]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines drown the bar
+    return _train(plan, started)
+
+
+def _train(plan, started):
+    from customfit import checkpoint
+    from customfit.engines import loop
+
+    task, engine, spec, settings = plan["task"], plan["engine"], plan["spec"], plan["settings"]
+    split, out = plan["split"] or spec.load(), plan["out"]
+    try:
+        trainer_class = registry.trainer_class(task, engine)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("customfit."):
+            raise CustomfitError(f"engine {engine} is not implemented for task {task} yet ({e.name})") from None
+        raise
+    trainer = trainer_class(spec.MODELS[settings["model"]], split.input_shape, split.num_classes,
+                            settings["lr"], settings["seed"])
+    history, resumed_from = [], None
+    if plan["resumed"] is not None:
+        arrays, meta = plan["resumed"]
+        try:
+            history = loop.restore(trainer, arrays, meta)
+        except Exception as e:
+            raise CheckpointError.expected(
+                "resume", f"a checkpoint whose state fits the {engine} trainer",
+                given=f"one it refuses ({' '.join(str(e).split())[:100]})") from None
+        resumed_from = meta["epoch"]
+
+    os.makedirs(out, exist_ok=True)
+    paths = {
+        "checkpoint": os.path.join(out, CHECKPOINT),
+        "history": os.path.join(out, HISTORY),
+        "metrics": os.path.join(out, METRICS),
+    }
+
+    def write_history(rows):
+        checkpoint.atomic_write(paths["history"], loop.history_csv(rows))
+
+    meta = {
+        "task": task, "engine": engine, "model": settings["model"],
+        "config": {k: settings[k] for k in ("epochs", "batch_size", "lr", "seed", "model", "data")},
+        "data_sha256": plan["data_digest"],
+    }
+    history = loop.fit(
+        trainer, split, epochs=settings["epochs"], batch_size=settings["batch_size"],
+        seed=settings["seed"], checkpoint_path=paths["checkpoint"], meta=meta, history=history,
+        on_epoch_end=write_history, verbose=plan["verbose"],
+    )
+    if resumed_from is not None and resumed_from == len(history):
+        write_history(history)  # nothing left to train: history.csv may be missing or stale
+
+    metrics = judge(trainer.predict_proba, split.x_test, split.y_test, split.num_classes)
+    bars = dict(getattr(spec, "BARS_BY_MODEL", {}).get(settings["model"], spec.BARS))
+    passed = all(metrics[k] >= v for k, v in bars.items())
+
+    paths.update(_figures(task, trainer, split, history, out, f"{task} on {engine}"))
+
+    seconds = [row["seconds"] for row in history]
+    per_epoch = sum(seconds[1:]) / len(seconds[1:]) if len(seconds) > 1 else (seconds[0] if seconds else 0.0)
+    versions = _versions(engine)
+    total = time.perf_counter() - started
+    report = {
+        "task": task, "engine": engine, "model": settings["model"], "judge": spec.JUDGE,
+        **metrics,
+        "bar": bars, "passed": passed,
+        "config": {k: settings[k] for k in ("epochs", "batch_size", "lr", "seed", "model", "data")},
+        "seconds_per_epoch": per_epoch,
+        "seconds_per_epoch_note": "mean of epochs 2 onwards (the first includes tracing/compiling)",
+        "first_epoch_seconds": seconds[0] if seconds else None,
+        "epoch_seconds": seconds,
+        "total_seconds": total,
+        "resumed_from_epoch": resumed_from,
+        "versions": versions,
+        "machine": _machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
+    checkpoint.atomic_write(paths["metrics"], json.dumps(report, indent=2) + "\n")
+    return Result(
+        task=task, engine=engine, config=report["config"], metrics=metrics, bars=bars, passed=passed,
+        history=history, paths=paths, out_dir=out, seconds_per_epoch=per_epoch, total_seconds=total,
+        resumed_from_epoch=resumed_from, versions=versions,
+    )
+
+
+def judge(predict_proba, x_test, y_test, num_classes):
+    """Held-out accuracy and cross-entropy, computed here with NumPy from the model's
+    probabilities alone: the judge shares no code with the engine it judges."""
+    import numpy as np
+
+    proba = np.asarray(predict_proba(x_test), dtype=np.float64)
+    if proba.shape != (len(x_test), num_classes):
+        raise RuntimeError(f"predict_proba gave shape {proba.shape}; expected {(len(x_test), num_classes)}")
+    accuracy = float(np.mean(proba.argmax(axis=1) == y_test))
+    picked = np.clip(proba[np.arange(len(y_test)), y_test], 1e-12, 1.0)
+    return {"accuracy": accuracy, "loss": float(-np.mean(np.log(picked)))}
+
+
+def _figures(task, trainer, split, history, out, title):
+    from customfit import plots
+
+    paths = {"curves": plots.curves(history, os.path.join(out, "curves.png"), title=title)}
+    if split.input_shape == (2,):
+        paths["decision_regions"] = plots.decision_regions(
+            trainer.predict_proba, split.x_train, split.y_train, split.x_test, split.y_test,
+            os.path.join(out, "decision_regions.png"), num_classes=split.num_classes)
+    elif len(split.input_shape) == 3:
+        paths["probabilities"] = plots.probabilities(
+            trainer.predict_proba, split.x_test, split.y_test,
+            os.path.join(out, "probabilities.png"), num_classes=split.num_classes, title=title)
+    return paths
+
+
+_DISTRIBUTIONS = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "keras"),
+    "torch": ("torch",),
+    "flax": ("flax", "jax", "jaxlib", "optax"),
+    "keras-tensorflow": ("keras", "tensorflow", "tensorflow-cpu"),
+    "keras-torch": ("keras", "torch"),
+    "keras-jax": ("keras", "jax", "jaxlib"),
+}
+
+
+def _versions(engine):
+    from importlib import metadata
+
+    import numpy as np
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    for name in ("customfit",) + _DISTRIBUTIONS[engine]:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name == "customfit":
+                import customfit
+
+                versions[name] = customfit.__version__
+    return versions
+
+
+def _machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count()}
+
+
+# ----------------------------------------------------------------------------- subprocess
+
+
+def _run_in_subprocess(task, engine, config, plan):
+    config = dict(config)
+    with tempfile.TemporaryDirectory(prefix="customfit-") as tmp:
+        data = plan["data_given"]
+        if data is not None and not isinstance(data, (str, os.PathLike)):
+            import numpy as np
+
+            data_path = os.path.join(tmp, "data.npz")
+            split = plan["split"]
+            np.savez(data_path, x_train=split.x_train, y_train=split.y_train,
+                     x_test=split.x_test, y_test=split.y_test)
+            config["data"] = data_path
+            config["_data_label"] = "arrays"
+        elif data is not None:
+            config["data"] = os.fspath(data)
+        config["out"] = plan["out"]  # the child runs in this process's working folder
+        request = os.path.join(tmp, "request.json")
+        answer = os.path.join(tmp, "result.json")
+        with open(request, "w") as f:
+            json.dump({"task": task, "engine": engine, "config": config, "result": answer}, f)
+        env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine])
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        proc = subprocess.run([sys.executable, "-m", "customfit.engines.runner", request], env=env)
+        if not os.path.exists(answer):
+            raise CustomfitError(f"the {engine} subprocess ended with status {proc.returncode} and no result")
+        with open(answer) as f:
+            reply = json.load(f)
+    if "error" in reply:
+        cls = {"UsageError": UsageError, "CheckpointError": CheckpointError}.get(reply["kind"], CustomfitError)
+        if cls is CustomfitError:
+            raise CustomfitError(reply["error"])
+        raise cls(reply["error"], field=reply.get("field"))
+    return Result(**reply["result"])
+
+
+def _child(request_path):
+    """The subprocess's side: run the request in this (fresh) process, write the Result as JSON."""
+    with open(request_path) as f:
+        request = json.load(f)
+    answer = request["result"]
+    try:
+        result = run(request["task"], request["engine"], **request["config"])
+        reply = {"result": asdict(result)}
+        status = 0
+    except UsageError as e:
+        reply = {"error": e.message, "field": e.field, "kind": type(e).__name__}
+        status = 2
+    except CustomfitError as e:
+        reply = {"error": str(e), "kind": type(e).__name__}
+        status = 1
+    with open(answer, "w") as f:
+        json.dump(reply, f)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1]))

@@ -1,0 +1,134 @@
+"""Figures (PNG), drawn with matplotlib's Agg backend. matplotlib is imported on first use only.
+
+- decision_regions: the toy set's points over the trained model's decision regions.
+- probabilities: a few test digits, each beside a bar chart of the model's class probabilities
+  (the lecture's figure for exercise 1).
+- curves: loss and accuracy by epoch, training and held-out.
+"""
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    import io
+    import os
+
+    from customfit.checkpoint import atomic_write
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    atomic_write(path, buffer.getvalue())
+    return os.fspath(path)
+
+
+def decision_regions(predict_proba, x_train, y_train, x_test, y_test, path, num_classes=None,
+                     title=None, resolution=300):
+    """The 2-D points, coloured by label, over the regions where the model answers each class."""
+    plt = _pyplot()
+    x_all = np.concatenate([x_train, x_test])
+    low, high = x_all.min(axis=0), x_all.max(axis=0)
+    pad = 0.1 * (high - low) + 1e-3
+    gx = np.linspace(low[0] - pad[0], high[0] + pad[0], resolution, dtype=np.float32)
+    gy = np.linspace(low[1] - pad[1], high[1] + pad[1], resolution, dtype=np.float32)
+    xx, yy = np.meshgrid(gx, gy)
+    grid = np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)
+    proba = np.asarray(predict_proba(grid))
+    k = num_classes or proba.shape[1]
+    answer = proba.argmax(axis=1).reshape(xx.shape)
+
+    cmap = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    levels = np.arange(k + 1) - 0.5
+    ax.contourf(xx, yy, answer, levels=levels, colors=[cmap(i % 10) for i in range(k)], alpha=0.25)
+    ax.contour(xx, yy, answer, levels=levels, colors="k", linewidths=0.6, alpha=0.6)
+    for c in range(k):
+        m = y_train == c
+        ax.scatter(x_train[m, 0], x_train[m, 1], s=5, color=cmap(c % 10), alpha=0.5,
+                   label=f"class {c}", linewidths=0)
+    wrong = 0
+    if len(x_test):
+        test_answer = np.asarray(predict_proba(x_test.astype(np.float32))).argmax(axis=1)
+        missed = test_answer != y_test
+        ax.scatter(x_test[:, 0], x_test[:, 1], s=9, facecolors="none",
+                   edgecolors=[cmap(int(c) % 10) for c in y_test], linewidths=0.6, label="test")
+        wrong = int(missed.sum())
+        if wrong:
+            ax.scatter(x_test[missed, 0], x_test[missed, 1], s=40, marker="x", color="k",
+                       linewidths=1.0, label=f"test, misclassified ({wrong})")
+    ax.set_xlim(gx[0], gx[-1])
+    ax.set_ylim(gy[0], gy[-1])
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    if title is None and len(x_test):
+        title = f"decision regions; held-out accuracy {1 - wrong / len(x_test):.4f}"
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="best", fontsize=7, markerscale=2, framealpha=0.8)
+    return _save(fig, path)
+
+
+def probabilities(predict_proba, x_test, y_test, path, count=6, num_classes=10, title=None):
+    """The first `count` test digits, each beside a bar chart of the model's probabilities
+    (the true class's bar in green, a wrong answer's in red)."""
+    plt = _pyplot()
+    count = min(count, len(x_test))
+    images = np.asarray(x_test[:count])
+    proba = np.asarray(predict_proba(images.astype(np.float32)))
+    fig, axes = plt.subplots(count, 2, figsize=(6.4, 1.45 * count + 0.4),
+                             gridspec_kw={"width_ratios": [1, 2.6]}, squeeze=False)
+    for i in range(count):
+        image_ax, bar_ax = axes[i]
+        image_ax.imshow(images[i].reshape(images[i].shape[:2]), cmap="gray_r", vmin=0, vmax=1)
+        image_ax.set_xticks([])
+        image_ax.set_yticks([])
+        image_ax.set_ylabel(f"label {int(y_test[i])}", fontsize=8)
+        answer = int(proba[i].argmax())
+        colours = ["tab:blue"] * num_classes
+        if answer != int(y_test[i]):
+            colours[answer] = "tab:red"
+        colours[int(y_test[i])] = "tab:green"
+        bar_ax.bar(np.arange(num_classes), proba[i], color=colours)
+        bar_ax.set_ylim(0, 1)
+        bar_ax.set_xticks(np.arange(num_classes))
+        bar_ax.tick_params(labelsize=7)
+        bar_ax.set_title(f"answer {answer}, p = {proba[i, answer]:.3f}", fontsize=8, pad=2)
+    axes[-1, 1].set_xlabel("class")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def curves(history, path, title=None):
+    """Loss and accuracy by epoch, training and held-out."""
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
+    loss_ax.plot(epochs, [r["loss"] for r in history], "o-", label="training")
+    loss_ax.plot(epochs, [r["val_loss"] for r in history], "s--", label="held-out")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("cross-entropy")
+    loss_ax.set_yscale("log")
+    acc_ax.plot(epochs, [r["accuracy"] for r in history], "o-", label="training")
+    acc_ax.plot(epochs, [r["val_accuracy"] for r in history], "s--", label="held-out")
+    acc_ax.set_xlabel("epoch")
+    acc_ax.set_ylabel("accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        if 0 < len(epochs) <= 20:
+            ax.set_xticks(epochs)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,185 @@
+"""Checks of what a user gives: names, numbers, data. Each failure is a one-line UsageError that
+says what was expected and what was given. Imports NumPy only (no framework)."""
+
+import math
+import numbers
+import os
+
+import numpy as np
+
+from customfit.data import Split
+from customfit.errors import UsageError
+
+DATA_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def one_of(field, value, choices, what=""):
+    if not isinstance(value, str) or value not in choices:
+        suffix = f" {what}" if what else ""
+        raise UsageError.expected(field, f"one of {', '.join(choices)}{suffix}", value)
+    return value
+
+
+def _as_number(field, value, kind, expected):
+    if isinstance(value, bool):
+        raise UsageError.expected(field, expected, value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text) if kind is int else float(text)
+        except ValueError:
+            raise UsageError.expected(field, expected, value) from None
+    if kind is int:
+        if isinstance(value, numbers.Integral):
+            return int(value)
+        if isinstance(value, numbers.Real) and float(value).is_integer():
+            return int(value)
+        raise UsageError.expected(field, expected, value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise UsageError.expected(field, expected, value)
+
+
+def positive_int(field, value):
+    """An integer > 0 (epochs, batch size). Strings of digits are accepted (the command line)."""
+    n = _as_number(field, value, int, "an integer > 0")
+    if n <= 0:
+        raise UsageError.expected(field, "an integer > 0", value)
+    return n
+
+
+def seed(field, value):
+    n = _as_number(field, value, int, "an integer >= 0")
+    if n < 0:
+        raise UsageError.expected(field, "an integer >= 0", value)
+    return n
+
+
+def positive_float(field, value):
+    """A finite number > 0 (the learning rate)."""
+    x = _as_number(field, value, float, "a positive number")
+    if not math.isfinite(x) or x <= 0:
+        raise UsageError.expected(field, "a positive number", value)
+    return x
+
+
+def task_shapes(spec):
+    """(input shape without batch, number of classes) for a task: from its spec if it says,
+    else from its own data set."""
+    shape = getattr(spec, "INPUT_SHAPE", None)
+    classes = getattr(spec, "NUM_CLASSES", None)
+    if shape is None or classes is None:
+        split = spec.load()
+        shape, classes = split.input_shape, split.num_classes
+    return tuple(shape), int(classes)
+
+
+def _fmt_shape(shape):
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _read_npz(path):
+    expected = f"an .npz file holding {', '.join(DATA_KEYS)}"
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise UsageError.expected("data", expected, given=f"{path!r}, which does not exist")
+    if os.path.isdir(path):
+        raise UsageError.expected("data", expected, given=f"{path!r}, which is a folder")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not hasattr(npz, "files"):
+                raise ValueError("a single array")
+            missing = [k for k in DATA_KEYS if k not in npz.files]
+            if missing:
+                raise UsageError.expected(
+                    "data", expected,
+                    given=f"{path!r}, which lacks {', '.join(missing)} (it has {', '.join(npz.files) or 'nothing'})",
+                )
+            return {k: npz[k] for k in DATA_KEYS}
+    except UsageError:
+        raise
+    except Exception as e:  # a damaged zip, pickled objects, a plain .npy ...
+        raise UsageError.expected(
+            "data", expected, given=f"{path!r}, which cannot be read ({' '.join(str(e).split())})"
+        ) from None
+
+
+def _check_inputs(name, x, input_shape):
+    try:
+        x = np.asarray(x)
+    except Exception:
+        raise UsageError.expected("data", f"{name} as a numeric array", given=type(x).__name__) from None
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise UsageError.expected("data", f"{name} as a numeric array", given=f"dtype {x.dtype}")
+    want = (None,) + tuple(input_shape)
+    # 8x8 images without their channel axis are taken as one channel.
+    if x.ndim == len(want) - 1 and len(input_shape) == 3 and input_shape[-1] == 1 \
+            and tuple(x.shape[1:]) == tuple(input_shape[:-1]):
+        x = x[..., None]
+    if x.ndim != len(want) or tuple(x.shape[1:]) != tuple(input_shape) or x.shape[0] == 0:
+        raise UsageError.expected(
+            "data", f"{name} of shape (N, {', '.join(str(d) for d in input_shape)}) with N > 0",
+            given=f"shape {_fmt_shape(x.shape)}",
+        )
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise UsageError.expected("data", f"{name} as real numbers", given=f"dtype {x.dtype}")
+    x = x.astype(np.float32)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        nans = int(np.isnan(x).sum())
+        infs = int(bad.sum()) - nans
+        what = ", ".join(p for p in (f"{nans} NaN" if nans else "", f"{infs} infinite" if infs else "") if p)
+        raise UsageError.expected("data", f"finite numbers in {name}", given=f"{what} value(s)")
+    return x
+
+
+def _check_labels(name, y, n, num_classes):
+    expected = f"{name} as {n} integer labels in [0, {num_classes})"
+    try:
+        y = np.asarray(y)
+    except Exception:
+        raise UsageError.expected("data", expected, given=type(y).__name__) from None
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != n:
+        raise UsageError.expected("data", expected, given=f"shape {_fmt_shape(y.shape)}")
+    if y.dtype == bool or not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+        raise UsageError.expected("data", expected, given=f"dtype {y.dtype}")
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.isfinite(y).all():
+            raise UsageError.expected("data", expected, given="NaN or infinite labels")
+        if not (y == np.round(y)).all():
+            raise UsageError.expected("data", expected, given="labels with fractional parts")
+    low, high = y.min(), y.max()
+    if low < 0 or high >= num_classes:
+        outside = int(((y < 0) | (y >= num_classes)).sum())
+        raise UsageError.expected(
+            "data", expected, given=f"{outside} label(s) outside it (values from {low:g} to {high:g})"
+        )
+    return y.astype(np.int64)
+
+
+def user_data(data, input_shape, num_classes):
+    """A Split from what a user gave as `data`: a path to an .npz file, a dict, or a tuple
+    (x_train, y_train, x_test, y_test). Checks shapes, finiteness and labels."""
+    if isinstance(data, (str, os.PathLike)):
+        arrays = _read_npz(data)
+    elif isinstance(data, dict):
+        missing = [k for k in DATA_KEYS if k not in data]
+        if missing:
+            raise UsageError.expected(
+                "data", f"a dict holding {', '.join(DATA_KEYS)}", given=f"one without {', '.join(missing)}"
+            )
+        arrays = {k: data[k] for k in DATA_KEYS}
+    elif isinstance(data, (tuple, list)) and len(data) == 4:
+        arrays = dict(zip(DATA_KEYS, data))
+    else:
+        raise UsageError.expected(
+            "data", "an .npz path or a tuple (x_train, y_train, x_test, y_test)",
+            given=type(data).__name__ + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""),
+        )
+    x_train = _check_inputs("x_train", arrays["x_train"], input_shape)
+    x_test = _check_inputs("x_test", arrays["x_test"], input_shape)
+    y_train = _check_labels("y_train", arrays["y_train"], len(x_train), num_classes)
+    y_test = _check_labels("y_test", arrays["y_test"], len(x_test), num_classes)
+    return Split(x_train, y_train, x_test, y_test, num_classes=num_classes)
