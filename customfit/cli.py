@@ -1,0 +1,364 @@
+"""The command line: `customfit list | run | matrix | demo` (also `python -m customfit`).
+
+`--help` and `list` import no framework. A user's mistake gets one line on stderr,
+`customfit: error: <what>: expected ...; got ...`, exit status 2, no traceback, and nothing
+written. Frameworks are imported only once a run has been checked.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+from customfit import registry
+from customfit.errors import CustomfitError, UsageError
+
+PROG = "customfit"
+DEMO_TASK = "digits"
+DEMO_ENGINE = "keras-jax"
+
+ENGINE_NOTES = {
+    "tensorflow": "native TensorFlow: tf.keras layers, tf.GradientTape, tf.function, tf.data",
+    "torch": "native PyTorch: torch.nn, autograd, optimizer.zero_grad/step, DataLoader",
+    "flax": "native JAX: Flax NNX, optax, nnx.jit",
+    "keras-tensorflow": "cf.Model + compile()/fit() on Keras's TensorFlow backend",
+    "keras-torch": "cf.Model + compile()/fit() on Keras's PyTorch backend",
+    "keras-jax": "cf.Model + compile()/fit() on Keras's JAX backend",
+}
+
+# UsageError.field -> how the command line spells it.
+FLAGS = {
+    "task": "TASK", "engine": "--engine", "epochs": "--epochs", "batch_size": "--batch-size",
+    "lr": "--lr", "seed": "--seed", "model": "--model", "out": "--out", "resume": "--resume",
+    "checkpoint": "--resume", "data": "--data", "tasks": "--tasks", "engines": "--engines",
+}
+
+
+def _error_line(message):
+    return f"{PROG}: error: {' '.join(str(message).split())}"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line in customfit's words (no usage block)."""
+
+    def error(self, message):
+        message = " ".join(message.split())
+        choice = re.match(r"argument (\S+): invalid choice: '?([^']*?)'? \(choose from (.*)\)$", message)
+        if choice:
+            name, got, options = choice.groups()
+            options = ", ".join(o.strip(" '") for o in options.split(","))
+            name = "command" if name.startswith("{") or name == "command" else name
+            message = f"{name}: expected one of {options}; got {got!r}"
+        elif message.startswith("argument "):
+            message = message[len("argument "):]
+        message = message.replace("the following arguments are required:", "missing:")
+        self.exit(2, _error_line(message) + "\n")
+
+
+def _checked(check, field):
+    """An argparse type from a customfit.validate check: its message, in one line."""
+
+    def parse(text):
+        from customfit import validate
+
+        try:
+            return getattr(validate, check)(field, text)
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(e.message) from None
+
+    parse.__name__ = field
+    return parse
+
+
+def _usage_error(e):
+    flag = FLAGS.get(e.field, e.field)
+    return _error_line(f"{flag}: {e.message}" if flag else e.message)
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser():
+    parser = Parser(
+        prog=PROG, allow_abbrev=False,
+        description="Write your own training objective; train it with TensorFlow, PyTorch or JAX, "
+                    "natively or through Keras 3's fit().",
+        epilog="`customfit COMMAND --help` for a command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    commands.add_parser("list", help="tasks, engines, and what each task judges", allow_abbrev=False)
+
+    run = commands.add_parser(
+        "run", help="train one task on one engine; write metrics, history, figures, checkpoint",
+        allow_abbrev=False,
+        description="Train TASK on ENGINE, judge it on held-out data, and write metrics.json, "
+                    "history.csv, figures (PNG) and checkpoint.safetensors under --out.",
+    )
+    run.add_argument("task", metavar="TASK", nargs="?", help=f"one of: {', '.join(registry.TASKS)}")
+    _run_options(run, engine_required=True)
+    run.add_argument("--model", metavar="M", help="the task's model (see `customfit list`)")
+    run.add_argument("--out", metavar="DIR", help="output folder (default: runs/TASK-ENGINE)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from DIR/checkpoint.safetensors (same task, engine, model)")
+    run.add_argument("--data", metavar="FILE.npz",
+                     help="train on your own data: an .npz with x_train, y_train, x_test, y_test")
+
+    matrix = commands.add_parser(
+        "matrix", help="every task on every engine, each in its own process; a table and a report",
+        allow_abbrev=False,
+        description="Run every TASK on every ENGINE (each in its own process) with the task's "
+                    "defaults and write matrix.json and matrix.md under --out. Exit status 1 if a "
+                    "run failed or missed its bar.",
+    )
+    matrix.add_argument("--tasks", nargs="+", metavar="TASK", default=list(registry.TASKS),
+                        help=f"default: {' '.join(registry.TASKS)}")
+    matrix.add_argument("--engines", nargs="+", metavar="ENGINE", default=list(registry.ENGINES),
+                        help=f"default: {' '.join(registry.ENGINES)}")
+    matrix.add_argument("--out", metavar="DIR", default=os.path.join("runs", "matrix"),
+                        help="default: runs/matrix")
+    matrix.add_argument("--epochs", metavar="N", type=_checked("positive_int", "epochs"),
+                        help="override every task's epoch count")
+    matrix.add_argument("--seed", metavar="S", type=_checked("seed", "seed"), help="default: 0")
+
+    demo = commands.add_parser(
+        "demo", help=f"the {DEMO_TASK} classifier on {DEMO_ENGINE}, with its figures and metrics",
+        allow_abbrev=False,
+        description=f"Train the {DEMO_TASK} classifier (default model) and write its metrics and "
+                    "figures (default folder: runs/demo).",
+    )
+    _run_options(demo, engine_required=False)
+    demo.add_argument("--out", metavar="DIR", default=os.path.join("runs", "demo"),
+                      help="default: runs/demo")
+    return parser
+
+
+def _run_options(parser, engine_required):
+    engines = ", ".join(registry.ENGINES)
+    parser.add_argument(
+        "--engine", metavar="ENGINE",
+        help=f"one of: {engines}" + ("" if engine_required else f" (default: {DEMO_ENGINE})"))
+    parser.add_argument("--epochs", metavar="N", type=_checked("positive_int", "epochs"))
+    parser.add_argument("--batch-size", metavar="B", type=_checked("positive_int", "batch_size"))
+    parser.add_argument("--lr", metavar="LR", type=_checked("positive_float", "lr"),
+                        help="Adam's learning rate")
+    parser.add_argument("--seed", metavar="S", type=_checked("seed", "seed"))
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_list(args):
+    out = [f"tasks ({len(registry.TASKS)}):"]
+    for task in registry.TASKS:
+        spec = registry.spec(task)
+        out.append(f"  {task:<8} {spec.SUMMARY}")
+        out.append(f"  {'':<8} judge: {spec.JUDGE}")
+        for model in spec.MODELS:
+            settings = {**spec.DEFAULTS, **getattr(spec, "MODEL_DEFAULTS", {}).get(model, {})}
+            bars = getattr(spec, "BARS_BY_MODEL", {}).get(model, spec.BARS)
+            mark = " (default)" if model == spec.DEFAULTS["model"] else ""
+            bar = ", ".join(f"{k} >= {v}" for k, v in bars.items())
+            out.append(f"  {'':<8} --model {model}{mark}: {settings['epochs']} epochs, batch "
+                       f"{settings['batch_size']}, lr {settings['lr']}; bar: {bar}")
+    out.append("")
+    out.append(f"engines ({len(registry.ENGINES)}):")
+    for engine in registry.ENGINES:
+        out.append(f"  {engine:<17} {ENGINE_NOTES.get(engine, '')}")
+    print("\n".join(out))
+    return 0
+
+
+def _report(result):
+    cfg = result.config
+    judged = ", ".join(
+        f"held-out {k} {result.metrics[k]:.4f} (bar {v})" for k, v in result.bars.items())
+    lines = [
+        f"{result.task} on {result.engine}: model {cfg['model']}, {cfg['epochs']} epochs, "
+        f"batch {cfg['batch_size']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
+        + (f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""),
+        f"{judged}: {'passed' if result.passed else 'NOT passed'}",
+        f"{result.seconds_per_epoch:.2f} s per epoch, {result.total_seconds:.1f} s in all",
+        f"wrote {os.path.join(result.out_dir, '')}: "
+        + ", ".join(os.path.basename(p) for p in result.paths.values()),
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def cmd_run(args):
+    config = {
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+        "model": args.model, "out": args.out, "resume": args.resume, "data": args.data,
+        "verbose": not args.quiet,
+    }
+    return _run(args.task, args.engine, config)
+
+
+def _run(task, engine, config):
+    from customfit import validate
+
+    if task is None:
+        raise UsageError.expected("task", f"one of {', '.join(registry.TASKS)}", given="nothing")
+    validate.one_of("task", task, registry.TASKS)
+    if engine is None:
+        raise UsageError.expected("engine", f"one of {', '.join(registry.ENGINES)}", given="nothing")
+    validate.one_of("engine", engine, registry.ENGINES)
+
+    from customfit.engines.runner import run
+
+    result = run(task, engine, **{k: v for k, v in config.items() if v is not None})
+    _report(result)
+    return 0
+
+
+def cmd_demo(args):
+    config = {
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+        "out": args.out, "verbose": not args.quiet,
+    }
+    return _run(DEMO_TASK, args.engine or DEMO_ENGINE, config)
+
+
+def cmd_matrix(args):
+    from customfit import validate
+
+    for task in args.tasks:
+        validate.one_of("tasks", task, registry.TASKS)
+    for engine in args.engines:
+        validate.one_of("engines", engine, registry.ENGINES)
+    out = args.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError.expected("out", "a folder (or a path where one can be made)",
+                                  given=f"{out!r}, which is a file")
+    tasks = list(dict.fromkeys(args.tasks))
+    engines = list(dict.fromkeys(args.engines))
+    os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+
+    rows = []
+    started = time.time()
+    print(f"{'task':<8} {'engine':<17} {'accuracy':>9} {'bar':>6} {'s/epoch':>8}  result", flush=True)
+    for task in tasks:
+        for engine in engines:
+            rows.append(_matrix_one(task, engine, out, args))
+            _print_row(rows[-1])
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "seconds": time.time() - started,
+        "rows": rows,
+    }
+    for row in rows:
+        if row.get("machine"):
+            report["machine"] = row["machine"]
+            report["versions"] = {k: v for r in rows for k, v in (r.get("versions") or {}).items()}
+            break
+    from customfit.checkpoint import atomic_write
+
+    atomic_write(os.path.join(out, "matrix.json"), json.dumps(report, indent=2) + "\n")
+    md = matrix_markdown(report)
+    atomic_write(os.path.join(out, "matrix.md"), md)
+    print()
+    print(md, end="")
+    print(f"wrote {os.path.join(out, 'matrix.json')} and {os.path.join(out, 'matrix.md')}")
+    ok = all(row["status"] == "passed" for row in rows)
+    return 0 if ok else 1
+
+
+def _matrix_one(task, engine, out, args):
+    run_dir = os.path.join(out, f"{task}-{engine}")
+    log_path = os.path.join(out, "logs", f"{task}-{engine}.log")
+    command = [sys.executable, "-m", "customfit", "run", task, "--engine", engine,
+               "--out", run_dir, "--quiet"]
+    if args.epochs is not None:
+        command += ["--epochs", str(args.epochs)]
+    if args.seed is not None:
+        command += ["--seed", str(args.seed)]
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    if os.path.exists(metrics_path):
+        os.remove(metrics_path)  # a stale one must not pass for this run's
+    started = time.time()
+    with open(log_path, "w") as log:
+        proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+    row = {"task": task, "engine": engine, "out": run_dir, "log": log_path,
+           "wall_seconds": time.time() - started, "exit_status": proc.returncode}
+    if proc.returncode == 0 and os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            metrics = json.load(f)
+        row.update({
+            "model": metrics["model"], "accuracy": metrics["accuracy"], "loss": metrics["loss"],
+            "bar": metrics["bar"].get("accuracy"), "passed": metrics["passed"],
+            "epochs": metrics["config"]["epochs"], "batch_size": metrics["config"]["batch_size"],
+            "seconds_per_epoch": metrics["seconds_per_epoch"],
+            "first_epoch_seconds": metrics["first_epoch_seconds"],
+            "versions": metrics.get("versions"), "machine": metrics.get("machine"),
+            "status": "passed" if metrics["passed"] else "below bar",
+        })
+    else:
+        with open(log_path) as f:
+            tail = [line.strip() for line in f.read().splitlines() if line.strip()]
+        row.update({"status": "failed", "error": tail[-1] if tail else f"exit status {proc.returncode}"})
+    return row
+
+
+def _print_row(row):
+    if row["status"] == "failed":
+        print(f"{row['task']:<8} {row['engine']:<17} {'-':>9} {'-':>6} {'-':>8}  failed: {row['error']}"
+              f" (log: {row['log']})", flush=True)
+        return
+    print(f"{row['task']:<8} {row['engine']:<17} {row['accuracy']:>9.4f} {row['bar']:>6} "
+          f"{row['seconds_per_epoch']:>8.3f}  {row['status']}", flush=True)
+
+
+def matrix_markdown(report):
+    lines = [
+        "| task | model | engine | held-out accuracy | bar | s/epoch | first epoch (s) | epochs x batch | result |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for row in report["rows"]:
+        if row["status"] == "failed":
+            lines.append(f"| {row['task']} | | {row['engine']} | | | | | | failed: {row['error']} |")
+            continue
+        lines.append(
+            f"| {row['task']} | {row['model']} | {row['engine']} | {row['accuracy']:.4f} | {row['bar']} "
+            f"| {row['seconds_per_epoch']:.3f} | {row['first_epoch_seconds']:.2f} "
+            f"| {row['epochs']} x {row['batch_size']} | {row['status']} |")
+    machine = report.get("machine") or {}
+    versions = report.get("versions") or {}
+    lines += [
+        "",
+        f"Measured {report['date']} on {machine.get('cpu', '?')} ({machine.get('cpu_count', '?')} cores), "
+        f"{machine.get('platform', '?')}.",
+        "s/epoch: mean training time of epochs 2 onwards (epoch 1 includes tracing and compiling).",
+    ]
+    if versions:
+        lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".")
+    return "\n".join(lines) + "\n"
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "matrix": cmd_matrix, "demo": cmd_demo}
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        print(_usage_error(e), file=sys.stderr)
+        return 2
+    except CustomfitError as e:
+        print(_error_line(e), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
