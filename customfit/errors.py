@@ -30,14 +30,14 @@ class UsageError(CustomfitError, ValueError):
     def expected(cls, field, expected, got=None, *, given=None):
         """UsageError("expected <expected>; got <repr(got)>"), or "...; got <given>" where the
         given thing is better described in words (an array's shape, a file's state)."""
-        text = given if given is not None else repr(got)
-        return cls(f"expected {expected}; got {_short(text)}", field=field)
+        text = given if given is not None else _short(repr(got))
+        return cls(f"expected {expected}; got {text}", field=field)
 
 
 class CheckpointError(UsageError):
     """A checkpoint that cannot be read, or that belongs to another run."""
 
 
-def _short(text, limit=120):
+def _short(text, limit=200):
     text = _one_line(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
