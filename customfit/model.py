@@ -110,12 +110,18 @@ class Model(backend_module().Step):
                 data_batch,
             )
             plans = self._resolve_updates()
-            for plan in plans:
-                entries = compute_output_spec(
-                    lambda d, plan=plan: self._run_objective(plan, d, training=True),
-                    self._unpack(spec),
+            keys = [
+                list(
+                    compute_output_spec(
+                        lambda d, plan=plan: self._run_objective(plan, d, training=True),
+                        self._unpack(spec),
+                    )
                 )
-                plan.metric_names = self._metric_names(plan, entries, plans)
+                for plan in plans
+            ]
+            for plan, own in zip(plans, keys):
+                others = {k for other in keys if other is not own for k in other}
+                plan.metric_names = self._metric_names(plan, own, others, len(plans))
             self._make_trackers([n for p in plans for n in p.metric_names.values()])
             self._build_optimizers(plans)
             self.built = True
@@ -158,17 +164,14 @@ class Model(backend_module().Step):
         return plans
 
     @staticmethod
-    def _metric_names(plan, entries, plans):
-        if len(plans) == 1 and plan.name == "loss":
-            return {key: key for key in entries}
-        names = {}
-        for key in entries:
-            if key == "loss":
-                names[key] = f"{plan.name}_loss"
-            else:
-                clash = any(key in (o.metric_names or {}) for o in plans if o is not plan)
-                names[key] = f"{plan.name}_{key}" if clash else key
-        return names
+    def _metric_names(plan, keys, others, n_plans):
+        """The objective's keys as logged: a lone default update logs them as they are; with
+        several updates, "loss" becomes "<name>_loss" and a key two updates share is prefixed."""
+        if n_plans == 1 and plan.name == "loss":
+            return {key: key for key in keys}
+        return {
+            key: f"{plan.name}_{key}" if key == "loss" or key in others else key for key in keys
+        }
 
     def _make_trackers(self, names):
         trackers = getattr(self, "_cf_trackers", None) or {}

@@ -1,5 +1,7 @@
 """PyTorch: autograd.grad per update; nothing accumulates in .grad between updates."""
 
+import warnings
+
 import keras
 import torch
 
@@ -33,6 +35,35 @@ def value_and_grad(fn, args, argnums):
 
 
 class Step(keras.Model):
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        super().make_train_function(force=True)
+        if not self._should_torch_compile():
+            return self.train_function
+        compiled = self.train_function
+        eager = {"on": False}
+
+        def train_function(data):
+            if not eager["on"]:
+                try:
+                    return compiled(data)
+                except RuntimeError as error:
+                    # torch.compile (aot_autograd) cannot take a gradient of a gradient; an
+                    # objective with a gradient inside (a penalty, a score) runs eagerly instead.
+                    if "double backward" not in str(error):
+                        raise
+                    warnings.warn(
+                        "torch.compile cannot differentiate twice (this objective takes a "
+                        "gradient inside); its train step runs eagerly on the torch backend",
+                        stacklevel=2,
+                    )
+                    eager["on"] = True
+            return self.train_step(data[0])
+
+        self.train_function = train_function
+        return self.train_function
+
     def train_step(self, data):
         data = self._unpack(data)
         for plan in self._plans:
