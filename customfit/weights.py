@@ -125,3 +125,23 @@ def unpack_adam_state(arrays, shapes):
     if "adam/step" not in arrays:
         raise ValueError("state: expected an array 'adam/step', none given")
     return groups[0], groups[1], groups[2], int(np.asarray(arrays["adam/step"]))
+
+
+def keras_adam_slots(optimizer, trainable):
+    """(momentums, velocities) of a Keras Adam, one per trainable variable, in order.
+
+    Keras's Adam keeps [iterations, learning_rate, then (momentum, velocity) per variable];
+    this checks that rather than trusting it silently.
+    """
+    variables = optimizer.variables[2:]
+    momentums, velocities = variables[0::2], variables[1::2]
+    ok = len(variables) == 2 * len(trainable) and all(
+        m.path.endswith("_momentum") and v.path.endswith("_velocity")
+        and tuple(m.shape) == tuple(w.shape) == tuple(v.shape)
+        for m, v, w in zip(momentums, velocities, trainable)
+    )
+    if not ok:
+        raise RuntimeError(
+            f"unexpected layout of Keras's Adam variables: {[v.path for v in optimizer.variables]}"
+        )
+    return list(momentums), list(velocities)
