@@ -92,7 +92,7 @@ def _to_bytes(arrays, meta):
     for name, value in arrays.items():
         if not isinstance(name, str) or not name:
             raise TypeError(f"checkpoint array names must be non-empty strings; got {name!r}")
-        array = np.ascontiguousarray(np.asarray(value))
+        array = np.asarray(value, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
         if array.dtype == object:
             raise TypeError(f"checkpoint array {name!r} has dtype object; only numeric arrays are stored")
         tensors[name] = array

@@ -33,6 +33,7 @@ def test_round_trip_is_exact(tmp_path):
     assert sorted(arrays) == sorted(expected)
     for name in expected:
         assert arrays[name].dtype == expected[name].dtype
+        assert arrays[name].shape == expected[name].shape  # 0-d stays 0-d
         np.testing.assert_array_equal(arrays[name], expected[name])
 
 
