@@ -78,12 +78,19 @@ def decision_regions(predict_proba, x_train, y_train, x_test, y_test, path, num_
 
 
 def probabilities(predict_proba, x_test, y_test, path, count=6, num_classes=10, title=None):
-    """The first `count` test digits, each beside a bar chart of the model's probabilities
-    (the true class's bar in green, a wrong answer's in red)."""
+    """The first `count` test digits (the last replaced by the first misclassified one, if any),
+    each beside a bar chart of the model's probabilities (the true class's bar in green, a wrong
+    answer's in red)."""
     plt = _pyplot()
     count = min(count, len(x_test))
-    images = np.asarray(x_test[:count])
-    proba = np.asarray(predict_proba(images.astype(np.float32)))
+    all_proba = np.asarray(predict_proba(np.asarray(x_test, np.float32)))
+    chosen = list(range(count))
+    wrong = np.flatnonzero(all_proba.argmax(axis=1) != np.asarray(y_test))
+    if len(wrong) and not set(wrong) & set(chosen):
+        chosen[-1] = int(wrong[0])  # show one mistake too, if the model makes any
+    images = np.asarray(x_test)[chosen]
+    proba = all_proba[chosen]
+    y_test = np.asarray(y_test)[chosen]
     fig, axes = plt.subplots(count, 2, figsize=(6.4, 1.45 * count + 0.4),
                              gridspec_kw={"width_ratios": [1, 2.6]}, squeeze=False)
     for i in range(count):

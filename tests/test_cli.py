@@ -333,3 +333,21 @@ def test_python_api_raises_the_same_one_line_errors(tmp_path):
             cf.run(*args, out=str(tmp_path / "out"), **config)
         assert str(info.value) == expected
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- matrix
+
+
+def test_matrix_runs_each_pair_in_its_own_process_and_writes_its_table(tmp_path):
+    proc = customfit("matrix", "--tasks", "toy", "--engines", "flax", "--epochs", "2", "--out", "m",
+                     cwd=tmp_path)
+    report = json.loads((tmp_path / "m" / "matrix.json").read_text())
+    (row,) = report["rows"]
+    assert row["status"] in ("passed", "below bar"), row
+    assert proc.returncode == (0 if row["status"] == "passed" else 1), proc.stderr
+    metrics = json.loads((tmp_path / "m" / "toy-flax" / "metrics.json").read_text())
+    assert row["accuracy"] == metrics["accuracy"] and row["epochs"] == 2
+    md = (tmp_path / "m" / "matrix.md").read_text()
+    assert f"| toy | lecture | flax | {metrics['accuracy']:.4f} | 0.99 |" in md
+    assert md in proc.stdout
+    assert (tmp_path / "m" / "logs" / "toy-flax.log").exists()

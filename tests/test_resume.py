@@ -352,3 +352,13 @@ print(json.dumps({"accuracy": r.metrics["accuracy"], "epochs": len(r.history), "
     assert reply["paths"] == ["checkpoint", "curves", "decision_regions", "history", "metrics"]
     metrics = json.loads((tmp_path / "sub" / "metrics.json").read_text())
     assert metrics["accuracy"] == reply["accuracy"] and metrics["engine"] == "flax"
+
+
+def test_digits_figures(numpy_engine, tmp_path):
+    result = runner.run("digits", "torch", epochs=1, out=str(tmp_path / "d"), verbose=False)
+    assert sorted(result.paths) == ["checkpoint", "curves", "history", "metrics", "probabilities"]
+    assert open(result.paths["probabilities"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert result.bars == {"accuracy": 0.985}
+    lecture = runner.run("digits", "torch", model="lecture", epochs=1, out=str(tmp_path / "l"), verbose=False)
+    assert lecture.bars == {"accuracy": 0.88}
+    assert (lecture.config["batch_size"], lecture.config["model"]) == (10, "lecture")
