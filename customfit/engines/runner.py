@@ -11,7 +11,6 @@ imported; if Keras is already imported here with another backend, the job runs i
 """
 
 import json
-import math
 import os
 import platform
 import subprocess
