@@ -7,7 +7,9 @@ FAMILY = "classifier"
 SUMMARY = "5 Gaussian clusters in 2-D, Dense 10-8-5 (the lecture's first example)"
 JUDGE = "held-out accuracy on 600 fresh points from the same clusters"
 MODELS = {"lecture": TOY_MLP}
-DEFAULTS = {"epochs": 5, "batch_size": 10, "lr": 1e-3, "seed": 0, "model": "lecture"}
+# The lecture trains 5 epochs at Adam's default rate; that lands at 0.98-0.998 held-out depending on
+# the seed and engine. 10 epochs at 3e-3 clear the 0.99 bar on every engine and seed tried (0-2).
+DEFAULTS = {"epochs": 10, "batch_size": 10, "lr": 3e-3, "seed": 0, "model": "lecture"}
 BARS = {"accuracy": 0.99}
 
 
