@@ -162,12 +162,12 @@ def _selected_engines(session):
     """The engines whose tests in this module survived -k/-m, so only those workers start."""
     engines = set()
     for item in session.items:
-        if item.module.__name__ == __name__ and hasattr(item, "callspec"):
-            engine = item.callspec.params.get("engine")
-            if engine:
-                engines.add(engine)
-            if item.originalname == "test_tensorflow_engine_refuses_another_keras_backend":
-                engines.add("tensorflow@jax")
+        if item.module.__name__ != __name__:
+            continue
+        if item.originalname == "test_tensorflow_engine_refuses_another_keras_backend":
+            engines.add("tensorflow@jax")
+        elif hasattr(item, "callspec") and item.callspec.params.get("engine"):
+            engines.add(item.callspec.params["engine"])
     return [e for e in (*registry.ENGINES, "tensorflow@jax") if e in engines]
 
 
