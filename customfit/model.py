@@ -251,6 +251,14 @@ class Model(backend_module().Step):
         for key, name in plan.metric_names.items():
             self._cf_trackers[name].update_state(entries[key], sample_weight=weight)
 
+    def _stateful_test_step(self, data):
+        """test_step where variables hold their own state (tensorflow, torch): each update's
+        objective with training=False, recorded as metrics."""
+        data = self._unpack(data)
+        for plan in self._plans:
+            self._record(plan, self._run_objective(plan, data, training=False), data)
+        return self._logs()
+
     def _count_step(self):
         if isinstance(self.optimizer, OptimizerGroup):
             self.optimizer.iterations.assign_add(1)

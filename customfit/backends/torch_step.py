@@ -83,7 +83,4 @@ class Step(keras.Model):
         return self._logs()
 
     def test_step(self, data):
-        data = self._unpack(data)
-        for plan in self._plans:
-            self._record(plan, self._run_objective(plan, data, training=False), data)
-        return self._logs()
+        return self._stateful_test_step(data)
