@@ -133,7 +133,7 @@ def numpy_engine(monkeypatch):
 
 def test_run_writes_its_files_and_result(numpy_engine, tmp_path):
     out = tmp_path / "toy"
-    result = runner.run("toy", "torch", epochs=3, out=str(out), verbose=False)
+    result = runner.run("toy", "torch", epochs=3, lr=0.001, out=str(out), verbose=False)
 
     assert result.task == "toy" and result.engine == "torch"
     assert result.config == {"epochs": 3, "batch_size": 10, "lr": 0.001, "seed": 0,
