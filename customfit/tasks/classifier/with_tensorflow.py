@@ -120,19 +120,7 @@ class Trainer:
         return float(loss), layout.to_canonical(ENGINE, [g.numpy() for g in grads])
 
     def _moments(self):
-        # Keras's Adam keeps [iterations, learning_rate, then (momentum, velocity) per trainable
-        # variable in order]; check that, rather than trust it silently.
-        variables = self.optimizer.variables[2:]
-        momentums, velocities = variables[0::2], variables[1::2]
-        trainable = self.model.trainable_variables
-        ok = (len(variables) == 2 * len(trainable)
-              and all(m.path.endswith("_momentum") and v.path.endswith("_velocity")
-                      and tuple(m.shape) == tuple(w.shape) == tuple(v.shape)
-                      for m, v, w in zip(momentums, velocities, trainable)))
-        if not ok:
-            raise RuntimeError("unexpected layout of Keras's Adam variables: "
-                               f"{[v.path for v in self.optimizer.variables]}")
-        return momentums, velocities
+        return layout.keras_adam_slots(self.optimizer, self.model.trainable_variables)
 
     def state(self):
         momentums, velocities = self._moments()
