@@ -28,11 +28,14 @@ DIGITS_LECTURE = (
 
 # The default: wider, padded, pooled; no dropout or batch-norm, so every engine computes
 # exactly the same function and a resumed run needs no random state.
+# Widths 64-64-128: with 32-32-64, PyTorch's smaller default initialisation left some seeds at
+# 0.981-0.986 held out; at these widths every engine and seed measured gave 0.989 or more
+# (30 epochs of batch 64, lr 1e-3; a fraction of a second per epoch on 2 CPU cores).
 DIGITS_DEFAULT = (
-    ("conv", 32, 3, "same", "relu"),
-    ("conv", 32, 3, "same", "relu"),
-    ("maxpool", 2),
     ("conv", 64, 3, "same", "relu"),
+    ("conv", 64, 3, "same", "relu"),
+    ("maxpool", 2),
+    ("conv", 128, 3, "same", "relu"),
     ("maxpool", 2),
     ("flatten",),
     ("dense", 128, "relu"),

@@ -7,7 +7,9 @@ FAMILY = "classifier"
 SUMMARY = "scikit-learn's 8x8 digits, 80/20 split; --model lecture is conv 4-8-8"
 JUDGE = "held-out accuracy on the 360 test digits"
 MODELS = {"default": DIGITS_DEFAULT, "lecture": DIGITS_LECTURE}
-DEFAULTS = {"epochs": 15, "batch_size": 32, "lr": 1e-3, "seed": 0, "model": "default"}
+# Batch 64 for 30 epochs (as many steps as batch 32 for 15): a held-out accuracy
+# that no longer swings by a percent from one epoch to the next.
+DEFAULTS = {"epochs": 30, "batch_size": 64, "lr": 1e-3, "seed": 0, "model": "default"}
 # The lecture model's own settings (10 epochs of batch 10) when --model lecture is asked for.
 MODEL_DEFAULTS = {"lecture": {"epochs": 10, "batch_size": 10}}
 BARS = {"accuracy": 0.985}
