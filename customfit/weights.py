@@ -44,18 +44,23 @@ def _keras_to_torch(array):
     return array
 
 
+# Both directions always copy: `tensor.numpy()` shares memory with the live parameter, so a
+# view handed out by get_weights() or state() would change as training goes on, and an array
+# handed in to load_state() would be updated in place by the optimizer.
+
 def to_canonical(framework, arrays):
     """A framework's arrays (NumPy, in layer order) in Keras's layout, as new contiguous arrays."""
     _check(framework)
     convert = _torch_to_keras if framework in _TORCH else (lambda a: a)
-    return [np.ascontiguousarray(convert(np.asarray(a))) for a in arrays]
+    return [np.array(convert(np.asarray(a)), order="C", copy=True) for a in arrays]
 
 
 def from_canonical(framework, arrays):
-    """Arrays in Keras's layout (layer order), laid out the way `framework` stores them."""
+    """Arrays in Keras's layout (layer order), laid out the way `framework` stores them, as new
+    contiguous arrays."""
     _check(framework)
     convert = _keras_to_torch if framework in _TORCH else (lambda a: a)
-    return [np.ascontiguousarray(convert(np.asarray(a))) for a in arrays]
+    return [np.array(convert(np.asarray(a)), order="C", copy=True) for a in arrays]
 
 
 def canonical_shapes(layers, input_shape, num_classes=None):

@@ -269,6 +269,7 @@ def test_resumed_run_equals_uninterrupted_run(engine, results):
     report = results(engine)
     assert report["state_meta"]["format"] == layout.STATE_FORMAT
     assert report["state_step"] == _batches_per_epoch()  # Adam's step count travelled
+    assert report["state_kept"], "the arrays state() returned changed as training went on"
     assert report["C"][0]["batches"] == report["A"][1]["batches"]
     assert report["C"][0]["means"] == report["A"][1]["means"]
     arrays = report["arrays"]
@@ -281,15 +282,18 @@ def test_resumed_run_equals_uninterrupted_run(engine, results):
 
 @pytest.mark.parametrize("engine", NATIVE)
 def test_same_seed_same_history(engine, results):
+    """D repeats A; B (which took a state() after its first epoch) also ends where A ends."""
     report = results(engine)
-    a, d = report["A"], report["D"]
-    for epoch_a, epoch_d in zip(a, d):
-        assert epoch_a["batches"] == epoch_d["batches"]
-        assert epoch_a["means"] == epoch_d["means"]
-    assert report["B"][0]["batches"] == a[0]["batches"]
+    a = report["A"]
+    for run in ("D", "B"):
+        assert len(report[run]) == len(a)
+        for epoch_a, epoch in zip(a, report[run]):
+            assert epoch["batches"] == epoch_a["batches"], run
+            assert epoch["means"] == epoch_a["means"], run
     arrays = report["arrays"]
     for key in [k for k in arrays if k.startswith("A/w/")]:
         assert np.array_equal(arrays[key], arrays["D" + key[1:]]), key
+        assert np.array_equal(arrays[key], arrays["B" + key[1:]]), key
     # ... and the seed matters: another seed gives another first epoch.
     assert report["E"][0]["batches"] != a[0]["batches"]
 

@@ -61,8 +61,9 @@ def parity(engine, case, inputs, arrays, report):
 
 
 def training(engine, job, arrays, report):
-    """Run A: 2 epochs straight. Run B: 1 epoch, state() through files, a new Trainer
-    load_state()s it and trains epoch 2. Run D: A again. Run E: A's first epoch with seed + 1."""
+    """Run A: 2 epochs straight. Run B: 1 epoch, state(), then its epoch 2. Run C: a new
+    Trainer load_state()s B's state (through files) and trains epoch 2. Run D: A again.
+    Run E: A's first epoch with seed + 1."""
     data = digits_split()
     n = job["n_train"]
     x, y = data.x_train[:n], data.y_train[:n]
@@ -90,6 +91,10 @@ def training(engine, job, arrays, report):
     state, meta = b.state()
     report["state_meta"] = meta
     report["state_step"] = int(state["adam/step"])
+    # B trains on: the state already taken must not move with it (no views of live memory).
+    taken = {key: value.copy() for key, value in state.items()}
+    report["B"] += epochs(b, seed, [1])
+    report["state_kept"] = all(np.array_equal(state[key], taken[key]) for key in taken)
     with tempfile.TemporaryDirectory() as folder:  # a checkpoint's way: plain arrays and JSON
         np.savez(os.path.join(folder, "state.npz"), **state)
         with open(os.path.join(folder, "meta.json"), "w") as f:
@@ -105,7 +110,7 @@ def training(engine, job, arrays, report):
     report["D"] = epochs(d, seed, [0, 1])
     e = new(seed + 1)
     report["E"] = epochs(e, seed + 1, [0])
-    for run, trainer in (("A", a), ("C", c), ("D", d)):
+    for run, trainer in (("A", a), ("B", b), ("C", c), ("D", d)):
         for i, w in enumerate(trainer.get_weights()):
             arrays[f"{run}/w/{i}"] = np.asarray(w)
 

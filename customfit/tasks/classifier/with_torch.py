@@ -17,6 +17,12 @@ from customfit.tasks.classifier.architectures import output_shape
 ENGINE = "torch"
 
 
+def _tensors(x, y=None):
+    """float32 inputs and int64 labels, as nn.Linear and F.cross_entropy expect."""
+    x = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    return x if y is None else (x, torch.from_numpy(np.asarray(y, dtype=np.int64)))
+
+
 class ChannelsFirst(nn.Module):
     """NHWC -> NCHW: the data (and every other engine) is channels-last; nn.Conv2d is not."""
 
@@ -73,7 +79,7 @@ class Trainer:
 
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
         loader = DataLoader(
-            TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=batch_size,
+            TensorDataset(*_tensors(x, y)), batch_size=batch_size,
             shuffle=True, generator=torch.Generator().manual_seed(shuffle_seed))
         self.model.train()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -91,7 +97,7 @@ class Trainer:
         return {"loss": loss_sum / seen, "accuracy": correct / seen}
 
     def evaluate(self, x, y, batch_size):
-        loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)),
+        loader = DataLoader(TensorDataset(*_tensors(x, y)),
                             batch_size=batch_size)
         self.model.eval()
         loss_sum, correct = 0.0, 0
@@ -105,7 +111,7 @@ class Trainer:
     def predict_proba(self, x):
         self.model.eval()
         with torch.no_grad():
-            return F.softmax(self.model(torch.from_numpy(np.asarray(x))), dim=1).numpy()
+            return F.softmax(self.model(_tensors(x)), dim=1).numpy()
 
     def get_weights(self):
         return layout.to_canonical(ENGINE, [p.detach().numpy() for p in self.model.parameters()])
@@ -120,7 +126,8 @@ class Trainer:
     def loss_and_grads(self, x, y):
         self.model.train()
         self.model.zero_grad()
-        loss = F.cross_entropy(self.model(torch.from_numpy(x)), torch.from_numpy(y))
+        x, y = _tensors(x, y)
+        loss = F.cross_entropy(self.model(x), y)
         loss.backward()
         grads = [p.grad.numpy().copy() for p in self.model.parameters()]
         self.model.zero_grad()  # leave nothing behind for the next optimizer step to see
