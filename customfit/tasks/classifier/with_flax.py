@@ -14,6 +14,7 @@ from flax import nnx
 
 from customfit import weights as layout
 from customfit.tasks.classifier.architectures import output_shape
+from customfit.tasks.classifier.tally import Tally
 
 ENGINE = "flax"
 
@@ -101,26 +102,22 @@ class Trainer:
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
         order = np.random.default_rng(shuffle_seed).permutation(len(x))
         y = _labels(y)
-        loss_sum, correct, seen = 0.0, 0, 0
+        tally = Tally()
         for start in range(0, len(x), batch_size):
             batch = order[start:start + batch_size]
-            loss, batch_correct = train_step(self.model, self.optimizer, x[batch], y[batch])
-            n = len(batch)
-            loss_sum += float(loss) * n
-            correct += int(batch_correct)
-            seen += n
-            on_batch({"loss": loss_sum / seen, "accuracy": correct / seen})
-        return {"loss": loss_sum / seen, "accuracy": correct / seen}
+            loss, correct = train_step(self.model, self.optimizer, x[batch], y[batch])
+            tally.add(loss, correct, len(batch))
+            on_batch(tally.means())
+        return tally.means()
 
     def evaluate(self, x, y, batch_size):
         y = _labels(y)
-        loss_sum, correct = 0.0, 0
+        tally = Tally()
         for start in range(0, len(x), batch_size):
-            loss, batch_correct = eval_step(self.model, x[start:start + batch_size],
-                                            y[start:start + batch_size])
-            loss_sum += float(loss) * len(x[start:start + batch_size])
-            correct += int(batch_correct)
-        return {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
+            x_batch, y_batch = x[start:start + batch_size], y[start:start + batch_size]
+            loss, correct = eval_step(self.model, x_batch, y_batch)
+            tally.add(loss, correct, len(x_batch))
+        return tally.means()
 
     def predict_proba(self, x):
         return np.asarray(nnx.softmax(self.model(jnp.asarray(x)), axis=-1))

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from customfit import weights as layout
+from customfit.tasks.classifier.tally import Tally
 
 ENGINE = "tensorflow"
 
@@ -82,24 +83,20 @@ class Trainer:
         dataset = (tf.data.Dataset.from_tensor_slices((x, y))
                    .shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=False)
                    .batch(batch_size))
-        loss_sum, correct, seen = 0.0, 0, 0
+        tally = Tally()
         for x_batch, y_batch in dataset:
-            loss, batch_correct = self._train_step(x_batch, y_batch)
-            n = int(x_batch.shape[0])
-            loss_sum += float(loss) * n
-            correct += int(batch_correct)
-            seen += n
-            on_batch({"loss": loss_sum / seen, "accuracy": correct / seen})
-        return {"loss": loss_sum / seen, "accuracy": correct / seen}
+            loss, correct = self._train_step(x_batch, y_batch)
+            tally.add(loss, correct, x_batch.shape[0])
+            on_batch(tally.means())
+        return tally.means()
 
     def evaluate(self, x, y, batch_size):
         dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-        loss_sum, correct = 0.0, 0
+        tally = Tally()
         for x_batch, y_batch in dataset:
-            loss, batch_correct = self._eval_step(x_batch, y_batch)
-            loss_sum += float(loss) * int(x_batch.shape[0])
-            correct += int(batch_correct)
-        return {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
+            loss, correct = self._eval_step(x_batch, y_batch)
+            tally.add(loss, correct, x_batch.shape[0])
+        return tally.means()
 
     def predict_proba(self, x):
         logits = self.model(tf.convert_to_tensor(x), training=False)

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from customfit import weights as layout
 from customfit.tasks.classifier.architectures import output_shape
+from customfit.tasks.classifier.tally import Tally
 
 ENGINE = "torch"
 
@@ -82,31 +83,28 @@ class Trainer:
             TensorDataset(*_tensors(x, y)), batch_size=batch_size,
             shuffle=True, generator=torch.Generator().manual_seed(shuffle_seed))
         self.model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        tally = Tally()
         for x_batch, y_batch in loader:
             self.optimizer.zero_grad()
             logits = self.model(x_batch)
             loss = F.cross_entropy(logits, y_batch)
             loss.backward()
             self.optimizer.step()
-            n = len(x_batch)
-            loss_sum += loss.item() * n
-            correct += (logits.argmax(dim=1) == y_batch).sum().item()
-            seen += n
-            on_batch({"loss": loss_sum / seen, "accuracy": correct / seen})
-        return {"loss": loss_sum / seen, "accuracy": correct / seen}
+            tally.add(loss.item(), (logits.argmax(dim=1) == y_batch).sum().item(), len(x_batch))
+            on_batch(tally.means())
+        return tally.means()
 
     def evaluate(self, x, y, batch_size):
         loader = DataLoader(TensorDataset(*_tensors(x, y)),
                             batch_size=batch_size)
         self.model.eval()
-        loss_sum, correct = 0.0, 0
+        tally = Tally()
         with torch.no_grad():  # no graph to build: nothing will be differentiated
             for x_batch, y_batch in loader:
                 logits = self.model(x_batch)
-                loss_sum += F.cross_entropy(logits, y_batch, reduction="sum").item()
-                correct += (logits.argmax(dim=1) == y_batch).sum().item()
-        return {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
+                tally.add(F.cross_entropy(logits, y_batch).item(),
+                          (logits.argmax(dim=1) == y_batch).sum().item(), len(x_batch))
+        return tally.means()
 
     def predict_proba(self, x):
         self.model.eval()
