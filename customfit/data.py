@@ -10,15 +10,26 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Split:
+    """Training and held-out arrays. Unlabelled data (a generative task's) has y_* = None."""
+
     x_train: np.ndarray
-    y_train: np.ndarray
+    y_train: np.ndarray | None
     x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
+    y_test: np.ndarray | None
+    num_classes: int | None = None
 
     @property
     def input_shape(self):
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def train(self):
+        """What a Trainer's train_epoch takes: (x, y), or (x,) for unlabelled data."""
+        return (self.x_train,) if self.y_train is None else (self.x_train, self.y_train)
+
+    @property
+    def test(self):
+        return (self.x_test,) if self.y_test is None else (self.x_test, self.y_test)
 
 
 def toy_clusters(n=3000, k=5, spread=0.2, centre_seed=3, sample_seed=0):

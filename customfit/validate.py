@@ -63,6 +63,46 @@ def positive_float(field, value):
     return x
 
 
+def int_in(field, value, low=None, high=None):
+    """An integer in [low, high] (either end may be None: unbounded)."""
+    expected = _range_words("an integer", low, high, False)
+    n = _as_number(field, value, int, expected)
+    if (low is not None and n < low) or (high is not None and n > high):
+        raise UsageError.expected(field, expected, value)
+    return n
+
+
+def float_in(field, value, low=None, high=None, low_open=False):
+    """A finite number in [low, high], or (low, high] with low_open."""
+    expected = _range_words("a number", low, high, low_open)
+    x = _as_number(field, value, float, expected)
+    if (not math.isfinite(x) or (low is not None and (x <= low if low_open else x < low))
+            or (high is not None and x > high)):
+        raise UsageError.expected(field, expected, value)
+    return x
+
+
+def _range_words(what, low, high, low_open):
+    if low is not None and high is not None:
+        return f"{what} {'>' if low_open else '>='} {low:g} and <= {high:g}"
+    if low is not None:
+        return f"{what} {'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{what} <= {high:g}"
+    return what
+
+
+def folder(field, value):
+    """An existing folder."""
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise UsageError.expected(field, "a folder", value)
+    path = os.fspath(value)
+    if not os.path.isdir(path):
+        raise UsageError.expected(field, "an existing folder", given=f"{path!r}, which "
+                                  + ("is a file" if os.path.exists(path) else "does not exist"))
+    return path
+
+
 def task_shapes(spec):
     """(input shape without batch, number of classes) for a task: from its spec if it says,
     else from its own data set."""

@@ -1,8 +1,32 @@
-"""What the run loop asks of every engine's Trainer (one class per framework per task family).
+"""What the run loop asks of a task's spec and of every engine's Trainer.
 
-The run loop (customfit.engines.loop) owns epochs, progress bars, history, checkpoints and
-judging; a Trainer owns its framework: the model, the optimizer, batching in its own idiom.
-All arrays crossing this boundary are NumPy; weights are in Keras's layout (customfit.weights).
+The run loop (customfit.engines.loop) and the runner (customfit.engines.runner) know no task: they
+train, checkpoint, resume, judge and write through the two contracts below. All arrays crossing
+these boundaries are NumPy.
+
+A task's spec (customfit/tasks/<task>/spec.py) is a module holding:
+
+    NAME, FAMILY, SUMMARY        its name, the family whose engine files it uses, one line
+    JUDGE                        one line: what the judge measures
+    MODELS                       model name -> what the family's Trainer builds from
+    DEFAULTS                     epochs, batch_size, lr, seed, model
+    MODEL_DEFAULTS (optional)    model name -> settings that differ for that model
+    OPTIONS                      option name -> customfit.options.Option (may be empty)
+    HEADLINE                     the metric a table shows first ("accuracy", "success_rate")
+    load(settings) -> Split      the data (customfit.data.Split)
+    bars(settings) -> dict       metric -> minimum, or metric -> ("<=", maximum)
+    build_trainer(Trainer, split, settings) -> trainer
+    produce(trainer, split, settings) -> dict of NumPy arrays
+                                 what the trained model produces for the judge (probabilities,
+                                 perturbed images, samples); the only place the spec asks the
+                                 trainer for anything after training
+    judge(outputs, split, settings) -> dict of floats
+                                 computed with NumPy from `outputs` alone: shares no code with any
+                                 engine
+    write(outputs, trainer, split, history, out, title) -> dict name -> path
+                                 figures and files for outside tools (perturbations.npz, ...)
+
+`settings` is the run's config: epochs, batch_size, lr, seed, model, data, and the task's options.
 """
 
 from typing import Callable, Protocol
@@ -11,34 +35,34 @@ import numpy as np
 
 
 class Trainer(Protocol):
-    def __init__(self, layers: tuple, input_shape: tuple, num_classes: int, lr: float, seed: int):
-        """Build the model from an architecture description (its weights initialised from `seed`)
-        and an Adam optimizer with learning rate `lr`."""
+    """One framework's networks and optimizers for one task family (several of each where the
+    family needs them: a GAN's generator and discriminator, each with its optimizer). Built by the
+    spec's build_trainer; the constructor's arguments are the family's business."""
 
-    def train_epoch(
-        self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle_seed: int,
-        on_batch: Callable[[dict], None],
-    ) -> dict:
-        """One pass over (x, y), shuffled by `shuffle_seed` in the framework's own idiom.
-        Calls on_batch({"loss": running mean, "accuracy": running mean}) after every batch;
-        returns the epoch's means as Python floats."""
+    def train_epoch(self, *arrays: np.ndarray, batch_size: int, shuffle_seed: int,
+                    on_batch: Callable[[dict], None]) -> dict:
+        """One pass over the training arrays (split.train: (x, y) for a classifier, (x,) for a
+        generative model), shuffled by `shuffle_seed` in the framework's own idiom. Calls
+        on_batch({name: running mean}) after every batch; returns the epoch's means as floats.
+        The names are the family's (loss, accuracy; dis_loss, gen_loss; ...)."""
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict:
-        """{"loss": mean cross-entropy, "accuracy": fraction correct}, in inference mode."""
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities, shape (N, num_classes)."""
-
-    def get_weights(self) -> list:
-        """The model's weights in Keras's layout, in layer order (kernel, bias, kernel, ...)."""
-
-    def set_weights(self, weights: list) -> None: ...
-
-    def loss_and_grads(self, x: np.ndarray, y: np.ndarray) -> tuple:
-        """(mean cross-entropy as float, gradients in Keras's layout) for one batch, no update."""
+    def evaluate(self, *arrays: np.ndarray, batch_size: int) -> dict:
+        """The same means on the held-out arrays (split.test), in inference mode; the history
+        records them with a val_ prefix."""
 
     def state(self) -> tuple:
-        """(arrays, meta): everything a resumed run needs (weights and optimizer state) as a
-        flat dict name -> np.ndarray, plus JSON-able meta. No pickled objects."""
+        """(arrays, meta): everything a resumed run needs, every network's weights and every
+        optimizer's slots, as a flat dict name -> np.ndarray, plus JSON-able meta. No pickle."""
 
     def load_state(self, arrays: dict, meta: dict) -> None: ...
+
+    def get_weights(self):
+        """The networks' weights in the family's canonical layout (for parity tests)."""
+
+    def set_weights(self, weights) -> None: ...
+
+    def objective_and_grads(self, batch: tuple, noise=None) -> tuple:
+        """The parity hook: (the training objective's value as a float, its gradients in the
+        family's canonical layout) for one batch at the current weights, with `noise` (the
+        random draws the objective would otherwise make itself: latents, dropout, probes) given
+        from outside so that every engine computes the same number. No update."""
