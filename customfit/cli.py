@@ -37,6 +37,22 @@ FLAGS = {
 }
 
 
+def _task_options():
+    """name -> Option over every task (a name two tasks share must mean one flag)."""
+    found = {}
+    for task in registry.TASKS:
+        for name, option in getattr(registry.spec(task), "OPTIONS", {}).items():
+            found.setdefault(name, option)
+    return found
+
+
+def _flag(field):
+    if field in FLAGS:
+        return FLAGS[field]
+    option = _task_options().get(field)
+    return option.cli_flag if option else field
+
+
 def _error_line(message):
     return f"{PROG}: error: {' '.join(str(message).split())}"
 
@@ -74,7 +90,7 @@ def _checked(check, field):
 
 
 def _usage_error(e):
-    flag = FLAGS.get(e.field, e.field)
+    flag = _flag(e.field) if e.field else e.field
     return _error_line(f"{flag}: {e.message}" if flag else e.message)
 
 
@@ -106,6 +122,15 @@ def build_parser():
                      help="continue from DIR/checkpoint.safetensors (same task, engine, model)")
     run.add_argument("--data", metavar="FILE.npz",
                      help="train on your own data: an .npz with x_train, y_train, x_test, y_test")
+    tasks_of = {}
+    for task in registry.TASKS:
+        for name in getattr(registry.spec(task), "OPTIONS", {}):
+            tasks_of.setdefault(name, []).append(task)
+    group = run.add_argument_group("task options (checked by the task; `customfit list` shows each task's)")
+    for name, option in _task_options().items():
+        # Strings here: the task checks them, so that its message is the one a user reads.
+        group.add_argument(option.cli_flag, dest=name, metavar=name.upper(),
+                           help=f"{', '.join(tasks_of[name])}: {option.help}")
 
     matrix = commands.add_parser(
         "matrix", help="every task on every engine, each in its own process; a table and a report",
@@ -156,15 +181,21 @@ def cmd_list(args):
     out = [f"tasks ({len(registry.TASKS)}):"]
     for task in registry.TASKS:
         spec = registry.spec(task)
-        out.append(f"  {task:<8} {spec.SUMMARY}")
-        out.append(f"  {'':<8} judge: {spec.JUDGE}")
+        out.append(f"  {task:<12} {spec.SUMMARY}")
+        out.append(f"  {'':<12} judge: {spec.JUDGE}")
         for model in spec.MODELS:
             settings = {**spec.DEFAULTS, **getattr(spec, "MODEL_DEFAULTS", {}).get(model, {})}
-            bars = getattr(spec, "BARS_BY_MODEL", {}).get(model, spec.BARS)
             mark = " (default)" if model == spec.DEFAULTS["model"] else ""
-            bar = ", ".join(f"{k} >= {v}" for k, v in bars.items())
-            out.append(f"  {'':<8} --model {model}{mark}: {settings['epochs']} epochs, batch "
-                       f"{settings['batch_size']}, lr {settings['lr']}; bar: {bar}")
+            line = (f"  {'':<12} --model {model}{mark}: {settings['epochs']} epochs, batch "
+                    f"{settings['batch_size']}, lr {settings['lr']}")
+            by_method = getattr(spec, "BARS_BY_METHOD", None)
+            if by_method is None:
+                line += f"; bar: {_bars_text(spec.bars({**settings, 'model': model}))}"
+            out.append(line)
+        for option in getattr(spec, "OPTIONS", {}).values():
+            out.append(f"  {'':<12} {option.describe()}")
+        for method, bars in (getattr(spec, "BARS_BY_METHOD", None) or {}).items():
+            out.append(f"  {'':<12} bar (--method {method}): {_bars_text(bars)}")
     out.append("")
     out.append(f"engines ({len(registry.ENGINES)}):")
     for engine in registry.ENGINES:
@@ -173,10 +204,18 @@ def cmd_list(args):
     return 0
 
 
+def _bars_text(bars):
+    from customfit.engines.runner import describe_bar
+
+    return ", ".join(f"{k} {describe_bar(v)}" for k, v in bars.items())
+
+
 def _report(result):
+    from customfit.engines.runner import describe_bar
+
     cfg = result.config
     judged = ", ".join(
-        f"held-out {k} {result.metrics[k]:.4f} (bar {v})" for k, v in result.bars.items())
+        f"{k} {result.metrics[k]:.4f} (bar {describe_bar(v)})" for k, v in result.bars.items())
     lines = [
         f"{result.task} on {result.engine}: model {cfg['model']}, {cfg['epochs']} epochs, "
         f"batch {cfg['batch_size']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
@@ -194,6 +233,7 @@ def cmd_run(args):
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "model": args.model, "out": args.out, "resume": args.resume, "data": args.data,
         "verbose": not args.quiet,
+        **{name: getattr(args, name) for name in _task_options()},
     }
     return _run(args.task, args.engine, config)
 
@@ -240,7 +280,8 @@ def cmd_matrix(args):
 
     rows = []
     started = time.time()
-    print(f"{'task':<8} {'engine':<17} {'accuracy':>9} {'bar':>6} {'s/epoch':>8}  result", flush=True)
+    print(f"{'task':<12} {'engine':<17} {'judged':<14} {'value':>8} {'bar':>8} {'s/epoch':>8}  result",
+          flush=True)
     for task in tasks:
         for engine in engines:
             rows.append(_matrix_one(task, engine, out, args))
@@ -287,9 +328,10 @@ def _matrix_one(task, engine, out, args):
     if proc.returncode == 0 and os.path.exists(metrics_path):
         with open(metrics_path) as f:
             metrics = json.load(f)
+        headline = metrics["headline"]
         row.update({
-            "model": metrics["model"], "accuracy": metrics["accuracy"], "loss": metrics["loss"],
-            "bar": metrics["bar"].get("accuracy"), "passed": metrics["passed"],
+            "model": metrics["model"], "headline": headline, "value": metrics[headline],
+            "bar": _bar_of(metrics["bar"].get(headline)), "passed": metrics["passed"],
             "epochs": metrics["config"]["epochs"], "batch_size": metrics["config"]["batch_size"],
             "seconds_per_epoch": metrics["seconds_per_epoch"],
             "first_epoch_seconds": metrics["first_epoch_seconds"],
@@ -303,27 +345,38 @@ def _matrix_one(task, engine, out, args):
     return row
 
 
+def _bar_of(bar):
+    from customfit.engines.runner import describe_bar
+
+    return "" if bar is None else describe_bar(bar)
+
+
 def _print_row(row):
     if row["status"] == "failed":
-        print(f"{row['task']:<8} {row['engine']:<17} {'-':>9} {'-':>6} {'-':>8}  failed: {row['error']}"
-              f" (log: {row['log']})", flush=True)
+        print(f"{row['task']:<12} {row['engine']:<17} {'-':<14} {'-':>8} {'-':>8} {'-':>8}  "
+              f"failed: {row['error']} (log: {row['log']})", flush=True)
         return
-    print(f"{row['task']:<8} {row['engine']:<17} {row['accuracy']:>9.4f} {row['bar']:>6} "
-          f"{row['seconds_per_epoch']:>8.3f}  {row['status']}", flush=True)
+    print(f"{row['task']:<12} {row['engine']:<17} {row['headline']:<14} {row['value']:>8.4f} "
+          f"{row['bar']:>8} {row['seconds_per_epoch']:>8.3f}  {row['status']}", flush=True)
+
+
+def _seconds(value):
+    return "-" if value is None else f"{value:.2f}"
 
 
 def matrix_markdown(report):
     lines = [
-        "| task | model | engine | held-out accuracy | bar | s/epoch | first epoch (s) | epochs x batch | result |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
+        "| task | model | engine | judged | value | bar | s/epoch | first epoch (s) | epochs x batch | result |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for row in report["rows"]:
         if row["status"] == "failed":
-            lines.append(f"| {row['task']} | | {row['engine']} | | | | | | failed: {row['error']} |")
+            lines.append(f"| {row['task']} | | {row['engine']} | | | | | | | failed: {row['error']} |")
             continue
         lines.append(
-            f"| {row['task']} | {row['model']} | {row['engine']} | {row['accuracy']:.4f} | {row['bar']} "
-            f"| {row['seconds_per_epoch']:.3f} | {row['first_epoch_seconds']:.2f} "
+            f"| {row['task']} | {row['model']} | {row['engine']} | {row['headline']} | {row['value']:.4f} "
+            f"| {row['bar']} "
+            f"| {row['seconds_per_epoch']:.3f} | {_seconds(row['first_epoch_seconds'])} "
             f"| {row['epochs']} x {row['batch_size']} | {row['status']} |")
     machine = report.get("machine") or {}
     versions = report.get("versions") or {}

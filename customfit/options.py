@@ -24,6 +24,9 @@ class Option:
     low_open: bool = False
     pinned: bool = True
     flag: str | None = None  # the command-line spelling, when not --name-with-dashes
+    # A default that depends on the other options (steps per method) is a function of them,
+    # described in words here.
+    default_text: str | None = None
 
     @property
     def cli_flag(self):
@@ -51,7 +54,10 @@ class Option:
             what = f"{self.kind} in {left}{low}, {high}]"
         else:
             what = "DIR"
-        default = "" if self.default is None else f", default {self.default}"
+        if self.default_text:
+            default = f", default {self.default_text}"
+        else:
+            default = "" if self.default is None or callable(self.default) else f", default {self.default}"
         return f"{self.cli_flag} {what}{default}: {self.help}"
 
 
@@ -65,6 +71,10 @@ def resolve(spec, given):
             has = ", ".join(o.cli_flag for o in options.values()) or "none"
             raise validate.UsageError.expected(
                 name, f"an option of task {spec.NAME} (its options: {has})",
-                given=f"--{name.replace('_', '-')}, which task {spec.NAME} does not have")
-    return {name: (option.check(given[name]) if given.get(name) is not None else option.default)
-            for name, option in options.items()}
+                given=f"{name!r}, which task {spec.NAME} does not have")
+    resolved = {name: (option.check(given[name]) if given.get(name) is not None else option.default)
+                for name, option in options.items()}
+    for name, value in resolved.items():
+        if callable(value):
+            resolved[name] = value(resolved)
+    return resolved

@@ -3,7 +3,7 @@
 - decision_regions: the toy set's points over the trained model's decision regions.
 - probabilities: a few test digits, each beside a bar chart of the model's class probabilities
   (the lecture's figure for exercise 1).
-- curves: loss and accuracy by epoch, training and held-out.
+- curves: every figure in the history by epoch, training and held-out.
 """
 
 import numpy as np
@@ -117,20 +117,25 @@ def probabilities(predict_proba, x_test, y_test, path, count=6, num_classes=10, 
 
 
 def curves(history, path, title=None):
-    """Loss and accuracy by epoch, training and held-out."""
+    """Each figure the engine reported (loss, accuracy, a GAN's two losses, ...) by epoch, one
+    panel each, training beside held-out where there is one."""
     plt = _pyplot()
     epochs = [row["epoch"] for row in history]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.4))
-    loss_ax.plot(epochs, [r["loss"] for r in history], "o-", label="training")
-    loss_ax.plot(epochs, [r["val_loss"] for r in history], "s--", label="held-out")
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("cross-entropy")
-    loss_ax.set_yscale("log")
-    acc_ax.plot(epochs, [r["accuracy"] for r in history], "o-", label="training")
-    acc_ax.plot(epochs, [r["val_accuracy"] for r in history], "s--", label="held-out")
-    acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("accuracy")
-    for ax in (loss_ax, acc_ax):
+    names = [k for k in (history[0] if history else {})
+             if k not in ("epoch", "seconds") and not k.startswith("val_")]
+    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4.5 * max(len(names), 1), 3.4),
+                             squeeze=False)
+    for ax, name in zip(axes[0], names):
+        values = [r[name] for r in history]
+        ax.plot(epochs, values, "o-", label="training")
+        held_out = [r.get(f"val_{name}") for r in history]
+        if all(v is not None for v in held_out):
+            ax.plot(epochs, held_out, "s--", label="held-out")
+            values += held_out
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("cross-entropy" if name == "loss" and "accuracy" in names else name)
+        if "loss" in name and all(v > 0 for v in values):
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         if 0 < len(epochs) <= 20:

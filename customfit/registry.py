@@ -2,7 +2,7 @@
 
 import importlib
 
-TASKS = ("toy", "digits")
+TASKS = ("toy", "digits", "adversarial")
 
 ENGINES = ("tensorflow", "torch", "flax", "keras-tensorflow", "keras-torch", "keras-jax")
 
@@ -29,6 +29,11 @@ _MODULE = {
 
 def spec(task):
     return importlib.import_module(f"customfit.tasks.{task}.spec")
+
+
+def all_option_names():
+    """Every task's own option names (so that an option of another task gets its own error)."""
+    return {name for task in TASKS for name in getattr(spec(task), "OPTIONS", {})}
 
 
 def trainer_class(task, engine):

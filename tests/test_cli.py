@@ -118,8 +118,8 @@ def test_list_names_every_task_engine_and_judge(tmp_path):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["run", "tof", "--engine", "torch"], ["TASK: expected one of toy, digits; got 'tof'"]),
-        (["run", "--engine", "torch"], ["TASK: expected one of toy, digits; got nothing"]),
+        (["run", "tof", "--engine", "torch"], ["TASK: expected one of toy, digits, adversarial; got 'tof'"]),
+        (["run", "--engine", "torch"], ["TASK: expected one of toy, digits, adversarial; got nothing"]),
         (["run", "toy", "--engine", "tf"], [f"--engine: {ENGINES_LINE}; got 'tf'"]),
         (["run", "toy"], [f"--engine: {ENGINES_LINE}; got nothing"]),
         (["run", "toy", "--engine", "torch", "--epochs", "0"], ["--epochs: expected an integer > 0; got '0'"]),
@@ -143,7 +143,7 @@ def test_list_names_every_task_engine_and_judge(tmp_path):
         (["run", "toy", "--engine", "torch", "--epochs"], ["--epochs: expected one argument"]),
         (["frobnicate"], ["COMMAND: expected one of list, run, matrix, demo; got 'frobnicate'"]),
         (["matrix", "--engines", "torch", "tf", "--out", "out"], [f"--engines: {ENGINES_LINE}; got 'tf'"]),
-        (["matrix", "--tasks", "vae", "--out", "out"], ["--tasks: expected one of toy, digits; got 'vae'"]),
+        (["matrix", "--tasks", "vae", "--out", "out"], ["--tasks: expected one of toy, digits, adversarial; got 'vae'"]),
         (["matrix", "--epochs", "0", "--out", "out"], ["--epochs: expected an integer > 0; got '0'"]),
         (["demo", "--engine", "jaxx", "--out", "out"], [f"--engine: {ENGINES_LINE}; got 'jaxx'"]),
         (["demo", "--batch-size", "0", "--out", "out"], ["--batch-size: expected an integer > 0; got '0'"]),
@@ -315,7 +315,7 @@ def test_python_api_raises_the_same_one_line_errors(tmp_path):
 
     cases = [
         (("toy", "tf"), {}, f"engine: {ENGINES_LINE}; got 'tf'"),
-        (("mnist-ish", "torch"), {}, "task: expected one of toy, digits; got 'mnist-ish'"),
+        (("mnist-ish", "torch"), {}, "task: expected one of toy, digits, adversarial; got 'mnist-ish'"),
         (("toy", "torch"), {"epochs": 0}, "epochs: expected an integer > 0; got 0"),
         (("toy", "torch"), {"epochs": True}, "epochs: expected an integer > 0; got True"),
         (("toy", "torch"), {"batch_size": 2.5}, "batch_size: expected an integer > 0; got 2.5"),
@@ -346,8 +346,8 @@ def test_matrix_runs_each_pair_in_its_own_process_and_writes_its_table(tmp_path)
     assert row["status"] in ("passed", "below bar"), row
     assert proc.returncode == (0 if row["status"] == "passed" else 1), proc.stderr
     metrics = json.loads((tmp_path / "m" / "toy-flax" / "metrics.json").read_text())
-    assert row["accuracy"] == metrics["accuracy"] and row["epochs"] == 2
+    assert row["headline"] == "accuracy" and row["value"] == metrics["accuracy"] and row["epochs"] == 2
     md = (tmp_path / "m" / "matrix.md").read_text()
-    assert f"| toy | lecture | flax | {metrics['accuracy']:.4f} | 0.99 |" in md
+    assert f"| toy | lecture | flax | accuracy | {metrics['accuracy']:.4f} | >= 0.99 |" in md
     assert md in proc.stdout
     assert (tmp_path / "m" / "logs" / "toy-flax.log").exists()

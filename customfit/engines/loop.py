@@ -14,7 +14,8 @@ import time
 from customfit import checkpoint
 from customfit.data import epoch_seed
 
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+# How many of an epoch's running means the progress bar shows (a GAN reports several losses).
+_BAR_FIGURES = 4
 
 
 def _fmt(value):
@@ -52,43 +53,38 @@ def fit(
 ):
     """Train `trainer` on `split` from epoch len(history) + 1 to `epochs`.
 
-    After each epoch: evaluate on the held-out split, append a history row (epoch, loss, accuracy,
-    val_loss, val_accuracy, seconds: the training pass alone), write the checkpoint (the trainer's
-    state(), with meta + {"epoch", "history", "trainer"}), then call on_epoch_end(history).
-    Returns the history (a list of dicts)."""
+    After each epoch: evaluate on the held-out split, append a history row (epoch, the trainer's
+    running means, the held-out means prefixed val_, seconds: the training pass alone), write the
+    checkpoint (the trainer's state(), with meta + {"epoch", "history", "trainer"}), then call
+    on_epoch_end(history). Returns the history (a list of dicts)."""
     history = [dict(row) for row in (history or [])]
     meta = dict(meta or {})
-    steps = math.ceil(len(split.x_train) / batch_size)
+    steps = math.ceil(len(split.train[0]) / batch_size)
 
     for epoch in range(len(history) + 1, epochs + 1):
         bar = progress_bar(epoch, epochs, steps, verbose)
 
         def on_batch(logs, bar=bar):
-            bar.set_postfix(
-                {k: _fmt(float(logs[k])) for k in ("loss", "accuracy") if k in logs}, refresh=False
-            )
+            shown = list(logs.items())[:_BAR_FIGURES]
+            bar.set_postfix({k: _fmt(float(v)) for k, v in shown}, refresh=False)
             bar.update(1)
 
         try:
             start = time.perf_counter()
             train = trainer.train_epoch(
-                split.x_train, split.y_train, batch_size,
+                *split.train, batch_size=batch_size,
                 shuffle_seed=epoch_seed(seed, epoch), on_batch=on_batch,
             )
             seconds = time.perf_counter() - start
-            val = trainer.evaluate(split.x_test, split.y_test, batch_size)
+            val = trainer.evaluate(*split.test, batch_size=batch_size)
             row = {
                 "epoch": epoch,
-                "loss": float(train["loss"]),
-                "accuracy": float(train["accuracy"]),
-                "val_loss": float(val["loss"]),
-                "val_accuracy": float(val["accuracy"]),
+                **{k: float(v) for k, v in train.items()},
+                **{f"val_{k}": float(v) for k, v in val.items()},
                 "seconds": seconds,
             }
-            bar.set_postfix(
-                {k: _fmt(row[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
-                refresh=False,
-            )
+            shown = [k for k in row if k not in ("epoch", "seconds")][:_BAR_FIGURES]
+            bar.set_postfix({k: _fmt(row[k]) for k in shown}, refresh=False)
             if bar.n < bar.total:  # an engine that reports fewer batches than it ran
                 bar.update(bar.total - bar.n)
         finally:
@@ -113,11 +109,17 @@ def restore(trainer, arrays, meta):
     return [dict(row) for row in meta.get("history", [])]
 
 
+def history_columns(history):
+    """epoch, then the figures the engine reported (training, then held-out), then seconds."""
+    return list(history[0]) if history else ["epoch", "seconds"]
+
+
 def history_csv(history):
     """The history as CSV text; floats written with repr so that reruns compare exactly."""
-    lines = [",".join(HISTORY_COLUMNS)]
+    columns = history_columns(history)
+    lines = [",".join(columns)]
     for row in history:
-        lines.append(",".join(repr(row[c]) if isinstance(row[c], float) else str(row[c]) for c in HISTORY_COLUMNS))
+        lines.append(",".join(repr(row[c]) if isinstance(row[c], float) else str(row[c]) for c in columns))
     return "\n".join(lines) + "\n"
 
 

@@ -13,10 +13,10 @@ A task's spec (customfit/tasks/<task>/spec.py) is a module holding:
     MODEL_DEFAULTS (optional)    model name -> settings that differ for that model
     OPTIONS                      option name -> customfit.options.Option (may be empty)
     HEADLINE                     the metric a table shows first ("accuracy", "success_rate")
-    load(settings) -> Split      the data (customfit.data.Split)
+    load() -> Split              the data (customfit.data.Split)
     bars(settings) -> dict       metric -> minimum, or metric -> ("<=", maximum)
     build_trainer(Trainer, split, settings) -> trainer
-    produce(trainer, split, settings) -> dict of NumPy arrays
+    produce(trainer, split, settings, verbose) -> dict of NumPy arrays
                                  what the trained model produces for the judge (probabilities,
                                  perturbed images, samples); the only place the spec asks the
                                  trainer for anything after training
@@ -25,6 +25,9 @@ A task's spec (customfit/tasks/<task>/spec.py) is a module holding:
                                  engine
     write(outputs, trainer, split, history, out, title) -> dict name -> path
                                  figures and files for outside tools (perturbations.npz, ...)
+    start_from(options, engine) -> None | (arrays, meta)   (optional)
+                                 another run's checkpoint to start from instead of training
+                                 (adversarial --from): its weights and its training settings
 
 `settings` is the run's config: epochs, batch_size, lr, seed, model, data, and the task's options.
 """

@@ -19,7 +19,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from customfit import registry, validate
+from customfit import options, registry, validate
 from customfit.errors import CheckpointError, CustomfitError, UsageError
 
 CONFIG_KEYS = ("epochs", "batch_size", "lr", "seed", "model", "out", "resume", "data", "verbose")
@@ -34,9 +34,11 @@ _PINNED = ("batch_size", "lr", "seed")
 class Result:
     """What a run gives back.
 
-    metrics: the judge's figures on the held-out split, e.g. {"accuracy": 0.995, "loss": 0.02}
-    bars:    the figures the task must reach, e.g. {"accuracy": 0.99}; passed: whether it did
-    history: one dict per epoch (epoch, loss, accuracy, val_loss, val_accuracy, seconds)
+    metrics: the judge's figures, e.g. {"accuracy": 0.995, "loss": 0.02}
+    bars:    the figures the task must reach, e.g. {"accuracy": 0.99} (a minimum) or
+             {"energy_distance": ("<=", 0.02)}; passed: whether it did
+    history: one dict per epoch (epoch, the engine's figures, their val_ twins, seconds)
+    started_from: the run folder whose trained model this run started from (adversarial --from)
     paths:   what was written, name -> path (metrics, history, checkpoint, figures)
     """
 
@@ -53,6 +55,7 @@ class Result:
     total_seconds: float
     resumed_from_epoch: int | None = None
     versions: dict = field(default_factory=dict)
+    started_from: str | None = None
 
     @property
     def accuracy(self):
@@ -67,11 +70,15 @@ def _plan(task, engine, config):
     setting. Writes nothing. Returns a dict that _train() carries out."""
     validate.one_of("task", task, registry.TASKS)
     validate.one_of("engine", engine, registry.ENGINES)
-    unknown = sorted(set(config) - set(CONFIG_KEYS) - {"_data_label"})
-    if unknown:
-        raise UsageError.expected("config", f"keys among {', '.join(CONFIG_KEYS)}", unknown[0])
-    given = {k: v for k, v in config.items() if v is not None}
     spec = registry.spec(task)
+    option_names = tuple(getattr(spec, "OPTIONS", {}))
+    unknown = sorted(set(config) - set(CONFIG_KEYS) - set(option_names) - {"_data_label"})
+    if unknown:
+        if unknown[0] in registry.all_option_names():
+            options.resolve(spec, {unknown[0]: config[unknown[0]]})  # names the task's own options
+        raise UsageError.expected("config", f"keys among {', '.join(CONFIG_KEYS + option_names)}",
+                                  unknown[0])
+    given = {k: v for k, v in config.items() if v is not None}
 
     model = given.get("model", spec.DEFAULTS["model"])
     validate.one_of("model", model, tuple(spec.MODELS), f"(for task {task})")
@@ -86,6 +93,8 @@ def _plan(task, engine, config):
         checked["lr"] = validate.positive_float("lr", given["lr"])
     if "seed" in given:
         checked["seed"] = validate.seed("seed", given["seed"])
+    task_options = options.resolve(spec, {k: given.get(k) for k in option_names})
+    options_given = {k for k in option_names if k in given}
 
     out = given.get("out") or os.path.join("runs", f"{task}-{engine}")
     out = os.fspath(out)
@@ -109,17 +118,37 @@ def _plan(task, engine, config):
         split, data_label, data_digest = None, "built-in", None
 
     resume = bool(given.get("resume", False))
-    resumed = None
+    resumed = start = None
     if resume:
+        pinned_options = tuple(k for k in option_names if spec.OPTIONS[k].pinned)
         resumed = _check_checkpoint(os.path.join(out, CHECKPOINT), task, engine, model,
-                                    checked, data_digest)
+                                    {**checked, **{k: task_options[k] for k in options_given}},
+                                    data_digest, pinned_options)
         previous = resumed[1]["config"]
         for key in ("epochs",) + _PINNED:
             checked.setdefault(key, previous[key])
+        for key in pinned_options:
+            if key not in options_given:
+                task_options[key] = previous[key]
         done = resumed[1]["epoch"]
         if checked["epochs"] < done:
             raise UsageError.expected(
                 "epochs", f"at least {done} (the checkpoint has trained {done} epochs)", checked["epochs"])
+    elif hasattr(spec, "start_from"):
+        # A task that starts from another run's trained model (adversarial: a digits run) takes
+        # that run's training settings with its weights.
+        start = spec.start_from(task_options, engine)
+        if start is not None:
+            source = start[1]["config"]
+            for key in ("epochs",) + _PINNED:
+                if key in checked and checked[key] != source[key]:
+                    raise UsageError.expected(
+                        key, f"{source[key]!r} as in the run it starts from (or leave "
+                             f"--{key.replace('_', '-')} out)", checked[key])
+                checked[key] = source[key]
+            if start[1].get("data_sha256") != data_digest:
+                raise UsageError.expected("data", "the data the run it starts from was trained on",
+                                          given="other data")
 
     settings = {**{k: defaults[k] for k in ("epochs", "batch_size", "lr", "seed")}, **checked}
     settings = {
@@ -129,10 +158,11 @@ def _plan(task, engine, config):
         "seed": int(settings["seed"]),
         "model": model,
         "data": data_label,
+        **task_options,
     }
     return {
         "task": task, "engine": engine, "spec": spec, "settings": settings, "split": split,
-        "data_digest": data_digest, "out": out, "resumed": resumed,
+        "data_digest": data_digest, "out": out, "resumed": resumed, "start": start,
         "verbose": bool(given.get("verbose", True)),
         "data_given": data,
     }
@@ -148,7 +178,7 @@ def _split_digest(split):
     return h.hexdigest()
 
 
-def _check_checkpoint(path, task, engine, model, checked, data_digest):
+def _check_checkpoint(path, task, engine, model, checked, data_digest, pinned_options=()):
     from customfit import checkpoint
 
     if not os.path.exists(path):
@@ -167,11 +197,12 @@ def _check_checkpoint(path, task, engine, model, checked, data_digest):
                 given=f"{path}, written by task {meta.get('task')}, engine {meta.get('engine')}, "
                       f"model {meta.get('model')}")
     config, epoch, history = meta.get("config"), meta.get("epoch"), meta.get("history")
-    if (not isinstance(config, dict) or not all(k in config for k in ("epochs",) + _PINNED)
+    pinned = _PINNED + tuple(pinned_options)
+    if (not isinstance(config, dict) or not all(k in config for k in ("epochs",) + pinned)
             or not isinstance(epoch, int) or not isinstance(history, list) or len(history) != epoch):
         raise CheckpointError.expected("resume", "a customfit run checkpoint",
                                        given=f"{path}, whose run metadata is incomplete")
-    for key in _PINNED:
+    for key in pinned:
         if key in checked and checked[key] != config[key]:
             flag = "--" + key.replace("_", "-")
             raise UsageError.expected(
@@ -213,7 +244,8 @@ def run(task, engine, **config):
 
     config: epochs, batch_size, lr, seed, model (defaults: the task's spec), out (default
     runs/<task>-<engine>), resume (continue from out/checkpoint.safetensors), data (an .npz path
-    or a tuple (x_train, y_train, x_test, y_test) to train on one's own data), verbose."""
+    or a tuple (x_train, y_train, x_test, y_test) to train on one's own data), verbose, and the
+    task's own options (`customfit list` shows them; e.g. method, eps, steps for adversarial)."""
     started = time.perf_counter()
     plan = _plan(task, engine, config)
     if needs_subprocess(engine):
@@ -224,7 +256,7 @@ def run(task, engine, **config):
 
 
 def _train(plan, started):
-    from customfit import checkpoint
+    from customfit import checkpoint, plots
     from customfit.engines import loop
 
     task, engine, spec, settings = plan["task"], plan["engine"], plan["spec"], plan["settings"]
@@ -235,18 +267,23 @@ def _train(plan, started):
         if e.name and e.name.startswith("customfit."):
             raise CustomfitError(f"engine {engine} is not implemented for task {task} yet ({e.name})") from None
         raise
-    trainer = trainer_class(spec.MODELS[settings["model"]], split.input_shape, split.num_classes,
-                            settings["lr"], settings["seed"])
-    history, resumed_from = [], None
-    if plan["resumed"] is not None:
-        arrays, meta = plan["resumed"]
+    trainer = spec.build_trainer(trainer_class, split, settings)
+    history, resumed_from, started_from = [], None, None
+    source = plan["resumed"] or plan["start"]
+    if source is not None:
+        arrays, meta = source
         try:
             history = loop.restore(trainer, arrays, meta)
         except Exception as e:
+            field = "resume" if plan["resumed"] is not None else "from_run"
             raise CheckpointError.expected(
-                "resume", f"a checkpoint whose state fits the {engine} trainer",
+                field, f"a checkpoint whose state fits the {engine} trainer",
                 given=f"one it refuses ({' '.join(str(e).split())[:100]})") from None
-        resumed_from = meta["epoch"]
+        if plan["resumed"] is not None:
+            resumed_from = meta["epoch"]
+        else:
+            started_from = settings.get("from_run")
+    trained_before = len(history)
 
     os.makedirs(out, exist_ok=True)
     paths = {
@@ -258,9 +295,9 @@ def _train(plan, started):
     def write_history(rows):
         checkpoint.atomic_write(paths["history"], loop.history_csv(rows))
 
+    config = {k: settings[k] for k in settings}
     meta = {
-        "task": task, "engine": engine, "model": settings["model"],
-        "config": {k: settings[k] for k in ("epochs", "batch_size", "lr", "seed", "model", "data")},
+        "task": task, "engine": engine, "model": settings["model"], "config": config,
         "data_sha256": plan["data_digest"],
     }
     history = loop.fit(
@@ -268,14 +305,24 @@ def _train(plan, started):
         seed=settings["seed"], checkpoint_path=paths["checkpoint"], meta=meta, history=history,
         on_epoch_end=write_history, verbose=plan["verbose"],
     )
-    if resumed_from is not None and resumed_from == len(history):
-        write_history(history)  # nothing left to train: history.csv may be missing or stale
+    if len(history) == trained_before:
+        # Nothing left to train (a finished run resumed, or a run started from another's model):
+        # this folder still gets its own checkpoint and history, so --resume works from it.
+        arrays, trainer_meta = trainer.state()
+        checkpoint.save(paths["checkpoint"], arrays,
+                        {**meta, "epoch": len(history), "history": history, "trainer": trainer_meta})
+        write_history(history)
 
-    metrics = judge(trainer.predict_proba, split.x_test, split.y_test, split.num_classes)
-    bars = dict(getattr(spec, "BARS_BY_MODEL", {}).get(settings["model"], spec.BARS))
-    passed = all(metrics[k] >= v for k, v in bars.items())
+    title = f"{task} on {engine}"
+    producing = time.perf_counter()
+    outputs = spec.produce(trainer, split, settings, verbose=plan["verbose"])
+    produce_seconds = time.perf_counter() - producing
+    metrics = spec.judge(outputs, split, settings)
+    bars = spec.bars(settings)
+    passed = meets(metrics, bars)
 
-    paths.update(_figures(task, trainer, split, history, out, f"{task} on {engine}"))
+    paths["curves"] = plots.curves(history, os.path.join(out, "curves.png"), title=title)
+    paths.update(spec.write(outputs, trainer, split, history, out, title))
 
     seconds = [row["seconds"] for row in history]
     per_epoch = sum(seconds[1:]) / len(seconds[1:]) if len(seconds) > 1 else (seconds[0] if seconds else 0.0)
@@ -283,53 +330,46 @@ def _train(plan, started):
     total = time.perf_counter() - started
     report = {
         "task": task, "engine": engine, "model": settings["model"], "judge": spec.JUDGE,
+        "headline": spec.HEADLINE,
         **metrics,
         "bar": bars, "passed": passed,
-        "config": {k: settings[k] for k in ("epochs", "batch_size", "lr", "seed", "model", "data")},
+        "config": config,
         "seconds_per_epoch": per_epoch,
         "seconds_per_epoch_note": "mean of epochs 2 onwards (the first includes tracing/compiling)",
         "first_epoch_seconds": seconds[0] if seconds else None,
         "epoch_seconds": seconds,
+        "produce_seconds": produce_seconds,
+        "produce_seconds_note": "what the judge reads (probabilities, attacks, samples), made after training",
         "total_seconds": total,
         "resumed_from_epoch": resumed_from,
+        "started_from": started_from,
         "versions": versions,
         "machine": _machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
     checkpoint.atomic_write(paths["metrics"], json.dumps(report, indent=2) + "\n")
     return Result(
-        task=task, engine=engine, config=report["config"], metrics=metrics, bars=bars, passed=passed,
+        task=task, engine=engine, config=config, metrics=metrics, bars=bars, passed=passed,
         history=history, paths=paths, out_dir=out, seconds_per_epoch=per_epoch, total_seconds=total,
-        resumed_from_epoch=resumed_from, versions=versions,
+        resumed_from_epoch=resumed_from, versions=versions, started_from=started_from,
     )
 
 
-def judge(predict_proba, x_test, y_test, num_classes):
-    """Held-out accuracy and cross-entropy, computed here with NumPy from the model's
-    probabilities alone: the judge shares no code with the engine it judges."""
-    import numpy as np
+def meets(metrics, bars):
+    """Whether every bar holds: a number is a minimum; ("<=", x) a maximum."""
+    def holds(value, bar):
+        if isinstance(bar, (tuple, list)):
+            op, limit = bar
+            return value <= limit if op == "<=" else value >= limit
+        return value >= bar
 
-    proba = np.asarray(predict_proba(x_test), dtype=np.float64)
-    if proba.shape != (len(x_test), num_classes):
-        raise RuntimeError(f"predict_proba gave shape {proba.shape}; expected {(len(x_test), num_classes)}")
-    accuracy = float(np.mean(proba.argmax(axis=1) == y_test))
-    picked = np.clip(proba[np.arange(len(y_test)), y_test], 1e-12, 1.0)
-    return {"accuracy": accuracy, "loss": float(-np.mean(np.log(picked)))}
+    return all(holds(metrics[k], bar) for k, bar in bars.items())
 
 
-def _figures(task, trainer, split, history, out, title):
-    from customfit import plots
-
-    paths = {"curves": plots.curves(history, os.path.join(out, "curves.png"), title=title)}
-    if split.input_shape == (2,):
-        paths["decision_regions"] = plots.decision_regions(
-            trainer.predict_proba, split.x_train, split.y_train, split.x_test, split.y_test,
-            os.path.join(out, "decision_regions.png"), num_classes=split.num_classes)
-    elif len(split.input_shape) == 3:
-        paths["probabilities"] = plots.probabilities(
-            trainer.predict_proba, split.x_test, split.y_test,
-            os.path.join(out, "probabilities.png"), num_classes=split.num_classes, title=title)
-    return paths
+def describe_bar(bar):
+    if isinstance(bar, (tuple, list)):
+        return f"{bar[0]} {bar[1]}"
+    return f">= {bar}"
 
 
 _DISTRIBUTIONS = {
