@@ -65,7 +65,8 @@ class NumpyTrainer:
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
 
-    def loss_and_grads(self, x, y):
+    def objective_and_grads(self, batch, noise=None):
+        x, y = batch
         p = self.predict_proba(x)
         loss = float(-np.mean(np.log(p[np.arange(len(y)), y])))
         p[np.arange(len(y)), y] -= 1
@@ -81,7 +82,7 @@ class NumpyTrainer:
                 raise RuntimeError("simulated crash")
             idx = order[start:start + batch_size]
             correct += int((self.predict_proba(x[idx]).argmax(1) == y[idx]).sum())
-            loss, grads = self.loss_and_grads(x[idx], y[idx])
+            loss, grads = self.objective_and_grads((x[idx], y[idx]))
             self.step += 1
             for j, g in enumerate(grads):
                 self.m[j] = 0.9 * self.m[j] + 0.1 * g

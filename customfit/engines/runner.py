@@ -127,8 +127,8 @@ def _plan(task, engine, config):
         previous = resumed[1]["config"]
         for key in ("epochs",) + _PINNED:
             checked.setdefault(key, previous[key])
-        for key in pinned_options:
-            if key not in options_given:
+        for key in option_names:  # the run goes on as it started, pinned or not
+            if key not in options_given and key in previous:
                 task_options[key] = previous[key]
         done = resumed[1]["epoch"]
         if checked["epochs"] < done:

@@ -47,8 +47,8 @@ def parity(engine, case, inputs, arrays, report):
     trainer = Trainer(_tuples(case["layers"]), tuple(case["input_shape"]), case["num_classes"],
                       1e-3, 0)
     trainer.set_weights(weights)
-    loss, grads = trainer.loss_and_grads(x, y)
-    after = trainer.get_weights()  # loss_and_grads must not have moved anything
+    loss, grads = trainer.objective_and_grads((x, y))
+    after = trainer.get_weights()  # objective_and_grads must not have moved anything
     report[name] = {
         "loss": loss,
         "weights_round_trip": all(np.array_equal(a, b) for a, b in zip(after, weights)),

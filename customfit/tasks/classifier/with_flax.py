@@ -135,7 +135,10 @@ class Trainer:
         for param, value in zip(self._params(), layout.from_canonical(ENGINE, weights)):
             param[...] = jnp.asarray(value)
 
-    def loss_and_grads(self, x, y):
+    def objective_and_grads(self, batch, noise=None):
+        """The parity hook: mean cross-entropy and its gradients (Keras's layout) on batch
+        (x, y) at the current weights, no update. The classifier draws no noise."""
+        x, y = batch
         loss, grads = loss_and_grad_step(self.model, x, _labels(y))
         paths = self._param_paths()
         flat = dict(nnx.to_flat_state(grads))

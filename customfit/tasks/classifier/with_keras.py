@@ -91,7 +91,10 @@ class Trainer:
         layout.check_shapes(self._shapes, weights)
         self.model.network.set_weights(layout.from_canonical(self.engine, weights))
 
-    def loss_and_grads(self, x, y):
+    def objective_and_grads(self, batch, noise=None):
+        """The parity hook: mean cross-entropy and its gradients (Keras's layout) on batch
+        (x, y) at the current weights, no update. The classifier draws no noise."""
+        x, y = batch
         variables = self.model.trainable_variables
 
         def loss_of(*values):

@@ -109,7 +109,10 @@ class Trainer:
         layout.check_shapes(self._shapes, weights)
         self.model.set_weights(layout.from_canonical(ENGINE, weights))
 
-    def loss_and_grads(self, x, y):
+    def objective_and_grads(self, batch, noise=None):
+        """The parity hook: mean cross-entropy and its gradients (Keras's layout) on batch
+        (x, y) at the current weights, no update. The classifier draws no noise."""
+        x, y = batch
         with tf.GradientTape() as tape:
             loss = cross_entropy(tf.convert_to_tensor(y),
                                  self.model(tf.convert_to_tensor(x), training=True))

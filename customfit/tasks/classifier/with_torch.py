@@ -121,7 +121,10 @@ class Trainer:
                                         layout.from_canonical(ENGINE, weights)):
                 parameter.copy_(torch.from_numpy(value))
 
-    def loss_and_grads(self, x, y):
+    def objective_and_grads(self, batch, noise=None):
+        """The parity hook: mean cross-entropy and its gradients (Keras's layout) on batch
+        (x, y) at the current weights, no update. The classifier draws no noise."""
+        x, y = batch
         self.model.train()
         self.model.zero_grad()
         x, y = _tensors(x, y)
