@@ -14,6 +14,7 @@ from customfit import checkpoint, registry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMEWORKS = ("keras", "tensorflow", "torch", "jax", "flax", "optax")
+TASKS_LINE = f"expected one of {', '.join(registry.TASKS)}"
 ENGINES_LINE = "expected one of tensorflow, torch, flax, keras-tensorflow, keras-torch, keras-jax"
 
 
@@ -118,8 +119,8 @@ def test_list_names_every_task_engine_and_judge(tmp_path):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["run", "tof", "--engine", "torch"], ["TASK: expected one of toy, digits, adversarial; got 'tof'"]),
-        (["run", "--engine", "torch"], ["TASK: expected one of toy, digits, adversarial; got nothing"]),
+        (["run", "tof", "--engine", "torch"], [f"TASK: {TASKS_LINE}; got 'tof'"]),
+        (["run", "--engine", "torch"], [f"TASK: {TASKS_LINE}; got nothing"]),
         (["run", "toy", "--engine", "tf"], [f"--engine: {ENGINES_LINE}; got 'tf'"]),
         (["run", "toy"], [f"--engine: {ENGINES_LINE}; got nothing"]),
         (["run", "toy", "--engine", "torch", "--epochs", "0"], ["--epochs: expected an integer > 0; got '0'"]),
@@ -143,7 +144,7 @@ def test_list_names_every_task_engine_and_judge(tmp_path):
         (["run", "toy", "--engine", "torch", "--epochs"], ["--epochs: expected one argument"]),
         (["frobnicate"], ["COMMAND: expected one of list, run, matrix, demo; got 'frobnicate'"]),
         (["matrix", "--engines", "torch", "tf", "--out", "out"], [f"--engines: {ENGINES_LINE}; got 'tf'"]),
-        (["matrix", "--tasks", "vae", "--out", "out"], ["--tasks: expected one of toy, digits, adversarial; got 'vae'"]),
+        (["matrix", "--tasks", "vea", "--out", "out"], [f"--tasks: {TASKS_LINE}; got 'vea'"]),
         (["matrix", "--epochs", "0", "--out", "out"], ["--epochs: expected an integer > 0; got '0'"]),
         (["demo", "--engine", "jaxx", "--out", "out"], [f"--engine: {ENGINES_LINE}; got 'jaxx'"]),
         (["demo", "--batch-size", "0", "--out", "out"], ["--batch-size: expected an integer > 0; got '0'"]),
@@ -315,7 +316,7 @@ def test_python_api_raises_the_same_one_line_errors(tmp_path):
 
     cases = [
         (("toy", "tf"), {}, f"engine: {ENGINES_LINE}; got 'tf'"),
-        (("mnist-ish", "torch"), {}, "task: expected one of toy, digits, adversarial; got 'mnist-ish'"),
+        (("mnist-ish", "torch"), {}, f"task: {TASKS_LINE}; got 'mnist-ish'"),
         (("toy", "torch"), {"epochs": 0}, "epochs: expected an integer > 0; got 0"),
         (("toy", "torch"), {"epochs": True}, "epochs: expected an integer > 0; got True"),
         (("toy", "torch"), {"batch_size": 2.5}, "batch_size: expected an integer > 0; got 2.5"),
