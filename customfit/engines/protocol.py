@@ -25,6 +25,9 @@ A task's spec (customfit/tasks/<task>/spec.py) is a module holding:
                                  engine
     write(outputs, trainer, split, history, out, title) -> dict name -> path
                                  figures and files for outside tools (perturbations.npz, ...)
+    after_epoch(trainer, settings, epoch, out)   (optional)
+                                 called after each epoch's checkpoint, e.g. to keep a sample grid
+                                 per epoch for an animation (write files under `out`)
     start_from(options, engine) -> None | (arrays, meta)   (optional)
                                  another run's checkpoint to start from instead of training
                                  (adversarial --from): its weights and its training settings

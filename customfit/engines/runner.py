@@ -295,6 +295,13 @@ def _train(plan, started):
     def write_history(rows):
         checkpoint.atomic_write(paths["history"], loop.history_csv(rows))
 
+    after_epoch = getattr(spec, "after_epoch", None)
+
+    def on_epoch_end(rows):
+        write_history(rows)
+        if after_epoch is not None:
+            after_epoch(trainer, settings, rows[-1]["epoch"], out)
+
     config = {k: settings[k] for k in settings}
     meta = {
         "task": task, "engine": engine, "model": settings["model"], "config": config,
@@ -303,7 +310,7 @@ def _train(plan, started):
     history = loop.fit(
         trainer, split, epochs=settings["epochs"], batch_size=settings["batch_size"],
         seed=settings["seed"], checkpoint_path=paths["checkpoint"], meta=meta, history=history,
-        on_epoch_end=write_history, verbose=plan["verbose"],
+        on_epoch_end=on_epoch_end, verbose=plan["verbose"],
     )
     if len(history) == trained_before:
         # Nothing left to train (a finished run resumed, or a run started from another's model):
