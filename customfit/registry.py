@@ -2,7 +2,7 @@
 
 import importlib
 
-TASKS = ("toy", "digits", "adversarial")
+TASKS = ("toy", "digits", "adversarial", "vae", "gan")
 
 ENGINES = ("tensorflow", "torch", "flax", "keras-tensorflow", "keras-torch", "keras-jax")
 
