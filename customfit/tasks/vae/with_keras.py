@@ -132,7 +132,12 @@ class _Progress(keras.callbacks.Callback):
         self.on_batch = on_batch
 
     def on_train_batch_end(self, batch, logs=None):
-        self.on_batch({k: float(v) for k, v in (logs or {}).items()})
+        self.on_batch(_in_order(logs))
+
+
+def _in_order(figures):
+    # Keras hands the objective's dict back sorted by name; show it in the native engines' order.
+    return {k: float(figures[k]) for k in layout.FIGURES}
 
 
 class Trainer:
@@ -164,12 +169,11 @@ class Trainer:
         self._reseed(shuffle_seed)
         history = self.model.fit(x[order], batch_size=batch_size, epochs=1, shuffle=False,
                                  verbose=0, callbacks=[_Progress(on_batch)])
-        return {k: float(v[-1]) for k, v in history.history.items()}
+        return _in_order({k: v[-1] for k, v in history.history.items()})
 
     def evaluate(self, x, batch_size):
         self._reseed(self.seed)  # the same held-out noise at every call
-        result = self.model.evaluate(x, batch_size=batch_size, verbose=0, return_dict=True)
-        return {k: float(v) for k, v in result.items()}
+        return _in_order(self.model.evaluate(x, batch_size=batch_size, verbose=0, return_dict=True))
 
     # ---- what the spec asks after training
 
