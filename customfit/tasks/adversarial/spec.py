@@ -39,7 +39,7 @@ TOLERANCE = 1e-6
 CHUNK = 540
 # The success-against-eps figure (pgd) attacks a fixed subset of the pairs at each of these.
 SWEEP_EPS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
-SWEEP_PAIRS = 540
+SWEEP_PAIRS = 360
 ALL_PAIRS = 360 * 9
 
 OPTIONS = {
