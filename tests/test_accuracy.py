@@ -10,6 +10,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from customfit.registry import ENGINES
@@ -56,3 +57,32 @@ def test_digits_lecture_model_five_seed_mean_reaches_088(engine, tmp_path):
     accuracies = [r["accuracy"] for r in results]
     assert all(r["config"]["epochs"] == 10 and r["config"]["batch_size"] == 10 for r in results)
     assert statistics.mean(accuracies) >= 0.88, accuracies
+
+
+# ----------------------------------------------------------------------------- adversarial
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_adversarial_short_run_on_every_engine(engine, tmp_path):
+    # A few epochs and 180 pairs: the real engine end to end, through the command line.
+    metrics = run("adversarial", engine, tmp_path / "adv", "--epochs", "5", "--pairs", "180",
+                  "--steps", "20")
+    assert metrics["pairs"] == 180 and metrics["config"]["steps"] == 20
+    assert metrics["in_bounds"] == 1.0 and metrics["max_linf"] <= 0.3 + 1e-6
+    assert metrics["clean_accuracy"] >= 0.9 and metrics["success_rate"] >= 0.5, metrics
+    with np.load(tmp_path / "adv" / "perturbations.npz") as saved:
+        assert saved["x_adv"].shape == (180, 8, 8, 1)
+        assert metrics["success_rate"] == np.mean(saved["proba"].argmax(1) == saved["target"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("method, bar", [("pgd", 0.95), ("lecture", 0.90)])
+def test_adversarial_full_strength(engine, method, bar, tmp_path):
+    # The bars: every held-out digit toward each of its 9 wrong labels, default settings.
+    metrics = run("adversarial", engine, tmp_path / "adv", "--method", method)
+    assert metrics["pairs"] == 3240 and metrics["clean_accuracy"] >= 0.985
+    assert metrics["in_bounds"] == 1.0
+    if method == "pgd":
+        assert metrics["eps"] == 0.3 and metrics["max_linf"] <= 0.3 + 1e-6
+    assert metrics["success_rate"] >= bar, metrics
