@@ -111,6 +111,10 @@ def task_shapes(spec):
     if shape is None or classes is None:
         split = spec.load()
         shape, classes = split.input_shape, split.num_classes
+    if classes is None:
+        # The generative tasks learn the built-in digits; --data is labelled classifier data.
+        raise UsageError.expected("data", f"no --data (task {spec.NAME} trains on its built-in data)",
+                                  given="a data file")
     return tuple(shape), int(classes)
 
 

@@ -352,3 +352,9 @@ def test_matrix_runs_each_pair_in_its_own_process_and_writes_its_table(tmp_path)
     assert f"| toy | lecture | flax | accuracy | {metrics['accuracy']:.4f} | >= 0.99 |" in md
     assert md in proc.stdout
     assert (tmp_path / "m" / "logs" / "toy-flax.log").exists()
+
+
+def test_data_is_refused_by_a_task_without_labels(tmp_path):
+    path = _write(tmp_path)
+    assert_usage_error(["run", "vae", "--engine", "torch", "--out", "out", "--data", path], str(tmp_path),
+                       "--data: expected no --data (task vae trains on its built-in data); got a data file")
