@@ -2,7 +2,7 @@
 
 import importlib
 
-TASKS = ("toy", "digits", "adversarial", "vae")
+TASKS = ("toy", "digits", "adversarial", "vae", "gan")
 
 ENGINES = ("tensorflow", "torch", "flax", "keras-tensorflow", "keras-torch", "keras-jax")
 
