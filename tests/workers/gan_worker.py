@@ -73,8 +73,8 @@ def parity(engine, model, latent, inputs, arrays, report):
 def training(engine, job, arrays, report):
     """Run A: 2 epochs straight. Run B: 1 epoch, state(), then its epoch 2 (the same seed again,
     and state() must not disturb it). Run C: a new Trainer load_state()s B's state (through
-    files) and trains epoch 2. Run E: A's first epoch with seed + 1. Also sample() twice with one
-    seed and once with another."""
+    files) and trains epoch 2. E: a Trainer built with seed + 1 (its initial weights). Also
+    sample() twice with one seed and once with another."""
     data = digits_split()
     x = data.x_train[:job["n_train"]]
     seed = job["seed"]
@@ -97,6 +97,7 @@ def training(engine, job, arrays, report):
         return history
 
     a = new(seed)
+    first = a.get_weights()
     report["A"] = epochs(a, seed, [1, 2])
     b = new(seed)
     report["B"] = epochs(b, seed, [1])
@@ -117,8 +118,13 @@ def training(engine, job, arrays, report):
     c = new(seed)
     c.load_state(state, meta)
     report["C"] = epochs(c, seed, [2])
-    e = new(seed + 1)
-    report["E"] = epochs(e, seed + 1, [1])
+    other, again = new(seed + 1).get_weights(), new(seed).get_weights()
+    report["initial_weights_follow_the_seed"] = {
+        "same_seed_same": all(np.array_equal(p, q) for net in layout.NETWORKS
+                              for p, q in zip(again[net], first[net])),
+        "other_seed_other": not all(np.array_equal(p, q) for net in layout.NETWORKS
+                                    for p, q in zip(other[net], first[net])),
+    }
     for run, trainer in (("A", a), ("B", b), ("C", c)):
         for name, value in trainer.state()[0].items():
             arrays[f"{run}/state/{name}"] = np.asarray(value)
