@@ -155,3 +155,11 @@ def references(n=SAMPLES, seed=0):
         "pixel_gaussian": judge(np.clip(gaussian, 0.0, 1.0).reshape(-1, 8, 8)),
         "judge_accuracy": _judge_model()[2],
     }
+
+
+def beside(lecture_name, lecture_figures):
+    """What a generative run's figures are printed beside: real training digits (the floor), the
+    pixel Gaussian (a bar any model should beat) and the lecture's own model, as measured."""
+    known = references()
+    return {"real training digits": known["real_training_digits"],
+            "pixel Gaussian": known["pixel_gaussian"], lecture_name: dict(lecture_figures)}
