@@ -62,6 +62,12 @@ def digits_split():
     return Split(x_train, y_train, x_test, y_test, num_classes=10)
 
 
+def unlabelled_digits_split():
+    """The same split without its labels: what the generative tasks (vae, gan) learn from."""
+    split = digits_split()
+    return Split(split.x_train, None, split.x_test, None)
+
+
 def epoch_seed(seed, epoch):
     """One integer per (run seed, epoch): every engine shuffles epoch e the same way on a rerun
     or a resume, without carrying a random-number generator's state in the checkpoint."""

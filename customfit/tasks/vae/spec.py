@@ -86,10 +86,9 @@ ELBO_DRAWS = 10
 
 
 def load():
-    from customfit.data import Split, digits_split
+    from customfit.data import unlabelled_digits_split
 
-    split = digits_split()
-    return Split(split.x_train, None, split.x_test, None)
+    return unlabelled_digits_split()
 
 
 def references(settings):
