@@ -34,6 +34,7 @@ FLAGS = {
     "task": "TASK", "engine": "--engine", "epochs": "--epochs", "batch_size": "--batch-size",
     "lr": "--lr", "seed": "--seed", "model": "--model", "out": "--out", "resume": "--resume",
     "checkpoint": "--resume", "data": "--data", "tasks": "--tasks", "engines": "--engines",
+    "devices": "--devices",
 }
 
 
@@ -122,6 +123,10 @@ def build_parser():
                      help="continue from DIR/checkpoint.safetensors (same task, engine, model)")
     run.add_argument("--data", metavar="FILE.npz",
                      help="train on your own data: an .npz with x_train, y_train, x_test, y_test")
+    run.add_argument("--devices", metavar="N", type=_checked("positive_int", "devices"),
+                     help="train on N devices, each engine its framework's way (on a CPU: "
+                          "XLA host devices, TensorFlow logical CPUs, N gloo processes); "
+                          "--batch-size is the global batch")
     tasks_of = {}
     for task in registry.TASKS:
         for name in getattr(registry.spec(task), "OPTIONS", {}):
@@ -219,6 +224,7 @@ def _report(result):
     lines = [
         f"{result.task} on {result.engine}: model {cfg['model']}, {cfg['epochs']} epochs, "
         f"batch {cfg['batch_size']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
+        + (f", {cfg['devices']} devices" if cfg.get("devices", 1) > 1 else "")
         + (f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""),
         f"{judged}: {'passed' if result.passed else 'NOT passed'}",
         f"{result.seconds_per_epoch:.2f} s per epoch, {result.total_seconds:.1f} s in all",
@@ -232,7 +238,7 @@ def cmd_run(args):
     config = {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "model": args.model, "out": args.out, "resume": args.resume, "data": args.data,
-        "verbose": not args.quiet,
+        "devices": args.devices, "verbose": not args.quiet,
         **{name: getattr(args, name) for name in _task_options()},
     }
     return _run(args.task, args.engine, config)
@@ -251,7 +257,8 @@ def _run(task, engine, config):
     from customfit.engines.runner import run
 
     result = run(task, engine, **{k: v for k, v in config.items() if v is not None})
-    _report(result)
+    if result is not None:  # None: one of several processes torchrun started, not rank 0
+        _report(result)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 import keras
 import tensorflow as tf
+from keras.src.losses.loss import scale_loss_for_distribution
 
 from customfit.scopes import record_frozen
 
@@ -38,7 +39,10 @@ class Step(keras.Model):
             for _ in range(plan.repeat):
                 with record_frozen() as frozen_ids, tf.GradientTape() as tape:
                     entries = self._run_objective(plan, data, training=True)
-                grads = tape.gradient(entries["loss"], plan.variables)
+                    # Under tf.distribute the replicas' gradients are summed; the objective is a
+                    # mean over one replica's share of the batch: scaled as Keras's losses are.
+                    loss = scale_loss_for_distribution(entries["loss"])
+                grads = tape.gradient(loss, plan.variables)
                 self._apply(plan, grads, frozen_ids)
                 self._record(plan, entries, data)
         self._count_step()

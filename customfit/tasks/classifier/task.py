@@ -15,7 +15,7 @@ OPTIONS = {}
 
 def build_trainer(trainer_class, split, settings, models):
     return trainer_class(models[settings["model"]], split.input_shape, split.num_classes,
-                         settings["lr"], settings["seed"])
+                         settings["lr"], settings["seed"], devices=settings.get("devices", 1))
 
 
 def produce(trainer, split, settings, verbose=False):
