@@ -6,13 +6,22 @@ per process).
 
 JOB.json: {"engine": "torch", "devices": 2, "tasks": ["digits", "gan"], "output": "out.json"}
 
-For each task: a Trainer on one device and a Trainer on N devices start from the same weights
+For each task a Trainer on N devices and a reference on one device start from the same weights
 (the one-device Trainer's, from the seed) and train the same epochs on the same samples in the
-same order with the same global batch; out.json holds, per task, the largest difference between
-their states (every weight, batch-norm statistic and Adam moment, canonical layout) and between
-their histories. On the torch engines the N devices are N processes; the report also holds the
-largest difference between those processes' states, which DistributedDataParallel (and the
-all-reduce in cf.Model's torch step) keeps at zero.
+same order with the same global batch. The reference is the engine's own one-device Trainer,
+except for the GAN on the torch engines: there batch norm cannot be synchronized (torch's
+SyncBatchNorm runs on GPUs only, Keras has none on torch), each process normalizes its share of
+a batch with that share's statistics, and the reference does the same on one device: each
+update's objective is the mean of the objective on the batch's N shares (rows r, r + N, ...,
+as DistributedSampler deals them), each share normalized with its own statistics. The running
+(moving) statistics, which training-mode batch norm never reads, are then each process's own
+and are left out of that comparison.
+
+out.json holds, per task: the largest difference between the two states (every weight,
+batch-norm statistic, Adam moment and step count, canonical layout), relative to the largest
+magnitude of the same array, and between the two histories; how far training moved the weights;
+on how many devices the framework held the weights; and, on the torch engines, the largest
+difference between the N processes' states (DDP and cf.Model's all-reduce keep it at zero).
 """
 
 import json
@@ -33,21 +42,28 @@ JOBS = {
 }
 
 
-def build(task, engine, devices):
-    spec = registry.spec(task)
+def settings(task, devices):
     job = JOBS[task]
+    return {"model": job["model"], "lr": job["lr"], "seed": 0, "devices": devices,
+            **{k: job[k] for k in ("critic_steps", "latent") if k in job}}
+
+
+def build(task, engine, devices, shares=1):
+    spec = registry.spec(task)
     split = spec.load()
-    settings = {"model": job["model"], "lr": job["lr"], "seed": 0, "devices": devices,
-                **{k: job[k] for k in ("critic_steps", "latent") if k in job}}
-    trainer = spec.build_trainer(registry.trainer_class(task, engine), split, settings)
-    return trainer, tuple(a[: job["n"]] for a in split.train)
+    trainer_class = registry.trainer_class(task, engine)
+    if shares > 1:
+        trainer_class = per_share_trainer(engine, shares)
+    trainer = spec.build_trainer(trainer_class, split, settings(task, devices))
+    return trainer, tuple(a[: JOBS[task]["n"]] for a in split.train)
 
 
-def train(task, engine, devices, weights=None):
-    """(state arrays, history, initial weights) after JOBS[task]'s epochs on `devices`."""
+def train(task, engine, devices, weights=None, shares=1):
+    """(state, history, initial weights, trained weights, placement) after JOBS[task]'s epochs:
+    on `devices`, or on one device with each batch's objective averaged over `shares`."""
     from customfit.data import epoch_seed
 
-    trainer, arrays = build(task, engine, devices)
+    trainer, arrays = build(task, engine, devices, shares)
     if weights is None:
         weights = trainer.get_weights()
     trainer.set_weights(weights)
@@ -60,20 +76,41 @@ def train(task, engine, devices, weights=None):
     return state, history, weights, flat(trainer.get_weights()), placement(trainer, engine)
 
 
+def train_in_group(tasks, engine, devices, weights):
+    """One process of N (started by customfit.parallel.process_group.launch): each task's
+    (state, history, placement)."""
+    from customfit.parallel import process_group
+
+    process_group.join()
+    try:
+        done = {}
+        for task in tasks:
+            state, history, _, _, where = train(task, engine, devices, weights[task])
+            done[task] = state, history, where
+        return done
+    finally:
+        process_group.leave()
+
+
+def flat(weights):
+    """Canonical weights (a list, or {network: list}) as {name: array}."""
+    lists = weights if isinstance(weights, dict) else {"weights": weights}
+    return {f"{net}/{i}": a for net in lists for i, a in enumerate(lists[net])}
+
+
 def placement(trainer, engine):
     """On how many devices the framework holds the trained weights (JAX: the devices of a
     weight's sharding; TensorFlow: a mirrored variable's copies; torch: the processes of the
     group that DistributedDataParallel, or cf.Model's all-reduce, averaged over)."""
-    network = next(getattr(trainer, name) for name in ("model", "gan", "gen")
-                   if hasattr(trainer, name) and not isinstance(getattr(trainer, name), str))
     if engine in spreading.TORCH_ENGINES:
         from customfit.parallel import process_group
 
         return process_group.world()
+    network = next(getattr(trainer, name) for name in ("model", "gan", "gen")
+                   if not isinstance(getattr(trainer, name, ""), str))
     if engine == "flax":
-        from flax import nnx
-
         import jax
+        from flax import nnx
 
         leaf = jax.tree_util.tree_leaves(nnx.state(network, nnx.Param))[0]
         return len(leaf.sharding.device_set)
@@ -83,23 +120,59 @@ def placement(trainer, engine):
     return len(getattr(value, "values", [value]))  # a MirroredVariable holds one per replica
 
 
-def flat(weights):
-    """Canonical weights (a list, or {network: list}) as {name: array}."""
-    lists = weights if isinstance(weights, dict) else {"weights": weights}
-    return {f"{net}/{i}": a for net in lists for i, a in enumerate(lists[net])}
+# ---------------------------------------------------------------- the torch engines' GAN reference
+
+def per_share_trainer(engine, shares):
+    """A one-device GAN Trainer whose updates minimize the mean over a batch's `shares` shares of
+    each objective, every share normalized with its own batch statistics."""
+    if engine == "keras-torch":
+        import functools
+
+        from customfit.tasks.gan import with_keras
+
+        class PerShareGAN(with_keras.GAN):
+            def dis_objective(self, x, training=True):
+                z = self.latents(x)
+                return sum(self.dis_loss(x[r::shares], z[r::shares], training)
+                           for r in range(shares)) / shares
+
+            def gen_objective(self, x, training=True):
+                z = self.latents(x)
+                return sum(self.gen_loss(z[r::shares], training) for r in range(shares)) / shares
+
+        return functools.partial(with_keras.Trainer, gan_class=PerShareGAN)
+
+    from customfit.tasks.gan import with_torch
+
+    def in_shares(loss):
+        def mean_over_shares(*args):
+            networks, batches = args[:2], args[2:]
+            return sum(loss(*networks, *(b[r::shares] for b in batches))
+                       for r in range(shares)) / shares
+        return mean_over_shares
+
+    class PerShareTrainer(with_torch.Trainer):
+        def _latents(self, n, noise):  # one process: the global batch's latents
+            return self._noise(n, noise)
+
+        def train_epoch(self, *args, **kwargs):
+            # The step calls the module's dis_loss and gen_loss: for this epoch, the per-share
+            # means of them (this process trains nothing else meanwhile).
+            losses = with_torch.dis_loss, with_torch.gen_loss
+            with_torch.dis_loss, with_torch.gen_loss = (in_shares(loss) for loss in losses)
+            try:
+                return super().train_epoch(*args, **kwargs)
+            finally:
+                with_torch.dis_loss, with_torch.gen_loss = losses
+
+    return PerShareTrainer
 
 
-def train_in_group(task, engine, devices, weights):
-    """One process of N (started by customfit.parallel.process_group.launch)."""
-    from customfit.parallel import process_group
+def running_statistics(name):
+    return name.endswith(("/mean", "/variance"))
 
-    process_group.join()
-    try:
-        state, history, _, _, where = train(task, engine, devices, weights)
-    finally:
-        process_group.leave()
-    return state, history, where
 
+# ---------------------------------------------------------------- the comparison
 
 def compare(a, b):
     """How far arrays b are from arrays a (same names): the largest difference relative to the
@@ -119,6 +192,10 @@ def compare(a, b):
     return {"relative": relative, "where": where, "max_abs": absolute}
 
 
+def rows(history):
+    return {f"{i}/{k}": v for i, row in enumerate(history) for k, v in row.items()}
+
+
 def main(job_path):
     with open(job_path) as f:
         job = json.load(f)
@@ -128,28 +205,38 @@ def main(job_path):
         from customfit.parallel import mirrored
 
         assert mirrored.can_make(n), "TensorFlow could not make the logical CPUs"
-    report = {}
-    for task in job["tasks"]:
-        one, history_one, weights, trained, one_placement = train(task, engine, 1)
-        if engine in spreading.TORCH_ENGINES:
-            from customfit.parallel import process_group
+    tasks = job["tasks"]
+    ones = {task: train(task, engine, 1) for task in tasks}
+    weights = {task: ones[task][2] for task in tasks}
+    if engine in spreading.TORCH_ENGINES:  # one launch of N processes for every task
+        from customfit.parallel import process_group
 
-            results = process_group.launch(train_in_group, (task, engine, n, weights), n)
-            spread, history_spread, spread_placement = results[0]
-            between = [compare(spread, other) for other, _, _ in results[1:]]
+        groups = process_group.launch(train_in_group, (tasks, engine, n, weights), n)
+    report = {}
+    for task in tasks:
+        one, history_one, _, trained, one_placement = ones[task]
+        reference, history_reference = one, history_one
+        kept = sorted(one)
+        if engine in spreading.TORCH_ENGINES:
+            spread, history_spread, spread_placement = groups[0][task]
+            if task == "gan":
+                reference, history_reference, _, _, _ = train(task, engine, 1, weights[task],
+                                                              shares=n)
+                kept = [k for k in kept if not running_statistics(k)]
+            between = [compare({k: spread[k] for k in kept}, {k: other[task][0][k] for k in kept})
+                       for other in groups[1:]]
         else:
-            spread, history_spread, _, _, spread_placement = train(task, engine, n, weights)
+            spread, history_spread, _, _, spread_placement = train(task, engine, n, weights[task])
             between = []
         report[task] = {
-            "state": compare(one, spread),
-            "history": compare({f"{i}/{k}": v for i, row in enumerate(history_one)
-                                for k, v in row.items()},
-                               {f"{i}/{k}": v for i, row in enumerate(history_spread)
-                                for k, v in row.items()}),
-            "history_one": history_one, "history_spread": history_spread,
+            "reference": "per share" if reference is not one else "one device",
+            "compared": len(kept), "arrays": len(one),
+            "state": compare({k: reference[k] for k in kept}, {k: spread[k] for k in kept}),
+            "history": compare(rows(history_reference), rows(history_spread)),
+            "history_reference": history_reference, "history_spread": history_spread,
             "between_processes": between,
             "placement": [one_placement, spread_placement],
-            "moved": compare(flat(weights), trained),  # how far training went
+            "moved": compare(flat(weights[task]), trained),  # how far one device's training went
         }
     with open(job["output"], "w") as f:
         json.dump(report, f, indent=1)
