@@ -8,8 +8,8 @@ torch.nn.parallel.DistributedDataParallel and trained by a hand-written torch lo
 Both train the digits default CNN on 2 gloo processes (one thread each), global batch 64 (32 per
 process, DistributedSampler shares), Adam at 1e-3, from the same weights; the two are run
 alternately (A B A B ...) in the same processes, RUNS times, EPOCHS epochs each; a run's figure
-is its median epoch after the first. One process fitting the whole batch (cf.Model, 2 threads)
-is the baseline. Results: benchmarks/results/keras_torch_data_parallel.json and .md.
+is its median epoch after the first. One process of one thread fitting the whole batch
+(cf.Model) is the baseline. Results: benchmarks/results/keras_torch_data_parallel.json and .md.
 
 Why cf.Model does not take the DDP wrapper: DDP averages gradients from hooks that run when
 backward() accumulates into .grad, and cf.Model's step asks torch.autograd.grad for each
@@ -103,7 +103,7 @@ def main():
     seconds = process_group.launch(measure_in_group, (), PROCESSES)[0]
     import torch
 
-    torch.set_num_threads(PROCESSES)
+    torch.set_num_threads(1)
     one = cf_model_fit(digits_split(), 1)
     seconds["cf.Model fit(), one process"] = [_epoch_seconds(one) for _ in range(RUNS)]
     medians = {name: statistics.median(s) for name, s in seconds.items()}
@@ -115,7 +115,7 @@ def main():
     (HERE / "results" / "keras_torch_data_parallel.json").write_text(json.dumps(record, indent=2))
     base = medians["cf.Model fit(), one process"]
     lines = [f"Measured {record['date']} on {machine}: digits default CNN, global batch {BATCH}, "
-             f"{PROCESSES} gloo processes of one thread (one process: {PROCESSES} threads), "
+             f"{PROCESSES} gloo processes of one thread each (the baseline: one process, one thread), "
              f"median of {RUNS} runs (epochs 2-{EPOCHS} of each).", "",
              "| way | s/epoch | one process / this |", "|---|---:|---:|"]
     for name, median in medians.items():
