@@ -24,7 +24,7 @@ def launch(entrypoint, args, processes):
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
         rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
-        monitor_interval=0.1, start_method="spawn")
+        monitor_interval=1.0, start_method="spawn")
     # torchrun's default for several processes on one host: one thread each, unless asked.
     previous = os.environ.get("OMP_NUM_THREADS")
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores() // processes)))

@@ -181,12 +181,13 @@ class Means:
 def _distributed(devices, *networks):
     """The networks wrapped in DistributedDataParallel. Batch norm stays per process: torch's
     SyncBatchNorm runs on GPUs only, and this engine runs on the CPU, so each process normalizes
-    with its own share's statistics (DDP's default). The running statistics are not broadcast
-    from rank 0 before every forward pass (broadcast_buffers=False): they are each process's."""
+    with its own share's statistics (DDP's default). The running statistics are synced once, at
+    the start, not from rank 0 before every forward pass (forward_sync_buffers=False): then they
+    are each process's."""
     from customfit.parallel import process_group
 
     process_group.check_world(devices)
-    return [torch.nn.parallel.DistributedDataParallel(n, broadcast_buffers=False)
+    return [torch.nn.parallel.DistributedDataParallel(n, forward_sync_buffers=False)
             for n in networks]
 
 
