@@ -13,14 +13,14 @@ LABELS = (np.digitize(np.arctan2(X[:, 1], X[:, 0]), np.linspace(-np.pi, np.pi, 6
 TARGETS = np.sin(X.sum(axis=1, keepdims=True)).astype("float32")
 
 
-def make(kind):
+def make(kind, momentum=0.9):
     """A compiled model and its training data: one optimizer, or two (an OptimizerGroup)."""
     if kind == "one":
         model = ToyClassifier()
         model.compile(optimizer=keras.optimizers.Adam(1e-2))
         return model, (X, LABELS)
     model = TwoParts(repeat_a=2)
-    model.compile(optimizer={"b": keras.optimizers.SGD(2e-2, momentum=0.9),
+    model.compile(optimizer={"b": keras.optimizers.SGD(2e-2, momentum=momentum),
                              "a": keras.optimizers.Adam(1e-2)})
     return model, (X, TARGETS)
 
