@@ -50,16 +50,19 @@ class OptimizerGroup(keras.optimizers.Optimizer):
         own = self._variables[:]
         return own + [v for member in self._members.values() for v in member.variables]
 
-    @property
-    def learning_rate(self):
-        raise AttributeError(
+    def _no_learning_rate(self):
+        return AttributeError(
             f"an OptimizerGroup has no learning rate of its own; its members "
             f"({', '.join(self._members)}) each have theirs: optimizer.members[name].learning_rate"
         )
 
+    @property
+    def learning_rate(self):
+        raise self._no_learning_rate()
+
     @learning_rate.setter
     def learning_rate(self, value):
-        self.learning_rate  # noqa: B018 (raises)
+        raise self._no_learning_rate()
 
     def build(self, var_list):
         # Members are built by cf.Model, each with the variables of its own sub-model.
@@ -104,6 +107,8 @@ class _Plan:
 
     name: str
     objective: object
+    # Here, not in a list attribute of the model: Keras's saving walk follows a model's list
+    # attributes, and one holding the model itself sent load_weights into endless recursion.
     submodel: object
     optimizer: object
     variables: list
@@ -205,9 +210,9 @@ class Model(backend_module().Step):
                 compute_output_spec(lambda d, u=u: u.objective(d, training=True), self._unpack(spec))
         self.built = True
 
-    def get_compile_config(self):
-        return super().get_compile_config()  # the optimizer (or OptimizerGroup) and options
-
+    # get_compile_config() is Keras's own: the optimizer (an OptimizerGroup serialises too) and
+    # compile()'s options. Keras skips compiling a loaded model whose compile() is overridden,
+    # unless compile_from_config() is too.
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)
         self.compile(**config)
