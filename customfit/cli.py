@@ -34,6 +34,7 @@ FLAGS = {
     "task": "TASK", "engine": "--engine", "epochs": "--epochs", "batch_size": "--batch-size",
     "lr": "--lr", "seed": "--seed", "model": "--model", "out": "--out", "resume": "--resume",
     "checkpoint": "--resume", "data": "--data", "tasks": "--tasks", "engines": "--engines",
+    "tensorboard": "--tensorboard",
 }
 
 
@@ -122,6 +123,9 @@ def build_parser():
                      help="continue from DIR/checkpoint.safetensors (same task, engine, model)")
     run.add_argument("--data", metavar="FILE.npz",
                      help="train on your own data: an .npz with x_train, y_train, x_test, y_test")
+    run.add_argument("--tensorboard", metavar="DIR",
+                     help="also log each epoch's figures for TensorBoard under DIR (train/, "
+                          "validation/), with the engine's own writer")
     tasks_of = {}
     for task in registry.TASKS:
         for name in getattr(registry.spec(task), "OPTIONS", {}):
@@ -234,7 +238,7 @@ def cmd_run(args):
     config = {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "model": args.model, "out": args.out, "resume": args.resume, "data": args.data,
-        "verbose": not args.quiet,
+        "verbose": not args.quiet, "tensorboard": args.tensorboard,
         **{name: getattr(args, name) for name in _task_options()},
     }
     return _run(args.task, args.engine, config)

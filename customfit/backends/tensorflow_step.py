@@ -2,6 +2,7 @@
 
 import keras
 import tensorflow as tf
+from keras.src.losses.loss import scale_loss_for_distribution
 
 from customfit.scopes import record_frozen
 
@@ -30,7 +31,10 @@ class Step(keras.Model):
             data_batch = keras.tree.map_structure(
                 lambda s: keras.KerasTensor(s.shape, s.dtype.name), spec
             )
-        self._symbolic_build(data_batch=data_batch)
+        # Under tf.distribute the trackers' and optimizers' variables must be made in the
+        # strategy's scope, as Keras's own trainer builds there.
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
 
     def train_step(self, data):
         data = self._unpack(data)
@@ -38,7 +42,10 @@ class Step(keras.Model):
             for _ in range(plan.repeat):
                 with record_frozen() as frozen_ids, tf.GradientTape() as tape:
                     entries = self._run_objective(plan, data, training=True)
-                grads = tape.gradient(entries["loss"], plan.variables)
+                    # Under tf.distribute each replica's gradient is summed across replicas:
+                    # Keras scales its own loss the same way. The tracked loss stays unscaled.
+                    loss = scale_loss_for_distribution(entries["loss"])
+                grads = tape.gradient(loss, plan.variables)
                 self._apply(plan, grads, frozen_ids)
                 self._record(plan, entries, data)
         self._count_step()

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 from customfit import options, registry, validate
 from customfit.errors import CheckpointError, CustomfitError, UsageError
 
-CONFIG_KEYS = ("epochs", "batch_size", "lr", "seed", "model", "out", "resume", "data", "verbose")
+CONFIG_KEYS = ("epochs", "batch_size", "lr", "seed", "model", "out", "resume", "data", "verbose",
+               "tensorboard")
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
@@ -99,16 +100,10 @@ def _plan(task, engine, config):
     task_options = options.resolve(spec, {k: given.get(k) for k in option_names})
     options_given = {k for k in option_names if k in given}
 
-    out = given.get("out") or os.path.join("runs", f"{task}-{engine}")
-    out = os.fspath(out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError.expected("out", "a folder (or a path where one can be made)",
-                                  given=f"{out!r}, which is a file")
-    parent = os.path.dirname(os.path.abspath(out))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError.expected("out", "a folder that can be written", given=repr(out))
+    out = _writable_folder("out", given.get("out") or os.path.join("runs", f"{task}-{engine}"))
+    tensorboard = given.get("tensorboard")
+    if tensorboard is not None:
+        tensorboard = _writable_folder("tensorboard", tensorboard)
 
     data = given.get("data")
     if data is not None:
@@ -168,7 +163,21 @@ def _plan(task, engine, config):
         "data_digest": data_digest, "out": out, "resumed": resumed, "start": start,
         "verbose": bool(given.get("verbose", True)),
         "data_given": data,
+        "tensorboard": tensorboard,
     }
+
+
+def _writable_folder(field, path):
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError.expected(field, "a folder (or a path where one can be made)",
+                                  given=f"{path!r}, which is a file")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError.expected(field, "a folder that can be written", given=repr(path))
+    return path
 
 
 def _split_digest(split):
@@ -299,9 +308,17 @@ def _train(plan, started):
         checkpoint.atomic_write(paths["history"], loop.history_csv(rows))
 
     after_epoch = getattr(spec, "after_epoch", None)
+    board = None
+    if plan["tensorboard"] is not None:
+        from customfit.engines import event_logs
+
+        board = event_logs.open_writer(engine, plan["tensorboard"], trainer)
+        paths["tensorboard"] = plan["tensorboard"]
 
     def on_epoch_end(rows):
         write_history(rows)
+        if board is not None:
+            board.write(rows[-1])
         if after_epoch is not None:
             after_epoch(trainer, settings, rows[-1]["epoch"], out)
 
@@ -310,11 +327,15 @@ def _train(plan, started):
         "task": task, "engine": engine, "model": settings["model"], "config": config,
         "data_sha256": plan["data_digest"],
     }
-    history = loop.fit(
-        trainer, split, epochs=settings["epochs"], batch_size=settings["batch_size"],
-        seed=settings["seed"], checkpoint_path=paths["checkpoint"], meta=meta, history=history,
-        on_epoch_end=on_epoch_end, verbose=plan["verbose"],
-    )
+    try:
+        history = loop.fit(
+            trainer, split, epochs=settings["epochs"], batch_size=settings["batch_size"],
+            seed=settings["seed"], checkpoint_path=paths["checkpoint"], meta=meta, history=history,
+            on_epoch_end=on_epoch_end, verbose=plan["verbose"],
+        )
+    finally:
+        if board is not None:
+            board.close()
     if len(history) == trained_before:
         # Nothing left to train (a finished run resumed, or a run started from another's model):
         # this folder still gets its own checkpoint and history, so --resume works from it.
