@@ -22,7 +22,9 @@ Methods (`method`):
 Networks (`network`), multi-layer perceptrons, every hidden layer followed by the activation:
   "lecture"  2 -> 32 -> 32 -> 2, softplus (the lecture's ScoreModel)
   "toy"      [x, log sigma] 3 -> 128 -> 128 -> 128 -> 2, silu
-  "digits"   [x, log sigma] 65 -> 512 -> 512 -> 512 -> 64, silu (the 8x8 digits, flattened)
+  "digits"   [x / sqrt(sigma^2 + 0.45^2), log sigma] 65 -> 512 -> 512 -> 512 -> 64, silu (the
+             8x8 digits, flattened; sigma_data 0.45 scales the input to about unit variance at
+             every level, as Karras et al. 2022 precondition theirs)
 
 Canonical weights: a list, every dense kernel (in, out) followed by its bias (out,), hidden layers
 first, the output layer last: Keras's layout, which TensorFlow, the Keras engines and Flax NNX hold
@@ -38,9 +40,12 @@ from customfit import weights as canonical
 METHODS = ("dsm", "lecture")
 DIVERGENCES = ("exact", "hutchinson")
 NETWORKS = {
-    "lecture": {"data": 2, "hidden": (32, 32), "activation": "softplus", "conditional": False},
-    "toy": {"data": 2, "hidden": (128, 128, 128), "activation": "silu", "conditional": True},
-    "digits": {"data": 64, "hidden": (512, 512, 512), "activation": "silu", "conditional": True},
+    "lecture": {"data": 2, "hidden": (32, 32), "activation": "softplus", "conditional": False,
+                "sigma_data": None},
+    "toy": {"data": 2, "hidden": (128, 128, 128), "activation": "silu", "conditional": True,
+            "sigma_data": None},
+    "digits": {"data": 64, "hidden": (512, 512, 512), "activation": "silu", "conditional": True,
+               "sigma_data": 0.45},
 }
 TEMPERATURE = 1.0  # the lecture's T
 ADAM = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}

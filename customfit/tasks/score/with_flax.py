@@ -28,11 +28,13 @@ ACTIVATIONS = {"softplus": nnx.softplus, "silu": nnx.silu}
 
 
 class ScoreNet(nnx.Module):
-    """s(x) (the lecture's ScoreModel), or s(x, sigma) = net([x, log sigma]) / sigma (dsm)."""
+    """s(x) (the lecture's ScoreModel), or s(x, sigma) = net([x, log sigma]) / sigma (dsm; the
+    digits network scales x by 1 / sqrt(sigma^2 + sigma_data^2) first)."""
 
     def __init__(self, network, rngs: nnx.Rngs):
         width, hidden, out = layout.dims(network)
         self.activation = ACTIVATIONS[layout.NETWORKS[network]["activation"]]
+        self.sigma_data = layout.NETWORKS[network]["sigma_data"]
         layers = []
         for units in hidden:
             layers.append(nnx.Linear(width, units, rngs=rngs))
@@ -41,6 +43,8 @@ class ScoreNet(nnx.Module):
         self.out = nnx.Linear(width, out, rngs=rngs)
 
     def __call__(self, x, sigma=None):
+        if sigma is not None and self.sigma_data is not None:
+            x = x / jnp.sqrt(sigma ** 2 + self.sigma_data ** 2)
         h = x if sigma is None else jnp.concatenate([x, jnp.log(sigma)], axis=-1)
         for layer in self.hidden:
             h = self.activation(layer(h))

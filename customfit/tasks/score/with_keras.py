@@ -24,16 +24,20 @@ from customfit.tasks.score import layout
 
 
 class ScoreNet(keras.Model):
-    """s(x) (the lecture's model), or s(x, sigma) = net([x, log sigma]) / sigma (dsm)."""
+    """s(x) (the lecture's model), or s(x, sigma) = net([x, log sigma]) / sigma (dsm; the
+    digits network scales x by 1 / sqrt(sigma^2 + sigma_data^2) first)."""
 
     def __init__(self, network):
         super().__init__(name="score_net")
         _, hidden, out = layout.dims(network)
         activation = layout.NETWORKS[network]["activation"]
+        self.sigma_data = layout.NETWORKS[network]["sigma_data"]
         self.hidden = [layers.Dense(units, activation=activation) for units in hidden]
         self.out = layers.Dense(out)
 
     def call(self, x, sigma=None):
+        if sigma is not None and self.sigma_data is not None:
+            x = x / K.sqrt(sigma ** 2 + self.sigma_data ** 2)
         h = x if sigma is None else K.concatenate([x, K.log(sigma)], axis=-1)
         for layer in self.hidden:
             h = layer(h)

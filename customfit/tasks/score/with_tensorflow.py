@@ -31,16 +31,20 @@ def _require_tensorflow_backend():
 
 
 class ScoreNet(tf.keras.Model):
-    """s(x) (the lecture's model), or s(x, sigma) = net([x, log sigma]) / sigma (dsm)."""
+    """s(x) (the lecture's model), or s(x, sigma) = net([x, log sigma]) / sigma (dsm; the
+    digits network scales x by 1 / sqrt(sigma^2 + sigma_data^2) first)."""
 
     def __init__(self, network):
         super().__init__()
         _, hidden, out = layout.dims(network)
         activation = layout.NETWORKS[network]["activation"]
+        self.sigma_data = layout.NETWORKS[network]["sigma_data"]
         self.hidden = [tf.keras.layers.Dense(units, activation=activation) for units in hidden]
         self.out = tf.keras.layers.Dense(out)
 
     def call(self, x, sigma=None):
+        if sigma is not None and self.sigma_data is not None:
+            x = x / tf.sqrt(sigma ** 2 + self.sigma_data ** 2)
         h = x if sigma is None else tf.concat([x, tf.math.log(sigma)], axis=-1)
         for layer in self.hidden:
             h = layer(h)

@@ -32,12 +32,14 @@ def _tensor(x, dtype=torch.float32):
 
 
 class ScoreNet(nn.Module):
-    """s(x) (the lecture's model), or s(x, sigma) = net([x, log sigma]) / sigma (dsm)."""
+    """s(x) (the lecture's model), or s(x, sigma) = net([x, log sigma]) / sigma (dsm; the
+    digits network scales x by 1 / sqrt(sigma^2 + sigma_data^2) first)."""
 
     def __init__(self, network):
         super().__init__()
         width, hidden, out = layout.dims(network)
         self.activation = ACTIVATIONS[layout.NETWORKS[network]["activation"]]
+        self.sigma_data = layout.NETWORKS[network]["sigma_data"]
         self.hidden = nn.ModuleList()
         for units in hidden:
             self.hidden.append(nn.Linear(width, units))
@@ -45,6 +47,8 @@ class ScoreNet(nn.Module):
         self.out = nn.Linear(width, out)
 
     def forward(self, x, sigma=None):
+        if sigma is not None and self.sigma_data is not None:
+            x = x / torch.sqrt(sigma ** 2 + self.sigma_data ** 2)
         h = x if sigma is None else torch.cat([x, torch.log(sigma)], dim=-1)
         for layer in self.hidden:
             h = self.activation(layer(h))
