@@ -84,9 +84,14 @@ def divergence(f, x, method="exact", seed=None):
     if len(shape) != 2:
         raise ValueError(f"divergence needs x of shape (B, D); got shape {shape}")
 
+    def static(t):
+        # Inside a TensorFlow graph a partial last batch has a dynamic batch size (a tensor in
+        # K.shape), which cannot be compared as a Python bool: compare what is known statically.
+        return tuple(d if isinstance(d, int) else None for d in K.shape(t))
+
     def checked(x_):
         y = f(x_)
-        if tuple(K.shape(y)) != shape:
+        if static(y) != static(x):
             raise ValueError(
                 f"divergence needs f to map shape {shape} to the same shape; got {tuple(K.shape(y))}"
             )

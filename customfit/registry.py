@@ -2,7 +2,7 @@
 
 import importlib
 
-TASKS = ("toy", "digits", "adversarial", "vae", "gan")
+TASKS = ("toy", "digits", "adversarial", "vae", "gan", "score", "score-digits")
 
 ENGINES = ("tensorflow", "torch", "flax", "keras-tensorflow", "keras-torch", "keras-jax")
 
@@ -28,7 +28,7 @@ _MODULE = {
 
 
 def spec(task):
-    return importlib.import_module(f"customfit.tasks.{task}.spec")
+    return importlib.import_module(f"customfit.tasks.{task.replace('-', '_')}.spec")
 
 
 def all_option_names():
