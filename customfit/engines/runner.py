@@ -70,6 +70,7 @@ def _plan(task, engine, config):
     setting. Writes nothing. Returns a dict that _train() carries out."""
     validate.one_of("task", task, registry.TASKS)
     validate.one_of("engine", engine, registry.ENGINES)
+    validate.installed_engine("engine", engine)
     spec = registry.spec(task)
     option_names = tuple(getattr(spec, "OPTIONS", {}))
     unknown = sorted(set(config) - set(CONFIG_KEYS) - set(option_names) - {"_data_label"})
