@@ -72,6 +72,7 @@ class Model(backend_module().Step):
     dict of them and define `updates()`.
 
     Example:
+        ```python
         import keras
         from keras import ops
         import customfit as cf
@@ -93,6 +94,7 @@ class Model(backend_module().Step):
         model.compile(optimizer="adam")
         history = model.fit(x, y, epochs=10)         # history.history: loss, mae
         model.evaluate(x, y, return_dict=True)       # {"loss": ..., "mae": ...}
+        ```
     """
 
     def objective(self, data, training=True):
@@ -110,6 +112,7 @@ class Model(backend_module().Step):
             shown in the progress bar and kept in the History.
 
         Example:
+            ```python
             def objective(self, data, training=True):
                 x, y = data
                 logits = self(x, training=training)
@@ -117,6 +120,7 @@ class Model(backend_module().Step):
                     y, logits, from_logits=True))
                 hit = ops.cast(ops.argmax(logits, -1) == ops.cast(y, "int32"), "float32")
                 return {"loss": loss, "accuracy": ops.mean(hit)}
+            ```
         """
         raise NotImplementedError(
             f"{type(self).__name__} must define objective(self, data, training=True)"
@@ -134,12 +138,14 @@ class Model(backend_module().Step):
             None, or a non-empty list of `cf.Update`.
 
         Example:
+            ```python
             def updates(self):
                 return [cf.Update("critic", self.critic_objective, self.critic, repeat=5),
                         cf.Update("generator", self.generator_objective, self.generator)]
 
             model.compile(optimizer={"critic": keras.optimizers.Adam(1e-4),
                                      "generator": keras.optimizers.Adam(1e-4)})
+            ```
         """
         return None
 
@@ -163,7 +169,9 @@ class Model(backend_module().Step):
             ValueError: for loss= or metrics=, or an empty dict of optimizers.
 
         Example:
+            ```python
             model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
+            ```
         """
         if loss is not None or metrics is not None:
             raise ValueError(

@@ -44,8 +44,10 @@ def value_and_grad(f, argnums=0, has_aux=False):
         `has_aux`; grads is one tensor for an int `argnums`, a tuple for a tuple.
 
     Example:
+        ```python
         value, slope = cf.ops.value_and_grad(lambda x: ops.sum(x**3))(ops.ones((2,)))
         # value 2.0, slope [3.0, 3.0]
+        ```
     """
     nums, single = _argnums_tuple(argnums)
     step = backend_module()
@@ -92,9 +94,11 @@ def grad(f, argnums=0, has_aux=False):
         gradients for a tuple `argnums`; `(grads, aux)` with `has_aux`).
 
     Example:
+        ```python
         # inside an objective: a WGAN-GP gradient penalty
         slopes = cf.ops.grad(lambda v: ops.sum(self.critic(v)))(between)
         penalty = ops.mean((ops.sqrt(ops.sum(slopes**2, axis=1)) - 1.0) ** 2)
+        ```
     """
     vg = value_and_grad(f, argnums=argnums, has_aux=has_aux)
 
@@ -124,9 +128,11 @@ def divergence(f, x, method="exact", seed=None):
         ValueError: for another method, an x that is not 2-D, or an f that changes the shape.
 
     Example:
+        ```python
         # score matching: E[|s(x)|^2 / 2 + div s(x)]
         div = cf.ops.divergence(self.net, x, method="hutchinson", seed=self.probe)
         loss = ops.mean(0.5 * ops.sum(self.net(x) ** 2, axis=1) + div)
+        ```
     """
     if method not in ("exact", "hutchinson"):
         raise ValueError(f"divergence method must be 'exact' or 'hutchinson'; got {method!r}")
@@ -179,8 +185,10 @@ def frozen(layer):
         ValueError: if `layer` is not a Keras layer or model.
 
     Example:
+        ```python
         with cf.frozen(self.classifier):
             logits = self.classifier(ops.clip(x + self.delta, 0.0, 1.0))
+        ```
     """
     if not hasattr(layer, "variables"):
         raise ValueError(f"frozen() needs a Keras layer or model; got {type(layer).__name__}")

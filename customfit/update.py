@@ -25,7 +25,9 @@ class Update:
         An immutable record; `cf.Model` checks it when fit() first runs.
 
     Example:
+        ```python
         cf.Update("critic", self.critic_objective, self.critic, repeat=5)
+        ```
     """
 
     name: str

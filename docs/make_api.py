@@ -5,7 +5,7 @@
 
 The public names are customfit.__all__ (with the members of customfit.ops.__all__ for `ops`) and
 the methods cf.Model defines itself. Docstrings use Args / Returns / Raises / Attributes /
-Example sections (Google style); the Example section comes last and becomes a code block.
+Example sections (Google style); the Example section comes last and holds a ```python block.
 """
 
 import inspect
@@ -69,7 +69,7 @@ def markdown(doc):
         heading = re.fullmatch(r"(\w+):", line)
         if heading and heading.group(1) in SECTIONS:
             section = heading.group(1)
-            out += ["", f"**{section}**", ""] + (["```python"] if section == "Example" else [])
+            out += ["", f"**{section}**", ""]
             continue
         if section == "Example":
             out.append(line[4:] if line.startswith("    ") else line.strip())
@@ -84,10 +84,6 @@ def markdown(doc):
                 out.append(line.strip()) if out[-1] == "" else out.__setitem__(-1, out[-1] + " " + line.strip())
         else:
             out.append(line)
-    if section == "Example":
-        while out[-1] == "":
-            out.pop()
-        out.append("```")
     return re.sub(r"\n{3,}", "\n\n", "\n".join(out))
 
 

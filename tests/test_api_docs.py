@@ -57,7 +57,10 @@ def test_every_public_name_has_its_arguments_returns_and_an_example(title, docum
     lines = doc.splitlines()
     assert len(lines) > 3 and lines[0].strip(), f"{title}: no summary line"
     assert "\nExample:\n" in doc, f"{title}: no Example section"
-    assert doc.split("\nExample:\n", 1)[1].startswith("    "), f"{title}: an empty Example"
+    example = doc.split("\nExample:\n", 1)[1]
+    assert example.startswith("    ```python\n") and example.rstrip().endswith("```"), (
+        f"{title}: its Example is not a python code block")
+    assert len(example.splitlines()) > 2, f"{title}: an empty Example"
     if entry["dataclass"]:
         assert "\nAttributes:\n" in doc or "\nArgs:\n" in doc, f"{title}: no Attributes or Args"
         for field in entry["params"]:

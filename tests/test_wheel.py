@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # What the build reads; the rest of the checkout (runs/, .venv, build outputs) stays behind.
 COPIED = ("pyproject.toml", "MANIFEST.in", "README.md", "constraints.txt", "customfit", "examples",
           "docs", "tests", "benchmarks")
-EXTRAS = {"tensorflow", "tensorflow-cpu", "torch", "jax", "all", "test", "bench"}
+EXTRAS = {"tensorflow", "tensorflow-cpu", "torch", "jax", "all", "test", "bench", "docs"}
 FRAMEWORK_DISTS = {"tensorflow", "tensorflow-cpu", "tensorflow_cpu", "torch", "jax", "jaxlib",
                    "flax", "optax"}
 

@@ -54,8 +54,10 @@ class Result:
         accuracy: metrics["accuracy"], or None for a task judged otherwise.
 
     Example:
+        ```python
         result = cf.run("toy", "keras-jax", epochs=5)
         result.metrics["accuracy"], result.passed, result.paths["metrics"]
+        ```
     """
 
     task: str
@@ -280,8 +282,10 @@ def run(task, engine, **config):
             what was given); nothing is written.
 
     Example:
+        ```python
         result = cf.run("digits", "torch", epochs=5, out="runs/digits-torch")
         print(result.metrics["accuracy"], result.passed)
+        ```
     """
     started = time.perf_counter()
     plan = _plan(task, engine, config)
