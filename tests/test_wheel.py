@@ -186,6 +186,7 @@ def test_a_clean_environment_with_only_the_jax_extra(dist, tmp_path):
     figures = json.loads(fit.stdout.splitlines()[-1])
     assert figures["backend"] == "jax" and figures["module"].startswith(str(venv))
     assert figures["first"] > 1.0 and figures["loss"] < 1e-3 and figures["mae"] < 0.03, figures
+    print(f"clean venv: cf.Model fit on jax, loss {figures['first']:.3f} -> {figures['loss']:.2e}")
 
     listing = call(script, "list")
     assert listing.returncode == 0, listing.stderr
@@ -200,6 +201,7 @@ def test_a_clean_environment_with_only_the_jax_extra(dist, tmp_path):
     metrics = json.loads((work / "toy" / "metrics.json").read_text())
     assert metrics["passed"] and metrics["accuracy"] >= 0.99, metrics["accuracy"]
     assert metrics["versions"]["customfit"] == customfit.__version__
+    print(f"clean venv: toy on keras-jax, accuracy {metrics['accuracy']:.4f}")
 
     for engine, extra in (("torch", "torch"), ("keras-tensorflow", "tensorflow")):
         refused = call(script, "run", "toy", "--engine", engine, "--out", engine)
