@@ -48,6 +48,8 @@ class Result:
         seconds_per_epoch: the mean of epochs 2 onwards (the first includes compiling).
         total_seconds: the whole run's time.
         resumed_from_epoch: the epoch a resumed run continued after, else None.
+        references: the judge's figures for what to compare with, name -> figures
+            (generative tasks: real digits, a pixel Gaussian, the lecture's model).
         versions: Python's, NumPy's, customfit's and the engine's frameworks' versions.
         started_from: the run folder whose trained model this run started from
             (adversarial's `from_run`), else None.
@@ -72,6 +74,7 @@ class Result:
     seconds_per_epoch: float
     total_seconds: float
     resumed_from_epoch: int | None = None
+    references: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     started_from: str | None = None
 
@@ -368,6 +371,7 @@ def _train(plan, started):
     metrics = spec.judge(outputs, split, settings)
     bars = spec.bars(settings)
     passed = meets(metrics, bars)
+    references = spec.references(settings) if hasattr(spec, "references") else {}
 
     paths["curves"] = plots.curves(history, os.path.join(out, "curves.png"), title=title)
     paths.update(spec.write(outputs, trainer, split, history, out, title))
@@ -381,6 +385,7 @@ def _train(plan, started):
         "headline": spec.HEADLINE,
         **metrics,
         "bar": bars, "passed": passed,
+        "references": references,
         "config": config,
         "seconds_per_epoch": per_epoch,
         "seconds_per_epoch_note": "mean of epochs 2 onwards (the first includes tracing/compiling)",
@@ -400,6 +405,7 @@ def _train(plan, started):
         task=task, engine=engine, config=config, metrics=metrics, bars=bars, passed=passed,
         history=history, paths=paths, out_dir=out, seconds_per_epoch=per_epoch, total_seconds=total,
         resumed_from_epoch=resumed_from, versions=versions, started_from=started_from,
+        references=references,
     )
 
 

@@ -8,19 +8,10 @@ import numpy as np
 import tensorflow as tf
 
 from customfit import weights as layout
+from customfit.engines.native_checks import require_tensorflow_backend
 from customfit.tasks.classifier.tally import Tally
 
 ENGINE = "tensorflow"
-
-
-def _require_tensorflow_backend():
-    # TF 2.21's tf.keras *is* Keras 3 and follows KERAS_BACKEND: under another backend its layers
-    # would hold JAX or torch tensors that GradientTape cannot see.
-    backend = tf.keras.backend.backend()
-    if backend != "tensorflow":
-        raise RuntimeError(
-            "the tensorflow engine needs KERAS_BACKEND=tensorflow (tf.keras follows it), "
-            f"but this process's Keras backend is {backend!r}; run it in its own process")
 
 
 def build_model(layers, input_shape):
@@ -52,7 +43,7 @@ def cross_entropy(labels, logits):
 
 class Trainer:
     def __init__(self, layers, input_shape, num_classes, lr, seed):
-        _require_tensorflow_backend()
+        require_tensorflow_backend()
         self._shapes = layout.canonical_shapes(layers, input_shape, num_classes)
         # Keras's initializers draw from the global seed: set it, and the weights follow `seed`.
         tf.keras.utils.set_random_seed(seed)
