@@ -203,7 +203,12 @@ def cmd_list(args):
     out.append("")
     out.append(f"engines ({len(registry.ENGINES)}):")
     for engine in registry.ENGINES:
-        out.append(f"  {engine:<17} {ENGINE_NOTES.get(engine, '')}")
+        line = f"  {engine:<17} {ENGINE_NOTES.get(engine, '')}"
+        missing = registry.missing_modules(engine)
+        if missing:
+            line += (f" [unavailable: {' and '.join(missing)} not installed; "
+                     f"pip install 'customfit[{registry.EXTRA[engine]}]']")
+        out.append(line)
     print("\n".join(out))
     return 0
 

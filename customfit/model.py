@@ -149,24 +149,115 @@ def _first_batch(iterator):
 class Model(backend_module().Step):
     """A keras.Model trained by its own `objective(data, training=True)`.
 
-    The objective uses keras.ops and returns a scalar loss, or a dict holding "loss" and other
-    named scalars, which fit()/evaluate() track as metrics. `data` is the batch as fit() got it:
-    `x` for fit(x), `(x, y)` for fit(x, y). For several optimizers, compile with a dict and
-    define `updates()` returning cf.Update entries.
+    Subclass it: make the layers in `__init__`, write `objective` with `keras.ops`, then
+    `compile(optimizer=...)`, `fit()`, `evaluate()` and `predict()` as with any Keras model, on
+    the tensorflow, torch and jax backends alike. The objective returns a scalar loss, or a dict
+    holding "loss" and other named scalars, which fit() and evaluate() track as metrics. `call()`
+    is optional: define it for `predict()` and `model(x)`. For several optimizers, compile with a
+    dict of them and define `updates()`.
+
+    Example:
+        ```python
+        import keras
+        from keras import ops
+        import customfit as cf
+
+        class Regressor(cf.Model):
+            def __init__(self):
+                super().__init__()
+                self.dense = keras.layers.Dense(1)
+
+            def call(self, x):
+                return self.dense(x)
+
+            def objective(self, data, training=True):
+                x, y = data
+                error = self(x) - y
+                return {"loss": ops.mean(error**2), "mae": ops.mean(ops.abs(error))}
+
+        model = Regressor()
+        model.compile(optimizer="adam")
+        history = model.fit(x, y, epochs=10)         # history.history: loss, mae
+        model.evaluate(x, y, return_dict=True)       # {"loss": ..., "mae": ...}
+        ```
     """
 
     def objective(self, data, training=True):
+        """What one training step minimizes; define it in your subclass.
+
+        Args:
+            data: the batch as fit() got it: `x` for `fit(x)`, `(x, y)` for `fit(x, y)`,
+                `(x, y, sample_weight)` for `fit(x, y, sample_weight=...)`.
+            training: True in fit(), False in evaluate(); pass it on to layers whose behaviour
+                differs (dropout, batch normalization).
+
+        Returns:
+            A scalar tensor (the loss), or a dict holding "loss" and any other named scalars.
+            Every entry is tracked as a metric (a batch-size-weighted mean over the epoch),
+            shown in the progress bar and kept in the History.
+
+        Example:
+            ```python
+            def objective(self, data, training=True):
+                x, y = data
+                logits = self(x, training=training)
+                loss = ops.mean(keras.losses.sparse_categorical_crossentropy(
+                    y, logits, from_logits=True))
+                hit = ops.cast(ops.argmax(logits, -1) == ops.cast(y, "int32"), "float32")
+                return {"loss": loss, "accuracy": ops.mean(hit)}
+            ```
+        """
         raise NotImplementedError(
             f"{type(self).__name__} must define objective(self, data, training=True)"
         )
 
     def updates(self):
-        """None for one update of the whole model; else a list of cf.Update, run in order."""
+        """Which objective trains which sub-model, with which optimizer; override it for several.
+
+        By default (None) one update minimizes `objective` over all trainable variables with the
+        one optimizer given to compile(). Overridden, it returns `cf.Update` entries, run in
+        order once per batch, each `repeat` times; compile() then takes a dict of optimizers
+        keyed by the updates' names. An update's "loss" is logged as `<name>_loss`.
+
+        Returns:
+            None, or a non-empty list of `cf.Update`.
+
+        Example:
+            ```python
+            def updates(self):
+                return [cf.Update("critic", self.critic_objective, self.critic, repeat=5),
+                        cf.Update("generator", self.generator_objective, self.generator)]
+
+            model.compile(optimizer={"critic": keras.optimizers.Adam(1e-4),
+                                     "generator": keras.optimizers.Adam(1e-4)})
+            ```
+        """
         return None
 
     # ---- compile: optimizers, and nothing Keras would compute besides the objective ----
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        """Set the optimizer (or one per update); the objective replaces Keras's loss and metrics.
+
+        Args:
+            optimizer: a Keras optimizer or its name, or a dict {update name: optimizer} when
+                `updates()` names several.
+            loss: must be None (the objective is the loss).
+            metrics: must be None (the objective's dict entries are the metrics).
+            **kwargs: passed to keras.Model.compile, e.g. `jit_compile`, `run_eagerly`,
+                `steps_per_execution`.
+
+        Returns:
+            None.
+
+        Raises:
+            ValueError: for loss= or metrics=, or an empty dict of optimizers.
+
+        Example:
+            ```python
+            model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
+            ```
+        """
         if loss is not None or metrics is not None:
             raise ValueError(
                 "cf.Model trains its objective(): compile() takes an optimizer, not loss= or "

@@ -20,6 +20,19 @@ def one_of(field, value, choices, what=""):
     return value
 
 
+def installed_engine(field, engine):
+    """An engine whose framework is installed; else the extra that brings it, in one line."""
+    from customfit import registry
+
+    missing = registry.missing_modules(engine)
+    if missing:
+        raise UsageError.expected(
+            field, f"an engine whose framework is installed (for {engine}: "
+                   f"pip install 'customfit[{registry.EXTRA[engine]}]')",
+            given=f"{engine!r} without {' and '.join(missing)} installed")
+    return engine
+
+
 def _as_number(field, value, kind, expected):
     if isinstance(value, bool):
         raise UsageError.expected(field, expected, value)

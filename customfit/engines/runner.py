@@ -33,16 +33,34 @@ _PINNED = ("batch_size", "lr", "seed")
 
 @dataclass
 class Result:
-    """What a run gives back.
+    """What a run gives back: `cf.run` returns one (metrics.json holds the same and more).
 
-    metrics: the judge's figures, e.g. {"accuracy": 0.995, "loss": 0.02}
-    bars:    the figures the task must reach, e.g. {"accuracy": 0.99} (a minimum) or
-             {"energy_distance": ("<=", 0.02)}; passed: whether it did
-    history: one dict per epoch (epoch, the engine's figures, their val_ twins, seconds)
-    started_from: the run folder whose trained model this run started from (adversarial --from)
-    references: the judge's figures for what to compare with, name -> figures (generative tasks:
-             real digits, a pixel Gaussian, the lecture's model)
-    paths:   what was written, name -> path (metrics, history, checkpoint, figures)
+    Attributes:
+        task, engine: what ran.
+        config: the settings it ran with (epochs, batch_size, lr, seed, model, data and the
+            task's own options).
+        metrics: the judge's figures, e.g. {"accuracy": 0.995, "loss": 0.02}.
+        bars: the figures the task must reach, e.g. {"accuracy": 0.99} (a minimum) or
+            {"fd": ("<=", 7.32)} (a maximum).
+        passed: whether every bar was reached.
+        history: one dict per epoch (epoch, the engine's figures, their val_ twins, seconds).
+        paths: what was written, name -> path (metrics, history, checkpoint, figures).
+        out_dir: the run's folder.
+        seconds_per_epoch: the mean of epochs 2 onwards (the first includes compiling).
+        total_seconds: the whole run's time.
+        resumed_from_epoch: the epoch a resumed run continued after, else None.
+        references: the judge's figures for what to compare with, name -> figures
+            (generative tasks: real digits, a pixel Gaussian, the lecture's model).
+        versions: Python's, NumPy's, customfit's and the engine's frameworks' versions.
+        started_from: the run folder whose trained model this run started from
+            (adversarial's `from_run`), else None.
+        accuracy: metrics["accuracy"], or None for a task judged otherwise.
+
+    Example:
+        ```python
+        result = cf.run("toy", "keras-jax", epochs=5)
+        result.metrics["accuracy"], result.passed, result.paths["metrics"]
+        ```
     """
 
     task: str
@@ -74,6 +92,7 @@ def _plan(task, engine, config):
     setting. Writes nothing. Returns a dict that _train() carries out."""
     validate.one_of("task", task, registry.TASKS)
     validate.one_of("engine", engine, registry.ENGINES)
+    validate.installed_engine("engine", engine)
     spec = registry.spec(task)
     option_names = tuple(getattr(spec, "OPTIONS", {}))
     unknown = sorted(set(config) - set(CONFIG_KEYS) - set(option_names) - {"_data_label"})
@@ -252,12 +271,34 @@ def needs_subprocess(engine):
 
 
 def run(task, engine, **config):
-    """Train `task` on `engine` and judge it; see the module's docstring. Returns a Result.
+    """Train a task on an engine, judge it and write its results: `customfit run`, from Python.
 
-    config: epochs, batch_size, lr, seed, model (defaults: the task's spec), out (default
-    runs/<task>-<engine>), resume (continue from out/checkpoint.safetensors), data (an .npz path
-    or a tuple (x_train, y_train, x_test, y_test) to train on one's own data), verbose, and the
-    task's own options (`customfit list` shows them; e.g. method, eps, steps for adversarial)."""
+    Everything given is checked before anything is written. A Keras backend is fixed per
+    process: when Keras is already imported here with another backend than the engine needs,
+    the run happens in a subprocess and its Result is read back.
+
+    Args:
+        task: one of the tasks `customfit list` shows ("toy", "digits", "adversarial", ...).
+        engine: "tensorflow", "torch", "flax", "keras-tensorflow", "keras-torch" or
+            "keras-jax"; its framework must be installed (the extra `customfit[...]`).
+        **config: epochs, batch_size, lr, seed, model (defaults: the task's); out (the folder,
+            default `runs/<task>-<engine>`); resume (continue from out/checkpoint.safetensors);
+            data (an .npz path, or a tuple (x_train, y_train, x_test, y_test)); verbose; and
+            the task's own options (e.g. method, eps, steps for adversarial).
+
+    Returns:
+        A `cf.Result`.
+
+    Raises:
+        customfit.errors.UsageError: a mistake in what was given (one line: what was expected,
+            what was given); nothing is written.
+
+    Example:
+        ```python
+        result = cf.run("digits", "torch", epochs=5, out="runs/digits-torch")
+        print(result.metrics["accuracy"], result.passed)
+        ```
+    """
     started = time.perf_counter()
     plan = _plan(task, engine, config)
     if needs_subprocess(engine):
