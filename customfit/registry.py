@@ -2,7 +2,7 @@
 
 import importlib
 
-TASKS = ("toy", "digits", "adversarial", "vae", "gan")
+TASKS = ("toy", "digits", "adversarial", "vae", "gan", "mnist")
 
 ENGINES = ("tensorflow", "torch", "flax", "keras-tensorflow", "keras-torch", "keras-jax")
 
