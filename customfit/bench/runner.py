@@ -25,7 +25,6 @@ def mnist_data(given, out):
     from customfit.tasks.mnist import spec, standin
 
     if given is not None:
-        spec.read_data(given)  # checked now: a bad file is one line, before any process starts
         return os.fspath(given), f"{given}"
     path = spec.keras_cache_path()
     if os.path.isfile(path):
@@ -47,6 +46,10 @@ def check(args):
     if args.data is not None and "mnist" not in args.tasks:
         raise UsageError.expected("data", "no --data (it is mnist's, and --tasks has no mnist)",
                                   given=repr(args.data))
+    if args.data is not None:
+        from customfit.tasks.mnist import spec
+
+        spec.read_data(args.data)  # a bad file is one line, before anything is written
 
 
 def run(args):
@@ -75,7 +78,8 @@ def run(args):
 
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": _machine(),
               "load_average": os.getloadavg(), "seconds": time.time() - started,
-              "settings": settings, "data": notes, "versions": _versions(), "cells": cells}
+              "settings": settings, "data": notes,
+              "threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ}, "versions": _versions(), "cells": cells}
     atomic_write(os.path.join(args.out, "bench.json"), json.dumps(result, indent=2) + "\n")
     text = report.markdown(result)
     atomic_write(os.path.join(args.out, "bench.md"), text)
