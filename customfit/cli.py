@@ -1,4 +1,4 @@
-"""The command line: `customfit list | run | matrix | demo` (also `python -m customfit`).
+"""The command line: `customfit list | run | matrix | bench | demo` (also `python -m customfit`).
 
 `--help` and `list` import no framework. A user's mistake gets one line on stderr,
 `customfit: error: <what>: expected ...; got ...`, exit status 2, no traceback, and nothing
@@ -35,6 +35,7 @@ FLAGS = {
     "lr": "--lr", "seed": "--seed", "model": "--model", "out": "--out", "resume": "--resume",
     "checkpoint": "--resume", "data": "--data", "tasks": "--tasks", "engines": "--engines",
     "tensorboard": "--tensorboard",
+    "batch_sizes": "--batch-sizes", "steps": "--steps", "repeats": "--repeats", "warmup": "--warmup",
 }
 
 
@@ -152,6 +153,35 @@ def build_parser():
     matrix.add_argument("--epochs", metavar="N", type=_checked("positive_int", "epochs"),
                         help="override every task's epoch count")
     matrix.add_argument("--seed", metavar="S", type=_checked("seed", "seed"), help="default: 0")
+
+    bench = commands.add_parser(
+        "bench", help="training throughput per task x engine, eager against compiled",
+        allow_abbrev=False,
+        description="Time training steps per task x engine x batch size x mode (eager, compiled), "
+                    "each engine in its own process, beside stock Keras fit() on the same network "
+                    "and backend; write bench.json and bench.md under --out and print the table.",
+    )
+    from customfit.bench.runner import DEFAULT_BATCH_SIZES, DEFAULT_TASKS, TASKS as BENCH_TASKS
+
+    bench.add_argument("--tasks", nargs="+", metavar="TASK", default=list(DEFAULT_TASKS),
+                       help=f"among {' '.join(BENCH_TASKS)} (default: {' '.join(DEFAULT_TASKS)})")
+    bench.add_argument("--engines", nargs="+", metavar="ENGINE", default=list(registry.ENGINES),
+                       help=f"default: {' '.join(registry.ENGINES)}")
+    bench.add_argument("--batch-sizes", nargs="+", metavar="B", default=list(DEFAULT_BATCH_SIZES),
+                       type=_checked("positive_int", "batch_sizes"),
+                       help=f"default: {' '.join(map(str, DEFAULT_BATCH_SIZES))}")
+    bench.add_argument("--compiled", choices=("on", "off", "both"), default="both",
+                       help="compiled steps, eager steps, or both (default)")
+    bench.add_argument("--steps", metavar="N", type=_checked("positive_int", "steps"), default=20,
+                       help="training steps per timed pass (default: 20)")
+    bench.add_argument("--repeats", metavar="N", type=_checked("at_least_five", "repeats"),
+                       default=5, help="timed passes per cell, at least 5 (default: 5)")
+    bench.add_argument("--warmup", metavar="N", type=_checked("positive_int", "warmup"), default=1,
+                       help="untimed passes first, for tracing and compiling (default: 1)")
+    bench.add_argument("--data", metavar="FILE.npz",
+                       help="mnist's data (default: Keras's cached mnist.npz, else a stand-in)")
+    bench.add_argument("--out", metavar="DIR", default=os.path.join("runs", "bench"),
+                       help="default: runs/bench")
 
     demo = commands.add_parser(
         "demo", help=f"the {DEMO_TASK} classifier on {DEMO_ENGINE}, with its figures and metrics",
@@ -402,7 +432,14 @@ def matrix_markdown(report):
     return "\n".join(lines) + "\n"
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "matrix": cmd_matrix, "demo": cmd_demo}
+def cmd_bench(args):
+    from customfit.bench.runner import run
+
+    return run(args)
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "matrix": cmd_matrix, "bench": cmd_bench,
+            "demo": cmd_demo}
 
 
 def main(argv=None):

@@ -3,7 +3,7 @@
 import importlib
 import importlib.util
 
-TASKS = ("toy", "digits", "adversarial", "vae", "gan", "score", "score-digits")
+TASKS = ("toy", "digits", "adversarial", "vae", "gan", "score", "score-digits", "mnist")
 
 ENGINES = ("tensorflow", "torch", "flax", "keras-tensorflow", "keras-torch", "keras-jax")
 

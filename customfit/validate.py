@@ -61,6 +61,11 @@ def positive_int(field, value):
     return n
 
 
+def at_least_five(field, value):
+    """An integer >= 5 (a median of fewer timed repeats says little)."""
+    return int_in(field, value, 5)
+
+
 def seed(field, value):
     n = _as_number(field, value, int, "an integer >= 0")
     if n < 0:
@@ -219,6 +224,12 @@ def _check_labels(name, y, n, num_classes):
 def user_data(data, input_shape, num_classes):
     """A Split from what a user gave as `data`: a path to an .npz file, a dict, or a tuple
     (x_train, y_train, x_test, y_test). Checks shapes, finiteness and labels."""
+    return checked_split(data_arrays(data), input_shape, num_classes)
+
+
+def data_arrays(data):
+    """The four arrays a user gave as `data` (an .npz path, a dict or a tuple), as given:
+    name -> array, unchecked."""
     if isinstance(data, (str, os.PathLike)):
         arrays = _read_npz(data)
     elif isinstance(data, dict):
@@ -235,6 +246,11 @@ def user_data(data, input_shape, num_classes):
             "data", "an .npz path or a tuple (x_train, y_train, x_test, y_test)",
             given=type(data).__name__ + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""),
         )
+    return arrays
+
+
+def checked_split(arrays, input_shape, num_classes):
+    """A Split from data_arrays()'s four arrays: shapes, finiteness and labels checked."""
     x_train = _check_inputs("x_train", arrays["x_train"], input_shape)
     x_test = _check_inputs("x_test", arrays["x_test"], input_shape)
     y_train = _check_labels("y_train", arrays["y_train"], len(x_train), num_classes)

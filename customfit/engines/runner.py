@@ -125,9 +125,12 @@ def _plan(task, engine, config):
         tensorboard = _writable_folder("tensorboard", tensorboard)
 
     data = given.get("data")
+    if data is None and hasattr(spec, "default_data"):
+        data = spec.default_data()  # data kept outside the package (mnist: Keras's cache), or one line
     if data is not None:
         input_shape, num_classes = validate.task_shapes(spec)
-        split = validate.user_data(data, input_shape, num_classes)
+        read = getattr(spec, "read_data", None)  # a task with its own file layout (mnist's uint8)
+        split = read(data) if read else validate.user_data(data, input_shape, num_classes)
         data_label = os.fspath(data) if isinstance(data, (str, os.PathLike)) else "arrays"
         data_label = given.get("_data_label", data_label)
         data_digest = _split_digest(split)
