@@ -36,6 +36,7 @@ FLAGS = {
     "checkpoint": "--resume", "data": "--data", "tasks": "--tasks", "engines": "--engines",
     "tensorboard": "--tensorboard",
     "batch_sizes": "--batch-sizes", "steps": "--steps", "repeats": "--repeats", "warmup": "--warmup",
+    "devices": "--devices",
 }
 
 
@@ -127,6 +128,10 @@ def build_parser():
     run.add_argument("--tensorboard", metavar="DIR",
                      help="also log each epoch's figures for TensorBoard under DIR (train/, "
                           "validation/), with the engine's own writer")
+    run.add_argument("--devices", metavar="N", type=_checked("positive_int", "devices"),
+                     help="train on N devices, each engine its framework's way (on a CPU: "
+                          "XLA host devices, TensorFlow logical CPUs, N gloo processes); "
+                          "--batch-size is the global batch")
     tasks_of = {}
     for task in registry.TASKS:
         for name in getattr(registry.spec(task), "OPTIONS", {}):
@@ -258,6 +263,7 @@ def _report(result):
     lines = [
         f"{result.task} on {result.engine}: model {cfg['model']}, {cfg['epochs']} epochs, "
         f"batch {cfg['batch_size']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
+        + (f", {cfg['devices']} devices" if cfg.get("devices", 1) > 1 else "")
         + (f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""),
         f"{judged}: {'passed' if result.passed else 'NOT passed'}",
         *(f"  beside it, {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
@@ -273,7 +279,7 @@ def cmd_run(args):
     config = {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "model": args.model, "out": args.out, "resume": args.resume, "data": args.data,
-        "verbose": not args.quiet, "tensorboard": args.tensorboard,
+        "verbose": not args.quiet, "tensorboard": args.tensorboard, "devices": args.devices,
         **{name: getattr(args, name) for name in _task_options()},
     }
     return _run(args.task, args.engine, config)
@@ -292,7 +298,8 @@ def _run(task, engine, config):
     from customfit.engines.runner import run
 
     result = run(task, engine, **{k: v for k, v in config.items() if v is not None})
-    _report(result)
+    if result is not None:  # None: one of several processes torchrun started, not rank 0
+        _report(result)
     return 0
 
 

@@ -47,8 +47,8 @@ class Step(keras.Model):
             for _ in range(plan.repeat):
                 with record_frozen() as frozen_ids, tf.GradientTape() as tape:
                     entries = self._run_objective(plan, data, training=True)
-                    # Under tf.distribute each replica's gradient is summed across replicas:
-                    # Keras scales its own loss the same way. The tracked loss stays unscaled.
+                    # Under tf.distribute the replicas' gradients are summed; the objective is a
+                    # mean over one replica's share of the batch: scaled as Keras's losses are.
                     loss = scale_loss_for_distribution(entries["loss"])
                 grads = tape.gradient(loss, plan.variables)
                 self._apply(plan, grads, frozen_ids)

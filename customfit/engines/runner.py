@@ -19,11 +19,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
+from customfit import devices as spreading
 from customfit import options, registry, validate
 from customfit.errors import CheckpointError, CustomfitError, UsageError
 
 CONFIG_KEYS = ("epochs", "batch_size", "lr", "seed", "model", "out", "resume", "data", "verbose",
-               "tensorboard")
+               "tensorboard", "devices")
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
@@ -180,6 +181,11 @@ def _plan(task, engine, config):
         "data": data_label,
         **task_options,
     }
+    # Several devices train as one does (customfit/devices.py): the config records them, but a
+    # resumed run may take another count.
+    devices = spreading.check(task, engine, given.get("devices", 1), settings["batch_size"])
+    if devices > 1:
+        settings["devices"] = devices
     return {
         "task": task, "engine": engine, "spec": spec, "settings": settings, "split": split,
         "data_digest": data_digest, "out": out, "resumed": resumed, "start": start,
@@ -304,11 +310,33 @@ def run(task, engine, **config):
     """
     started = time.perf_counter()
     plan = _plan(task, engine, config)
-    if needs_subprocess(engine):
+    devices = plan["settings"].get("devices", 1)
+    if needs_subprocess(engine) or spreading.needs_fresh_process(engine, devices):
         return _run_in_subprocess(task, engine, config, plan)
     os.environ["KERAS_BACKEND"] = registry.KERAS_BACKEND[engine]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines drown the bar
+    spreading.prepare(engine, devices)
+    if devices > 1 and engine in spreading.TORCH_ENGINES and spreading.launched_world() is None:
+        return _launch(task, engine, config, devices)
     return _train(plan, started)
+
+
+def _launch(task, engine, config, devices):
+    """The run in `devices` processes started the torchrun way; rank 0's Result."""
+    from customfit.parallel import process_group
+
+    try:
+        results = process_group.launch(_launched, (task, engine, config), devices)
+    except Exception as e:  # a worker failed: its traceback is above, on stderr
+        raise CustomfitError(f"a {engine} process of {devices} failed "
+                             f"({' '.join(str(e).split())[:200]})") from None
+    return Result(**results[0])
+
+
+def _launched(task, engine, config):
+    """One launched process: the same run, in the process group; rank 0 returns the Result."""
+    result = run(task, engine, **config)
+    return None if result is None else asdict(result)
 
 
 def _train(plan, started):
@@ -317,6 +345,13 @@ def _train(plan, started):
 
     task, engine, spec, settings = plan["task"], plan["engine"], plan["spec"], plan["settings"]
     split, out = plan["split"] or spec.load(), plan["out"]
+    # One of several torch processes: all train, rank 0 alone writes and judges.
+    grouped = settings.get("devices", 1) > 1 and engine in spreading.TORCH_ENGINES
+    writes = True
+    if grouped:
+        from customfit.parallel import process_group
+
+        writes = process_group.join()[0] == 0
     try:
         trainer_class = registry.trainer_class(task, engine)
     except ModuleNotFoundError as e:
@@ -341,7 +376,8 @@ def _train(plan, started):
             started_from = settings.get("from_run")
     trained_before = len(history)
 
-    os.makedirs(out, exist_ok=True)
+    if writes:
+        os.makedirs(out, exist_ok=True)
     paths = {
         "checkpoint": os.path.join(out, CHECKPOINT),
         "history": os.path.join(out, HISTORY),
@@ -353,7 +389,7 @@ def _train(plan, started):
 
     after_epoch = getattr(spec, "after_epoch", None)
     board = None
-    if plan["tensorboard"] is not None:
+    if plan["tensorboard"] is not None and writes:  # rank 0 alone, as for every file
         from customfit.engines import event_logs
 
         board = event_logs.open_writer(engine, plan["tensorboard"], trainer)
@@ -374,12 +410,17 @@ def _train(plan, started):
     try:
         history = loop.fit(
             trainer, split, epochs=settings["epochs"], batch_size=settings["batch_size"],
-            seed=settings["seed"], checkpoint_path=paths["checkpoint"], meta=meta, history=history,
-            on_epoch_end=on_epoch_end, verbose=plan["verbose"],
+            seed=settings["seed"], checkpoint_path=paths["checkpoint"] if writes else None,
+            meta=meta, history=history, on_epoch_end=on_epoch_end if writes else None,
+            verbose=plan["verbose"] and writes,
         )
     finally:
         if board is not None:
             board.close()
+    if grouped:
+        process_group.leave()
+    if not writes:
+        return None
     if len(history) == trained_before:
         # Nothing left to train (a finished run resumed, or a run started from another's model):
         # this folder still gets its own checkpoint and history, so --resume works from it.

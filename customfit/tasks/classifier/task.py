@@ -15,7 +15,7 @@ OPTIONS = {}
 
 def build_trainer(trainer_class, split, settings, models):
     return trainer_class(models[settings["model"]], split.input_shape, split.num_classes,
-                         settings["lr"], settings["seed"])
+                         settings["lr"], settings["seed"], devices=settings.get("devices", 1))
 
 
 # Inputs per predict_proba call: a whole MNIST test set at once would hold a gigabyte of

@@ -89,7 +89,7 @@ def bars(settings):
 
 def build_trainer(trainer_class, split, settings):
     return trainer_class(settings["model"], settings["latent"], settings["critic_steps"],
-                         settings["lr"], settings["seed"])
+                         settings["lr"], settings["seed"], devices=settings.get("devices", 1))
 
 
 def after_epoch(trainer, settings, epoch, out):
