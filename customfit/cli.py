@@ -406,8 +406,10 @@ def main(argv=None):
         print(_usage_error(e), file=sys.stderr)
         return 2
     except CustomfitError as e:
-        print(_error_line(e), file=sys.stderr)
-        return 1
+        # RunStopped and others: one line; the exit status says which (3: a non-finite loss,
+        # 130: Ctrl-C, 1: anything else).
+        print(f"{PROG}: {e.label}: {' '.join(str(e).split())}", file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130
