@@ -34,6 +34,7 @@ FLAGS = {
     "task": "TASK", "engine": "--engine", "epochs": "--epochs", "batch_size": "--batch-size",
     "lr": "--lr", "seed": "--seed", "model": "--model", "out": "--out", "resume": "--resume",
     "checkpoint": "--resume", "data": "--data", "tasks": "--tasks", "engines": "--engines",
+    "dir": "DIR",
 }
 
 
@@ -148,6 +149,17 @@ def build_parser():
     matrix.add_argument("--epochs", metavar="N", type=_checked("positive_int", "epochs"),
                         help="override every task's epoch count")
     matrix.add_argument("--seed", metavar="S", type=_checked("seed", "seed"), help="default: 0")
+    matrix.add_argument("--report", action="store_true",
+                        help="also probe parity per task and write DIR/report.html")
+
+    report = commands.add_parser(
+        "report", help="one self-contained HTML page of a matrix or a folder of runs",
+        allow_abbrev=False,
+        description="Write DIR/report.html: the tasks x engines table against the bars, parity "
+                    "(where the matrix probed it), and every run's figures, timings and versions; "
+                    "images inlined, nothing fetched from the network.",
+    )
+    report.add_argument("dir", metavar="DIR", help="a matrix folder or a folder of run folders")
 
     demo = commands.add_parser(
         "demo", help=f"the {DEMO_TASK} classifier on {DEMO_ENGINE}, with its figures and metrics",
@@ -270,10 +282,19 @@ def cmd_matrix(args):
         validate.one_of("tasks", task, registry.TASKS)
     for engine in args.engines:
         validate.one_of("engines", engine, registry.ENGINES)
+    from customfit import run_folder
+
     out = args.out
+    if not out:
+        raise UsageError.expected("out", "a folder's path", out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError.expected("out", "a folder (or a path where one can be made)",
                                   given=f"{out!r}, which is a file")
+    with run_folder.hold(out, what="customfit matrix"):
+        return _matrix(args, out)
+
+
+def _matrix(args, out):
     tasks = list(dict.fromkeys(args.tasks))
     engines = list(dict.fromkeys(args.engines))
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
@@ -304,8 +325,56 @@ def cmd_matrix(args):
     print()
     print(md, end="")
     print(f"wrote {os.path.join(out, 'matrix.json')} and {os.path.join(out, 'matrix.md')}")
+    if args.report:
+        from customfit import report
+
+        parity = {task: _parity_probe(task, engines, out) for task in tasks}
+        atomic_write(os.path.join(out, "parity.json"), json.dumps(parity, indent=2) + "\n")
+        print(f"wrote {report.write(out)}")
     ok = all(row["status"] == "passed" for row in rows)
     return 0 if ok else 1
+
+
+# Parity of the probe: float32 objectives and gradients from shared weights, every engine within
+# this (relative, by norm) of the first; the parity tests hold each family to the same.
+PARITY_TOLERANCE = 1e-4
+
+
+def _parity_probe(task, engines, out):
+    """customfit.parity on each engine (each in its own process): their largest differences."""
+    import numpy as np
+
+    from customfit import parity
+
+    folder = os.path.join(out, "parity")
+    os.makedirs(folder, exist_ok=True)
+    weights = os.path.join(folder, f"{task}-weights.npz")
+    if os.path.exists(weights):
+        os.remove(weights)  # the first engine's of this matrix, not a stale one
+    results = {}
+    for engine in engines:
+        result = os.path.join(folder, f"{task}-{engine}.npz")
+        env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine])
+        with open(os.path.join(out, "logs", f"parity-{task}-{engine}.log"), "w") as log:
+            proc = subprocess.run([sys.executable, "-m", "customfit.parity", task, engine,
+                                   weights, result], stdout=log, stderr=subprocess.STDOUT, env=env)
+        if proc.returncode == 3:
+            return {"error": f"task {task} has no parity probe (its spec has no parity_inputs)"}
+        if proc.returncode != 0:
+            return {"error": f"the probe failed on {engine} (exit status {proc.returncode}; "
+                             f"log: logs/parity-{task}-{engine}.log)"}
+        with np.load(result) as saved:
+            results[engine] = dict(saved)
+    return {"differences": parity.compare(results), "tolerance": PARITY_TOLERANCE,
+            "reference": engines[0]}
+
+
+def cmd_report(args):
+    from customfit import report
+
+    path = report.write(args.dir)
+    print(f"wrote {path}")
+    return 0
 
 
 def _matrix_one(task, engine, out, args):
@@ -391,7 +460,8 @@ def matrix_markdown(report):
     return "\n".join(lines) + "\n"
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "matrix": cmd_matrix, "demo": cmd_demo}
+COMMANDS = {"list": cmd_list, "run": cmd_run, "matrix": cmd_matrix, "demo": cmd_demo,
+            "report": cmd_report}
 
 
 def main(argv=None):

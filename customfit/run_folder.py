@@ -113,8 +113,11 @@ class Lock:
 
 
 def remove_stale_temporaries(folder):
-    """Remove the temporary files of writes that a killed run left unfinished."""
-    for base, _, files in os.walk(folder):
+    """Remove the temporary files of writes that a killed run left unfinished: in the folder and
+    its subfolders (a GAN's epochs/), but not in another run's folder inside it (a matrix's)."""
+    for base, subfolders, files in os.walk(folder):
+        subfolders[:] = [d for d in subfolders if not any(
+            os.path.exists(os.path.join(base, d, mark)) for mark in (LOCK, "checkpoint.safetensors"))]
         for name in files:
             if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX) and name != LOCK:
                 with contextlib.suppress(OSError):

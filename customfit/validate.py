@@ -51,7 +51,7 @@ MAX_COUNT = sys.maxsize
 # keras.utils.set_random_seed hands the seed to NumPy's legacy seeding, which takes 32 bits.
 MAX_SEED = 2**32 - 1
 # Every engine trains in float32: a learning rate must be a positive float32.
-FLOAT32 = np.finfo(np.float32)
+FLOAT32_TINY, FLOAT32_MAX = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
 
 
 def positive_int(field, value):
@@ -78,9 +78,9 @@ def positive_float(field, value):
     x = _as_number(field, value, float, "a positive number")
     if not math.isfinite(x) or x <= 0:
         raise UsageError.expected(field, "a positive number", value)
-    if not FLOAT32.tiny <= x <= FLOAT32.max:
+    if not FLOAT32_TINY <= x <= FLOAT32_MAX:
         raise UsageError.expected(
-            field, f"a positive number that float32 holds ({FLOAT32.tiny:.3g} to {FLOAT32.max:.3g})",
+            field, f"a positive number that float32 holds ({FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g})",
             value)
     return x
 

@@ -256,10 +256,10 @@ def run(task, engine, **config):
     plan = _plan(task, engine, config)
     if needs_subprocess(engine):
         return _run_in_subprocess(task, engine, config, plan)
-    os.environ["KERAS_BACKEND"] = registry.KERAS_BACKEND[engine]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines drown the bar
     # Made (or refused: --out /proc/x, a folder another run holds) before any framework loads.
     with run_folder.hold(plan["out"], what=f"customfit run {task} --engine {engine}"):
+        os.environ["KERAS_BACKEND"] = registry.KERAS_BACKEND[engine]
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines drown the bar
         return _train(plan, started)
 
 
@@ -425,6 +425,9 @@ def resume_command(plan, lr=None):
     if plan["data_given"] is not None:
         words += ["--data", settings["data"]]
     words.append("--resume")
+    if lr is None and plan["resumed"] is not None \
+            and plan["resumed"][1]["config"]["lr"] != settings["lr"]:
+        lr = settings["lr"]  # changed on this resume, and maybe not yet in the checkpoint
     if lr is not None:
         words += ["--lr", f"{lr:g}"]
     return shlex.join(words)

@@ -18,6 +18,12 @@ def build_trainer(trainer_class, split, settings, models):
                          settings["lr"], settings["seed"])
 
 
+def parity_inputs(split, settings):
+    """The batch the report's parity probe (customfit.parity) gives every engine."""
+    x, y = split.train
+    return (x[:16], y[:16]), None
+
+
 def produce(trainer, split, settings, verbose=False):
     return {"proba": np.asarray(trainer.predict_proba(split.x_test), dtype=np.float64)}
 
