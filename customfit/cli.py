@@ -152,15 +152,6 @@ def build_parser():
     matrix.add_argument("--report", action="store_true",
                         help="also probe parity per task and write DIR/report.html")
 
-    report = commands.add_parser(
-        "report", help="one self-contained HTML page of a matrix or a folder of runs",
-        allow_abbrev=False,
-        description="Write DIR/report.html: the tasks x engines table against the bars, parity "
-                    "(where the matrix probed it), and every run's figures, timings and versions; "
-                    "images inlined, nothing fetched from the network.",
-    )
-    report.add_argument("dir", metavar="DIR", help="a matrix folder or a folder of run folders")
-
     demo = commands.add_parser(
         "demo", help=f"the {DEMO_TASK} classifier on {DEMO_ENGINE}, with its figures and metrics",
         allow_abbrev=False,
@@ -170,6 +161,15 @@ def build_parser():
     _run_options(demo, engine_required=False)
     demo.add_argument("--out", metavar="DIR", default=os.path.join("runs", "demo"),
                       help="default: runs/demo")
+
+    report = commands.add_parser(
+        "report", help="one self-contained HTML page of a matrix or a folder of runs",
+        allow_abbrev=False,
+        description="Write DIR/report.html: the tasks x engines table against the bars, parity "
+                    "(where the matrix probed it), and every run's figures, timings and versions; "
+                    "images inlined, nothing fetched from the network.",
+    )
+    report.add_argument("dir", metavar="DIR", help="a matrix folder or a folder of run folders")
     return parser
 
 

@@ -96,9 +96,12 @@ class Lock:
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"process {os.getpid()} ({self.what[:200]}, since "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S')})".encode())
+        # Who holds it, for the message a second run gets; the lock itself needs no byte of disk,
+        # so a full disk only loses this note.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"process {os.getpid()} ({self.what[:200]}, since "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S')})".encode())
         self.fd = fd
         return self
 
