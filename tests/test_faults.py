@@ -197,6 +197,7 @@ def tour(run, tmp):
     status, _, err = run(out, *go_on, faults=f"kill@step:1.{k}")
     assert status == KILLED, err[-3000:]
     assert run.saved_epoch(out) == 0
+    assert os.path.exists(run.path(out, run_folder.LOCK))  # the dead run's, locked by nobody
 
     # 3. Ctrl-C after step k of epoch 1: stops there, says how to go on, exit status 130.
     k = rng.randint(1, steps)
