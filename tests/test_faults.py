@@ -207,7 +207,7 @@ def tour(run, tmp):
     assert line.startswith(f"customfit: stopped: Ctrl-C after step {k} of {steps} in epoch 1; "), line
     assert "keeps the initial weights (epoch 0)" in line, line
     # The command goes on at the new rate, which the checkpoint does not hold yet.
-    assert line.endswith(f" --resume --lr {lr:g}") and f"--out {out} " in line, line
+    assert line.endswith(f" --resume --lr {lr!r}") and f"--out {out} " in line, line
 
     # 4. A NaN in epoch 2 (the figures of step k made NaN): exit 3; epoch 1's checkpoint is kept.
     k = rng.randint(1, steps)

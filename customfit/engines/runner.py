@@ -422,14 +422,14 @@ def resume_command(plan, lr=None):
     words = ["customfit", "run", plan["task"], "--engine", plan["engine"], "--out", plan["out"]]
     if settings["model"] != spec.DEFAULTS["model"]:
         words += ["--model", settings["model"]]
-    if plan["data_given"] is not None:
-        words += ["--data", settings["data"]]
+    if isinstance(plan["data_given"], (str, os.PathLike)):
+        words += ["--data", os.fspath(plan["data_given"])]
     words.append("--resume")
-    if lr is None and plan["resumed"] is not None \
-            and plan["resumed"][1]["config"]["lr"] != settings["lr"]:
-        lr = settings["lr"]  # changed on this resume, and maybe not yet in the checkpoint
-    if lr is not None:
-        words += ["--lr", f"{lr:g}"]
+    if lr is not None:  # a suggestion: short
+        words += ["--lr", f"{lr:.3g}"]
+    elif plan["resumed"] is not None and plan["resumed"][1]["config"]["lr"] != settings["lr"]:
+        # Changed on this resume, and maybe not in the checkpoint yet: exactly as given.
+        words += ["--lr", repr(settings["lr"])]
     return shlex.join(words)
 
 
