@@ -191,14 +191,14 @@ def test_matrix_report_probes_parity_on_real_engines(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("KERAS_BACKEND", None)
     done = subprocess.run([sys.executable, "-m", "customfit", "matrix", "--tasks", "toy", "--engines",
-                           "torch", "flax", "--epochs", "1", "--out", "m", "--report"], cwd=tmp_path,
+                           "torch", "keras-torch", "--epochs", "1", "--out", "m", "--report"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode in (0, 1), done.stderr[-3000:]
     probed = json.loads((tmp_path / "m" / "parity.json").read_text())
     differences = probed["toy"]["differences"]
-    assert differences["torch"] == 0.0 and 0.0 <= differences["flax"] <= 1e-4, probed
+    assert differences["torch"] == 0.0 and 0.0 <= differences["keras-torch"] <= 1e-4, probed
     page = read(tmp_path / "m" / "report.html")
     assert len(page.images) == 4 and page.references == []
-    assert {c["data-engine"] for c in page.cells if "data-engine" in c} == {"torch", "flax"}
+    assert {c["data-engine"] for c in page.cells if "data-engine" in c} == {"torch", "keras-torch"}
     assert "short run: 1 of 10 epochs" in open(tmp_path / "m" / "report.html").read()
     assert not os.path.exists(tmp_path / "m" / ".customfit.lock")
