@@ -37,6 +37,7 @@ FLAGS = {
     "tensorboard": "--tensorboard",
     "batch_sizes": "--batch-sizes", "steps": "--steps", "repeats": "--repeats", "warmup": "--warmup",
     "devices": "--devices",
+    "dir": "DIR",
 }
 
 
@@ -158,6 +159,8 @@ def build_parser():
     matrix.add_argument("--epochs", metavar="N", type=_checked("positive_int", "epochs"),
                         help="override every task's epoch count")
     matrix.add_argument("--seed", metavar="S", type=_checked("seed", "seed"), help="default: 0")
+    matrix.add_argument("--report", action="store_true",
+                        help="also probe parity per task and write DIR/report.html")
 
     bench = commands.add_parser(
         "bench", help="training throughput per task x engine, eager against compiled",
@@ -197,6 +200,15 @@ def build_parser():
     _run_options(demo, engine_required=False)
     demo.add_argument("--out", metavar="DIR", default=os.path.join("runs", "demo"),
                       help="default: runs/demo")
+
+    report = commands.add_parser(
+        "report", help="one self-contained HTML page of a matrix or a folder of runs",
+        allow_abbrev=False,
+        description="Write DIR/report.html: the tasks x engines table against the bars, parity "
+                    "(where the matrix probed it), and every run's figures, timings and versions; "
+                    "images inlined, nothing fetched from the network.",
+    )
+    report.add_argument("dir", metavar="DIR", help="a matrix folder or a folder of run folders")
     return parser
 
 
@@ -318,10 +330,19 @@ def cmd_matrix(args):
         validate.one_of("tasks", task, registry.TASKS)
     for engine in args.engines:
         validate.one_of("engines", engine, registry.ENGINES)
+    from customfit import run_folder
+
     out = args.out
+    if not out:
+        raise UsageError.expected("out", "a folder's path", out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError.expected("out", "a folder (or a path where one can be made)",
                                   given=f"{out!r}, which is a file")
+    with run_folder.hold(out, what="customfit matrix"):
+        return _matrix(args, out)
+
+
+def _matrix(args, out):
     tasks = list(dict.fromkeys(args.tasks))
     engines = list(dict.fromkeys(args.engines))
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
@@ -352,8 +373,56 @@ def cmd_matrix(args):
     print()
     print(md, end="")
     print(f"wrote {os.path.join(out, 'matrix.json')} and {os.path.join(out, 'matrix.md')}")
+    if args.report:
+        from customfit import report
+
+        parity = {task: _parity_probe(task, engines, out) for task in tasks}
+        atomic_write(os.path.join(out, "parity.json"), json.dumps(parity, indent=2) + "\n")
+        print(f"wrote {report.write(out)}")
     ok = all(row["status"] == "passed" for row in rows)
     return 0 if ok else 1
+
+
+# Parity of the probe: float32 objectives and gradients from shared weights, every engine within
+# this (relative, by norm) of the first; the parity tests hold each family to the same.
+PARITY_TOLERANCE = 1e-4
+
+
+def _parity_probe(task, engines, out):
+    """customfit.parity on each engine (each in its own process): their largest differences."""
+    import numpy as np
+
+    from customfit import parity
+
+    folder = os.path.join(out, "parity")
+    os.makedirs(folder, exist_ok=True)
+    weights = os.path.join(folder, f"{task}-weights.npz")
+    if os.path.exists(weights):
+        os.remove(weights)  # the first engine's of this matrix, not a stale one
+    results = {}
+    for engine in engines:
+        result = os.path.join(folder, f"{task}-{engine}.npz")
+        env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine])
+        with open(os.path.join(out, "logs", f"parity-{task}-{engine}.log"), "w") as log:
+            proc = subprocess.run([sys.executable, "-m", "customfit.parity", task, engine,
+                                   weights, result], stdout=log, stderr=subprocess.STDOUT, env=env)
+        if proc.returncode == 3:
+            return {"error": f"task {task} has no parity probe (its spec has no parity_inputs)"}
+        if proc.returncode != 0:
+            return {"error": f"the probe failed on {engine} (exit status {proc.returncode}; "
+                             f"log: logs/parity-{task}-{engine}.log)"}
+        with np.load(result) as saved:
+            results[engine] = dict(saved)
+    return {"differences": parity.compare(results), "tolerance": PARITY_TOLERANCE,
+            "reference": engines[0]}
+
+
+def cmd_report(args):
+    from customfit import report
+
+    path = report.write(args.dir)
+    print(f"wrote {path}")
+    return 0
 
 
 def _matrix_one(task, engine, out, args):
@@ -446,7 +515,7 @@ def cmd_bench(args):
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "matrix": cmd_matrix, "bench": cmd_bench,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "report": cmd_report}
 
 
 def main(argv=None):
@@ -461,8 +530,10 @@ def main(argv=None):
         print(_usage_error(e), file=sys.stderr)
         return 2
     except CustomfitError as e:
-        print(_error_line(e), file=sys.stderr)
-        return 1
+        # RunStopped and others: one line; the exit status says which (3: a non-finite loss,
+        # 130: Ctrl-C, 1: anything else).
+        print(f"{PROG}: {e.label}: {' '.join(str(e).split())}", file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130

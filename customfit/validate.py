@@ -4,6 +4,8 @@ says what was expected and what was given. Imports NumPy only (no framework)."""
 import math
 import numbers
 import os
+import stat
+import sys
 
 import numpy as np
 
@@ -49,8 +51,20 @@ def _as_number(field, value, kind, expected):
             return int(value)
         raise UsageError.expected(field, expected, value)
     if isinstance(value, numbers.Real):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float's range
+            raise UsageError.expected(field, expected, value) from None
     raise UsageError.expected(field, expected, value)
+
+
+# Counts (epochs, batch size) beyond what an index can hold reach no framework: itertools.islice
+# refuses them inside PyTorch's DataLoader.
+MAX_COUNT = sys.maxsize
+# keras.utils.set_random_seed hands the seed to NumPy's legacy seeding, which takes 32 bits.
+MAX_SEED = 2**32 - 1
+# Every engine trains in float32: a learning rate must be a positive float32.
+FLOAT32_TINY, FLOAT32_MAX = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
 
 
 def positive_int(field, value):
@@ -58,6 +72,8 @@ def positive_int(field, value):
     n = _as_number(field, value, int, "an integer > 0")
     if n <= 0:
         raise UsageError.expected(field, "an integer > 0", value)
+    if n > MAX_COUNT:
+        raise UsageError.expected(field, "an integer > 0 and at most 2**63 - 1", value)
     return n
 
 
@@ -70,14 +86,20 @@ def seed(field, value):
     n = _as_number(field, value, int, "an integer >= 0")
     if n < 0:
         raise UsageError.expected(field, "an integer >= 0", value)
+    if n > MAX_SEED:
+        raise UsageError.expected(field, f"an integer >= 0 and at most 2**32 - 1 ({MAX_SEED})", value)
     return n
 
 
 def positive_float(field, value):
-    """A finite number > 0 (the learning rate)."""
+    """A finite number > 0 that float32 holds (the learning rate)."""
     x = _as_number(field, value, float, "a positive number")
     if not math.isfinite(x) or x <= 0:
         raise UsageError.expected(field, "a positive number", value)
+    if not FLOAT32_TINY <= x <= FLOAT32_MAX:
+        raise UsageError.expected(
+            field, f"a positive number that float32 holds ({FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g})",
+            value)
     return x
 
 
@@ -147,6 +169,12 @@ def _read_npz(path):
         raise UsageError.expected("data", expected, given=f"{path!r}, which does not exist")
     if os.path.isdir(path):
         raise UsageError.expected("data", expected, given=f"{path!r}, which is a folder")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise UsageError.expected("data", expected, given=f"{path!r} ({e.strerror or e})") from None
+    if not stat.S_ISREG(mode):  # a pipe or a device would be read forever
+        raise UsageError.expected("data", expected, given=f"{path!r}, which is not a regular file")
     try:
         with np.load(path, allow_pickle=False) as npz:
             if not hasattr(npz, "files"):

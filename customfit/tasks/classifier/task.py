@@ -30,6 +30,12 @@ def _predict_in_chunks(predict_proba):
     return predict
 
 
+def parity_inputs(split, settings):
+    """The batch the report's parity probe (customfit.parity) gives every engine."""
+    x, y = split.train
+    return (x[:16], y[:16]), None
+
+
 def produce(trainer, split, settings, verbose=False):
     return {"proba": _predict_in_chunks(trainer.predict_proba)(split.x_test)}
 

@@ -4,7 +4,6 @@ This is the lecture's TensorFlow workflow: Keras only builds the layers; the tra
 written by hand, so any objective could stand where the cross-entropy is.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from customfit import weights as layout

@@ -7,7 +7,6 @@ tf.random.Generator re-seeded at the start of each epoch, so that a resumed run 
 noise as an uninterrupted one.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from customfit import weights as keras_weights
