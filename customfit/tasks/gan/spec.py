@@ -63,6 +63,7 @@ OPTIONS = {
 LECTURE_FD = 21.4021
 LECTURE_FD_MEASURED = ("2026-11-29, keras-torch, seed 0: fd 21.4021, confidence 0.8514, "
                        "coverage 0.9125, 415 s of training")
+LECTURE_FIGURES = {"fd": LECTURE_FD, "confidence": 0.8514, "coverage": 0.9125}
 BAR_FACTOR = 0.7
 BARS = {"coverage": 0.9}
 SAMPLES = 1000
@@ -75,6 +76,12 @@ def load():
     return Split(split.x_train, None, split.x_test, None)
 
 
+def references(settings):
+    from customfit.tasks import digit_judge
+
+    return digit_judge.beside("the lecture's GAN (keras-torch, seed 0)", LECTURE_FIGURES)
+
+
 def bars(settings):
     """fd at most 0.7 x the lecture's GAN's, coverage at least 0.9."""
     return {"fd": ("<=", round(BAR_FACTOR * LECTURE_FD, 4)), **BARS}
@@ -83,6 +90,14 @@ def bars(settings):
 def build_trainer(trainer_class, split, settings):
     return trainer_class(settings["model"], settings["latent"], settings["critic_steps"],
                          settings["lr"], settings["seed"], devices=settings.get("devices", 1))
+
+
+def parity_inputs(split, settings):
+    """The batch and latents the report's parity probe gives every engine."""
+    rng = np.random.default_rng(0)
+    noise = {name: rng.standard_normal((16, settings["latent"])).astype(np.float32)
+             for name in ("dis", "gen")}
+    return (split.x_train[:16],), noise
 
 
 def after_epoch(trainer, settings, epoch, out):
