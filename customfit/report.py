@@ -193,7 +193,7 @@ def _run_section(folder, metrics):
         f"<tr><td class='name'>{html.escape(k)}</td><td>{html.escape(_fmt(metrics.get(k)))}</td>"
         f"<td>{html.escape(_bar_text(bars[k])) if k in bars else ''}</td></tr>"
         for k in [headline] + [k for k in bars if k != headline])
-    settings = ", ".join(f"{k} {html.escape(_fmt(v))}" for k, v in config.items())
+    settings = ", ".join(f"{k} {html.escape(_fmt(v))}" for k, v in config.items() if k != "model")
     versions = ", ".join(f"{html.escape(k)} {html.escape(str(v))}"
                          for k, v in sorted((metrics.get("versions") or {}).items()))
     timings = (f"{_fmt(metrics.get('seconds_per_epoch'))} s per epoch (epochs 2 onwards), first "

@@ -101,8 +101,9 @@ class Server:
                        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
         command = [sys.executable, os.path.abspath(__file__), backend]
         self.backend = backend
+        # A process group of its own: a timeout ends the server and the child it is waiting for.
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env=env, text=True, cwd=self.ROOT)
+                                     env=env, text=True, cwd=self.ROOT, start_new_session=True)
         self.count = 0
 
     def _ask(self, request, timeout):
@@ -112,14 +113,21 @@ class Server:
         self.proc.stdin.flush()
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
-            self.close()
-            raise TimeoutError(f"no answer in {timeout} s to {request}")
+            import signal
+
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the next request starts a new server
+            self.proc.wait()
+            tail = ""
+            if os.path.exists(request.get("stderr", "")):
+                with open(request["stderr"]) as f:
+                    tail = f.read()[-2000:]
+            raise TimeoutError(f"no answer in {timeout} s to {request}; its stderr: {tail!r}")
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError(f"the forkserver ended (status {self.proc.wait()})")
         return json.loads(line)
 
-    def run(self, argv, cwd, faults=None, timeout=600):
+    def run(self, argv, cwd, faults=None, timeout=1800):
         """(exit status, stdout, stderr) of `customfit ARGV` run in `cwd`."""
         self.count += 1
         logs = os.path.join(cwd, f".forkserver-{os.getpid()}-{self.count}")
