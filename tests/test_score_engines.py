@@ -387,3 +387,5 @@ def test_sampling_is_seeded_and_records_frames(engine, results):
     # The samples are the last step's state, denoised.
     np.testing.assert_allclose(samples, arrays["sample/denoised_last_frame"], rtol=0, atol=1e-5)
     assert not np.allclose(frames[0], frames[1]) and not np.allclose(frames[1], frames[2])
+    if engine.startswith("keras"):
+        assert results(engine)["score_keeps_graph"] is False

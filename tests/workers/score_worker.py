@@ -156,6 +156,15 @@ def sampling(trainer, job, arrays):
     arrays["sample/denoised_last_frame"] = trainer.denoise(arrays["sample/seed0/frames"][-1])
 
 
+def sampling_keeps_no_graph(trainer):
+    """Keras on torch: a score evaluated outside fit() must not carry an autograd graph, or a
+    Langevin chain keeps every step's graph alive (a 4000-step run grew to 20 GB)."""
+    from keras import ops as K
+
+    x = K.convert_to_tensor(np.zeros((4, 2), "float32"))
+    return bool(getattr(trainer._score(x, 0), "requires_grad", False))
+
+
 def main():
     with open(sys.argv[1]) as f:
         job = json.load(f)
@@ -170,6 +179,8 @@ def main():
         trained = training(engine, job["training"], arrays, report)
         if job.get("sampling"):
             sampling(trained, job["sampling"], arrays)
+        if engine.startswith("keras"):
+            report["score_keeps_graph"] = sampling_keeps_no_graph(trained)
     np.savez(job["output"] + ".npz", **arrays)
     with open(job["output"] + ".json", "w") as f:
         json.dump(report, f)

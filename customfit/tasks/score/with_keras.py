@@ -149,7 +149,9 @@ class Trainer:
         return None if level is None else K.full((n, 1), float(self.sigmas[level]))
 
     def _score(self, x, level):
-        return self.model.net(x, self._sigma(level, K.shape(x)[0]))
+        # stop_gradient: outside fit() nothing differentiates the score, and on the torch backend
+        # a Langevin chain would otherwise keep every step's autograd graph alive (gigabytes).
+        return K.stop_gradient(self.model.net(x, self._sigma(level, K.shape(x)[0])))
 
     def score(self, x, level=None):
         return _numpy(self._score(K.convert_to_tensor(np.asarray(x, "float32")), level))
