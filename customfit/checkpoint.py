@@ -17,7 +17,8 @@ import tempfile
 
 import numpy as np
 
-from customfit.errors import CheckpointError
+from customfit import faults
+from customfit.errors import CheckpointError, WriteError
 
 FORMAT = "customfit-checkpoint"
 VERSION = 1
@@ -25,30 +26,44 @@ _META_KEY = "customfit"
 _DIGEST_KEY = "customfit_sha256"
 # safetensors caps its JSON header at 100 MB; a sane checkpoint's header is a few kB.
 _MAX_HEADER = 100_000_000
+# Temporary files are named .NAME.XXXXXXXX.tmp beside their file; a run removes what a killed one
+# left (customfit.run_folder).
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
 def atomic_write(path, data):
     """Write bytes (or str, as UTF-8) to `path` so that it is either the old file or the new one,
-    never a part of it: temp file in the same folder, flush, fsync, os.replace, fsync the folder."""
+    never a part of it: temp file in the same folder, flush, fsync, os.replace, fsync the folder.
+    A write that fails (disk full, ...) removes its temporary file and raises WriteError."""
     if isinstance(data, str):
         data = data.encode("utf-8")
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX + os.path.basename(path) + ".",
+                                   suffix=TEMP_SUFFIX)
+    except OSError as e:
+        raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), _mode_for(path))
-            f.write(data)
+            half = len(data) // 2
+            f.write(data[:half])
+            faults.halfway_through_writing(path)
+            f.write(data[half:])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            # Disk full, a quota, a file-size limit: one line naming the file; the old file stays.
+            raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
         raise
     _fsync_folder(folder)
 

@@ -1,4 +1,4 @@
-"""The command line: `customfit list | run | matrix | demo` (also `python -m customfit`).
+"""The command line: `customfit list | run | matrix | bench | demo` (also `python -m customfit`).
 
 `--help` and `list` import no framework. A user's mistake gets one line on stderr,
 `customfit: error: <what>: expected ...; got ...`, exit status 2, no traceback, and nothing
@@ -34,6 +34,10 @@ FLAGS = {
     "task": "TASK", "engine": "--engine", "epochs": "--epochs", "batch_size": "--batch-size",
     "lr": "--lr", "seed": "--seed", "model": "--model", "out": "--out", "resume": "--resume",
     "checkpoint": "--resume", "data": "--data", "tasks": "--tasks", "engines": "--engines",
+    "tensorboard": "--tensorboard",
+    "batch_sizes": "--batch-sizes", "steps": "--steps", "repeats": "--repeats", "warmup": "--warmup",
+    "devices": "--devices",
+    "dir": "DIR",
 }
 
 
@@ -122,6 +126,13 @@ def build_parser():
                      help="continue from DIR/checkpoint.safetensors (same task, engine, model)")
     run.add_argument("--data", metavar="FILE.npz",
                      help="train on your own data: an .npz with x_train, y_train, x_test, y_test")
+    run.add_argument("--tensorboard", metavar="DIR",
+                     help="also log each epoch's figures for TensorBoard under DIR (train/, "
+                          "validation/), with the engine's own writer")
+    run.add_argument("--devices", metavar="N", type=_checked("positive_int", "devices"),
+                     help="train on N devices, each engine its framework's way (on a CPU: "
+                          "XLA host devices, TensorFlow logical CPUs, N gloo processes); "
+                          "--batch-size is the global batch")
     tasks_of = {}
     for task in registry.TASKS:
         for name in getattr(registry.spec(task), "OPTIONS", {}):
@@ -148,6 +159,37 @@ def build_parser():
     matrix.add_argument("--epochs", metavar="N", type=_checked("positive_int", "epochs"),
                         help="override every task's epoch count")
     matrix.add_argument("--seed", metavar="S", type=_checked("seed", "seed"), help="default: 0")
+    matrix.add_argument("--report", action="store_true",
+                        help="also probe parity per task and write DIR/report.html")
+
+    bench = commands.add_parser(
+        "bench", help="training throughput per task x engine, eager against compiled",
+        allow_abbrev=False,
+        description="Time training steps per task x engine x batch size x mode (eager, compiled), "
+                    "each engine in its own process, beside stock Keras fit() on the same network "
+                    "and backend; write bench.json and bench.md under --out and print the table.",
+    )
+    from customfit.bench.runner import DEFAULT_BATCH_SIZES, DEFAULT_TASKS, TASKS as BENCH_TASKS
+
+    bench.add_argument("--tasks", nargs="+", metavar="TASK", default=list(DEFAULT_TASKS),
+                       help=f"among {' '.join(BENCH_TASKS)} (default: {' '.join(DEFAULT_TASKS)})")
+    bench.add_argument("--engines", nargs="+", metavar="ENGINE", default=list(registry.ENGINES),
+                       help=f"default: {' '.join(registry.ENGINES)}")
+    bench.add_argument("--batch-sizes", nargs="+", metavar="B", default=list(DEFAULT_BATCH_SIZES),
+                       type=_checked("positive_int", "batch_sizes"),
+                       help=f"default: {' '.join(map(str, DEFAULT_BATCH_SIZES))}")
+    bench.add_argument("--compiled", choices=("on", "off", "both"), default="both",
+                       help="compiled steps, eager steps, or both (default)")
+    bench.add_argument("--steps", metavar="N", type=_checked("positive_int", "steps"), default=20,
+                       help="training steps per timed pass (default: 20)")
+    bench.add_argument("--repeats", metavar="N", type=_checked("at_least_five", "repeats"),
+                       default=5, help="timed passes per cell, at least 5 (default: 5)")
+    bench.add_argument("--warmup", metavar="N", type=_checked("positive_int", "warmup"), default=1,
+                       help="untimed passes first, for tracing and compiling (default: 1)")
+    bench.add_argument("--data", metavar="FILE.npz",
+                       help="mnist's data (default: Keras's cached mnist.npz, else a stand-in)")
+    bench.add_argument("--out", metavar="DIR", default=os.path.join("runs", "bench"),
+                       help="default: runs/bench")
 
     demo = commands.add_parser(
         "demo", help=f"the {DEMO_TASK} classifier on {DEMO_ENGINE}, with its figures and metrics",
@@ -158,6 +200,15 @@ def build_parser():
     _run_options(demo, engine_required=False)
     demo.add_argument("--out", metavar="DIR", default=os.path.join("runs", "demo"),
                       help="default: runs/demo")
+
+    report = commands.add_parser(
+        "report", help="one self-contained HTML page of a matrix or a folder of runs",
+        allow_abbrev=False,
+        description="Write DIR/report.html: the tasks x engines table against the bars, parity "
+                    "(where the matrix probed it), and every run's figures, timings and versions; "
+                    "images inlined, nothing fetched from the network.",
+    )
+    report.add_argument("dir", metavar="DIR", help="a matrix folder or a folder of run folders")
     return parser
 
 
@@ -199,7 +250,12 @@ def cmd_list(args):
     out.append("")
     out.append(f"engines ({len(registry.ENGINES)}):")
     for engine in registry.ENGINES:
-        out.append(f"  {engine:<17} {ENGINE_NOTES.get(engine, '')}")
+        line = f"  {engine:<17} {ENGINE_NOTES.get(engine, '')}"
+        missing = registry.missing_modules(engine)
+        if missing:
+            line += (f" [unavailable: {' and '.join(missing)} not installed; "
+                     f"pip install 'customfit[{registry.EXTRA[engine]}]']")
+        out.append(line)
     print("\n".join(out))
     return 0
 
@@ -219,6 +275,7 @@ def _report(result):
     lines = [
         f"{result.task} on {result.engine}: model {cfg['model']}, {cfg['epochs']} epochs, "
         f"batch {cfg['batch_size']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
+        + (f", {cfg['devices']} devices" if cfg.get("devices", 1) > 1 else "")
         + (f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""),
         f"{judged}: {'passed' if result.passed else 'NOT passed'}",
         *(f"  beside it, {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
@@ -234,7 +291,7 @@ def cmd_run(args):
     config = {
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "model": args.model, "out": args.out, "resume": args.resume, "data": args.data,
-        "verbose": not args.quiet,
+        "verbose": not args.quiet, "tensorboard": args.tensorboard, "devices": args.devices,
         **{name: getattr(args, name) for name in _task_options()},
     }
     return _run(args.task, args.engine, config)
@@ -253,7 +310,8 @@ def _run(task, engine, config):
     from customfit.engines.runner import run
 
     result = run(task, engine, **{k: v for k, v in config.items() if v is not None})
-    _report(result)
+    if result is not None:  # None: one of several processes torchrun started, not rank 0
+        _report(result)
     return 0
 
 
@@ -272,10 +330,19 @@ def cmd_matrix(args):
         validate.one_of("tasks", task, registry.TASKS)
     for engine in args.engines:
         validate.one_of("engines", engine, registry.ENGINES)
+    from customfit import run_folder
+
     out = args.out
+    if not out:
+        raise UsageError.expected("out", "a folder's path", out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError.expected("out", "a folder (or a path where one can be made)",
                                   given=f"{out!r}, which is a file")
+    with run_folder.hold(out, what="customfit matrix"):
+        return _matrix(args, out)
+
+
+def _matrix(args, out):
     tasks = list(dict.fromkeys(args.tasks))
     engines = list(dict.fromkeys(args.engines))
     os.makedirs(os.path.join(out, "logs"), exist_ok=True)
@@ -306,8 +373,56 @@ def cmd_matrix(args):
     print()
     print(md, end="")
     print(f"wrote {os.path.join(out, 'matrix.json')} and {os.path.join(out, 'matrix.md')}")
+    if args.report:
+        from customfit import report
+
+        parity = {task: _parity_probe(task, engines, out) for task in tasks}
+        atomic_write(os.path.join(out, "parity.json"), json.dumps(parity, indent=2) + "\n")
+        print(f"wrote {report.write(out)}")
     ok = all(row["status"] == "passed" for row in rows)
     return 0 if ok else 1
+
+
+# Parity of the probe: float32 objectives and gradients from shared weights, every engine within
+# this (relative, by norm) of the first; the parity tests hold each family to the same.
+PARITY_TOLERANCE = 1e-4
+
+
+def _parity_probe(task, engines, out):
+    """customfit.parity on each engine (each in its own process): their largest differences."""
+    import numpy as np
+
+    from customfit import parity
+
+    folder = os.path.join(out, "parity")
+    os.makedirs(folder, exist_ok=True)
+    weights = os.path.join(folder, f"{task}-weights.npz")
+    if os.path.exists(weights):
+        os.remove(weights)  # the first engine's of this matrix, not a stale one
+    results = {}
+    for engine in engines:
+        result = os.path.join(folder, f"{task}-{engine}.npz")
+        env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine])
+        with open(os.path.join(out, "logs", f"parity-{task}-{engine}.log"), "w") as log:
+            proc = subprocess.run([sys.executable, "-m", "customfit.parity", task, engine,
+                                   weights, result], stdout=log, stderr=subprocess.STDOUT, env=env)
+        if proc.returncode == 3:
+            return {"error": f"task {task} has no parity probe (its spec has no parity_inputs)"}
+        if proc.returncode != 0:
+            return {"error": f"the probe failed on {engine} (exit status {proc.returncode}; "
+                             f"log: logs/parity-{task}-{engine}.log)"}
+        with np.load(result) as saved:
+            results[engine] = dict(saved)
+    return {"differences": parity.compare(results), "tolerance": PARITY_TOLERANCE,
+            "reference": engines[0]}
+
+
+def cmd_report(args):
+    from customfit import report
+
+    path = report.write(args.dir)
+    print(f"wrote {path}")
+    return 0
 
 
 def _matrix_one(task, engine, out, args):
@@ -393,7 +508,14 @@ def matrix_markdown(report):
     return "\n".join(lines) + "\n"
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "matrix": cmd_matrix, "demo": cmd_demo}
+def cmd_bench(args):
+    from customfit.bench.runner import run
+
+    return run(args)
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "matrix": cmd_matrix, "bench": cmd_bench,
+            "demo": cmd_demo, "report": cmd_report}
 
 
 def main(argv=None):
@@ -408,8 +530,10 @@ def main(argv=None):
         print(_usage_error(e), file=sys.stderr)
         return 2
     except CustomfitError as e:
-        print(_error_line(e), file=sys.stderr)
-        return 1
+        # RunStopped and others: one line; the exit status says which (3: a non-finite loss,
+        # 130: Ctrl-C, 1: anything else).
+        print(f"{PROG}: {e.label}: {' '.join(str(e).split())}", file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return 130

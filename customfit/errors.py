@@ -7,7 +7,11 @@ one line that says what was expected and what was given; the command line prints
 
 
 class CustomfitError(Exception):
-    """Base class of customfit's own errors."""
+    """Base class of customfit's own errors. The command line prints one line,
+    `customfit: <label>: <message>`, and exits with `exit_status`."""
+
+    exit_status = 1
+    label = "error"
 
 
 def _one_line(text):
@@ -17,6 +21,8 @@ def _one_line(text):
 class UsageError(CustomfitError, ValueError):
     """A user's mistake. `field` names what was wrong ("engine", "epochs", "resume", ...) so that
     the command line can name its flag; `message` says what was expected and what was given."""
+
+    exit_status = 2
 
     def __init__(self, message, field=None):
         self.message = _one_line(message)
@@ -36,6 +42,33 @@ class UsageError(CustomfitError, ValueError):
 
 class CheckpointError(UsageError):
     """A checkpoint that cannot be read, or that belongs to another run."""
+
+
+class RunStopped(CustomfitError):
+    """A run that stopped before its end and can be resumed: the message says where it stopped,
+    what its checkpoint holds and the command that continues it."""
+
+    def __init__(self, message):
+        self.message = _one_line(message)
+        super().__init__(self.message)
+
+
+class NonFiniteLoss(RunStopped):
+    """A training step gave a NaN or infinite loss (exit status 3)."""
+
+    exit_status = 3
+
+
+class Interrupted(RunStopped):
+    """Ctrl-C (SIGINT): the run stopped at the end of a step (exit status 130, as a shell's)."""
+
+    exit_status = 130
+    label = "stopped"
+
+
+class WriteError(RunStopped, OSError):
+    """A file of the run could not be written (disk full, quota, a file-size limit). Still an
+    OSError, for callers that catch those."""
 
 
 def _short(text, limit=200):

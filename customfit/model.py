@@ -2,6 +2,7 @@
 the tensorflow, torch and jax backends (the step itself is in customfit/backends/)."""
 
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import keras
 from keras import ops as K
@@ -12,22 +13,56 @@ from customfit.backends import backend_module
 from customfit.update import Update
 
 
+@keras.saving.register_keras_serializable(package="customfit")
 class OptimizerGroup(keras.optimizers.Optimizer):
     """Several named optimizers behind the one `model.optimizer` Keras knows about.
 
     Keras's JAX trainer carries `model.optimizer.variables` as the optimizer state, so every
-    member's variables must be reachable from here, in a fixed order, each exactly once. The
-    members are kept in a plain dict (not as Keras-tracked attributes) for that reason.
+    member's variables must be reachable from here, in a fixed order, each exactly once: the
+    members are kept sorted by name, in a mapping Keras does not track as an attribute. Like
+    keras.optimizers.MultiOptimizer, the group lists its members as `optimizers` (which
+    ReduceLROnPlateau and TensorBoard look for) and has no learning rate of its own; each member
+    is named after its key, so that their learning rates are logged as learning_rate_<key>.
     """
 
-    def __init__(self, optimizers):
-        super().__init__(learning_rate=0.0, name="optimizer_group")
-        object.__setattr__(self, "members", dict(optimizers))
+    def __init__(self, optimizers, name="optimizer_group"):
+        super().__init__(learning_rate=0.0, name=name)
+        members = {}
+        for key in sorted(optimizers):
+            member = keras.optimizers.get(optimizers[key])
+            if not member.built:
+                member.name = key
+            members[key] = member
+        # Read-only, and not a dict: Keras's saving walk visits the members through
+        # `optimizers` only.
+        object.__setattr__(self, "_members", MappingProxyType(members))
+
+    @property
+    def members(self):
+        return self._members
+
+    @property
+    def optimizers(self):
+        return list(self._members.values())
 
     @property
     def variables(self):
         own = self._variables[:]
-        return own + [v for member in self.members.values() for v in member.variables]
+        return own + [v for member in self._members.values() for v in member.variables]
+
+    def _no_learning_rate(self):
+        return AttributeError(
+            f"an OptimizerGroup has no learning rate of its own; its members "
+            f"({', '.join(self._members)}) each have theirs: optimizer.members[name].learning_rate"
+        )
+
+    @property
+    def learning_rate(self):
+        raise self._no_learning_rate()
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        raise self._no_learning_rate()
 
     def build(self, var_list):
         # Members are built by cf.Model, each with the variables of its own sub-model.
@@ -36,10 +71,34 @@ class OptimizerGroup(keras.optimizers.Optimizer):
     def apply(self, grads, trainable_variables=None):
         raise TypeError("an OptimizerGroup does not update variables itself; its members do")
 
+    # The members save and load their own slots (Keras walks `optimizers`); the group keeps
+    # only its own step count, so that nothing is stored twice.
+    def save_own_variables(self, store):
+        for i, variable in enumerate(self._variables):
+            store[str(i)] = variable.numpy()
+
+    def load_own_variables(self, store):
+        if len(store.keys()) != len(self._variables):
+            raise ValueError(
+                f"optimizer group {self.name!r}: expected {len(self._variables)} saved variables "
+                f"of its own; got {len(store.keys())}"
+            )
+        for i, variable in enumerate(self._variables):
+            variable.assign(store[str(i)])
+
     def get_config(self):
-        config = super().get_config()
-        config["members"] = {k: keras.optimizers.serialize(v) for k, v in self.members.items()}
-        return config
+        return {
+            "name": self.name,
+            "optimizers": {k: keras.optimizers.serialize(v) for k, v in self._members.items()},
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        members = {
+            k: keras.optimizers.deserialize(v, custom_objects=custom_objects)
+            for k, v in config["optimizers"].items()
+        }
+        return cls(members, name=config.get("name", "optimizer_group"))
 
 
 @dataclass
@@ -48,10 +107,36 @@ class _Plan:
 
     name: str
     objective: object
+    # Here, not in a list attribute of the model: Keras's saving walk follows a model's list
+    # attributes, and one holding the model itself sent load_weights into endless recursion.
+    submodel: object
     optimizer: object
     variables: list
     repeat: int
     metric_names: dict = field(default_factory=dict)  # objective's key -> logged name
+
+
+def _spec_to_config(spec):
+    """A batch's structure of KerasTensors as JSON-able data (tuples stay tuples)."""
+    if spec is None:
+        return None
+    if isinstance(spec, (tuple, list)):
+        return {type(spec).__name__: [_spec_to_config(s) for s in spec]}
+    if isinstance(spec, dict):
+        return {"dict": {k: _spec_to_config(v) for k, v in spec.items()}}
+    return {"shape": list(spec.shape), "dtype": spec.dtype}
+
+
+def _spec_from_config(config):
+    if config is None:
+        return None
+    if "tuple" in config:
+        return tuple(_spec_from_config(c) for c in config["tuple"])
+    if "list" in config:
+        return [_spec_from_config(c) for c in config["list"]]
+    if "dict" in config:
+        return {k: _spec_from_config(v) for k, v in config["dict"].items()}
+    return keras.KerasTensor(tuple(config["shape"]), config["dtype"])
 
 
 def _first_batch(iterator):
@@ -64,24 +149,115 @@ def _first_batch(iterator):
 class Model(backend_module().Step):
     """A keras.Model trained by its own `objective(data, training=True)`.
 
-    The objective uses keras.ops and returns a scalar loss, or a dict holding "loss" and other
-    named scalars, which fit()/evaluate() track as metrics. `data` is the batch as fit() got it:
-    `x` for fit(x), `(x, y)` for fit(x, y). For several optimizers, compile with a dict and
-    define `updates()` returning cf.Update entries.
+    Subclass it: make the layers in `__init__`, write `objective` with `keras.ops`, then
+    `compile(optimizer=...)`, `fit()`, `evaluate()` and `predict()` as with any Keras model, on
+    the tensorflow, torch and jax backends alike. The objective returns a scalar loss, or a dict
+    holding "loss" and other named scalars, which fit() and evaluate() track as metrics. `call()`
+    is optional: define it for `predict()` and `model(x)`. For several optimizers, compile with a
+    dict of them and define `updates()`.
+
+    Example:
+        ```python
+        import keras
+        from keras import ops
+        import customfit as cf
+
+        class Regressor(cf.Model):
+            def __init__(self):
+                super().__init__()
+                self.dense = keras.layers.Dense(1)
+
+            def call(self, x):
+                return self.dense(x)
+
+            def objective(self, data, training=True):
+                x, y = data
+                error = self(x) - y
+                return {"loss": ops.mean(error**2), "mae": ops.mean(ops.abs(error))}
+
+        model = Regressor()
+        model.compile(optimizer="adam")
+        history = model.fit(x, y, epochs=10)         # history.history: loss, mae
+        model.evaluate(x, y, return_dict=True)       # {"loss": ..., "mae": ...}
+        ```
     """
 
     def objective(self, data, training=True):
+        """What one training step minimizes; define it in your subclass.
+
+        Args:
+            data: the batch as fit() got it: `x` for `fit(x)`, `(x, y)` for `fit(x, y)`,
+                `(x, y, sample_weight)` for `fit(x, y, sample_weight=...)`.
+            training: True in fit(), False in evaluate(); pass it on to layers whose behaviour
+                differs (dropout, batch normalization).
+
+        Returns:
+            A scalar tensor (the loss), or a dict holding "loss" and any other named scalars.
+            Every entry is tracked as a metric (a batch-size-weighted mean over the epoch),
+            shown in the progress bar and kept in the History.
+
+        Example:
+            ```python
+            def objective(self, data, training=True):
+                x, y = data
+                logits = self(x, training=training)
+                loss = ops.mean(keras.losses.sparse_categorical_crossentropy(
+                    y, logits, from_logits=True))
+                hit = ops.cast(ops.argmax(logits, -1) == ops.cast(y, "int32"), "float32")
+                return {"loss": loss, "accuracy": ops.mean(hit)}
+            ```
+        """
         raise NotImplementedError(
             f"{type(self).__name__} must define objective(self, data, training=True)"
         )
 
     def updates(self):
-        """None for one update of the whole model; else a list of cf.Update, run in order."""
+        """Which objective trains which sub-model, with which optimizer; override it for several.
+
+        By default (None) one update minimizes `objective` over all trainable variables with the
+        one optimizer given to compile(). Overridden, it returns `cf.Update` entries, run in
+        order once per batch, each `repeat` times; compile() then takes a dict of optimizers
+        keyed by the updates' names. An update's "loss" is logged as `<name>_loss`.
+
+        Returns:
+            None, or a non-empty list of `cf.Update`.
+
+        Example:
+            ```python
+            def updates(self):
+                return [cf.Update("critic", self.critic_objective, self.critic, repeat=5),
+                        cf.Update("generator", self.generator_objective, self.generator)]
+
+            model.compile(optimizer={"critic": keras.optimizers.Adam(1e-4),
+                                     "generator": keras.optimizers.Adam(1e-4)})
+            ```
+        """
         return None
 
     # ---- compile: optimizers, and nothing Keras would compute besides the objective ----
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        """Set the optimizer (or one per update); the objective replaces Keras's loss and metrics.
+
+        Args:
+            optimizer: a Keras optimizer or its name, or a dict {update name: optimizer} when
+                `updates()` names several.
+            loss: must be None (the objective is the loss).
+            metrics: must be None (the objective's dict entries are the metrics).
+            **kwargs: passed to keras.Model.compile, e.g. `jit_compile`, `run_eagerly`,
+                `steps_per_execution`.
+
+        Returns:
+            None.
+
+        Raises:
+            ValueError: for loss= or metrics=, or an empty dict of optimizers.
+
+        Example:
+            ```python
+            model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
+            ```
+        """
         if loss is not None or metrics is not None:
             raise ValueError(
                 "cf.Model trains its objective(): compile() takes an optimizer, not loss= or "
@@ -97,6 +273,44 @@ class Model(backend_module().Step):
         self._loss_tracker = None  # the objective's own "loss" tracker replaces Keras's
         object.__setattr__(self, "_plans", None)
 
+    # ---- saving: what load_model needs to rebuild the step before it loads the state ----
+    # Keras saves get_build_config() and get_compile_config() beside the weights, and on
+    # loading calls build_from_config(), then compile_from_config(), then loads every variable
+    # (the sub-models', the optimizers' slots, the trackers'): all of them must exist by then.
+    # A cf.Model is built by running its objectives on the batch fit() got, so its build
+    # config records that batch's structure, shapes and dtypes.
+
+    def get_build_config(self):
+        config = dict(super().get_build_config() or {})
+        spec = getattr(self, "_cf_data_spec", None)
+        if spec is not None:
+            config["data_spec"] = _spec_to_config(spec)
+        return config or None
+
+    def build_from_config(self, config):
+        config = dict(config or {})
+        spec = config.pop("data_spec", None)
+        if config:
+            super().build_from_config(config)  # call()'s input shape, as Keras records it
+        if spec is not None:
+            spec = _spec_from_config(spec)
+            object.__setattr__(self, "_cf_data_spec", spec)
+            # The sub-models' variables now; the optimizers' once compile_from_config has them.
+            updates = self.updates() or [Update("loss", self.objective, self)]
+            for u in updates:
+                compute_output_spec(lambda d, u=u: u.objective(d, training=True), self._unpack(spec))
+        self.built = True
+
+    # get_compile_config() is Keras's own: the optimizer (an OptimizerGroup serialises too) and
+    # compile()'s options. Keras skips compiling a loaded model whose compile() is overridden,
+    # unless compile_from_config() is too.
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        spec = getattr(self, "_cf_data_spec", None)
+        if spec is not None:
+            self._symbolic_build(data_batch=spec)
+
     # ---- build: resolve the updates, find the objective's metric names, make trackers ----
 
     def _symbolic_build(self, iterator=None, data_batch=None):
@@ -110,6 +324,7 @@ class Model(backend_module().Step):
                 data_batch,
             )
             plans = self._resolve_updates()
+            object.__setattr__(self, "_cf_data_spec", spec)
             keys = [
                 list(
                     compute_output_spec(
@@ -159,8 +374,7 @@ class Model(backend_module().Step):
                     f"is not part of {self.name!r}; expected one of its layers or the model itself"
                 )
             optimizer = group.members[u.name] if group is not None else self.optimizer
-            plans.append(_Plan(u.name, u.objective, optimizer, [], u.repeat))
-        object.__setattr__(self, "_update_submodels", [u.submodel for u in updates])
+            plans.append(_Plan(u.name, u.objective, u.submodel, optimizer, [], u.repeat))
         return plans
 
     @staticmethod
@@ -191,8 +405,8 @@ class Model(backend_module().Step):
 
     def _build_optimizers(self, plans):
         variables_of = {}
-        for plan, submodel in zip(plans, self._update_submodels):
-            plan.variables = list(submodel.trainable_variables)
+        for plan in plans:
+            plan.variables = list(plan.submodel.trainable_variables)
             known = variables_of.setdefault(id(plan.optimizer), (plan.optimizer, {}))[1]
             known.update({id(v): v for v in plan.variables})
         for optimizer, known in variables_of.values():

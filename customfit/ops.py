@@ -27,8 +27,28 @@ def _argnums_tuple(argnums):
 
 
 def value_and_grad(f, argnums=0, has_aux=False):
-    """Like jax.value_and_grad: returns g(*args) -> (value, grads), or ((value, aux), grads)
-    with has_aux; grads is one tensor for an int argnums, a tuple for a tuple."""
+    """The value of a scalar function and its gradient, on every Keras backend (jax.value_and_grad).
+
+    Usable inside an objective and inside a compiled step, and nestable: the training step can
+    differentiate the result again (a gradient penalty, forces from an energy). Keras state that
+    `f` updates (batch-norm statistics, SeedGenerator states) is applied where `g` is called.
+
+    Args:
+        f: a function of tensors returning a scalar tensor (with `has_aux`, a pair
+            `(scalar, aux)`).
+        argnums: which positional argument(s) to differentiate: an int or a tuple of ints.
+        has_aux: whether `f` returns `(scalar, aux)`; aux is passed through undifferentiated.
+
+    Returns:
+        A function `g(*args)` returning `(value, grads)`, or `((value, aux), grads)` with
+        `has_aux`; grads is one tensor for an int `argnums`, a tuple for a tuple.
+
+    Example:
+        ```python
+        value, slope = cf.ops.value_and_grad(lambda x: ops.sum(x**3))(ops.ones((2,)))
+        # value 2.0, slope [3.0, 3.0]
+        ```
+    """
     nums, single = _argnums_tuple(argnums)
     step = backend_module()
 
@@ -60,7 +80,26 @@ def value_and_grad(f, argnums=0, has_aux=False):
 
 
 def grad(f, argnums=0, has_aux=False):
-    """g(*args) -> gradient of the scalar f(*args) with respect to args[argnums]."""
+    """The gradient of a scalar function, on every Keras backend (like jax.grad).
+
+    Usable inside an objective and inside a compiled step, and nestable (see `value_and_grad`).
+
+    Args:
+        f: a function of tensors returning a scalar tensor (with `has_aux`, `(scalar, aux)`).
+        argnums: which positional argument(s) to differentiate: an int or a tuple of ints.
+        has_aux: whether `f` returns `(scalar, aux)`.
+
+    Returns:
+        A function `g(*args)` returning the gradient with respect to `args[argnums]` (a tuple of
+        gradients for a tuple `argnums`; `(grads, aux)` with `has_aux`).
+
+    Example:
+        ```python
+        # inside an objective: a WGAN-GP gradient penalty
+        slopes = cf.ops.grad(lambda v: ops.sum(self.critic(v)))(between)
+        penalty = ops.mean((ops.sqrt(ops.sum(slopes**2, axis=1)) - 1.0) ** 2)
+        ```
+    """
     vg = value_and_grad(f, argnums=argnums, has_aux=has_aux)
 
     def wrapped(*args):
@@ -71,11 +110,29 @@ def grad(f, argnums=0, has_aux=False):
 
 
 def divergence(f, x, method="exact", seed=None):
-    """Per-sample divergence sum_i d f_i / d x_i of f: (B, D) -> (B, D); returns shape (B,).
+    """The per-sample divergence sum_i d f_i / d x_i of a map f: (B, D) -> (B, D).
 
-    "exact" takes D gradients (right for small D); "hutchinson" takes one, with a Rademacher
-    probe drawn from `seed` (an int or a keras.random.SeedGenerator; inside a compiled JAX
-    step it must be a SeedGenerator), and is unbiased.
+    Args:
+        f: a function of a (B, D) tensor returning a (B, D) tensor, each row depending on its
+            own input row only (a network applied per sample).
+        x: the (B, D) points.
+        method: "exact" takes D gradients (right for small D); "hutchinson" takes one, with a
+            random sign probe v (the estimate v . d(f . v)/dx, unbiased).
+        seed: for "hutchinson": an int or a `keras.random.SeedGenerator` (inside a compiled
+            step, a SeedGenerator made in the model's `__init__`).
+
+    Returns:
+        A tensor of shape (B,).
+
+    Raises:
+        ValueError: for another method, an x that is not 2-D, or an f that changes the shape.
+
+    Example:
+        ```python
+        # score matching: E[|s(x)|^2 / 2 + div s(x)]
+        div = cf.ops.divergence(self.net, x, method="hutchinson", seed=self.probe)
+        loss = ops.mean(0.5 * ops.sum(self.net(x) ** 2, axis=1) + div)
+        ```
     """
     if method not in ("exact", "hutchinson"):
         raise ValueError(f"divergence method must be 'exact' or 'hutchinson'; got {method!r}")
@@ -84,9 +141,14 @@ def divergence(f, x, method="exact", seed=None):
     if len(shape) != 2:
         raise ValueError(f"divergence needs x of shape (B, D); got shape {shape}")
 
+    def static(t):
+        # Inside a TensorFlow graph a partial last batch has a dynamic batch size (a tensor in
+        # K.shape), which cannot be compared as a Python bool: compare what is known statically.
+        return tuple(d if isinstance(d, int) else None for d in K.shape(t))
+
     def checked(x_):
         y = f(x_)
-        if tuple(K.shape(y)) != shape:
+        if static(y) != static(x):
             raise ValueError(
                 f"divergence needs f to map shape {shape} to the same shape; got {tuple(K.shape(y))}"
             )
@@ -111,9 +173,28 @@ def _is_seed_state(variable):
 
 @contextlib.contextmanager
 def frozen(layer):
-    """Inside the block, `layer`'s variables give no gradient and take no update: its weights
-    and its batch-norm statistics stay as they were. Gradients still flow *through* the layer
-    to its inputs (a generator trained through a frozen discriminator)."""
+    """A context manager: inside it, `layer`'s variables get no gradient and no update.
+
+    Its weights and its batch-norm statistics stay as they were, while gradients still flow
+    *through* the layer to its inputs (a generator trained through a frozen discriminator, an
+    input perturbation through a frozen classifier). Unlike `layer.trainable = False` it holds
+    only inside the block, and it works inside a compiled step on every backend.
+
+    Args:
+        layer: a Keras layer or model (a part of the cf.Model being trained).
+
+    Returns:
+        The layer, for `with cf.frozen(layer) as frozen_layer:`.
+
+    Raises:
+        ValueError: if `layer` is not a Keras layer or model.
+
+    Example:
+        ```python
+        with cf.frozen(self.classifier):
+            logits = self.classifier(ops.clip(x + self.delta, 0.0, 1.0))
+        ```
+    """
     if not hasattr(layer, "variables"):
         raise ValueError(f"frozen() needs a Keras layer or model; got {type(layer).__name__}")
     held = [v for v in layer.variables if not _is_seed_state(v)]

@@ -1,8 +1,9 @@
 """Names of tasks and engines, and where their code lives. Imports no framework."""
 
 import importlib
+import importlib.util
 
-TASKS = ("toy", "digits", "adversarial", "vae", "gan")
+TASKS = ("toy", "digits", "adversarial", "vae", "gan", "score", "score-digits", "mnist")
 
 ENGINES = ("tensorflow", "torch", "flax", "keras-tensorflow", "keras-torch", "keras-jax")
 
@@ -27,8 +28,33 @@ _MODULE = {
 }
 
 
+# The extra (`pip install 'customfit[EXTRA]'`) that brings each engine's framework, and the
+# modules the engine imports from it. Looked up with find_spec, so that asking imports nothing.
+EXTRA = {
+    "tensorflow": "tensorflow",
+    "torch": "torch",
+    "flax": "jax",
+    "keras-tensorflow": "tensorflow",
+    "keras-torch": "torch",
+    "keras-jax": "jax",
+}
+_FRAMEWORK_MODULES = {
+    "tensorflow": ("tensorflow",),
+    "torch": ("torch",),
+    "flax": ("jax", "flax", "optax"),
+    "keras-tensorflow": ("tensorflow",),
+    "keras-torch": ("torch",),
+    "keras-jax": ("jax",),
+}
+
+
+def missing_modules(engine):
+    """The framework modules this engine needs that are not installed (empty when it can run)."""
+    return [name for name in _FRAMEWORK_MODULES[engine] if importlib.util.find_spec(name) is None]
+
+
 def spec(task):
-    return importlib.import_module(f"customfit.tasks.{task}.spec")
+    return importlib.import_module(f"customfit.tasks.{task.replace('-', '_')}.spec")
 
 
 def all_option_names():

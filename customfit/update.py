@@ -6,8 +6,29 @@ from typing import Any, Callable
 
 @dataclass(frozen=True)
 class Update:
-    """Minimize `objective` over the trainable variables of `submodel`, with the optimizer
-    that `compile(optimizer={name: ...})` gave under `name`, `repeat` times per batch."""
+    """One update of a step: minimize `objective` over `submodel`'s trainable variables.
+
+    Returned by `cf.Model.updates()`; the updates run in order, once per batch each (`repeat`
+    times). Variables outside `submodel` are not changed by this update, though its objective
+    may use them (a generator's objective calls the critic).
+
+    Args:
+        name: the optimizer's key in `compile(optimizer={name: ...})`; also the prefix of the
+            update's logged loss (`<name>_loss`).
+        objective: a function `(data, training=True)` returning a scalar or a dict holding
+            "loss", as `cf.Model.objective` does (typically a bound method of the model).
+        submodel: the layer or model whose trainable variables this update trains (a part of
+            the cf.Model, or the model itself).
+        repeat: how many times per batch it runs (an integer >= 1).
+
+    Returns:
+        An immutable record; `cf.Model` checks it when fit() first runs.
+
+    Example:
+        ```python
+        cf.Update("critic", self.critic_objective, self.critic, repeat=5)
+        ```
+    """
 
     name: str
     objective: Callable[..., Any]

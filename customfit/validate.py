@@ -4,6 +4,8 @@ says what was expected and what was given. Imports NumPy only (no framework)."""
 import math
 import numbers
 import os
+import stat
+import sys
 
 import numpy as np
 
@@ -18,6 +20,19 @@ def one_of(field, value, choices, what=""):
         suffix = f" {what}" if what else ""
         raise UsageError.expected(field, f"one of {', '.join(choices)}{suffix}", value)
     return value
+
+
+def installed_engine(field, engine):
+    """An engine whose framework is installed; else the extra that brings it, in one line."""
+    from customfit import registry
+
+    missing = registry.missing_modules(engine)
+    if missing:
+        raise UsageError.expected(
+            field, f"an engine whose framework is installed (for {engine}: "
+                   f"pip install 'customfit[{registry.EXTRA[engine]}]')",
+            given=f"{engine!r} without {' and '.join(missing)} installed")
+    return engine
 
 
 def _as_number(field, value, kind, expected):
@@ -36,8 +51,20 @@ def _as_number(field, value, kind, expected):
             return int(value)
         raise UsageError.expected(field, expected, value)
     if isinstance(value, numbers.Real):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float's range
+            raise UsageError.expected(field, expected, value) from None
     raise UsageError.expected(field, expected, value)
+
+
+# Counts (epochs, batch size) beyond what an index can hold reach no framework: itertools.islice
+# refuses them inside PyTorch's DataLoader.
+MAX_COUNT = sys.maxsize
+# keras.utils.set_random_seed hands the seed to NumPy's legacy seeding, which takes 32 bits.
+MAX_SEED = 2**32 - 1
+# Every engine trains in float32: a learning rate must be a positive float32.
+FLOAT32_TINY, FLOAT32_MAX = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
 
 
 def positive_int(field, value):
@@ -45,21 +72,34 @@ def positive_int(field, value):
     n = _as_number(field, value, int, "an integer > 0")
     if n <= 0:
         raise UsageError.expected(field, "an integer > 0", value)
+    if n > MAX_COUNT:
+        raise UsageError.expected(field, "an integer > 0 and at most 2**63 - 1", value)
     return n
+
+
+def at_least_five(field, value):
+    """An integer >= 5 (a median of fewer timed repeats says little)."""
+    return int_in(field, value, 5)
 
 
 def seed(field, value):
     n = _as_number(field, value, int, "an integer >= 0")
     if n < 0:
         raise UsageError.expected(field, "an integer >= 0", value)
+    if n > MAX_SEED:
+        raise UsageError.expected(field, f"an integer >= 0 and at most 2**32 - 1 ({MAX_SEED})", value)
     return n
 
 
 def positive_float(field, value):
-    """A finite number > 0 (the learning rate)."""
+    """A finite number > 0 that float32 holds (the learning rate)."""
     x = _as_number(field, value, float, "a positive number")
     if not math.isfinite(x) or x <= 0:
         raise UsageError.expected(field, "a positive number", value)
+    if not FLOAT32_TINY <= x <= FLOAT32_MAX:
+        raise UsageError.expected(
+            field, f"a positive number that float32 holds ({FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g})",
+            value)
     return x
 
 
@@ -129,6 +169,12 @@ def _read_npz(path):
         raise UsageError.expected("data", expected, given=f"{path!r}, which does not exist")
     if os.path.isdir(path):
         raise UsageError.expected("data", expected, given=f"{path!r}, which is a folder")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise UsageError.expected("data", expected, given=f"{path!r} ({e.strerror or e})") from None
+    if not stat.S_ISREG(mode):  # a pipe or a device would be read forever
+        raise UsageError.expected("data", expected, given=f"{path!r}, which is not a regular file")
     try:
         with np.load(path, allow_pickle=False) as npz:
             if not hasattr(npz, "files"):
@@ -206,6 +252,12 @@ def _check_labels(name, y, n, num_classes):
 def user_data(data, input_shape, num_classes):
     """A Split from what a user gave as `data`: a path to an .npz file, a dict, or a tuple
     (x_train, y_train, x_test, y_test). Checks shapes, finiteness and labels."""
+    return checked_split(data_arrays(data), input_shape, num_classes)
+
+
+def data_arrays(data):
+    """The four arrays a user gave as `data` (an .npz path, a dict or a tuple), as given:
+    name -> array, unchecked."""
     if isinstance(data, (str, os.PathLike)):
         arrays = _read_npz(data)
     elif isinstance(data, dict):
@@ -222,6 +274,11 @@ def user_data(data, input_shape, num_classes):
             "data", "an .npz path or a tuple (x_train, y_train, x_test, y_test)",
             given=type(data).__name__ + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""),
         )
+    return arrays
+
+
+def checked_split(arrays, input_shape, num_classes):
+    """A Split from data_arrays()'s four arrays: shapes, finiteness and labels checked."""
     x_train = _check_inputs("x_train", arrays["x_train"], input_shape)
     x_test = _check_inputs("x_test", arrays["x_test"], input_shape)
     y_train = _check_labels("y_train", arrays["y_train"], len(x_train), num_classes)

@@ -142,7 +142,7 @@ def test_list_names_every_task_engine_and_judge(tmp_path):
          ["--model: expected one of default, lecture (for task digits); got 'tiny'"]),
         (["run", "toy", "--engine", "torch", "--bogus"], ["unrecognized arguments: --bogus"]),
         (["run", "toy", "--engine", "torch", "--epochs"], ["--epochs: expected one argument"]),
-        (["frobnicate"], ["COMMAND: expected one of list, run, matrix, demo; got 'frobnicate'"]),
+        (["frobnicate"], ["COMMAND: expected one of list, run, matrix, bench, demo, report; got 'frobnicate'"]),
         (["matrix", "--engines", "torch", "tf", "--out", "out"], [f"--engines: {ENGINES_LINE}; got 'tf'"]),
         (["matrix", "--tasks", "vea", "--out", "out"], [f"--tasks: {TASKS_LINE}; got 'vea'"]),
         (["matrix", "--epochs", "0", "--out", "out"], ["--epochs: expected an integer > 0; got '0'"]),
@@ -323,7 +323,7 @@ def test_python_api_raises_the_same_one_line_errors(tmp_path):
         (("toy", "torch"), {"lr": float("nan")}, "lr: expected a positive number; got nan"),
         (("toy", "torch"), {"lr": "0.1x"}, "lr: expected a positive number; got '0.1x'"),
         (("toy", "torch"), {"epoch": 3}, "config: expected keys among epochs, batch_size, lr, seed, "
-                                          "model, out, resume, data, verbose; got 'epoch'"),
+                                          "model, out, resume, data, verbose, tensorboard; got 'epoch'"),
         (("toy", "torch"), {"data": (np.zeros((4, 2)), np.array([0, 1, 2, 9]), np.zeros((2, 2)), np.zeros(2))},
          "data: expected y_train as 4 integer labels in [0, 5); got 1 label(s) outside it (values from 0 to 9)"),
         (("toy", "torch"), {"data": (np.zeros((4, 2)), np.zeros(4))},

@@ -34,6 +34,22 @@ def value_and_grad(fn, args, argnums):
     return value, aux, grads
 
 
+def _averaged_over_processes(grads):
+    """In a torch.distributed group of several processes (each fitting its share of the global
+    batch), every gradient averaged over them, as DistributedDataParallel averages them: in one
+    flat buffer (DDP's bucket), one all-reduce. Outside such a group, the gradients as they are."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return grads
+    present = [g for g in grads if g is not None]
+    if not present:
+        return grads
+    flat = torch.cat([g.reshape(-1) for g in present]) / dist.get_world_size()
+    dist.all_reduce(flat)
+    averaged = iter(torch.split(flat, [g.numel() for g in present]))
+    return [None if g is None else next(averaged).view_as(g) for g in grads]
+
+
 class Step(keras.Model):
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
@@ -76,6 +92,7 @@ class Step(keras.Model):
                     grads = torch.autograd.grad(loss, params, allow_unused=True)
                 else:
                     grads = [None] * len(params)
+                grads = _averaged_over_processes(grads)
                 with torch.no_grad():
                     self._apply(plan, grads, frozen_ids)
                 self._record(plan, {k: v.detach() for k, v in entries.items()}, data)

@@ -19,10 +19,13 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from customfit import options, registry, validate
-from customfit.errors import CheckpointError, CustomfitError, UsageError
+from customfit import devices as spreading
+from customfit import options, registry, run_folder, validate
+from customfit.errors import (CheckpointError, CustomfitError, Interrupted, NonFiniteLoss,
+                              RunStopped, UsageError, WriteError)
 
-CONFIG_KEYS = ("epochs", "batch_size", "lr", "seed", "model", "out", "resume", "data", "verbose")
+CONFIG_KEYS = ("epochs", "batch_size", "lr", "seed", "model", "out", "resume", "data", "verbose",
+               "tensorboard", "devices")
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
@@ -32,16 +35,34 @@ _PINNED = ("batch_size", "lr", "seed")
 
 @dataclass
 class Result:
-    """What a run gives back.
+    """What a run gives back: `cf.run` returns one (metrics.json holds the same and more).
 
-    metrics: the judge's figures, e.g. {"accuracy": 0.995, "loss": 0.02}
-    bars:    the figures the task must reach, e.g. {"accuracy": 0.99} (a minimum) or
-             {"energy_distance": ("<=", 0.02)}; passed: whether it did
-    history: one dict per epoch (epoch, the engine's figures, their val_ twins, seconds)
-    started_from: the run folder whose trained model this run started from (adversarial --from)
-    references: the judge's figures for what to compare with, name -> figures (generative tasks:
-             real digits, a pixel Gaussian, the lecture's model)
-    paths:   what was written, name -> path (metrics, history, checkpoint, figures)
+    Attributes:
+        task, engine: what ran.
+        config: the settings it ran with (epochs, batch_size, lr, seed, model, data and the
+            task's own options).
+        metrics: the judge's figures, e.g. {"accuracy": 0.995, "loss": 0.02}.
+        bars: the figures the task must reach, e.g. {"accuracy": 0.99} (a minimum) or
+            {"fd": ("<=", 7.32)} (a maximum).
+        passed: whether every bar was reached.
+        history: one dict per epoch (epoch, the engine's figures, their val_ twins, seconds).
+        paths: what was written, name -> path (metrics, history, checkpoint, figures).
+        out_dir: the run's folder.
+        seconds_per_epoch: the mean of epochs 2 onwards (the first includes compiling).
+        total_seconds: the whole run's time.
+        resumed_from_epoch: the epoch a resumed run continued after, else None.
+        references: the judge's figures for what to compare with, name -> figures
+            (generative tasks: real digits, a pixel Gaussian, the lecture's model).
+        versions: Python's, NumPy's, customfit's and the engine's frameworks' versions.
+        started_from: the run folder whose trained model this run started from
+            (adversarial's `from_run`), else None.
+        accuracy: metrics["accuracy"], or None for a task judged otherwise.
+
+    Example:
+        ```python
+        result = cf.run("toy", "keras-jax", epochs=5)
+        result.metrics["accuracy"], result.passed, result.paths["metrics"]
+        ```
     """
 
     task: str
@@ -73,6 +94,7 @@ def _plan(task, engine, config):
     setting. Writes nothing. Returns a dict that _train() carries out."""
     validate.one_of("task", task, registry.TASKS)
     validate.one_of("engine", engine, registry.ENGINES)
+    validate.installed_engine("engine", engine)
     spec = registry.spec(task)
     option_names = tuple(getattr(spec, "OPTIONS", {}))
     unknown = sorted(set(config) - set(CONFIG_KEYS) - set(option_names) - {"_data_label"})
@@ -99,21 +121,18 @@ def _plan(task, engine, config):
     task_options = options.resolve(spec, {k: given.get(k) for k in option_names})
     options_given = {k for k in option_names if k in given}
 
-    out = given.get("out") or os.path.join("runs", f"{task}-{engine}")
-    out = os.fspath(out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError.expected("out", "a folder (or a path where one can be made)",
-                                  given=f"{out!r}, which is a file")
-    parent = os.path.dirname(os.path.abspath(out))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError.expected("out", "a folder that can be written", given=repr(out))
+    out = _writable_folder("out", given.get("out", os.path.join("runs", f"{task}-{engine}")))
+    tensorboard = given.get("tensorboard")
+    if tensorboard is not None:
+        tensorboard = _writable_folder("tensorboard", tensorboard)
 
     data = given.get("data")
+    if data is None and hasattr(spec, "default_data"):
+        data = spec.default_data()  # data kept outside the package (mnist: Keras's cache), or one line
     if data is not None:
         input_shape, num_classes = validate.task_shapes(spec)
-        split = validate.user_data(data, input_shape, num_classes)
+        read = getattr(spec, "read_data", None)  # a task with its own file layout (mnist's uint8)
+        split = read(data) if read else validate.user_data(data, input_shape, num_classes)
         data_label = os.fspath(data) if isinstance(data, (str, os.PathLike)) else "arrays"
         data_label = given.get("_data_label", data_label)
         data_digest = _split_digest(split)
@@ -163,12 +182,33 @@ def _plan(task, engine, config):
         "data": data_label,
         **task_options,
     }
+    # Several devices train as one does (customfit/devices.py): the config records them, but a
+    # resumed run may take another count.
+    devices = spreading.check(task, engine, given.get("devices", 1), settings["batch_size"])
+    if devices > 1:
+        settings["devices"] = devices
     return {
         "task": task, "engine": engine, "spec": spec, "settings": settings, "split": split,
         "data_digest": data_digest, "out": out, "resumed": resumed, "start": start,
         "verbose": bool(given.get("verbose", True)),
         "data_given": data,
+        "tensorboard": tensorboard,
     }
+
+
+def _writable_folder(field, path):
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise UsageError.expected(field, "a folder's path", path)
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError.expected(field, "a folder (or a path where one can be made)",
+                                  given=f"{path!r}, which is a file")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError.expected(field, "a folder that can be written", given=repr(path))
+    return path
 
 
 def _split_digest(split):
@@ -205,7 +245,10 @@ def _check_checkpoint(path, task, engine, model, checked, data_digest, pinned_op
             or not isinstance(epoch, int) or not isinstance(history, list) or len(history) != epoch):
         raise CheckpointError.expected("resume", "a customfit run checkpoint",
                                        given=f"{path}, whose run metadata is incomplete")
+    stopped = meta.get("stopped") or {}
     for key in pinned:
+        if key == "lr" and stopped.get("why") in ("nonfinite", "diverged"):
+            continue  # the run diverged: it may go on at another learning rate
         if key in checked and checked[key] != config[key]:
             flag = "--" + key.replace("_", "-")
             raise UsageError.expected(
@@ -243,27 +286,88 @@ def needs_subprocess(engine):
 
 
 def run(task, engine, **config):
-    """Train `task` on `engine` and judge it; see the module's docstring. Returns a Result.
+    """Train a task on an engine, judge it and write its results: `customfit run`, from Python.
 
-    config: epochs, batch_size, lr, seed, model (defaults: the task's spec), out (default
-    runs/<task>-<engine>), resume (continue from out/checkpoint.safetensors), data (an .npz path
-    or a tuple (x_train, y_train, x_test, y_test) to train on one's own data), verbose, and the
-    task's own options (`customfit list` shows them; e.g. method, eps, steps for adversarial)."""
+    Everything given is checked before anything is written. A Keras backend is fixed per
+    process: when Keras is already imported here with another backend than the engine needs,
+    the run happens in a subprocess and its Result is read back.
+
+    Args:
+        task: one of the tasks `customfit list` shows ("toy", "digits", "adversarial", ...).
+        engine: "tensorflow", "torch", "flax", "keras-tensorflow", "keras-torch" or
+            "keras-jax"; its framework must be installed (the extra `customfit[...]`).
+        **config: epochs, batch_size, lr, seed, model (defaults: the task's); out (the folder,
+            default `runs/<task>-<engine>`); resume (continue from out/checkpoint.safetensors);
+            data (an .npz path, or a tuple (x_train, y_train, x_test, y_test)); verbose; and
+            the task's own options (e.g. method, eps, steps for adversarial).
+
+    Returns:
+        A `cf.Result`.
+
+    Raises:
+        customfit.errors.UsageError: a mistake in what was given (one line: what was expected,
+            what was given); nothing is written.
+
+    Example:
+        ```python
+        result = cf.run("digits", "torch", epochs=5, out="runs/digits-torch")
+        print(result.metrics["accuracy"], result.passed)
+        ```
+    """
     started = time.perf_counter()
     plan = _plan(task, engine, config)
-    if needs_subprocess(engine):
+    devices = plan["settings"].get("devices", 1)
+    if needs_subprocess(engine) or spreading.needs_fresh_process(engine, devices):
         return _run_in_subprocess(task, engine, config, plan)
+    if devices > 1 and spreading.launched_world() is not None:
+        # One of several torch processes: the launching process holds the folder for them all.
+        return _train_here(plan, started)
+    # Made (or refused: --out /proc/x, a folder another run holds) before any framework loads.
+    with run_folder.hold(plan["out"], what=f"customfit run {task} --engine {engine}"):
+        if devices > 1 and engine in spreading.TORCH_ENGINES:
+            return _launch(task, engine, config, devices)
+        return _train_here(plan, started)
+
+
+def _train_here(plan, started):
+    engine, devices = plan["engine"], plan["settings"].get("devices", 1)
     os.environ["KERAS_BACKEND"] = registry.KERAS_BACKEND[engine]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines drown the bar
+    spreading.prepare(engine, devices)
     return _train(plan, started)
 
 
+def _launch(task, engine, config, devices):
+    """The run in `devices` processes started the torchrun way; rank 0's Result."""
+    from customfit.parallel import process_group
+
+    try:
+        results = process_group.launch(_launched, (task, engine, config), devices)
+    except Exception as e:  # a worker failed: its traceback is above, on stderr
+        raise CustomfitError(f"a {engine} process of {devices} failed "
+                             f"({' '.join(str(e).split())[:200]})") from None
+    return Result(**results[0])
+
+
+def _launched(task, engine, config):
+    """One launched process: the same run, in the process group; rank 0 returns the Result."""
+    result = run(task, engine, **config)
+    return None if result is None else asdict(result)
+
+
 def _train(plan, started):
-    from customfit import checkpoint, plots
+    from customfit import checkpoint
     from customfit.engines import loop
 
     task, engine, spec, settings = plan["task"], plan["engine"], plan["spec"], plan["settings"]
     split, out = plan["split"] or spec.load(), plan["out"]
+    # One of several torch processes: all train, rank 0 alone writes and judges.
+    grouped = settings.get("devices", 1) > 1 and engine in spreading.TORCH_ENGINES
+    writes = True
+    if grouped:
+        from customfit.parallel import process_group
+
+        writes = process_group.join()[0] == 0
     try:
         trainer_class = registry.trainer_class(task, engine)
     except ModuleNotFoundError as e:
@@ -288,7 +392,6 @@ def _train(plan, started):
             started_from = settings.get("from_run")
     trained_before = len(history)
 
-    os.makedirs(out, exist_ok=True)
     paths = {
         "checkpoint": os.path.join(out, CHECKPOINT),
         "history": os.path.join(out, HISTORY),
@@ -299,9 +402,17 @@ def _train(plan, started):
         checkpoint.atomic_write(paths["history"], loop.history_csv(rows))
 
     after_epoch = getattr(spec, "after_epoch", None)
+    board = None
+    if plan["tensorboard"] is not None and writes:  # rank 0 alone, as for every file
+        from customfit.engines import event_logs
+
+        board = event_logs.open_writer(engine, plan["tensorboard"], trainer)
+        paths["tensorboard"] = plan["tensorboard"]
 
     def on_epoch_end(rows):
         write_history(rows)
+        if board is not None:
+            board.write(rows[-1])
         if after_epoch is not None:
             after_epoch(trainer, settings, rows[-1]["epoch"], out)
 
@@ -310,11 +421,49 @@ def _train(plan, started):
         "task": task, "engine": engine, "model": settings["model"], "config": config,
         "data_sha256": plan["data_digest"],
     }
-    history = loop.fit(
-        trainer, split, epochs=settings["epochs"], batch_size=settings["batch_size"],
-        seed=settings["seed"], checkpoint_path=paths["checkpoint"], meta=meta, history=history,
-        on_epoch_end=on_epoch_end, verbose=plan["verbose"],
-    )
+    lr_changes = _lr_changes(plan, trained_before)
+    if lr_changes:
+        meta["lr_changes"] = lr_changes
+    if source is None and writes:
+        # The initial state, so that a run stopped in its first epoch (killed, Ctrl-C, a NaN)
+        # can be resumed like any other.
+        arrays, trainer_meta = trainer.state()
+        with _stopping(plan, paths):
+            checkpoint.save(paths["checkpoint"], arrays,
+                            {**meta, "epoch": 0, "history": [], "trainer": trainer_meta})
+    try:
+        with _stopping(plan, paths):
+            history = loop.fit(
+                trainer, split, epochs=settings["epochs"], batch_size=settings["batch_size"],
+                seed=settings["seed"], checkpoint_path=paths["checkpoint"] if writes else None,
+                meta=meta, history=history, on_epoch_end=on_epoch_end if writes else None,
+                verbose=plan["verbose"] and writes,
+            )
+    finally:
+        if board is not None:
+            board.close()
+    if grouped:
+        process_group.leave()
+    if not writes:
+        return None
+    with _stopping(plan, paths, trained=True):
+        return _finish(plan, started, trainer, split, history, trained_before, meta, paths,
+                       resumed_from, started_from)
+
+
+def _finish(plan, started, trainer, split, history, trained_before, meta, paths, resumed_from,
+            started_from):
+    """After training: the checkpoint (if nothing was trained), what the judge reads, the judge,
+    the figures and metrics.json."""
+    from customfit import checkpoint, plots
+    from customfit.engines import loop
+
+    task, engine, spec, settings = plan["task"], plan["engine"], plan["spec"], plan["settings"]
+    out, config = plan["out"], meta["config"]
+
+    def write_history(rows):
+        checkpoint.atomic_write(paths["history"], loop.history_csv(rows))
+
     if len(history) == trained_before:
         # Nothing left to train (a finished run resumed, or a run started from another's model):
         # this folder still gets its own checkpoint and history, so --resume works from it.
@@ -355,6 +504,7 @@ def _train(plan, started):
         "total_seconds": total,
         "resumed_from_epoch": resumed_from,
         "started_from": started_from,
+        **({"lr_changes": meta["lr_changes"]} if meta.get("lr_changes") else {}),
         "versions": versions,
         "machine": _machine(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
@@ -366,6 +516,114 @@ def _train(plan, started):
         resumed_from_epoch=resumed_from, versions=versions, started_from=started_from,
         references=references,
     )
+
+
+def _lr_changes(plan, trained_before):
+    """The learning rates a resumed run changed to, after a stop on a non-finite loss:
+    [{"epoch": first epoch at the new rate, "lr": rate}, ...]."""
+    if plan["resumed"] is None:
+        return []
+    previous = plan["resumed"][1]
+    changes = list(previous.get("lr_changes") or [])
+    if plan["settings"]["lr"] != previous["config"]["lr"]:
+        changes.append({"epoch": trained_before + 1, "lr": plan["settings"]["lr"]})
+    return changes
+
+
+# ----------------------------------------------------------------------------- stopping
+
+
+def resume_command(plan, lr=None):
+    """The command line that continues this run."""
+    import shlex
+
+    spec, settings = plan["spec"], plan["settings"]
+    words = ["customfit", "run", plan["task"], "--engine", plan["engine"], "--out", plan["out"]]
+    if settings["model"] != spec.DEFAULTS["model"]:
+        words += ["--model", settings["model"]]
+    if isinstance(plan["data_given"], (str, os.PathLike)):
+        words += ["--data", os.fspath(plan["data_given"])]
+    words.append("--resume")
+    if lr is not None:  # a suggestion: short
+        words += ["--lr", f"{lr:.3g}"]
+    elif plan["resumed"] is not None and plan["resumed"][1]["config"]["lr"] != settings["lr"]:
+        # Changed on this resume, and maybe not in the checkpoint yet: exactly as given.
+        words += ["--lr", repr(settings["lr"])]
+    return shlex.join(words)
+
+
+def _kept(path):
+    """(epoch, words) for what the checkpoint on disk holds now."""
+    from customfit import checkpoint
+
+    try:
+        _, meta = checkpoint.load(path)
+    except CheckpointError:
+        return None, f"no checkpoint could be kept in {os.path.dirname(path) or '.'}"
+    epoch = meta.get("epoch")
+    held = "the initial weights (epoch 0)" if epoch == 0 else f"epoch {epoch}"
+    return epoch, f"{path} keeps {held}"
+
+
+def _mark_stopped(path, stop):
+    """Note in the kept checkpoint that its run stopped on a non-finite loss: resuming it may
+    then change --lr."""
+    from customfit import checkpoint
+
+    try:
+        arrays, meta = checkpoint.load(path)
+        meta["stopped"] = {"why": stop.why, "epoch": stop.epoch, "step": stop.step}
+        checkpoint.save(path, arrays, meta)
+    except (CheckpointError, WriteError):
+        pass  # the checkpoint stays as it was, and still resumes at the same learning rate
+
+
+class _stopping:
+    """Turns the ways a run can stop early into one line that says where it stopped, what the
+    checkpoint keeps and how to go on: a non-finite loss (exit status 3), Ctrl-C (130), a write
+    that failed (1)."""
+
+    def __init__(self, plan, paths, trained=False):
+        self.plan, self.paths, self.trained = plan, paths, trained
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        from customfit.engines.loop import Stopped
+
+        if error is None or isinstance(error, (UsageError, RunStopped)) and not isinstance(error, WriteError):
+            return False
+        plan, path = self.plan, self.paths["checkpoint"]
+        if isinstance(error, Stopped):
+            if error.why in ("nonfinite", "diverged"):
+                _mark_stopped(path, error)
+                _, kept = _kept(path)
+                lr = plan["settings"]["lr"]
+                default_lr = plan["spec"].DEFAULTS["lr"]
+                lower = default_lr if lr > default_lr else lr / 10
+                if error.why == "nonfinite":
+                    what = " and ".join(f"{k} = {v}" for k, v in error.figures.items())
+                else:
+                    what = " and ".join(f"{k} rose from {error.first[k]:.4g} to {v:.4g}"
+                                        for k, v in error.figures.items())
+                raise NonFiniteLoss(
+                    f"{what} at epoch {error.epoch}, step {error.step} of {error.steps} "
+                    f"(lr {lr:g}): training stopped; {kept}; go on with a lower learning rate: "
+                    f"{resume_command(plan, lower)}") from None
+            where = (f"after epoch {error.epoch}" if error.checkpointed
+                     else f"after step {error.step} of {error.steps} in epoch {error.epoch}")
+            _, kept = _kept(path)
+            raise Interrupted(f"Ctrl-C {where}; {kept}; go on with: {resume_command(plan)}") from None
+        if isinstance(error, KeyboardInterrupt):
+            when = "after training" if self.trained else "during training"
+            _, kept = _kept(path)
+            raise Interrupted(f"Ctrl-C {when}; {kept}; go on with: {resume_command(plan)}") from None
+        if isinstance(error, WriteError):
+            _, kept = _kept(path)
+            raise WriteError(f"{error.message}; {kept}; when there is room again, go on with: "
+                             f"{resume_command(plan)}") from None
+        return False
 
 
 def meets(metrics, bars):
@@ -451,17 +709,38 @@ def _run_in_subprocess(task, engine, config, plan):
         env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine])
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        proc = subprocess.run([sys.executable, "-m", "customfit.engines.runner", request], env=env)
+        # Ctrl-C reaches the child too (one process group): the child stops at the end of its
+        # step and writes its checkpoint, while this process waits for its answer.
+        import signal
+
+        previous = _ignore_sigint(signal)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "customfit.engines.runner", request],
+                                  env=env)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         if not os.path.exists(answer):
             raise CustomfitError(f"the {engine} subprocess ended with status {proc.returncode} and no result")
         with open(answer) as f:
             reply = json.load(f)
     if "error" in reply:
-        cls = {"UsageError": UsageError, "CheckpointError": CheckpointError}.get(reply["kind"], CustomfitError)
-        if cls is CustomfitError:
-            raise CustomfitError(reply["error"])
-        raise cls(reply["error"], field=reply.get("field"))
+        kind = reply["kind"]
+        if kind in ("UsageError", "CheckpointError"):
+            cls = {"UsageError": UsageError, "CheckpointError": CheckpointError}[kind]
+            raise cls(reply["error"], field=reply.get("field"))
+        cls = {"NonFiniteLoss": NonFiniteLoss, "Interrupted": Interrupted,
+               "WriteError": WriteError}.get(kind, CustomfitError)
+        raise cls(reply["error"])
     return Result(**reply["result"])
+
+
+def _ignore_sigint(signal):
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _child(request_path):
@@ -478,7 +757,7 @@ def _child(request_path):
         status = 2
     except CustomfitError as e:
         reply = {"error": str(e), "kind": type(e).__name__}
-        status = 1
+        status = e.exit_status
     with open(answer, "w") as f:
         json.dump(reply, f)
     return status

@@ -14,8 +14,8 @@ def accuracy(y, logits):
 class ToyClassifier(cf.Model):
     """The lecture's toy classifier: Dense 10-8-5, cross-entropy on logits."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, **kwargs):  # **kwargs: Keras revives a saved model from its config
+        super().__init__(**kwargs)
         self.l1 = keras.layers.Dense(10, activation="relu")
         self.l2 = keras.layers.Dense(8, activation="relu")
         self.l3 = keras.layers.Dense(5)
@@ -68,11 +68,14 @@ class TwoParts(cf.Model):
     """Two sub-models whose objectives each depend on both: only the update's own sub-model
     may move."""
 
-    def __init__(self, repeat_a=3):
-        super().__init__()
+    def __init__(self, repeat_a=3, **kwargs):
+        super().__init__(**kwargs)
         self.a = keras.Sequential([keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)], name="part_a")
         self.b = keras.Sequential([keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)], name="part_b")
         self.repeat_a = repeat_a
+
+    def get_config(self):  # keras.Model subclasses record their own arguments
+        return {**super().get_config(), "repeat_a": self.repeat_a}
 
     def objective_a(self, data, training=True):
         x, y = data

@@ -58,6 +58,7 @@ OPTIONS = {
 }
 
 build_trainer = functools.partial(classifier.build_trainer, models=MODELS)
+parity_inputs = classifier.parity_inputs  # the classifier it trains before attacking
 
 
 def load():

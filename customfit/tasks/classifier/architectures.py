@@ -42,6 +42,20 @@ DIGITS_DEFAULT = (
     ("dense", 10, None),
 )
 
+# Exercise 10: the lecture's MNIST CNN (Keras's classic example): 28x28 inputs, three 3x3 valid
+# convolutions of 32, 64, 64 with two 2x2 pools between them, dense 64, then 10 logits (the
+# lecture ends in a softmax and trains on its output; here the loss takes the logits).
+MNIST_LECTURE = (
+    ("conv", 32, 3, "valid", "relu"),
+    ("maxpool", 2),
+    ("conv", 64, 3, "valid", "relu"),
+    ("maxpool", 2),
+    ("conv", 64, 3, "valid", "relu"),
+    ("flatten",),
+    ("dense", 64, "relu"),
+    ("dense", 10, None),
+)
+
 
 def output_shape(layers, input_shape):
     """Shape (without batch) after each layer, so builders that need input sizes can get them."""

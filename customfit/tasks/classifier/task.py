@@ -15,11 +15,29 @@ OPTIONS = {}
 
 def build_trainer(trainer_class, split, settings, models):
     return trainer_class(models[settings["model"]], split.input_shape, split.num_classes,
-                         settings["lr"], settings["seed"])
+                         settings["lr"], settings["seed"], devices=settings.get("devices", 1))
+
+
+# Inputs per predict_proba call: a whole MNIST test set at once would hold a gigabyte of
+# first-layer activations.
+_CHUNK = 1000
+
+
+def _predict_in_chunks(predict_proba):
+    def predict(x):
+        return np.concatenate([np.asarray(predict_proba(x[i:i + _CHUNK]), dtype=np.float64)
+                               for i in range(0, len(x), _CHUNK)])
+    return predict
+
+
+def parity_inputs(split, settings):
+    """The batch the report's parity probe (customfit.parity) gives every engine."""
+    x, y = split.train
+    return (x[:16], y[:16]), None
 
 
 def produce(trainer, split, settings, verbose=False):
-    return {"proba": np.asarray(trainer.predict_proba(split.x_test), dtype=np.float64)}
+    return {"proba": _predict_in_chunks(trainer.predict_proba)(split.x_test)}
 
 
 def judge(outputs, split, settings):
@@ -43,6 +61,6 @@ def write(outputs, trainer, split, history, out, title):
             os.path.join(out, "decision_regions.png"), num_classes=split.num_classes)}
     if len(split.input_shape) == 3:
         return {"probabilities": plots.probabilities(
-            trainer.predict_proba, split.x_test, split.y_test,
+            _predict_in_chunks(trainer.predict_proba), split.x_test, split.y_test,
             os.path.join(out, "probabilities.png"), num_classes=split.num_classes, title=title)}
     return {}

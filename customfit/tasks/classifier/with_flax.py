@@ -13,6 +13,7 @@ import optax
 from flax import nnx
 
 from customfit import weights as layout
+from customfit.devices import epoch_order
 from customfit.tasks.classifier.architectures import output_shape
 from customfit.tasks.classifier.tally import Tally
 
@@ -93,19 +94,29 @@ def _labels(y):
 
 
 class Trainer:
-    def __init__(self, layers, input_shape, num_classes, lr, seed):
+    def __init__(self, layers, input_shape, num_classes, lr, seed, devices=1):
         self._shapes = layout.canonical_shapes(layers, input_shape, num_classes)
         self.model = Classifier(layers, input_shape, rngs=nnx.Rngs(seed))
         tx = optax.adam(lr, b1=0.9, b2=0.999, eps=1e-7)
         self.optimizer = nnx.Optimizer(self.model, tx, wrt=nnx.Param)
+        # On several devices: the weights and Adam's moments replicated over a mesh, each batch
+        # sharded along it; train_step is the same jitted function (customfit/parallel/mesh.py).
+        self.mesh = None if devices == 1 else _batch_mesh(devices)
+        if self.mesh is not None:
+            self.mesh.replicate(self.model, self.optimizer)
 
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
         order = np.random.default_rng(shuffle_seed).permutation(len(x))
+        if self.mesh is not None:
+            order = epoch_order(order, self.mesh.devices)
         y = _labels(y)
         tally = Tally()
-        for start in range(0, len(x), batch_size):
+        for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
-            loss, correct = train_step(self.model, self.optimizer, x[batch], y[batch])
+            x_batch, y_batch = x[batch], y[batch]
+            if self.mesh is not None:
+                x_batch, y_batch = self.mesh.shard(x_batch), self.mesh.shard(y_batch)
+            loss, correct = train_step(self.model, self.optimizer, x_batch, y_batch)
             tally.add(loss, correct, len(batch))
             on_batch(tally.means())
         return tally.means()
@@ -134,6 +145,11 @@ class Trainer:
         layout.check_shapes(self._shapes, weights)
         for param, value in zip(self._params(), layout.from_canonical(ENGINE, weights)):
             param[...] = jnp.asarray(value)
+        self._replicate()
+
+    def _replicate(self):
+        if self.mesh is not None:  # new values arrive on one device: spread them again
+            self.mesh.replicate(self.model, self.optimizer)
 
     def objective_and_grads(self, batch, noise=None):
         """The parity hook: mean cross-entropy and its gradients (Keras's layout) on batch
@@ -178,3 +194,10 @@ class Trainer:
                 old = flat[key].get_value()
                 flat[key].set_value(jnp.asarray(step, dtype=old.dtype))
         nnx.update(self.optimizer, state)
+        self._replicate()
+
+
+def _batch_mesh(devices):
+    from customfit.parallel.mesh import BatchMesh
+
+    return BatchMesh(devices)

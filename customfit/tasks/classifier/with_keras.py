@@ -9,6 +9,7 @@ from keras import ops as K
 
 import customfit as cf
 from customfit import weights as layout
+from customfit.parallel.keras_fit import DataParallel
 
 
 def build_network(layers, input_shape):
@@ -56,25 +57,30 @@ class _Progress(keras.callbacks.Callback):
 
 
 class Trainer:
-    def __init__(self, layers, input_shape, num_classes, lr, seed):
+    def __init__(self, layers, input_shape, num_classes, lr, seed, devices=1):
         self.engine = f"keras-{keras.backend.backend()}"
         self._shapes = layout.canonical_shapes(layers, input_shape, num_classes)
+        # One device, or the backend's own data parallelism (customfit/parallel/keras_fit.py).
+        self.parallel = DataParallel(devices)
         keras.utils.set_random_seed(seed)
-        self.model = Classifier(layers, input_shape)
-        self.model.compile(optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7))
-        # Build the step (trackers, optimizer slots) now, so that load_state has them to fill.
-        probe = np.zeros((1, *input_shape), "float32"), np.zeros((1,), "int64")
-        self.model._symbolic_build(data_batch=probe)
+        with self.parallel.scope():
+            self.model = Classifier(layers, input_shape)
+            self.model.compile(
+                optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7))
+            # Build the step (trackers, optimizer slots) now, so that load_state has them to fill.
+            probe = np.zeros((1, *input_shape), "float32"), np.zeros((1,), "int64")
+            self.model._symbolic_build(data_batch=probe)
 
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
         # fit() shuffles from Keras's global random state; the permutation from shuffle_seed
         # makes an epoch's batches a function of the seed alone, so a resumed run repeats them.
-        order = np.random.default_rng(shuffle_seed).permutation(len(x))
-        history = self.model.fit(
-            x[order], y[order], batch_size=batch_size, epochs=1, shuffle=False, verbose=0,
-            callbacks=[_Progress(on_batch)],
-        )
-        return {k: float(v[-1]) for k, v in history.history.items()}
+        order = self.parallel.epoch_order(np.random.default_rng(shuffle_seed).permutation(len(x)))
+        with self.parallel.scope():
+            history = self.model.fit(
+                x[order], y[order], batch_size=self.parallel.batch_size(batch_size), epochs=1,
+                shuffle=False, verbose=0, callbacks=[_Progress(on_batch)],
+            )
+        return self.parallel.means_over_devices({k: float(v[-1]) for k, v in history.history.items()})
 
     def evaluate(self, x, y, batch_size):
         result = self.model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)

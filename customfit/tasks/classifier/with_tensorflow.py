@@ -41,15 +41,20 @@ def cross_entropy(labels, logits):
 
 
 class Trainer:
-    def __init__(self, layers, input_shape, num_classes, lr, seed):
+    def __init__(self, layers, input_shape, num_classes, lr, seed, devices=1):
         require_tensorflow_backend()
         self._shapes = layout.canonical_shapes(layers, input_shape, num_classes)
+        # One device, or N replicas of a MirroredStrategy: the model and optimizer are made in
+        # its scope (mirrored variables), and each batch is split over the replicas.
+        self.devices = devices
+        self.strategy = tf.distribute.get_strategy() if devices == 1 else _mirrored(devices)
         # Keras's initializers draw from the global seed: set it, and the weights follow `seed`.
         tf.keras.utils.set_random_seed(seed)
-        self.model = build_model(layers, input_shape)
-        self.optimizer = tf.keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7)
-        # Create the Adam moments now rather than at the first step, so load_state can fill them.
-        self.optimizer.build(self.model.trainable_variables)
+        with self.strategy.scope():
+            self.model = build_model(layers, input_shape)
+            self.optimizer = tf.keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7)
+            # The Adam moments now rather than at the first step, so load_state can fill them.
+            self.optimizer.build(self.model.trainable_variables)
 
     # reduce_retracing: the last, shorter batch reuses the trace instead of making a new one.
     @tf.function(reduce_retracing=True)
@@ -61,6 +66,25 @@ class Trainer:
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         return loss, _correct(y, logits)
 
+    # The same step on N replicas, as TensorFlow's guide "Custom training with
+    # tf.distribute.Strategy" writes it: each replica's loss is its share of the global batch's
+    # mean (compute_average_loss), the optimizer sums the replicas' gradients.
+    @tf.function(reduce_retracing=True)
+    def _distributed_train_step(self, x, y):
+        def replica_step(x, y):
+            with tf.GradientTape() as tape:
+                logits = self.model(x, training=True)
+                per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
+                                                                             logits=logits)
+                loss = tf.nn.compute_average_loss(per_example)
+            grads = tape.gradient(loss, self.model.trainable_variables)
+            self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+            return loss, _correct(y, logits)
+
+        loss, correct = self.strategy.run(replica_step, args=(x, y))
+        total = tf.distribute.ReduceOp.SUM
+        return self.strategy.reduce(total, loss, None), self.strategy.reduce(total, correct, None)
+
     @tf.function(reduce_retracing=True)
     def _eval_step(self, x, y):
         logits = self.model(x, training=False)
@@ -71,12 +95,20 @@ class Trainer:
         # a function of shuffle_seed alone and a resumed run sees the same batches.
         tf.random.set_seed(shuffle_seed)
         dataset = (tf.data.Dataset.from_tensor_slices((x, y))
-                   .shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=False)
-                   .batch(batch_size))
+                   .shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=False))
         tally = Tally()
-        for x_batch, y_batch in dataset:
-            loss, correct = self._train_step(x_batch, y_batch)
-            tally.add(loss, correct, x_batch.shape[0])
+        if self.devices == 1:
+            for x_batch, y_batch in dataset.batch(batch_size):
+                loss, correct = self._train_step(x_batch, y_batch)
+                tally.add(loss, correct, x_batch.shape[0])
+                on_batch(tally.means())
+            return tally.means()
+        # Every global batch splits evenly over the replicas (customfit/devices.py).
+        dataset = dataset.take(len(x) - len(x) % self.devices).batch(batch_size)
+        for x_batch, y_batch in self.strategy.experimental_distribute_dataset(dataset):
+            loss, correct = self._distributed_train_step(x_batch, y_batch)
+            shares = self.strategy.experimental_local_results(y_batch)
+            tally.add(loss, correct, sum(int(share.shape[0]) for share in shares))
             on_batch(tally.means())
         return tally.means()
 
@@ -136,3 +168,9 @@ class Trainer:
 def _correct(labels, logits):
     predicted = tf.argmax(logits, axis=-1, output_type=labels.dtype)
     return tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.int32))
+
+
+def _mirrored(devices):
+    from customfit.parallel import mirrored
+
+    return mirrored.strategy(devices)

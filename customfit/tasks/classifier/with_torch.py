@@ -5,11 +5,13 @@ train()/eval() instead of taking a `training=` argument, and the loss is F.cross
 instead of log(softmax(.)), which overflows where cross_entropy does not.
 """
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
 from customfit import weights as layout
 from customfit.tasks.classifier.architectures import output_shape
@@ -69,31 +71,45 @@ def build_model(layers, input_shape):
 
 
 class Trainer:
-    def __init__(self, layers, input_shape, num_classes, lr, seed):
+    def __init__(self, layers, input_shape, num_classes, lr, seed, devices=1):
         self._shapes = layout.canonical_shapes(layers, input_shape, num_classes)
         # nn.Linear and nn.Conv2d initialise themselves from torch's global generator.
         torch.manual_seed(seed)
         self.model = build_model(layers, input_shape)
+        self.devices = devices
+        # On several devices: one process each (customfit/parallel/process_group.py), the model
+        # wrapped in DistributedDataParallel, which averages the gradients during backward().
+        self.trained = self.model if devices == 1 else _distributed(self.model, devices)
         # eps=1e-7: Keras's default, so that every engine runs the same Adam settings.
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr,
                                           betas=(0.9, 0.999), eps=1e-7)
 
+    def _loader(self, dataset, batch_size, shuffle_seed):
+        if self.devices == 1:
+            return DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                              generator=torch.Generator().manual_seed(shuffle_seed))
+        # Each process takes its share of every global batch (DistributedSampler, drop_last),
+        # from the order one process would train in.
+        shuffled = Subset(dataset, _shuffled_order(len(dataset), shuffle_seed))
+        return DataLoader(shuffled, batch_size=batch_size // self.devices,
+                          sampler=DistributedSampler(shuffled, shuffle=False, drop_last=True))
+
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
-        loader = DataLoader(
-            TensorDataset(*_tensors(x, y)), batch_size=batch_size,
-            shuffle=True, generator=torch.Generator().manual_seed(shuffle_seed))
+        loader = self._loader(TensorDataset(*_tensors(x, y)), batch_size, shuffle_seed)
         self.model.train()
         tally = Tally()
         for x_batch, y_batch in loader:
             self.optimizer.zero_grad()
-            logits = self.model(x_batch)
+            logits = self.trained(x_batch)
             loss = F.cross_entropy(logits, y_batch)
             loss.backward()
             self.optimizer.step()
             tally.add(loss.item(), (logits.argmax(dim=1) == y_batch).sum().item(), len(x_batch))
             on_batch(tally.means())
-        return tally.means()
+        return mean_over_processes(tally.means()) if self.devices > 1 else tally.means()
 
+    # Held-out figures and predictions: every process computes them on the whole held-out set
+    # with its own copy of the model (the copies are equal), so nothing needs gathering.
     def evaluate(self, x, y, batch_size):
         loader = DataLoader(TensorDataset(*_tensors(x, y)),
                             batch_size=batch_size)
@@ -158,3 +174,25 @@ class Trainer:
             for i, (m, v) in enumerate(zip(layout.from_canonical(ENGINE, first),
                                            layout.from_canonical(ENGINE, second)))}
         self.optimizer.load_state_dict(saved)
+
+
+def _distributed(model, devices):
+    from customfit.parallel import process_group
+
+    process_group.check_world(devices)
+    # The first convolution's gradient comes out channels-last (the input is permuted from
+    # NHWC), its weight is not: DDP warns that it copies it into its bucket. It does, correctly.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    return torch.nn.parallel.DistributedDataParallel(model)
+
+
+def _shuffled_order(n, seed):
+    from customfit.parallel import process_group
+
+    return process_group.shuffled_order(n, seed)
+
+
+def mean_over_processes(means):
+    from customfit.parallel import process_group
+
+    return process_group.mean_over_processes(means)

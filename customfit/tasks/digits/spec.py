@@ -19,6 +19,7 @@ BARS_BY_MODEL = {"default": {"accuracy": 0.985}, "lecture": {"accuracy": 0.88}}
 HEADLINE, OPTIONS = classifier.HEADLINE, classifier.OPTIONS
 build_trainer = functools.partial(classifier.build_trainer, models=MODELS)
 produce, judge, write = classifier.produce, classifier.judge, classifier.write
+parity_inputs = classifier.parity_inputs
 
 
 def bars(settings):

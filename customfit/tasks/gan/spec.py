@@ -88,7 +88,15 @@ def bars(settings):
 
 def build_trainer(trainer_class, split, settings):
     return trainer_class(settings["model"], settings["latent"], settings["critic_steps"],
-                         settings["lr"], settings["seed"])
+                         settings["lr"], settings["seed"], devices=settings.get("devices", 1))
+
+
+def parity_inputs(split, settings):
+    """The batch and latents the report's parity probe gives every engine."""
+    rng = np.random.default_rng(0)
+    noise = {name: rng.standard_normal((16, settings["latent"])).astype(np.float32)
+             for name in ("dis", "gen")}
+    return (split.x_train[:16],), noise
 
 
 def after_epoch(trainer, settings, epoch, out):

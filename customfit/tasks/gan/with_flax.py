@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from customfit.devices import epoch_order
 from customfit.weights import optax_adam_paths
 from customfit.tasks.gan import layout
 
@@ -216,7 +217,7 @@ class Means:
 
 
 class Trainer:
-    def __init__(self, model, latent, critic_steps, lr, seed):
+    def __init__(self, model, latent, critic_steps, lr, seed, devices=1):
         self.model, self.latent, self.critic_steps = model, latent, critic_steps
         self.entries = layout.entries(model, latent)
         Gen, Dis = NETWORKS[model]
@@ -226,21 +227,35 @@ class Trainer:
         tx = adam(lr, layout.MODELS[model]["beta_1"])
         self.opt_gen = nnx.Optimizer(self.gen, tx, wrt=nnx.Param)
         self.opt_dis = nnx.Optimizer(self.dis, tx, wrt=nnx.Param)
+        # On several devices: networks and optimizers replicated over a mesh, each batch of real
+        # digits sharded along it; train_step is the same jitted function, whose batch norm and
+        # latents are the global batch's (customfit/parallel/mesh.py).
+        self.mesh = None if devices == 1 else _batch_mesh(devices)
+        self._replicate()
+
+    def _replicate(self):
+        if self.mesh is not None:  # new values arrive on one device: spread them again
+            self.mesh.replicate(self.gen, self.dis, self.opt_gen, self.opt_dis)
 
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
         order = np.random.default_rng(shuffle_seed).permutation(len(x))
+        if self.mesh is not None:
+            order = epoch_order(order, self.mesh.devices)
         # The epoch's latents come from Rngs seeded here: a resumed epoch draws the same.
         rngs = nnx.Rngs(noise=layout.noise_seed(shuffle_seed))
         self.gen.train()
         self.dis.train()
         tally = Means(("dis_loss", "gen_loss"))
-        for start in range(0, len(x), batch_size):
+        for start in range(0, len(order), batch_size):
             real = x[order[start:start + batch_size]]
+            n = len(real)
+            if self.mesh is not None:
+                real = self.mesh.shard(real)
             dis_losses, loss_g = train_step(self.gen, self.dis, self.opt_gen, self.opt_dis, rngs,
                                             real, self.critic_steps, self.latent)
             for loss_d in np.asarray(dis_losses):
-                tally.add("dis_loss", loss_d, len(real))
-            tally.add("gen_loss", loss_g, len(real))
+                tally.add("dis_loss", loss_d, n)
+            tally.add("gen_loss", loss_g, n)
             on_batch(tally.means())
         return tally.means()
 
@@ -283,6 +298,7 @@ class Trainer:
         for net in layout.NETWORKS:
             for variable, value in zip(self._variables(net), weights[net]):
                 variable[...] = jnp.asarray(value, jnp.float32)
+        self._replicate()
 
     def _paths(self, net):
         """Where each trainable entry sits in the network's state: (layer, attribute)."""
@@ -342,3 +358,10 @@ class Trainer:
                     old = flat[key].get_value()
                     flat[key].set_value(jnp.asarray(steps[net], dtype=old.dtype))
             nnx.update(optimizer, state)
+        self._replicate()
+
+
+def _batch_mesh(devices):
+    from customfit.parallel.mesh import BatchMesh
+
+    return BatchMesh(devices)

@@ -17,6 +17,7 @@ from keras import ops as K
 
 import customfit as cf
 from customfit import weights as classifier_weights
+from customfit.parallel.keras_fit import DataParallel, replica
 from customfit.tasks.gan import layout
 
 
@@ -138,7 +139,13 @@ class GAN(cf.Model):
             return K.mean(K.softplus(-self.dis(self.gen(z, training=training), training=training)))
 
     def latents(self, x):
-        return keras.random.normal((K.shape(x)[0], self.latent), seed=self.noise)
+        # On several devices each replica holds a share of the batch: it draws the global
+        # batch's latents, as one device would, and keeps its own rows.
+        index, replicas = replica()
+        z = keras.random.normal((K.shape(x)[0] * replicas, self.latent), seed=self.noise)
+        if replicas == 1:
+            return z
+        return K.take(K.reshape(z, (-1, replicas, self.latent)), index, axis=1)
 
     def dis_objective(self, x, training=True):
         return self.dis_loss(x, self.latents(x), training)
@@ -167,20 +174,24 @@ def _numpy(value):
 
 
 class Trainer:
-    def __init__(self, model, latent, critic_steps, lr, seed, gan_class=GAN):
+    def __init__(self, model, latent, critic_steps, lr, seed, gan_class=GAN, devices=1):
         self.engine = f"keras-{keras.backend.backend()}"
         self.model, self.latent = model, latent
         self.entries = layout.entries(model, latent)
+        # One device, or the backend's own data parallelism (customfit/parallel/keras_fit.py).
+        self.parallel = DataParallel(devices)
         keras.utils.set_random_seed(seed)
-        self.gan = gan_class(model, latent, critic_steps, seed)
 
         def adam():
             return keras.optimizers.Adam(lr, beta_1=layout.MODELS[model]["beta_1"],
                                          beta_2=layout.BETA_2, epsilon=layout.ADAM_EPSILON)
 
-        self.gan.compile(optimizer={"dis": adam(), "gen": adam()})
-        # Build the step (trackers, optimizer slots) now, so that load_state has them to fill.
-        self.gan._symbolic_build(data_batch=(np.zeros((1, *layout.IMAGE_SHAPE), "float32"),))
+        with self.parallel.scope():
+            self.gan = gan_class(model, latent, critic_steps, seed)
+            self.parallel.synchronize_batch_norm(self.gan)
+            self.gan.compile(optimizer={"dis": adam(), "gen": adam()})
+            # Build the step (trackers, optimizer slots) now, so that load_state can fill them.
+            self.gan._symbolic_build(data_batch=(np.zeros((1, *layout.IMAGE_SHAPE), "float32"),))
 
     def _reseed(self, seed):
         self.gan.noise.state.assign(np.array([seed, 0], dtype="uint32"))
@@ -188,11 +199,14 @@ class Trainer:
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
         # fit() would shuffle from Keras's global random state; a permutation from shuffle_seed
         # and latents reseeded from it make the epoch a function of the seed alone.
-        order = np.random.default_rng(shuffle_seed).permutation(len(x))
+        order = self.parallel.epoch_order(np.random.default_rng(shuffle_seed).permutation(len(x)))
         self._reseed(layout.noise_seed(shuffle_seed))
-        history = self.gan.fit(x[order], batch_size=batch_size, epochs=1, shuffle=False,
-                               verbose=0, callbacks=[_Progress(on_batch)])
-        return {k: float(v[-1]) for k, v in history.history.items()}
+        with self.parallel.scope():
+            history = self.gan.fit(x[order], batch_size=self.parallel.batch_size(batch_size),
+                                   epochs=1, shuffle=False, verbose=0,
+                                   callbacks=[_Progress(on_batch)])
+        return self.parallel.means_over_devices(
+            {k: float(v[-1]) for k, v in history.history.items()})
 
     def evaluate(self, x, batch_size):
         self._reseed(layout.EVAL_SEED)

@@ -156,23 +156,34 @@ class Means:
 
 
 class Trainer:
-    def __init__(self, model, latent, critic_steps, lr, seed):
+    def __init__(self, model, latent, critic_steps, lr, seed, devices=1):
         require_tensorflow_backend()
         self.model, self.latent, self.critic_steps = model, latent, critic_steps
         self.entries = layout.entries(model, latent)
+        # One device, or N replicas of a MirroredStrategy: networks and optimizers are made in
+        # its scope (mirrored variables), each batch is split over the replicas.
+        self.devices = devices
+        self.strategy = tf.distribute.get_strategy() if devices == 1 else _mirrored(devices)
         # Keras's initializers draw from the global seed: set it, and the weights follow `seed`.
         tf.keras.utils.set_random_seed(seed)
         Gen, Dis = NETWORKS[model]
-        self.gen, self.dis = Gen(latent, name="gen"), Dis(name="dis")
+        with self.strategy.scope():
+            self.gen, self.dis = Gen(latent, name="gen"), Dis(name="dis")
 
-        def adam():
-            return tf.keras.optimizers.Adam(lr, beta_1=layout.MODELS[model]["beta_1"],
-                                            beta_2=layout.BETA_2, epsilon=layout.ADAM_EPSILON)
+            def adam():
+                return tf.keras.optimizers.Adam(lr, beta_1=layout.MODELS[model]["beta_1"],
+                                                beta_2=layout.BETA_2, epsilon=layout.ADAM_EPSILON)
 
-        self.opt_gen, self.opt_dis = adam(), adam()
-        # Create the Adam moments now rather than at the first step, so load_state can fill them.
-        self.opt_gen.build(self.gen.trainable_variables)
-        self.opt_dis.build(self.dis.trainable_variables)
+            self.opt_gen, self.opt_dis = adam(), adam()
+            # The Adam moments now rather than at the first step, so load_state can fill them.
+            self.opt_gen.build(self.gen.trainable_variables)
+            self.opt_dis.build(self.dis.trainable_variables)
+        if devices > 1:
+            # Batch norm over the global batch, as on one device: Keras's synchronized batch
+            # norm all-reduces each replica's statistics.
+            _synchronize_batch_norm(self.gen, self.dis)
+        # Outside the strategy's scope: the latents of a global batch are drawn once, in the
+        # order one device draws them, and each replica takes its share (_distributed_step).
         self.noise = tf.random.Generator.from_seed(0)  # reseeded every epoch
 
     # reduce_retracing: the last, shorter batch reuses the trace instead of making a new one.
@@ -192,6 +203,40 @@ class Trainer:
         self.opt_gen.apply_gradients(zip(grads, self.gen.trainable_variables))
         return tf.stack(dis_losses), loss_g
 
+    # The same step on N replicas. The latents are drawn for the global batch first, as one
+    # device draws them; each replica takes its rows, and its losses (means over its share) are
+    # divided by the number of replicas, whose gradients the optimizers sum (as
+    # tf.nn.compute_average_loss scales per-example losses).
+    @tf.function(reduce_retracing=True)
+    def _distributed_step(self, real):
+        n = tf.add_n([tf.shape(share)[0] for share in self.strategy.experimental_local_results(real)])
+        draws = tf.stack([self._latents(n) for _ in range(self.critic_steps + 1)])
+
+        def replica_step(real, draws):
+            context = tf.distribute.get_replica_context()
+            replicas = context.num_replicas_in_sync
+            local = tf.shape(real)[0]
+            own = draws[:, context.replica_id_in_sync_group * local:][:, :local]
+            dis_losses = []
+            for i in range(self.critic_steps):
+                with tf.GradientTape() as tape:
+                    loss_d = dis_loss(self.gen, self.dis, real, own[i])
+                    scaled = loss_d / replicas
+                grads = tape.gradient(scaled, self.dis.trainable_variables)
+                self.opt_dis.apply_gradients(zip(grads, self.dis.trainable_variables))
+                dis_losses.append(loss_d)
+            with tf.GradientTape() as tape:
+                loss_g = gen_loss(self.gen, self.dis, own[-1])
+                scaled = loss_g / replicas
+            grads = tape.gradient(scaled, self.gen.trainable_variables)
+            self.opt_gen.apply_gradients(zip(grads, self.gen.trainable_variables))
+            return tf.stack(dis_losses), loss_g
+
+        dis_losses, loss_g = self.strategy.run(replica_step, args=(real, draws))
+        mean = tf.distribute.ReduceOp.MEAN  # equal shares: the mean of the replicas' means
+        return (self.strategy.reduce(mean, dis_losses, None),
+                self.strategy.reduce(mean, loss_g, None))
+
     @tf.function(reduce_retracing=True)
     def _eval_step(self, real):
         n = tf.shape(real)[0]
@@ -209,12 +254,18 @@ class Trainer:
         tf.random.set_seed(shuffle_seed)
         self.noise.reset_from_seed(layout.noise_seed(shuffle_seed))
         dataset = (tf.data.Dataset.from_tensor_slices(np.asarray(x, np.float32))
-                   .shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=False)
-                   .batch(batch_size))
+                   .shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=False))
+        if self.devices == 1:
+            batches, step = dataset.batch(batch_size), self._train_step
+        else:
+            # Every global batch splits evenly over the replicas (customfit/devices.py).
+            dataset = dataset.take(len(x) - len(x) % self.devices).batch(batch_size)
+            batches = self.strategy.experimental_distribute_dataset(dataset)
+            step = self._distributed_step
         tally = Means(("dis_loss", "gen_loss"))
-        for real in dataset:
-            n = int(real.shape[0])
-            dis_losses, loss_g = self._train_step(real)
+        for real in batches:
+            n = sum(int(share.shape[0]) for share in self.strategy.experimental_local_results(real))
+            dis_losses, loss_g = step(real)
             for loss_d in dis_losses.numpy():
                 tally.add("dis_loss", loss_d, n)
             tally.add("gen_loss", loss_g, n)
@@ -305,3 +356,15 @@ class Trainer:
             for variable, value in zip(momentums + velocities, moments[net][0] + moments[net][1]):
                 variable.assign(value)
             self._optimizers()[net].iterations.assign(steps[net])
+
+
+def _mirrored(devices):
+    from customfit.parallel import mirrored
+
+    return mirrored.strategy(devices)
+
+
+def _synchronize_batch_norm(*networks):
+    from customfit.parallel import mirrored
+
+    mirrored.synchronize_batch_norm(*networks)

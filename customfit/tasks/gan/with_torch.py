@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
 from customfit.tasks.gan import layout
 
@@ -178,12 +178,31 @@ class Means:
         return {k: self.sums[k] / self.counts[k] for k in self.sums if self.counts[k]}
 
 
+def _distributed(devices, *networks):
+    """The networks wrapped in DistributedDataParallel. Batch norm stays per process: torch's
+    SyncBatchNorm runs on GPUs only, and this engine runs on the CPU, so each process normalizes
+    with its own share's statistics (DDP's default). The running statistics are synced once, at
+    the start, not from rank 0 before every forward pass (forward_sync_buffers=False): then they
+    are each process's."""
+    from customfit.parallel import process_group
+
+    process_group.check_world(devices)
+    return [torch.nn.parallel.DistributedDataParallel(n, forward_sync_buffers=False)
+            for n in networks]
+
+
+def _shuffled_order(n, seed):
+    from customfit.parallel import process_group
+
+    return process_group.shuffled_order(n, seed)
+
+
 def _images(x):
     return torch.from_numpy(np.asarray(x, dtype=np.float32)).permute(0, 3, 1, 2).contiguous()
 
 
 class Trainer:
-    def __init__(self, model, latent, critic_steps, lr, seed):
+    def __init__(self, model, latent, critic_steps, lr, seed, devices=1):
         self.model, self.latent, self.critic_steps = model, latent, critic_steps
         self.entries = layout.entries(model, latent)
         settings = layout.MODELS[model]
@@ -192,6 +211,12 @@ class Trainer:
         self.gen, self.dis = Gen(latent), Dis()
         self.gen.apply(init_like_keras)
         self.dis.apply(init_like_keras)
+        # On several devices: one process each (customfit/parallel/process_group.py), both
+        # networks wrapped in DistributedDataParallel, which averages their gradients during
+        # backward(); the updates below call the wrappers (trained), the rest the networks.
+        self.devices = devices
+        self.trained_gen, self.trained_dis = ((self.gen, self.dis) if devices == 1
+                                              else _distributed(devices, self.gen, self.dis))
         betas = (settings["beta_1"], layout.BETA_2)
         self.opt_gen = torch.optim.Adam(self.gen.parameters(), lr=lr, betas=betas,
                                         eps=layout.ADAM_EPSILON)
@@ -201,29 +226,53 @@ class Trainer:
     def _noise(self, n, generator):
         return torch.randn(n, self.latent, generator=generator)
 
+    def _loader(self, images, batch_size, shuffle_seed):
+        dataset = TensorDataset(images)
+        if self.devices == 1:
+            return DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                              generator=torch.Generator().manual_seed(shuffle_seed))
+        # Each process takes its share of every global batch (DistributedSampler, drop_last),
+        # from the order one process would train in.
+        shuffled = Subset(dataset, _shuffled_order(len(dataset), shuffle_seed))
+        return DataLoader(shuffled, batch_size=batch_size // self.devices,
+                          sampler=DistributedSampler(shuffled, shuffle=False, drop_last=True))
+
+    def _latents(self, n, noise):
+        """n latents for this process's share of a batch: each process draws the global
+        batch's, as one process would, and keeps every devices-th row from its rank."""
+        if self.devices == 1:
+            return self._noise(n, noise)
+        from customfit.parallel import process_group
+
+        return self._noise(n * self.devices, noise)[process_group.rank()::self.devices]
+
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
-        loader = DataLoader(TensorDataset(_images(x)), batch_size=batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(shuffle_seed))
+        loader = self._loader(_images(x), batch_size, shuffle_seed)
         # The epoch's latents come from a generator seeded here: a resumed epoch draws the same.
         noise = torch.Generator().manual_seed(layout.noise_seed(shuffle_seed))
         self.gen.train()
         self.dis.train()
+        gen, dis = self.trained_gen, self.trained_dis
         tally = Means(("dis_loss", "gen_loss"))
         for (real,) in loader:
             n = len(real)
             for _ in range(self.critic_steps):
                 self.opt_dis.zero_grad()
-                loss_d = dis_loss(self.gen, self.dis, real, self._noise(n, noise))
+                loss_d = dis_loss(gen, dis, real, self._latents(n, noise))
                 loss_d.backward()
                 self.opt_dis.step()
                 tally.add("dis_loss", loss_d.item(), n)
             self.opt_gen.zero_grad()
-            loss_g = gen_loss(self.gen, self.dis, self._noise(n, noise))
+            loss_g = gen_loss(gen, dis, self._latents(n, noise))
             loss_g.backward()  # also fills the discriminator's .grad: its next zero_grad clears it
             self.opt_gen.step()
             tally.add("gen_loss", loss_g.item(), n)
             on_batch(tally.means())
-        return tally.means()
+        if self.devices == 1:
+            return tally.means()
+        from customfit.parallel import process_group
+
+        return process_group.mean_over_processes(tally.means())
 
     def evaluate(self, x, batch_size):
         noise = torch.Generator().manual_seed(layout.EVAL_SEED)

@@ -17,6 +17,7 @@ BARS = {"accuracy": 0.99}
 HEADLINE, OPTIONS = classifier.HEADLINE, classifier.OPTIONS
 build_trainer = functools.partial(classifier.build_trainer, models=MODELS)
 produce, judge, write = classifier.produce, classifier.judge, classifier.write
+parity_inputs = classifier.parity_inputs
 
 
 def bars(settings):

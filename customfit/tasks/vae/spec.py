@@ -116,6 +116,12 @@ def build_trainer(trainer_class, split, settings):
                          settings["lr"], settings["seed"])
 
 
+def parity_inputs(split, settings):
+    """The batch and reparameterisation noise the report's parity probe gives every engine."""
+    noise = np.random.default_rng(0).standard_normal((16, filled(settings)["latent"]))
+    return (split.x_train[:16],), noise.astype(np.float32)
+
+
 def effective_temperature(settings):
     """The temperature at which the model's loss is (a multiple of) the proper negative ELBO."""
     settings = filled(settings)

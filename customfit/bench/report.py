@@ -1,0 +1,61 @@
+"""bench.md from bench.json's record: every cell, then the ratios side by side."""
+
+KERAS = ("keras-tensorflow", "keras-torch", "keras-jax")
+NATIVE = ("tensorflow", "torch", "flax")
+
+
+def _number(value, digits=1):
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def markdown(result):
+    settings, machine = result["settings"], result["machine"]
+    load = ", ".join(f"{x:.1f}" for x in result.get("load_average", ()))
+    lines = [
+        f"Measured {result['date']} on {machine.get('cpu', '?')} ({machine.get('cpu_count', '?')} "
+        f"cores, load average {load} at the end), {machine.get('platform', '?')}.",
+        f"Each cell: {settings['warmup']} untimed pass(es), then the median of "
+        f"{settings['repeats']} timed passes of {settings['steps']} training steps "
+        "(train_epoch, as `customfit run` trains), one process per engine.",
+    ]
+    if result.get("threads"):
+        lines.append("Threads: " + ", ".join(f"{k}={v}" for k, v in result["threads"].items()) + ".")
+    for task, note in result.get("data", {}).items():
+        lines.append(f"{task} data: {note}.")
+    lines += ["", "| task | engine | batch | mode | steps/s | samples/s | reference (same process) "
+              "| its steps/s | ratio |", "| --- | --- | ---: | --- | ---: | ---: | --- | ---: | ---: |"]
+    for cell in result["cells"]:
+        head = f"| {cell['task']} | {cell['engine']} | {cell['batch_size']} | {cell['mode']}"
+        if "skipped" in cell or "error" in cell:
+            what = f"skipped: {cell['skipped']}" if "skipped" in cell else f"failed: {cell['error']}"
+            lines.append(f"{head} | - | - | {what} | | |")
+            continue
+        reference = cell.get("reference") or {}
+        lines.append(
+            f"{head}{' (default)' if cell['default_mode'] else ''} | "
+            f"{_number(cell['steps_per_second'])} | {_number(cell['samples_per_second'], 0)} | "
+            f"{reference.get('name', '')} | {_number(reference.get('steps_per_second'))} | "
+            f"{_number(cell.get('ratio'), 3)} |")
+    lines += ["", *ratios(result["cells"])]
+    versions = result.get("versions") or {}
+    if versions:
+        lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def ratios(cells):
+    """Steps/s over the reference's, in each engine's default mode, side by side."""
+    found = {(c["task"], c["batch_size"], c["engine"]): c.get("ratio") for c in cells
+             if c.get("default_mode") and "ratio" in c}
+    keys = sorted({(t, b) for t, b, _ in found}, key=lambda k: (k[0], k[1]))
+    if not keys:
+        return []
+    lines = ["Side by side, each engine in its default mode: steps/s over the reference's "
+             "(stock Keras compile(loss=...)/fit() on the same network and backend; for penalty, "
+             "the hand-written Keras train_step on torch).", "",
+             "| task | batch | " + " | ".join(f"{e} / reference" for e in KERAS + NATIVE) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in KERAS + NATIVE) + " |"]
+    for task, batch in keys:
+        row = [_number(found.get((task, batch, e)), 3) for e in KERAS + NATIVE]
+        lines.append(f"| {task} | {batch} | " + " | ".join(row) + " |")
+    return lines

@@ -1,0 +1,144 @@
+"""The parent side of `customfit bench`: checks the request, starts one worker process per engine
+(its Keras backend fixed), shows a line per finished cell, and writes bench.json and bench.md."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from customfit import registry, validate
+from customfit.bench import modes
+from customfit.bench.worker import PREFIX
+from customfit.errors import CustomfitError, UsageError
+
+TASKS = ("toy", "digits", "mnist", "penalty")
+DEFAULT_TASKS = ("digits", "mnist", "penalty")
+DEFAULT_BATCH_SIZES = (32, 128)
+STANDIN = "mnist-standin.npz"
+
+
+def mnist_data(given, out):
+    """(path, what it is) for the mnist cells: --data, else Keras's cached MNIST, else a stand-in
+    of MNIST's shape written under `out` (throughput does not depend on what the digits show)."""
+    from customfit.tasks.mnist import spec, standin
+
+    if given is not None:
+        return os.fspath(given), f"{given}"
+    path = spec.keras_cache_path()
+    if os.path.isfile(path):
+        return path, f"MNIST (Keras's {path})"
+    target = os.path.join(out, STANDIN)
+    standin.write(target, n_train=1200, n_test=100)
+    return target, ("stand-in of MNIST's shape: scikit-learn digits scaled to 28x28 "
+                    f"(no {path} on this machine)")
+
+
+def check(args):
+    for task in args.tasks:
+        validate.one_of("tasks", task, TASKS)
+    for engine in args.engines:
+        validate.one_of("engines", engine, registry.ENGINES)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError.expected("out", "a folder (or a path where one can be made)",
+                                  given=f"{args.out!r}, which is a file")
+    if args.data is not None and "mnist" not in args.tasks:
+        raise UsageError.expected("data", "no --data (it is mnist's, and --tasks has no mnist)",
+                                  given=repr(args.data))
+    if args.data is not None:
+        from customfit.tasks.mnist import spec
+
+        spec.read_data(args.data)  # a bad file is one line, before anything is written
+
+
+def run(args):
+    check(args)
+    tasks = list(dict.fromkeys(args.tasks))
+    engines = list(dict.fromkeys(args.engines))
+    batch_sizes = list(dict.fromkeys(args.batch_sizes))
+    data = {}
+    os.makedirs(args.out, exist_ok=True)
+    notes = {}
+    if "mnist" in tasks:
+        data["mnist"], notes["mnist"] = mnist_data(args.data, args.out)
+    settings = {"steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
+                "compiled": args.compiled, "tasks": tasks, "engines": engines,
+                "batch_sizes": batch_sizes}
+    total = len(tasks) * len(batch_sizes) * sum(len(modes.chosen(e, args.compiled)) for e in engines)
+    print(f"bench: {total} cells ({len(engines)} engines, each in its own process); "
+          f"{args.steps} steps x {args.repeats} timed repeats after {args.warmup} warm-up pass(es)",
+          flush=True)
+    started, cells = time.time(), []
+    for engine in engines:
+        cells += _engine(engine, tasks, batch_sizes, data, settings, len(cells), total)
+    from customfit.bench import report
+    from customfit.checkpoint import atomic_write
+    from customfit.engines.runner import _machine
+
+    result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": _machine(),
+              "load_average": os.getloadavg(), "seconds": time.time() - started,
+              "settings": settings, "data": notes,
+              "threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ}, "versions": _versions(), "cells": cells}
+    atomic_write(os.path.join(args.out, "bench.json"), json.dumps(result, indent=2) + "\n")
+    text = report.markdown(result)
+    atomic_write(os.path.join(args.out, "bench.md"), text)
+    print()
+    print(text, end="")
+    print(f"wrote {os.path.join(args.out, 'bench.json')} and {os.path.join(args.out, 'bench.md')}")
+    failed = [c for c in cells if "error" in c]
+    return 1 if failed else 0
+
+
+def _engine(engine, tasks, batch_sizes, data, settings, done, total):
+    request = {"engine": engine, "cells": [(t, b) for t in tasks for b in batch_sizes],
+               "modes": list(modes.chosen(engine, settings["compiled"])), "data": data,
+               **{k: settings[k] for k in ("steps", "repeats", "warmup")}}
+    env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine])
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cells = []
+    with tempfile.TemporaryDirectory(prefix="customfit-bench-") as tmp:
+        path = os.path.join(tmp, "request.json")
+        with open(path, "w") as f:
+            json.dump(request, f)
+        log = os.path.join(tmp, "stderr.log")
+        with open(log, "w") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "customfit.bench.worker", path],
+                                    stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+            for line in proc.stdout:
+                if line.startswith(PREFIX):
+                    cells.append(json.loads(line[len(PREFIX):]))
+                    print(f"[{done + len(cells)}/{total}] {progress_line(cells[-1])}", flush=True)
+            proc.wait()
+        if proc.returncode != 0:
+            with open(log) as f:
+                tail = [line.strip() for line in f.read().splitlines() if line.strip()]
+            raise CustomfitError(f"the {engine} bench process ended with status {proc.returncode}: "
+                                 + (tail[-1] if tail else "no message"))
+    return cells
+
+
+def progress_line(cell):
+    head = f"{cell['task']:<8} {cell['engine']:<17} batch {cell['batch_size']:<4} {cell['mode']:<28}"
+    if "skipped" in cell:
+        return f"{head} skipped: {cell['skipped']}"
+    if "error" in cell:
+        return f"{head} failed: {cell['error']}"
+    line = f"{head} {cell['steps_per_second']:9.1f} steps/s {cell['samples_per_second']:10.0f} samples/s"
+    if "ratio" in cell:
+        line += f"  x{cell['ratio']:.3f} of {cell['reference']['name']}"
+    return line
+
+
+def _versions():
+    from importlib import metadata
+
+    found = {}
+    for name in ("keras", "tensorflow-cpu", "tensorflow", "torch", "jax", "flax", "optax", "numpy"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found

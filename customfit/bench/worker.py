@@ -1,0 +1,144 @@
+"""One engine's bench cells, in a process of its own (its Keras backend fixed by the parent):
+
+    KERAS_BACKEND=... python -m customfit.bench.worker REQUEST.json
+
+For each (task, batch size): a fresh Trainer per mode, `warmup` untimed passes (tracing and
+compiling), then `repeats` timed passes of train_epoch over the same `steps` batches. Beside the
+engine's default mode, the reference (stock Keras fit() on this backend; for the penalty task the
+hand-written Keras step) is timed in the same process, pass for pass in turn with the engine, so
+that a load that comes and goes falls on both. Each finished cell is one line on stdout,
+`BENCH-CELL {json}`; the parent reads them as they come."""
+
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from customfit import registry
+from customfit.bench import modes as modes_module
+
+PREFIX = "BENCH-CELL "
+LR, SEED = 1e-3, 0
+_TORCH_BACKEND = ("torch", "keras-torch")
+
+
+def _noop(logs):
+    pass
+
+
+def _batches(arrays, steps, batch_size):
+    """The first steps * batch_size examples, cycled where the data holds fewer."""
+    index = np.arange(steps * batch_size) % len(arrays[0])
+    return tuple(a[index] for a in arrays)
+
+
+def _data(task, data_path, steps, batch_size):
+    if task == "penalty":
+        from customfit.bench.penalty import ring
+
+        return (ring(steps * batch_size),), None
+    spec = registry.spec(task)
+    split = spec.read_data(data_path) if task == "mnist" else spec.load()
+    return _batches(split.train, steps, batch_size), split
+
+
+def _trainers(task, engine, split):
+    """(make the engine's trainer, (reference name, make the reference) or None)."""
+    if task == "penalty":
+        from customfit.bench import penalty
+
+        make = {"torch": penalty.TorchTrainer, "keras-tensorflow": penalty.CfTrainer,
+                "keras-torch": penalty.CfTrainer, "keras-jax": penalty.CfTrainer}.get(engine)
+        if make is None:
+            raise NotImplementedError(f"the penalty workload has no {engine} version")
+        reference = (("hand-written Keras train_step", penalty.HandwrittenKerasTrainer)
+                     if engine in _TORCH_BACKEND else None)
+        return make, reference
+    spec = registry.spec(task)
+    layers = spec.MODELS[spec.DEFAULTS["model"]]
+    args = (layers, split.input_shape, split.num_classes, LR, SEED)
+    trainer_class = registry.trainer_class(task, engine)
+
+    def stock():
+        from customfit.bench.stock import StockTrainer
+
+        return StockTrainer(*args)
+
+    return (lambda: trainer_class(*args)), ("stock Keras fit()", stock)
+
+
+def _time(trainer, arrays, batch_size, shuffle_seed):
+    start = time.perf_counter()
+    trainer.train_epoch(*arrays, batch_size=batch_size, shuffle_seed=shuffle_seed, on_batch=_noop)
+    return time.perf_counter() - start
+
+
+def _summary(seconds, steps, batch_size):
+    median = statistics.median(seconds)
+    return {"seconds": seconds, "median_seconds": median, "steps_per_second": steps / median,
+            "samples_per_second": steps * batch_size / median}
+
+
+def run_cell(engine, task, batch_size, mode, arrays, make, reference, job):
+    steps, repeats, warmup = job["steps"], job["repeats"], job["warmup"]
+    trainer = make()
+    cell = {"task": task, "engine": engine, "batch_size": batch_size, "mode": mode,
+            "default_mode": mode == modes_module.DEFAULT[engine], "steps": steps,
+            "repeats": repeats, "warmup": warmup}
+    with modes_module.applied(engine, mode, trainer):
+        started = time.perf_counter()
+        for i in range(warmup):
+            _time(trainer, arrays, batch_size, 1000 + i)
+        cell["warmup_seconds"] = time.perf_counter() - started
+        other = None
+        if reference is not None and cell["default_mode"]:
+            other = reference[1]()
+            for i in range(warmup):
+                _time(other, arrays, batch_size, 1000 + i)
+        mine, theirs = [], []
+        for r in range(repeats):
+            mine.append(_time(trainer, arrays, batch_size, r))
+            if other is not None:
+                theirs.append(_time(other, arrays, batch_size, r))
+    cell.update(_summary(mine, steps, batch_size))
+    if other is not None:
+        cell["reference"] = {"name": reference[0], **_summary(theirs, steps, batch_size)}
+        cell["ratio"] = cell["steps_per_second"] / cell["reference"]["steps_per_second"]
+    return cell
+
+
+def main(request_path):
+    with open(request_path) as f:
+        job = json.load(f)
+    engine = job["engine"]
+    for task, batch_size in job["cells"]:
+        try:
+            arrays, split = _data(task, job["data"].get(task), job["steps"], batch_size)
+            make, reference = _trainers(task, engine, split)
+        except NotImplementedError as e:
+            for mode in job["modes"]:
+                _emit({"task": task, "engine": engine, "batch_size": batch_size, "mode": mode,
+                       "skipped": str(e)})
+            continue
+        for mode in job["modes"]:
+            try:
+                cell = run_cell(engine, task, batch_size, mode, arrays, make, reference, job)
+            except Exception as e:  # one cell's failure (a mode a step cannot take) is its row
+                traceback.print_exc(file=sys.stderr)
+                cell = {"task": task, "engine": engine, "batch_size": batch_size, "mode": mode,
+                        "error": f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"}
+            _emit(cell)
+    return 0
+
+
+def _emit(cell):
+    print(PREFIX + json.dumps(cell), flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main(sys.argv[1]))

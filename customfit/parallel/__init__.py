@@ -1,0 +1,2 @@
+"""The frameworks' own ways to spread training over several devices, one module per way (see
+customfit/devices.py for what every engine does alike)."""

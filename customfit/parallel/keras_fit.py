@@ -1,0 +1,115 @@
+"""Data parallelism for the keras-* engines: cf.Model's fit() on N devices, each backend through
+its framework's own machinery.
+
+  jax         keras.distribution.DataParallel: the batch sharded over a device mesh, the
+              variables replicated; one program for the global batch (batch-norm statistics
+              and random draws are global, as on one device)
+  tensorflow  tf.distribute.MirroredStrategy: the model and its optimizers made in the
+              strategy's scope, fit() splits each batch over the replicas; cf.Model's step
+              scales the loss for the sum of the replicas' gradients, as Keras's losses do
+  torch       the torch.distributed process group of customfit.parallel.process_group: each
+              process fits its share of every batch, and cf.Model's torch step all-reduces
+              the gradients before each optimizer applies them, as DistributedDataParallel does
+
+A Trainer builds and fits inside scope(), takes an epoch's samples from epoch_order() with
+batch_size(B) per call of fit(), and reports means_over_devices() of fit()'s figures.
+"""
+
+import contextlib
+
+import keras
+import numpy as np
+
+from customfit import devices as spreading
+
+
+class DataParallel:
+    def __init__(self, devices):
+        self.devices = devices
+        self.backend = keras.backend.backend()
+        self._scope = contextlib.nullcontext
+        if devices == 1:
+            return
+        if self.backend == "jax":
+            found = keras.distribution.list_devices()
+            if len(found) < devices:
+                raise RuntimeError(f"JAX has {len(found)} devices here; {devices} were asked for")
+            self._distribution = keras.distribution.DataParallel(devices=found[:devices])
+            self._scope = self._distribution.scope
+        elif self.backend == "tensorflow":
+            from customfit.parallel import mirrored
+
+            self._scope = mirrored.strategy(devices).scope
+        else:
+            from customfit.parallel import process_group
+
+            process_group.check_world(devices)
+            self._scope = _sharing
+
+    def scope(self):
+        """Where the model is built and fit() runs."""
+        return self._scope()
+
+    def epoch_order(self, order):
+        """The sample indices this process fits in an epoch, from the epoch's permutation."""
+        if self.devices == 1:
+            return order
+        if self.backend == "torch":
+            from customfit.parallel import process_group
+
+            return np.asarray(process_group.share(spreading.epoch_order(order, self.devices)))
+        return spreading.epoch_order(order, self.devices)
+
+    def batch_size(self, global_batch):
+        """fit()'s batch size here: the global batch, or this process's share of it."""
+        return global_batch // self.devices if self.backend == "torch" else global_batch
+
+    def synchronize_batch_norm(self, model):
+        """Batch norm over the global batch where the backend can: Keras's synchronized batch
+        norm under tf.distribute (under keras.distribution the program is the global batch's
+        already; Keras has no synchronized batch norm on torch: there, each process normalizes
+        with its own share's statistics, as DistributedDataParallel does without SyncBatchNorm)."""
+        if self.devices > 1 and self.backend == "tensorflow":
+            from customfit.parallel import mirrored
+
+            mirrored.synchronize_batch_norm(model)
+
+    def means_over_devices(self, logs):
+        if self.devices > 1 and self.backend == "torch":
+            from customfit.parallel import process_group
+
+            return process_group.mean_over_processes(logs)
+        return logs
+
+
+def replica():
+    """(index, count) of the replica running this code: (0, 1) on one device and under
+    keras.distribution (one program for the global batch); a tf.distribute replica's id and
+    count inside a MirroredStrategy step; a process's rank and world size in a torch group."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return 0, 1
+        return context.replica_id_in_sync_group, context.num_replicas_in_sync
+    if backend == "torch" and _shared:
+        from customfit.parallel import process_group
+
+        return process_group.rank(), process_group.world()
+    return 0, 1
+
+
+# Inside fit() on keras-torch: each process holds its share of every batch. Outside it
+# (evaluate, predict) every process computes on whole batches, as one device does.
+_shared = []
+
+
+@contextlib.contextmanager
+def _sharing():
+    _shared.append(True)
+    try:
+        yield
+    finally:
+        _shared.pop()

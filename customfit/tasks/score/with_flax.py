@@ -1,0 +1,284 @@
+"""Score models in JAX with Flax NNX: an nnx.Module, nnx.value_and_grad, optax's Adam through
+nnx.Optimizer(model, tx, wrt=nnx.Param), @nnx.jit steps. This is the lecture's exercise 9.
+
+The exact divergence is the lecture's: jax.jacfwd of the one-sample score (D,) -> (D,), vmapped
+over the batch, and its trace; the sliced (Hutchinson) estimate is a Jacobian-vector product,
+jax.jvp. Both sit inside the loss that nnx.value_and_grad differentiates with respect to the
+weights.
+
+Random numbers are JAX's own: an nnx.Rngs stream ("noise") handed to the training step, fresh
+from the epoch's seed at every epoch (so a resumed run needs no random state), and explicit
+jax.random keys, split at every step, for Langevin sampling (the lecture's code drew them from
+NumPy's global state). Batches come from a NumPy permutation: a JAX program has no reason to
+import TensorFlow.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from customfit.tasks.score import layout
+
+ENGINE = "flax"
+ACTIVATIONS = {"softplus": nnx.softplus, "silu": nnx.silu}
+
+
+class ScoreNet(nnx.Module):
+    """s(x) (the lecture's ScoreModel), or s(x, sigma) = net([x, log sigma]) / sigma (dsm; the
+    digits network scales x by 1 / sqrt(sigma^2 + sigma_data^2) first)."""
+
+    def __init__(self, network, rngs: nnx.Rngs):
+        width, hidden, out = layout.dims(network)
+        self.activation = ACTIVATIONS[layout.NETWORKS[network]["activation"]]
+        self.sigma_data = layout.NETWORKS[network]["sigma_data"]
+        layers = []
+        for units in hidden:
+            layers.append(nnx.Linear(width, units, rngs=rngs))
+            width = units
+        self.hidden = nnx.List(layers)
+        self.out = nnx.Linear(width, out, rngs=rngs)
+
+    def __call__(self, x, sigma=None):
+        if sigma is not None and self.sigma_data is not None:
+            x = x / jnp.sqrt(sigma ** 2 + self.sigma_data ** 2)
+        h = x if sigma is None else jnp.concatenate([x, jnp.log(sigma)], axis=-1)
+        for layer in self.hidden:
+            h = self.activation(layer(h))
+        h = self.out(h)
+        return h if sigma is None else h / sigma
+
+
+def score_matching(model, x, divergence, probe=None):
+    """The lecture's loss, mean |s|^2 + 2 div s, with its two parts."""
+    s = model(x)
+    if divergence == "exact":
+        one = lambda xi: model(xi[None])[0]                 # (D,) -> (D,)  # noqa: E731
+        jacobians = jax.vmap(jax.jacfwd(one))(x)            # (B, D, D)
+        div = jnp.trace(jacobians, axis1=1, axis2=2)
+    else:
+        _, jv = jax.jvp(model, (x,), (probe,))              # J v, sample by sample
+        div = jnp.sum(probe * jv, axis=1)
+    squared_norm = jnp.mean(jnp.sum(s ** 2, axis=1))
+    div = jnp.mean(div)
+    return {"loss": squared_norm + 2.0 * div, "squared_norm": squared_norm, "divergence": div}
+
+
+def denoising_score_matching(model, x, sigma, z):
+    """mean | sigma s(x + sigma z, sigma) + z |^2; sigma (B, 1), one noise level per sample."""
+    s = model(x + sigma * z, sigma)
+    return {"loss": jnp.mean(jnp.sum((sigma * s + z) ** 2, axis=1))}
+
+
+def figures(model, x, noise, sigmas, method, divergence):
+    if method == "dsm":
+        sigma = sigmas[noise["levels"]][:, None]
+        return denoising_score_matching(model, x, sigma, noise["z"])
+    return score_matching(model, x, divergence, noise.get("probe"))
+
+
+def draw(key, x, sigmas, method, divergence):
+    """The objective's random draws for batch x: {} (exact), a probe, or levels and noise."""
+    if method == "dsm":
+        levels_key, z_key = jax.random.split(key)
+        return {"levels": jax.random.randint(levels_key, (x.shape[0],), 0, sigmas.shape[0]),
+                "z": jax.random.normal(z_key, x.shape)}
+    if divergence == "hutchinson":
+        return {"probe": jax.random.rademacher(key, x.shape, dtype=jnp.float32)}
+    return {}
+
+
+@functools.partial(nnx.jit, static_argnames=("method", "divergence"))
+def train_step(model, optimizer, rngs, x, sigmas, method, divergence):
+    noise = draw(rngs.noise(), x, sigmas, method, divergence)
+
+    def loss_fn(model):
+        out = figures(model, x, noise, sigmas, method, divergence)
+        return out["loss"], out
+
+    (_, out), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    optimizer.update(model, grads)
+    return out
+
+
+@functools.partial(nnx.jit, static_argnames=("method", "divergence"))
+def eval_step(model, rngs, x, sigmas, method, divergence):
+    return figures(model, x, draw(rngs.noise(), x, sigmas, method, divergence), sigmas, method,
+                   divergence)
+
+
+@functools.partial(nnx.jit, static_argnames=("method", "divergence"))
+def loss_and_grads(model, x, noise, sigmas, method, divergence):
+    return nnx.value_and_grad(
+        lambda model: figures(model, x, noise, sigmas, method, divergence)["loss"])(model)
+
+
+@nnx.jit
+def langevin(model, x, key, eps, sigma, count):
+    """`count` Langevin steps of size eps from x, a fresh key split off at every step; sigma:
+    the noise level, or None for the lecture's unconditional model."""
+    def step(_, carry):
+        x, key = carry
+        key, xi_key = jax.random.split(key)
+        s = model(x) if sigma is None else model(x, jnp.full((x.shape[0], 1), sigma))
+        xi = jax.random.normal(xi_key, x.shape)
+        return x + eps * s + jnp.sqrt(2.0 * eps * layout.TEMPERATURE) * xi, key
+
+    return jax.lax.fori_loop(0, count, step, (x, key))
+
+
+@nnx.jit
+def langevin_step(model, x, xi, eps, sigma):
+    s = model(x) if sigma is None else model(x, jnp.full((x.shape[0], 1), sigma))
+    return x + eps * s + jnp.sqrt(2.0 * eps * layout.TEMPERATURE) * xi
+
+
+@nnx.jit
+def score(model, x, sigma):
+    return model(x) if sigma is None else model(x, jnp.full((x.shape[0], 1), sigma))
+
+
+class Trainer:
+    def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
+                 decay_steps=None):
+        layout.check(method, network, divergence, sigmas)
+        self.method, self.network, self.seed = method, network, seed
+        self.divergence = divergence if method == "lecture" else None
+        self.sigmas = None if sigmas is None else jnp.asarray(np.asarray(sigmas, np.float32))
+        self.data = layout.NETWORKS[network]["data"]
+        self.model = ScoreNet(network, rngs=nnx.Rngs(seed))
+        rate = optax.cosine_decay_schedule(lr, decay_steps) if decay_steps else lr
+        tx = optax.adam(rate, b1=layout.ADAM["beta_1"], b2=layout.ADAM["beta_2"],
+                        eps=layout.ADAM["epsilon"])
+        self.optimizer = nnx.Optimizer(self.model, tx, wrt=nnx.Param)
+
+    def _static(self):
+        return {"method": self.method, "divergence": self.divergence}
+
+    def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
+        order = np.random.default_rng(shuffle_seed).permutation(len(x))
+        rngs = nnx.Rngs(noise=shuffle_seed)
+        means = layout.RunningMeans(self.method)
+        for start in range(0, len(x), batch_size):
+            batch = x[order[start:start + batch_size]]
+            out = train_step(self.model, self.optimizer, rngs, batch, self.sigmas, **self._static())
+            means.add(out, len(batch))
+            on_batch(means.means())
+        return means.means()
+
+    def evaluate(self, x, batch_size):
+        rngs = nnx.Rngs(noise=self.seed)  # the same held-out draws at every call
+        means = layout.RunningMeans(self.method)
+        for start in range(0, len(x), batch_size):
+            batch = x[start:start + batch_size]
+            means.add(eval_step(self.model, rngs, batch, self.sigmas, **self._static()), len(batch))
+        return means.means()
+
+    # ---- the score and Langevin sampling
+
+    def _sigma(self, level):
+        return None if level is None else self.sigmas[level]
+
+    def score(self, x, level=None):
+        return np.asarray(score(self.model, jnp.asarray(x, jnp.float32), self._sigma(level)))
+
+    def langevin_step(self, x, noise, eps, level=None):
+        """One Langevin step from x with the given noise xi (the parity hook)."""
+        return np.asarray(langevin_step(self.model, jnp.asarray(x, jnp.float32),
+                                        jnp.asarray(noise, jnp.float32),
+                                        jnp.float32(eps), self._sigma(level)))
+
+    def denoise(self, x):
+        x = jnp.asarray(x, jnp.float32)
+        last = self.sigmas[-1]
+        return np.asarray(x + last ** 2 * score(self.model, x, last))
+
+    def sample(self, n, seed, steps, step_size, start_std, record=()):
+        """Langevin (lecture) or annealed Langevin and a last denoising step (dsm) from
+        N(0, start_std^2 I), every draw from jax.random.key(seed), split as it goes. Returns the
+        samples and the states after the steps numbered in `record` (frames, 1 = the first)."""
+        key, start_key = jax.random.split(jax.random.key(seed))
+        x = start_std * jax.random.normal(start_key, (n, self.data))
+        frames = []
+        sigmas = None if self.sigmas is None else np.asarray(self.sigmas)
+        plan = layout.langevin_plan(self.method, steps, step_size, sigmas)
+        for level, eps, count, keep in layout.segments(plan, record):
+            x, key = langevin(self.model, x, key, jnp.float32(eps), self._sigma(level), count)
+            if keep:
+                frames.append(np.asarray(x))
+        x = np.asarray(x)
+        if self.method == "dsm":
+            x = self.denoise(x)
+        return x, np.asarray(frames, np.float32).reshape(len(frames), n, self.data)
+
+    # ---- weights, the parity hook, state
+
+    def _paths(self):
+        """Each canonical weight's path in the model's state, in canonical order."""
+        layers = [("hidden", i) for i in range(len(self.model.hidden))] + [("out",)]
+        return [(*layer, kind) for layer in layers for kind in ("kernel", "bias")]
+
+    def _params(self):
+        flat = dict(nnx.to_flat_state(nnx.state(self.model, nnx.Param)))
+        return [flat[path] for path in self._paths()]
+
+    def get_weights(self):
+        return layout.copied([np.asarray(p.get_value()) for p in self._params()])
+
+    def set_weights(self, weights):
+        layout.check_weights(self.network, weights)
+        state = nnx.state(self.model, nnx.Param)
+        flat = dict(nnx.to_flat_state(state))
+        for path, value in zip(self._paths(), weights):
+            flat[path].set_value(jnp.asarray(value, jnp.float32))
+        nnx.update(self.model, state)
+
+    def objective_and_grads(self, batch, noise=None):
+        """The training objective and its gradients (canonical layout) on batch (x,), with the
+        objective's draws given: None (exact divergence), {"probe"} or {"levels", "z"}."""
+        (x,) = batch
+        given = {} if noise is None else {
+            k: jnp.asarray(v, jnp.int32 if k == "levels" else jnp.float32) for k, v in noise.items()}
+        loss, grads = loss_and_grads(self.model, jnp.asarray(x, jnp.float32), given, self.sigmas,
+                                     **self._static())
+        flat = dict(nnx.to_flat_state(grads))
+        return float(loss), layout.copied([np.asarray(flat[p].get_value()) for p in self._paths()])
+
+    def _adam_paths(self, flat):
+        """Where optax keeps each weight's moments and its step counts (the schedule keeps one
+        of its own), found by name, so that the chain's structure need not be assumed."""
+        def find(name, path):
+            found = [key for key in flat if key[-len(path) - 1:] == (name, *path)]
+            if len(found) != 1:
+                raise RuntimeError(f"no single optax entry {name} for {path}: {list(flat)}")
+            return found[0]
+
+        counts = [key for key in flat if key[-1] in ("count", "step")]
+        return ([find("mu", p) for p in self._paths()], [find("nu", p) for p in self._paths()],
+                counts)
+
+    def state(self):
+        flat = dict(nnx.to_flat_state(nnx.state(self.optimizer)))
+        mu, nu, counts = self._adam_paths(flat)
+        read = lambda keys: [np.asarray(flat[k].get_value()) for k in keys]  # noqa: E731
+        step = int(flat[("step",)].get_value())
+        arrays = layout.pack_state(self.get_weights(), read(mu), read(nu), step)
+        sigmas = None if self.sigmas is None else np.asarray(self.sigmas)
+        return arrays, layout.state_meta(ENGINE, self.method, self.network, self.divergence, sigmas)
+
+    def load_state(self, arrays, meta):
+        weights, first, second, step = layout.unpack_state(arrays, meta, self.network)
+        self.set_weights(weights)
+        state = nnx.state(self.optimizer)
+        flat = dict(nnx.to_flat_state(state))
+        mu, nu, counts = self._adam_paths(flat)
+        for keys, values in ((mu, first), (nu, second)):
+            for key, value in zip(keys, values):
+                flat[key].set_value(jnp.asarray(value))
+        # Adam's bias correction, the schedule and nnx.Optimizer each count steps.
+        for key in counts:
+            flat[key].set_value(jnp.asarray(step, dtype=flat[key].get_value().dtype))
+        nnx.update(self.optimizer, state)

@@ -1,0 +1,70 @@
+"""A cf.Model trains under each backend's own data parallelism (run with
+CUSTOMFIT_TEST_DEVICES=2, see conftest.py): tf.distribute.MirroredStrategy on tensorflow,
+keras.distribution.DataParallel on jax. Two replicas with the global batch split between them
+end where one device with the whole batch ends, from the same weights and data order."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import BACKEND, DEVICES, to_numpy
+from training import assert_same_state, fit, make
+
+# Summing two half-batch gradients instead of one whole-batch gradient changes float rounding
+# only; after 2 epochs (12 steps) the weights agree to this:
+ATOL = 2e-5
+
+
+def twice(kind, scope):
+    """The same model trained on one device and under `scope`, from the same initial weights."""
+    keras.utils.set_random_seed(1)
+    single, data = make(kind)
+    one = fit(single, data, epochs=2).history
+    with scope:
+        keras.utils.set_random_seed(1)
+        replicated, _ = make(kind)
+        many = fit(replicated, data, epochs=2).history
+    return single, replicated, one, many
+
+
+def assert_same_training(single, replicated, one, many):
+    assert_same_state(single, replicated, atol=ATOL)
+    assert list(one) == list(many)
+    for key in one:
+        np.testing.assert_allclose(many[key], one[key], rtol=1e-5, err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def strategy():
+    # One per process, as a program has: the runtime keeps collective ops' keys across
+    # strategies, and a second MirroredStrategy's collectives collide with the first's.
+    import tensorflow as tf
+
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    assert len(devices) == DEVICES == 2
+    return tf.distribute.MirroredStrategy(devices)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute is the tensorflow backend's")
+@pytest.mark.parametrize("kind", ["one", "two"])
+def test_mirrored_strategy_trains_like_one_device(kind, strategy):
+    single, replicated, one, many = twice(kind, strategy.scope())
+    assert replicated.distribute_strategy is strategy
+    # Every weight and optimizer slot is mirrored on both devices.
+    for v in replicated.weights + replicated.optimizer.variables:
+        assert len(strategy.experimental_local_results(v.value)) == 2, v.path
+    assert_same_training(single, replicated, one, many)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution runs on the jax backend")
+@pytest.mark.parametrize("kind", ["one", "two"])
+def test_data_parallel_trains_like_one_device(kind):
+    import jax
+
+    devices = jax.devices()
+    assert len(devices) == DEVICES == 2
+    distribution = keras.distribution.DataParallel(devices=devices)
+    single, replicated, one, many = twice(kind, distribution.scope())
+    # Every weight is replicated on both devices.
+    for v in replicated.weights:
+        assert v.value.sharding.device_set == set(devices), v.path
+    assert_same_training(single, replicated, one, many)

@@ -1,0 +1,186 @@
+"""`--devices N`: N devices train as one device does, on every engine, for the digits classifier
+and for the GAN (two optimizers); bad input is one line and exit status 2; a run on 2 devices
+reaches the digits bar on every engine (slow).
+
+The equality runs are in tests/workers/devices_worker.py, one process per engine (JAX's device
+count and TensorFlow's logical CPUs are fixed per process; the torch engines' N devices are N
+processes of their own). On this CPU the devices are the frameworks' own: 2 XLA host devices, 2
+TensorFlow logical CPUs, 2 gloo processes.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from customfit import cli, devices, registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "workers", "devices_worker.py")
+DEVICES = 2
+TASKS = ("digits", "gan")
+# How far N devices may end from one device: the largest difference in any array of the state
+# (weights, batch-norm statistics, Adam's moments and step), relative to that array's largest
+# magnitude. Measured 2026-11-30 (2 devices): digits (2 epochs, 8 steps) at most 1.6e-5 (flax);
+# the GAN (4 steps of 3 updates, whose gradients are differences of nearly equal terms) at
+# most 4.3e-3 (flax, an Adam moment of a bias). What breaks data parallelism lands far above:
+# gradients summed instead of averaged doubles Adam's first moments (1.0), the same latents on
+# every replica or unsynchronized batch norm gave 1.7 (keras-tensorflow, GAN).
+TOLERANCE = {"digits": 1e-4, "gan": 2e-2}
+HISTORY_TOLERANCE = 1e-4  # the epoch's mean losses and accuracy, relative
+# The slowest workers start first (two at a time on the 2 cores).
+SLOWEST_FIRST = ("keras-torch", "flax", "keras-jax", "torch", "keras-tensorflow", "tensorflow")
+
+
+def _run_worker(engine, folder):
+    job = {"engine": engine, "devices": DEVICES, "tasks": list(TASKS),
+           "output": str(folder / f"devices-{engine}.json")}
+    path = folder / f"job-{engine}.json"
+    path.write_text(json.dumps(job))
+    env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine], TF_CPP_MIN_LOG_LEVEL="2",
+               OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, WORKER, str(path)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        return {"failed": f"worker for {engine} exited {done.returncode}:\n{done.stderr[-4000:]}"}
+    with open(job["output"]) as f:
+        return json.load(f)
+
+
+def _selected_engines(session):
+    engines = {item.callspec.params["engine"] for item in session.items
+               if item.originalname == "test_n_devices_train_as_one_device"}
+    return [e for e in SLOWEST_FIRST if e in engines]
+
+
+@pytest.fixture(scope="module")
+def results(request, tmp_path_factory):
+    if devices.most() < DEVICES:
+        pytest.skip(f"this machine makes {devices.most()} device(s); the test needs {DEVICES}")
+    folder = tmp_path_factory.mktemp("devices")
+    pool = ThreadPoolExecutor(max_workers=2)
+    futures = {e: pool.submit(_run_worker, e, folder) for e in _selected_engines(request.session)}
+
+    def get(engine):
+        report = futures[engine].result()
+        if "failed" in report:
+            pytest.fail(report["failed"], pytrace=False)
+        return report
+
+    yield get
+    pool.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("engine", registry.ENGINES)
+def test_n_devices_train_as_one_device(results, engine, task):
+    """From the same weights, on the same samples in the same order, with the same global batch:
+    the state and history after training on 2 devices equal those on one device."""
+    report = results(engine)[task]
+    assert report["placement"] == [1, DEVICES], report["placement"]  # it did spread
+    assert report["state"]["relative"] <= TOLERANCE[task], report["state"]
+    assert report["history"]["relative"] <= HISTORY_TOLERANCE, report["history"]
+    # Training went far beyond the tolerance: a run that did nothing cannot pass.
+    assert report["moved"]["relative"] >= 10 * TOLERANCE[task], report["moved"]
+    if engine in devices.TORCH_ENGINES:
+        # The processes hold the same weights and optimizer state, bit for bit.
+        assert [b["max_abs"] for b in report["between_processes"]] == [0.0] * (DEVICES - 1)
+    # Batch norm on the torch engines normalizes each process's share with its own statistics
+    # (torch's SyncBatchNorm is GPU-only, Keras has none on torch): the GAN there is held to a
+    # one-device run that does the same, its running statistics left out.
+    per_share = engine in devices.TORCH_ENGINES and task == "gan"
+    assert report["reference"] == ("per share" if per_share else "one device")
+    assert report["compared"] == report["arrays"] - (6 if per_share else 0)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _main(capsys, *argv):
+    try:
+        status = cli.main(list(argv))
+    except SystemExit as e:  # argparse's own checks exit
+        status = e.code
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("run", "digits", "--engine", "torch", "--devices", "0"),
+     "customfit: error: --devices: expected an integer > 0; got '0'"),
+    (("run", "digits", "--engine", "flax", "--devices", "two"),
+     "customfit: error: --devices: expected an integer > 0; got 'two'"),
+    (("run", "digits", "--engine", "keras-jax", "--devices", str(devices.most() + 1)),
+     f"customfit: error: --devices: expected at most {devices.most()} on this machine "
+     f"({devices.cores()} CPU cores, one device each); got {devices.most() + 1}"),
+    (("run", "adversarial", "--engine", "torch", "--devices", "2"),
+     "customfit: error: --devices: expected 1 for task adversarial (tasks that train on several "
+     "devices: toy, digits, gan); got 2"),
+    (("run", "vae", "--engine", "keras-tensorflow", "--devices", "2"),
+     "customfit: error: --devices: expected 1 for task vae (tasks that train on several "
+     "devices: toy, digits, gan); got 2"),
+    (("run", "gan", "--engine", "tensorflow", "--devices", "2", "--batch-size", "63"),
+     "customfit: error: --batch-size: expected a multiple of --devices 2 (each device takes an "
+     "equal share of a batch); got 63"),
+])
+def test_bad_devices_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.setattr(devices, "cores", lambda: 2)  # the same message on any machine
+    out = tmp_path / "run"
+    status, err = _main(capsys, *argv, "--out", str(out))
+    assert (status, err) == (2, message + "\n")
+    assert not out.exists()
+
+
+def test_devices_must_match_the_processes_torchrun_started(capsys, tmp_path, monkeypatch):
+    for key, value in {"RANK": "0", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    status, err = _main(capsys, "run", "digits", "--engine", "torch", "--devices", "2",
+                        "--out", str(tmp_path / "run"))
+    assert (status, err) == (2, "customfit: error: --devices: expected 4, the number of "
+                                "processes torchrun started; got 2\n")
+
+
+# ---------------------------------------------------------------- a run through the command line
+
+
+def _cli_run(engine, out, *extra):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "customfit", "run", "digits", "--engine", engine,
+                           "--devices", str(DEVICES), "--quiet", "--out", str(out), *extra],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+
+
+def test_a_run_on_two_devices_writes_as_one_does(tmp_path):
+    """The command line on 2 devices of the torch engine: it starts 2 processes the torchrun way,
+    of which rank 0 alone writes what a run writes. (Every engine's command line runs on 2
+    devices in the slow test_two_devices_reach_the_digits_bar.)"""
+    engine, out = "torch", tmp_path / "run"
+    done = _cli_run(engine, out, "--epochs", "1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"digits on {engine}: model default, 1 epochs, batch 64, lr 0.001, seed 0, 2 devices" \
+        in done.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["devices"] == DEVICES
+    assert (out / "history.csv").read_text().count("\n") == 2  # a header and one epoch
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["checkpoint.safetensors", "curves.png", "history.csv", "metrics.json",
+         "probabilities.png"])
+
+
+# ---------------------------------------------------------------- the bar
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", registry.ENGINES)
+def test_two_devices_reach_the_digits_bar(tmp_path, engine):
+    """`customfit run digits --devices 2` (defaults: 30 epochs of global batch 64) reaches the
+    digits bar on every engine."""
+    out = tmp_path / "run"
+    done = _cli_run(engine, out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["devices"] == DEVICES and metrics["config"]["epochs"] == 30
+    assert metrics["accuracy"] >= registry.spec("digits").bars(metrics["config"])["accuracy"]
+    assert metrics["passed"] is True
