@@ -227,6 +227,8 @@ def _report(result):
         + (f", {cfg['devices']} devices" if cfg.get("devices", 1) > 1 else "")
         + (f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""),
         f"{judged}: {'passed' if result.passed else 'NOT passed'}",
+        *(f"  beside it, {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
+          for name, figures in result.references.items()),
         f"{result.seconds_per_epoch:.2f} s per epoch, {result.total_seconds:.1f} s in all",
         f"wrote {os.path.join(result.out_dir, '')}: "
         + ", ".join(os.path.basename(p) for p in result.paths.values()),

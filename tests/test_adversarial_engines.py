@@ -24,23 +24,20 @@ Tolerances, and why:
   (counted, at most MAX_TIED_PAIRS) are the only ones whose final x_adv may differ.
 """
 
-import json
 import math
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+
+from worker_jobs import run_worker, worker_path
 
 from customfit import registry, weights as layout
 from customfit.data import digits_split
 from customfit.tasks.adversarial import rules
 from customfit.tasks.classifier.architectures import DIGITS_DEFAULT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER = os.path.join(ROOT, "tests", "workers", "adversarial_worker.py")
+WORKER = worker_path("adversarial")
 LAYERS = DIGITS_DEFAULT
 PAIRS = 16
 STEPS = 5
@@ -241,20 +238,8 @@ def _selected_engines(session):
 
 def _run_worker(engine, folder):
     job = {"engine": engine, "inputs": str(folder / "inputs.npz"), "layers": LAYERS,
-           "steps": STEPS, "eps": EPS, "output": str(folder / f"result-{engine}")}
-    path = folder / f"job-{engine}.json"
-    path.write_text(json.dumps(job))
-    env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine], TF_CPP_MIN_LOG_LEVEL="2",
-               OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, WORKER, str(path)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        return {"failed": f"worker for {engine} exited {done.returncode}:\n{done.stderr[-4000:]}"}
-    with open(job["output"] + ".json") as f:
-        report = json.load(f)
-    with np.load(job["output"] + ".npz", allow_pickle=False) as saved:
-        report["arrays"] = {key: saved[key] for key in saved.files}
-    return report
+           "steps": STEPS, "eps": EPS}
+    return run_worker(WORKER, job, folder, registry.KERAS_BACKEND[engine], 300, one_thread=True)
 
 
 @pytest.fixture(scope="module")

@@ -7,22 +7,19 @@ backward pass (written here, sharing no code with any engine) gives. Each native
 resume from its state() exactly, and repeat itself exactly under the same seed.
 """
 
-import json
 import math
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
+from worker_jobs import run_worker, worker_path
+
 from customfit import registry, weights as layout
 from customfit.data import digits_split, toy_split
 from customfit.tasks.classifier.architectures import DIGITS_DEFAULT, DIGITS_LECTURE, TOY_MLP
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER = os.path.join(ROOT, "tests", "workers", "classifier_worker.py")
+WORKER = worker_path("classifier")
 NATIVE = ("tensorflow", "torch", "flax")
 RTOL = 1e-4  # float32 engines against float64 NumPy
 
@@ -172,22 +169,8 @@ def _selected_engines(session):
 
 
 def _run_worker(job, folder):
-    engine = job["engine"]
-    tag = engine.replace("@", "-at-")
-    job["output"] = str(folder / f"result-{tag}")
-    path = folder / f"job-{tag}.json"
     backend = job.pop("keras_backend")
-    path.write_text(json.dumps(job))
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, WORKER, str(path)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=420)
-    if done.returncode != 0:
-        return {"failed": f"worker for {engine} exited {done.returncode}:\n{done.stderr[-4000:]}"}
-    with open(job["output"] + ".json") as f:
-        report = json.load(f)
-    with np.load(job["output"] + ".npz", allow_pickle=False) as saved:
-        report["arrays"] = {key: saved[key] for key in saved.files}
-    return report
+    return run_worker(WORKER, job, folder, backend, 420)
 
 
 @pytest.fixture(scope="module")

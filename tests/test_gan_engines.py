@@ -10,22 +10,19 @@ forward pass's finite differences. Each engine must also resume from its state()
 itself under the same seed, and (keras-* engines) move only the network an update trains.
 """
 
-import json
 import math
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
+from worker_jobs import run_worker, worker_path
+
 from customfit import registry
 from customfit.data import digits_split
 from customfit.tasks.gan import layout
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKER = os.path.join(ROOT, "tests", "workers", "gan_worker.py")
+WORKER = worker_path("gan")
 KERAS = ("keras-tensorflow", "keras-torch", "keras-jax")
 RTOL = 1e-4  # float32 engines against float64 NumPy, and against each other
 LATENT = 10
@@ -184,21 +181,8 @@ def _selected_engines(session):
 
 
 def _run_worker(job, folder):
-    engine = job["engine"]
-    job["output"] = str(folder / f"result-{engine}")
-    path = folder / f"job-{engine}.json"
-    path.write_text(json.dumps(job))
-    env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine], TF_CPP_MIN_LOG_LEVEL="2",
-               OMP_NUM_THREADS="1")  # two workers share the two cores
-    done = subprocess.run([sys.executable, WORKER, str(path)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        return {"failed": f"worker for {engine} exited {done.returncode}:\n{done.stderr[-4000:]}"}
-    with open(job["output"] + ".json") as f:
-        report = json.load(f)
-    with np.load(job["output"] + ".npz", allow_pickle=False) as saved:
-        report["arrays"] = {key: saved[key] for key in saved.files}
-    return report
+    return run_worker(WORKER, job, folder, registry.KERAS_BACKEND[job["engine"]], 600,
+                      one_thread=True)
 
 
 @pytest.fixture(scope="module")

@@ -138,6 +138,11 @@ def test_a_short_run_writes_its_files_and_sane_figures(engine, short_runs):
     assert metrics["temperature"] == metrics["effective_temperature"] == 0.1
     assert metrics["latent"] == 8 and 0 <= metrics["active_latents"] <= 8
     assert "fd" in result["stdout"] and "confidence" in result["stdout"]
+    references = metrics["references"]
+    assert references["pixel Gaussian"]["fd"] == pytest.approx(7.3257, abs=1e-4)
+    assert references["real training digits"]["fd"] == pytest.approx(1.0705, abs=1e-4)
+    assert references["the lecture's VAE (keras-tensorflow, seed 0)"] == spec.LECTURE_FIGURES
+    assert "beside it, pixel Gaussian: fd 7.3257, confidence 0.8277" in result["stdout"]
 
 
 def test_the_lecture_model_runs_with_its_own_settings(short_runs):

@@ -31,6 +31,10 @@ A task's spec (customfit/tasks/<task>/spec.py) is a module holding:
     start_from(options, engine) -> None | (arrays, meta)   (optional)
                                  another run's checkpoint to start from instead of training
                                  (adversarial --from): its weights and its training settings
+    references(settings) -> dict name -> dict of floats   (optional)
+                                 the judge's figures for what to compare a run with (real data, a
+                                 simple baseline, the lecture's own model): printed beside the
+                                 run's figures and kept in metrics.json as "references"
 
 `settings` is the run's config: epochs, batch_size, lr, seed, model, data, and the task's options.
 """

@@ -41,6 +41,8 @@ class Result:
              {"energy_distance": ("<=", 0.02)}; passed: whether it did
     history: one dict per epoch (epoch, the engine's figures, their val_ twins, seconds)
     started_from: the run folder whose trained model this run started from (adversarial --from)
+    references: the judge's figures for what to compare with, name -> figures (generative tasks:
+             real digits, a pixel Gaussian, the lecture's model)
     paths:   what was written, name -> path (metrics, history, checkpoint, figures)
     """
 
@@ -56,6 +58,7 @@ class Result:
     seconds_per_epoch: float
     total_seconds: float
     resumed_from_epoch: int | None = None
+    references: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     started_from: str | None = None
 
@@ -369,6 +372,7 @@ def _train(plan, started):
     metrics = spec.judge(outputs, split, settings)
     bars = spec.bars(settings)
     passed = meets(metrics, bars)
+    references = spec.references(settings) if hasattr(spec, "references") else {}
 
     paths["curves"] = plots.curves(history, os.path.join(out, "curves.png"), title=title)
     paths.update(spec.write(outputs, trainer, split, history, out, title))
@@ -382,6 +386,7 @@ def _train(plan, started):
         "headline": spec.HEADLINE,
         **metrics,
         "bar": bars, "passed": passed,
+        "references": references,
         "config": config,
         "seconds_per_epoch": per_epoch,
         "seconds_per_epoch_note": "mean of epochs 2 onwards (the first includes tracing/compiling)",
@@ -401,6 +406,7 @@ def _train(plan, started):
         task=task, engine=engine, config=config, metrics=metrics, bars=bars, passed=passed,
         history=history, paths=paths, out_dir=out, seconds_per_epoch=per_epoch, total_seconds=total,
         resumed_from_epoch=resumed_from, versions=versions, started_from=started_from,
+        references=references,
     )
 
 

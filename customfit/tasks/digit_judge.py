@@ -15,15 +15,48 @@ the training pixels: the floor and a bar that any generative model should beat.
 """
 
 import functools
+import io
+import os
 
 import numpy as np
 
 HIDDEN = (128, 64)
+CACHE_VERSION = 1  # bump when the judge's recipe changes
 SAMPLES = 1000
 
 
-@functools.lru_cache(maxsize=1)
-def _judge_model():
+class _Judge:
+    """The fitted classifier as plain arrays: the forward pass is NumPy, so a cached judge gives
+    the numbers the freshly fitted one gives."""
+
+    def __init__(self, coefs, intercepts):
+        self.coefs, self.intercepts = coefs, intercepts
+
+    def features(self, x):
+        """The last hidden layer's activations (ReLU)."""
+        h = np.asarray(x, np.float64)
+        for w, b in zip(self.coefs[:-1], self.intercepts[:-1]):
+            h = np.maximum(h @ w + b, 0.0)
+        return h
+
+    def predict_proba(self, x):
+        logits = self.features(x) @ self.coefs[-1] + self.intercepts[-1]
+        logits = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def _cache_path():
+    """Fitting takes seconds in every process that judges; the weights are cached per scikit-learn
+    version (the fit is seeded, so a cache hit gives the same judge)."""
+    import sklearn
+
+    folder = os.environ.get("CUSTOMFIT_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "customfit")
+    return os.path.join(folder, f"digit_judge-{CACHE_VERSION}-sklearn{sklearn.__version__}.npz")
+
+
+def _fit():
     from sklearn.neural_network import MLPClassifier
 
     from customfit.data import digits_split
@@ -31,16 +64,45 @@ def _judge_model():
     split = digits_split()
     model = MLPClassifier(hidden_layer_sizes=HIDDEN, alpha=1e-3, max_iter=600, random_state=0)
     model.fit(split.x_train.reshape(len(split.x_train), -1), split.y_train)
+    return _Judge([np.asarray(w) for w in model.coefs_], [np.asarray(b) for b in model.intercepts_])
+
+
+def _load(path):
+    try:
+        with np.load(path) as f:
+            layers = len(HIDDEN) + 1
+            return _Judge([f[f"w{i}"] for i in range(layers)], [f[f"b{i}"] for i in range(layers)])
+    except (OSError, KeyError, ValueError):
+        return None  # absent or unreadable: fit again and rewrite it
+
+
+def _save(judge_, path):
+    from customfit.checkpoint import atomic_write
+
+    arrays = {f"w{i}": w for i, w in enumerate(judge_.coefs)}
+    arrays.update({f"b{i}": b for i, b in enumerate(judge_.intercepts)})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, buffer.getvalue())
+    except OSError:
+        pass  # a read-only home only costs the refit next time
+
+
+@functools.lru_cache(maxsize=1)
+def _judge_model():
+    from customfit.data import digits_split
+
+    path = _cache_path()
+    model = _load(path)
+    if model is None:
+        model = _fit()
+        _save(model, path)
+    split = digits_split()
     held_out = split.x_test.reshape(len(split.x_test), -1)
-    return model, _features(model, held_out), float(model.score(held_out, split.y_test))
-
-
-def _features(model, x):
-    """The last hidden layer's activations (ReLU), computed from the fitted weights."""
-    h = np.asarray(x, np.float64)
-    for w, b in zip(model.coefs_[:-1], model.intercepts_[:-1]):
-        h = np.maximum(h @ w + b, 0.0)
-    return h
+    accuracy = float((model.predict_proba(held_out).argmax(axis=1) == split.y_test).mean())
+    return model, model.features(held_out), accuracy
 
 
 def frechet_distance(a, b):
@@ -51,7 +113,7 @@ def frechet_distance(a, b):
     # ReLU units that never fire give a singular covariance; a tiny ridge keeps sqrtm stable.
     ridge = 1e-6 * np.eye(a.shape[1])
     cov_a, cov_b = np.cov(a, rowvar=False) + ridge, np.cov(b, rowvar=False) + ridge
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    root = linalg.sqrtm(cov_a @ cov_b)
     root = np.real(root)
     return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * root))
 
@@ -71,9 +133,9 @@ def judge(samples):
     histogram = np.bincount(proba.argmax(axis=1), minlength=10) / len(samples)
     nonzero = histogram[histogram > 0]
     return {
-        "fd": frechet_distance(_features(model, flat), held_out_features),
+        "fd": frechet_distance(model.features(flat), held_out_features),
         "confidence": float(proba.max(axis=1).mean()),
-        "coverage": float(-(nonzero * np.log(nonzero)).sum() / np.log(10)),
+        "coverage": float(-(nonzero * np.log(nonzero)).sum() / np.log(10)) + 0.0,  # no -0.0
     }
 
 
@@ -93,3 +155,11 @@ def references(n=SAMPLES, seed=0):
         "pixel_gaussian": judge(np.clip(gaussian, 0.0, 1.0).reshape(-1, 8, 8)),
         "judge_accuracy": _judge_model()[2],
     }
+
+
+def beside(lecture_name, lecture_figures):
+    """What a generative run's figures are printed beside: real training digits (the floor), the
+    pixel Gaussian (a bar any model should beat) and the lecture's own model, as measured."""
+    known = references()
+    return {"real training digits": known["real_training_digits"],
+            "pixel Gaussian": known["pixel_gaussian"], lecture_name: dict(lecture_figures)}

@@ -17,12 +17,13 @@ JOB.json:
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+
+from state_files import through_files  # noqa: E402
 
 from customfit import registry  # noqa: E402
 from customfit.data import digits_split, epoch_seed  # noqa: E402
@@ -100,14 +101,7 @@ def training(engine, job, arrays, report):
     taken = {key: value.copy() for key, value in state.items()}
     report["B"] += epochs(b, seed, [2])
     report["state_kept"] = all(np.array_equal(state[key], taken[key]) for key in taken)
-    with tempfile.TemporaryDirectory() as folder:  # a checkpoint's way: plain arrays and JSON
-        np.savez(os.path.join(folder, "state.npz"), **state)
-        with open(os.path.join(folder, "meta.json"), "w") as f:
-            json.dump(meta, f)
-        with np.load(os.path.join(folder, "state.npz"), allow_pickle=False) as saved:
-            state = {key: saved[key] for key in saved.files}
-        with open(os.path.join(folder, "meta.json")) as f:
-            meta = json.load(f)
+    state, meta = through_files(state, meta)  # as a checkpoint stores it
     c = new(seed)
     c.load_state(state, meta)
     report["C"] = epochs(c, seed, [2])

@@ -166,20 +166,7 @@ class Trainer:
                 for name in ("kernel", "bias")]
 
     def _adam_paths(self, flat):
-        """Where optax keeps the step count and each weight's moments in the optimizer's state,
-        found by name, so that the chain's structure (adam then a scale) need not be assumed."""
-        paths = self._param_paths()
-
-        def find(name, path):
-            found = [key for key in flat if key[-len(path) - 1:] == (name, *path)]
-            if len(found) != 1:
-                raise RuntimeError(f"no single optax entry {name} for {path}: {list(flat)}")
-            return found[0]
-
-        counts = [key for key in flat if key[-1] == "count"]
-        if len(counts) != 1:
-            raise RuntimeError(f"no single optax step count in {list(flat)}")
-        return ([find("mu", p) for p in paths], [find("nu", p) for p in paths], counts[0])
+        return layout.optax_adam_paths(flat, self._param_paths())
 
     def state(self):
         flat = dict(nnx.to_flat_state(nnx.state(self.optimizer)))

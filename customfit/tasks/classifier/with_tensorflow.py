@@ -4,23 +4,13 @@ This is the lecture's TensorFlow workflow: Keras only builds the layers; the tra
 written by hand, so any objective could stand where the cross-entropy is.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from customfit import weights as layout
+from customfit.engines.native_checks import require_tensorflow_backend
 from customfit.tasks.classifier.tally import Tally
 
 ENGINE = "tensorflow"
-
-
-def _require_tensorflow_backend():
-    # TF 2.21's tf.keras *is* Keras 3 and follows KERAS_BACKEND: under another backend its layers
-    # would hold JAX or torch tensors that GradientTape cannot see.
-    backend = tf.keras.backend.backend()
-    if backend != "tensorflow":
-        raise RuntimeError(
-            "the tensorflow engine needs KERAS_BACKEND=tensorflow (tf.keras follows it), "
-            f"but this process's Keras backend is {backend!r}; run it in its own process")
 
 
 def build_model(layers, input_shape):
@@ -52,7 +42,7 @@ def cross_entropy(labels, logits):
 
 class Trainer:
     def __init__(self, layers, input_shape, num_classes, lr, seed, devices=1):
-        _require_tensorflow_backend()
+        require_tensorflow_backend()
         self._shapes = layout.canonical_shapes(layers, input_shape, num_classes)
         # One device, or N replicas of a MirroredStrategy: the model and optimizer are made in
         # its scope (mirrored variables), and each batch is split over the replicas.

@@ -21,6 +21,7 @@ from flax import nnx
 
 from customfit.devices import epoch_order
 from customfit.tasks.gan import layout
+from customfit.weights import optax_adam_paths
 
 ENGINE = "flax"
 # Glorot-uniform kernels, as Keras starts (Flax's own default is LeCun-normal): every engine then
@@ -327,19 +328,7 @@ class Trainer:
         return {"gen": self.opt_gen, "dis": self.opt_dis}
 
     def _adam_paths(self, net, flat):
-        """Where optax keeps the step count and each weight's moments in the optimizer's state,
-        found by name, so that the chain's structure need not be assumed."""
-        def find(name, path):
-            found = [key for key in flat if key[-len(path) - 1:] == (name, *path)]
-            if len(found) != 1:
-                raise RuntimeError(f"no single optax entry {name} for {path}: {list(flat)}")
-            return found[0]
-
-        counts = [key for key in flat if key[-1] == "count"]
-        if len(counts) != 1:
-            raise RuntimeError(f"no single optax step count in {list(flat)}")
-        paths = self._paths(net)
-        return [find("mu", p) for p in paths], [find("nu", p) for p in paths], counts[0]
+        return optax_adam_paths(flat, self._paths(net))
 
     def state(self):
         moments, steps = {}, {}

@@ -14,20 +14,11 @@ import numpy as np
 import tensorflow as tf
 
 from customfit import weights as classifier_weights
+from customfit.engines.native_checks import require_tensorflow_backend
 from customfit.tasks.gan import layout
 
 ENGINE = "tensorflow"
 layers = tf.keras.layers
-
-
-def _require_tensorflow_backend():
-    # TF 2.21's tf.keras *is* Keras 3 and follows KERAS_BACKEND: under another backend its layers
-    # would hold JAX or torch tensors that GradientTape cannot see.
-    backend = tf.keras.backend.backend()
-    if backend != "tensorflow":
-        raise RuntimeError(
-            "the tensorflow engine needs KERAS_BACKEND=tensorflow (tf.keras follows it), "
-            f"but this process's Keras backend is {backend!r}; run it in its own process")
 
 
 def batch_norm(settings):
@@ -166,7 +157,7 @@ class Means:
 
 class Trainer:
     def __init__(self, model, latent, critic_steps, lr, seed, devices=1):
-        _require_tensorflow_backend()
+        require_tensorflow_backend()
         self.model, self.latent, self.critic_steps = model, latent, critic_steps
         self.entries = layout.entries(model, latent)
         # One device, or N replicas of a MirroredStrategy: networks and optimizers are made in

@@ -15,6 +15,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from customfit.weights import optax_adam_paths
 from customfit.tasks.vae import layout
 
 ENGINE = "flax"
@@ -247,20 +248,11 @@ class Trainer:
              for net, paths in self._paths().items()})
 
     def _adam_paths(self, flat):
-        """Where optax keeps the step count and each weight's moments in the optimizer's state,
-        found by name, so that the chain's structure need not be assumed."""
-        def find(name, path):
-            found = [key for key in flat if key[-len(path) - 1:] == (name, *path)]
-            if len(found) != 1:
-                raise RuntimeError(f"no single optax entry {name} for {path}: {list(flat)}")
-            return found[0]
-
-        counts = [key for key in flat if key[-1] == "count"]
-        if len(counts) != 1:
-            raise RuntimeError(f"no single optax step count in {list(flat)}")
         paths = self._paths()
-        return ({net: [find("mu", p) for p in paths[net]] for net in layout.NETS},
-                {net: [find("nu", p) for p in paths[net]] for net in layout.NETS}, counts[0])
+        found = {net: optax_adam_paths(flat, paths[net]) for net in layout.NETS}
+        count = found[layout.NETS[0]][2]  # one optimizer for both networks: one step count
+        return ({net: found[net][0] for net in layout.NETS},
+                {net: found[net][1] for net in layout.NETS}, count)
 
     def state(self):
         flat = dict(nnx.to_flat_state(nnx.state(self.optimizer)))

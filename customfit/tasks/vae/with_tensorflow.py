@@ -7,23 +7,13 @@ tf.random.Generator re-seeded at the start of each epoch, so that a resumed run 
 noise as an uninterrupted one.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from customfit import weights as keras_weights
+from customfit.engines.native_checks import require_tensorflow_backend
 from customfit.tasks.vae import layout
 
 ENGINE = "tensorflow"
-
-
-def _require_tensorflow_backend():
-    # TF 2.21's tf.keras *is* Keras 3 and follows KERAS_BACKEND: under another backend its layers
-    # would hold JAX or torch tensors that GradientTape cannot see.
-    backend = tf.keras.backend.backend()
-    if backend != "tensorflow":
-        raise RuntimeError(
-            "the tensorflow engine needs KERAS_BACKEND=tensorflow (tf.keras follows it), "
-            f"but this process's Keras backend is {backend!r}; run it in its own process")
 
 
 Dense = tf.keras.layers.Dense
@@ -117,7 +107,7 @@ def vae_figures(x, x_hat, mu, logvar, temperature, objective):
 
 class Trainer:
     def __init__(self, network, objective, latent, temperature, lr, seed):
-        _require_tensorflow_backend()
+        require_tensorflow_backend()
         layout.check(network, objective)
         self.network, self.objective, self.latent = network, objective, latent
         self.temperature, self.seed = float(temperature), seed
