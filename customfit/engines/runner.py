@@ -250,12 +250,15 @@ def needs_subprocess(engine):
 
 
 def run(task, engine, **config):
-    """Train `task` on `engine` and judge it; see the module's docstring. Returns a Result.
+    """Train `task` on `engine` and judge it; see the module's docstring. Returns a Result (None
+    in a process that torchrun started, other than rank 0).
 
     config: epochs, batch_size, lr, seed, model (defaults: the task's spec), out (default
     runs/<task>-<engine>), resume (continue from out/checkpoint.safetensors), data (an .npz path
-    or a tuple (x_train, y_train, x_test, y_test) to train on one's own data), verbose, and the
-    task's own options (`customfit list` shows them; e.g. method, eps, steps for adversarial)."""
+    or a tuple (x_train, y_train, x_test, y_test) to train on one's own data), verbose, devices
+    (train on N devices, each engine its framework's way; batch_size is then the global batch),
+    and the task's own options (`customfit list` shows them; e.g. method, eps, steps for
+    adversarial)."""
     started = time.perf_counter()
     plan = _plan(task, engine, config)
     devices = plan["settings"].get("devices", 1)
