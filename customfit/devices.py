@@ -19,8 +19,8 @@ from customfit import registry, validate
 from customfit.errors import UsageError
 
 # Task families whose Trainers take `devices`. The adversarial task attacks a trained model (one
-# optimisation per image pair, no weights trained); the vae family is not spread yet.
-FAMILIES = ("classifier", "gan")
+# optimisation per image pair, no weights trained).
+FAMILIES = ("classifier", "gan", "vae")
 TORCH_ENGINES = ("torch", "keras-torch")
 JAX_ENGINES = ("flax", "keras-jax")
 TENSORFLOW_ENGINES = ("tensorflow", "keras-tensorflow")

@@ -36,7 +36,9 @@ A task's spec (customfit/tasks/<task>/spec.py) is a module holding:
                                  simple baseline, the lecture's own model): printed beside the
                                  run's figures and kept in metrics.json as "references"
 
-`settings` is the run's config: epochs, batch_size, lr, seed, model, data, and the task's options.
+`settings` is the run's config: epochs, batch_size, lr, seed, model, data, and the task's options;
+with `--devices N` (N > 1) also devices, which the families in customfit.devices.FAMILIES hand
+their Trainers as `devices=N` (see customfit/devices.py for what that asks of a Trainer).
 """
 
 from typing import Callable, Protocol

@@ -298,11 +298,13 @@ def run(task, engine, **config):
             "keras-jax"; its framework must be installed (the extra `customfit[...]`).
         **config: epochs, batch_size, lr, seed, model (defaults: the task's); out (the folder,
             default `runs/<task>-<engine>`); resume (continue from out/checkpoint.safetensors);
-            data (an .npz path, or a tuple (x_train, y_train, x_test, y_test)); verbose; and
-            the task's own options (e.g. method, eps, steps for adversarial).
+            data (an .npz path, or a tuple (x_train, y_train, x_test, y_test)); verbose;
+            devices (train on N devices, each engine its framework's way; batch_size is then
+            the global batch); and the task's own options (e.g. method, eps, steps for
+            adversarial).
 
     Returns:
-        A `cf.Result`.
+        A `cf.Result` (None in a process that torchrun started, other than rank 0).
 
     Raises:
         customfit.errors.UsageError: a mistake in what was given (one line: what was expected,

@@ -82,6 +82,21 @@ class DataParallel:
         return logs
 
 
+def own_rows(draw, n):
+    """This replica's rows of a global batch's random draw, paired with its rows of the batch:
+    draw(rows) gives `rows` rows (from a SeedGenerator). On one device, draw(n); on R replicas
+    each draws the global batch's n R rows, as one device would, and keeps the rows of the
+    samples it holds: tf.distribute gives replica i the i-th block of n, a torch process the
+    rows i, i + R, ... (as DistributedSampler deals them)."""
+    index, replicas = replica()
+    if replicas == 1:
+        return draw(n)
+    whole = draw(n * replicas)
+    if keras.backend.backend() == "tensorflow":
+        return keras.ops.take(keras.ops.reshape(whole, (replicas, n, -1)), index, axis=0)
+    return keras.ops.take(keras.ops.reshape(whole, (n, replicas, -1)), index, axis=1)
+
+
 def replica():
     """(index, count) of the replica running this code: (0, 1) on one device and under
     keras.distribution (one program for the global batch); a tf.distribute replica's id and

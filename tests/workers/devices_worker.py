@@ -39,6 +39,7 @@ JOBS = {
     "digits": {"n": 256, "batch_size": 64, "epochs": 2, "lr": 1e-3, "model": "default"},
     "gan": {"n": 128, "batch_size": 32, "epochs": 1, "lr": 1e-3, "model": "default",
             "critic_steps": 2, "latent": 10},
+    "vae": {"n": 128, "batch_size": 32, "epochs": 2, "lr": 1e-3, "model": "default"},
 }
 
 
@@ -106,7 +107,7 @@ def placement(trainer, engine):
         from customfit.parallel import process_group
 
         return process_group.world()
-    network = next(getattr(trainer, name) for name in ("model", "gan", "gen")
+    network = next(getattr(trainer, name) for name in ("model", "gan", "gen", "encoder")
                    if not isinstance(getattr(trainer, name, ""), str))
     if engine == "flax":
         import jax

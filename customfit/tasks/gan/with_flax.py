@@ -20,8 +20,8 @@ import optax
 from flax import nnx
 
 from customfit.devices import epoch_order
-from customfit.weights import optax_adam_paths
 from customfit.tasks.gan import layout
+from customfit.weights import optax_adam_paths
 
 ENGINE = "flax"
 # Glorot-uniform kernels, as Keras starts (Flax's own default is LeCun-normal): every engine then

@@ -17,7 +17,7 @@ from keras import ops as K
 
 import customfit as cf
 from customfit import weights as classifier_weights
-from customfit.parallel.keras_fit import DataParallel, replica
+from customfit.parallel.keras_fit import DataParallel, own_rows
 from customfit.tasks.gan import layout
 
 
@@ -139,13 +139,10 @@ class GAN(cf.Model):
             return K.mean(K.softplus(-self.dis(self.gen(z, training=training), training=training)))
 
     def latents(self, x):
-        # On several devices each replica holds a share of the batch: it draws the global
-        # batch's latents, as one device would, and keeps its own rows.
-        index, replicas = replica()
-        z = keras.random.normal((K.shape(x)[0] * replicas, self.latent), seed=self.noise)
-        if replicas == 1:
-            return z
-        return K.take(K.reshape(z, (-1, replicas, self.latent)), index, axis=1)
+        # On several devices a replica holds a share of the batch, and takes its share of the
+        # global batch's latents.
+        return own_rows(lambda n: keras.random.normal((n, self.latent), seed=self.noise),
+                        K.shape(x)[0])
 
     def dis_objective(self, x, training=True):
         return self.dis_loss(x, self.latents(x), training)

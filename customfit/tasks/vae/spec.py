@@ -113,7 +113,7 @@ def build_trainer(trainer_class, split, settings):
     settings.update(filled(settings))
     network, objective = MODELS[settings["model"]]
     return trainer_class(network, objective, settings["latent"], settings["temperature"],
-                         settings["lr"], settings["seed"])
+                         settings["lr"], settings["seed"], devices=settings.get("devices", 1))
 
 
 def parity_inputs(split, settings):

@@ -15,8 +15,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from customfit.weights import optax_adam_paths
+from customfit.devices import epoch_order
 from customfit.tasks.vae import layout
+from customfit.weights import optax_adam_paths
 
 ENGINE = "flax"
 
@@ -162,7 +163,7 @@ def loss_and_grad_step(model, x, eps, temperature, objective):
 
 
 class Trainer:
-    def __init__(self, network, objective, latent, temperature, lr, seed):
+    def __init__(self, network, objective, latent, temperature, lr, seed, devices=1):
         layout.check(network, objective)
         self.network, self.objective, self.latent = network, objective, latent
         self.temperature, self.seed = float(temperature), seed
@@ -171,18 +172,32 @@ class Trainer:
         tx = optax.adam(lr, b1=layout.ADAM["beta_1"], b2=layout.ADAM["beta_2"],
                         eps=layout.ADAM["epsilon"])
         self.optimizer = nnx.Optimizer(self.model, tx, wrt=nnx.Param)
+        # On several devices: the weights and Adam's moments replicated over a mesh, each batch
+        # sharded along it; train_step is the same jitted function, whose noise is the global
+        # batch's (customfit/parallel/mesh.py).
+        self.mesh = None if devices == 1 else _batch_mesh(devices)
+        self._replicate()
+
+    def _replicate(self):
+        if self.mesh is not None:  # new values arrive on one device: spread them again
+            self.mesh.replicate(self.model, self.optimizer)
 
     def _static(self):
         return {"temperature": self.temperature, "objective": self.objective}
 
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
         order = np.random.default_rng(shuffle_seed).permutation(len(x))
+        if self.mesh is not None:
+            order = epoch_order(order, self.mesh.devices)
         rngs = nnx.Rngs(noise=shuffle_seed)
         means = layout.RunningMeans()
-        for start in range(0, len(x), batch_size):
+        for start in range(0, len(order), batch_size):
             batch = x[order[start:start + batch_size]]
+            n = len(batch)
+            if self.mesh is not None:
+                batch = self.mesh.shard(batch)
             figures = train_step(self.model, self.optimizer, rngs, batch, **self._static())
-            means.add(figures, len(batch))
+            means.add(figures, n)
             on_batch(means.means())
         return means.means()
 
@@ -235,6 +250,7 @@ class Trainer:
         for net, params in self._params().items():
             for param, value in zip(params, weights[net]):
                 param[...] = jnp.asarray(value)
+        self._replicate()
 
     def objective_and_grads(self, batch, noise=None):
         """The training objective and its gradients (canonical layout) on batch (x,) with the
@@ -279,3 +295,10 @@ class Trainer:
                 old = flat[key].get_value()
                 flat[key].set_value(jnp.asarray(step, dtype=old.dtype))
         nnx.update(self.optimizer, state)
+        self._replicate()
+
+
+def _batch_mesh(devices):
+    from customfit.parallel.mesh import BatchMesh
+
+    return BatchMesh(devices)

@@ -17,6 +17,7 @@ from keras import ops as K
 
 import customfit as cf
 from customfit import weights as keras_weights
+from customfit.parallel.keras_fit import DataParallel, own_rows
 from customfit.tasks.vae import layout
 
 
@@ -107,8 +108,9 @@ class VAE(cf.Model):
         """loss = kl + reconstruction (see layout's docstring), and the negative ELBO per image
         of the Gaussian decoder of variance T, constant included. The encoder runs once."""
         mu, logvar = self.encoder(x, training=training)
-        if eps is None:
-            eps = keras.random.normal(K.shape(mu), seed=self.noise)
+        if eps is None:  # on several devices, this replica's share of the global batch's
+            eps = own_rows(lambda n: keras.random.normal((n, self.latent), seed=self.noise),
+                           K.shape(mu)[0])
         x_hat = self.decoder(mu + eps * K.exp(0.5 * logvar), training=training)
         T = self.temperature
         kl_terms = 0.5 * (K.square(mu) + K.exp(logvar) - 1.0 - logvar)
@@ -141,18 +143,21 @@ def _in_order(figures):
 
 
 class Trainer:
-    def __init__(self, network, objective, latent, temperature, lr, seed):
+    def __init__(self, network, objective, latent, temperature, lr, seed, devices=1):
         layout.check(network, objective)
         self.engine = f"keras-{keras.backend.backend()}"
         self.network, self.objective, self.latent, self.seed = network, objective, latent, seed
         self._shapes = layout.canonical_shapes(network, latent)
+        # One device, or the backend's own data parallelism (customfit/parallel/keras_fit.py).
+        self.parallel = DataParallel(devices)
         keras.utils.set_random_seed(seed)
-        self.model = VAE(network, objective, latent, temperature, seed)
-        self.model.encoder(K.zeros((1, *layout.IMAGE)))  # build the weights now
-        self.model.decoder(K.zeros((1, latent)))
-        self.model.compile(optimizer=keras.optimizers.Adam(lr, **layout.ADAM))
-        # Build the step (trackers, optimizer slots) now, so that load_state has them to fill.
-        self.model._symbolic_build(data_batch=(np.zeros((1, *layout.IMAGE), "float32"),))
+        with self.parallel.scope():
+            self.model = VAE(network, objective, latent, temperature, seed)
+            self.model.encoder(K.zeros((1, *layout.IMAGE)))  # build the weights now
+            self.model.decoder(K.zeros((1, latent)))
+            self.model.compile(optimizer=keras.optimizers.Adam(lr, **layout.ADAM))
+            # Build the step (trackers, optimizer slots) now, so that load_state can fill them.
+            self.model._symbolic_build(data_batch=(np.zeros((1, *layout.IMAGE), "float32"),))
         self._variables = (self.model.encoder.trainable_variables
                            + self.model.decoder.trainable_variables)
         if [id(v) for v in self._variables] != [id(v) for v in self.model.trainable_variables]:
@@ -165,11 +170,14 @@ class Trainer:
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
         # fit() shuffles from Keras's global random state; the permutation from shuffle_seed
         # makes an epoch's batches a function of the seed alone, so a resumed run repeats them.
-        order = np.random.default_rng(shuffle_seed).permutation(len(x))
+        order = self.parallel.epoch_order(np.random.default_rng(shuffle_seed).permutation(len(x)))
         self._reseed(shuffle_seed)
-        history = self.model.fit(x[order], batch_size=batch_size, epochs=1, shuffle=False,
-                                 verbose=0, callbacks=[_Progress(on_batch)])
-        return _in_order({k: v[-1] for k, v in history.history.items()})
+        with self.parallel.scope():
+            history = self.model.fit(x[order], batch_size=self.parallel.batch_size(batch_size),
+                                     epochs=1, shuffle=False, verbose=0,
+                                     callbacks=[_Progress(on_batch)])
+        return _in_order(self.parallel.means_over_devices(
+            {k: v[-1] for k, v in history.history.items()}))
 
     def evaluate(self, x, batch_size):
         self._reseed(self.seed)  # the same held-out noise at every call

@@ -106,23 +106,30 @@ def vae_figures(x, x_hat, mu, logvar, temperature, objective):
 
 
 class Trainer:
-    def __init__(self, network, objective, latent, temperature, lr, seed):
+    def __init__(self, network, objective, latent, temperature, lr, seed, devices=1):
         require_tensorflow_backend()
         layout.check(network, objective)
         self.network, self.objective, self.latent = network, objective, latent
         self.temperature, self.seed = float(temperature), seed
         self._shapes = layout.canonical_shapes(network, latent)
+        # One device, or N replicas of a MirroredStrategy: the networks and optimizer are made
+        # in its scope (mirrored variables), each batch is split over the replicas.
+        self.devices = devices
+        self.strategy = tf.distribute.get_strategy() if devices == 1 else _mirrored(devices)
         # Keras's initializers draw from the global seed: set it, and the weights follow `seed`.
         tf.keras.utils.set_random_seed(seed)
-        self.encoder = (MLPEncoder if network == "mlp" else ConvEncoder)(latent)
-        self.decoder = (MLPDecoder if network == "mlp" else ConvDecoder)(latent)
-        self.encoder(tf.zeros((1, *layout.IMAGE)))  # build the weights now
-        self.decoder(tf.zeros((1, latent)))
-        self.variables = self.encoder.trainable_variables + self.decoder.trainable_variables
-        self.optimizer = tf.keras.optimizers.Adam(lr, **layout.ADAM)
-        # Create the Adam moments now rather than at the first step, so load_state can fill them.
-        self.optimizer.build(self.variables)
+        with self.strategy.scope():
+            self.encoder = (MLPEncoder if network == "mlp" else ConvEncoder)(latent)
+            self.decoder = (MLPDecoder if network == "mlp" else ConvDecoder)(latent)
+            self.encoder(tf.zeros((1, *layout.IMAGE)))  # build the weights now
+            self.decoder(tf.zeros((1, latent)))
+            self.variables = self.encoder.trainable_variables + self.decoder.trainable_variables
+            self.optimizer = tf.keras.optimizers.Adam(lr, **layout.ADAM)
+            # The Adam moments now rather than at the first step, so load_state can fill them.
+            self.optimizer.build(self.variables)
         # Re-seeded at the start of every epoch (and of every evaluation): no state to keep.
+        # Outside the strategy's scope: on several replicas a global batch's noise is drawn
+        # once, as one device draws it, and each replica takes its rows (_distributed_step).
         self.noise = tf.random.Generator.from_seed(seed)
 
     def _forward(self, x, eps=None):
@@ -141,6 +148,29 @@ class Trainer:
         self.optimizer.apply_gradients(zip(grads, self.variables))
         return figures
 
+    # The same step on N replicas: the noise drawn for the global batch first, each replica's
+    # loss (a mean over its share) divided by the number of replicas, whose gradients the
+    # optimizer sums (as tf.nn.compute_average_loss scales per-example losses).
+    @tf.function(reduce_retracing=True)
+    def _distributed_step(self, x):
+        n = tf.add_n([tf.shape(share)[0] for share in self.strategy.experimental_local_results(x)])
+        eps = self.noise.normal((n, self.latent))
+
+        def replica_step(x, eps):
+            context = tf.distribute.get_replica_context()
+            local = tf.shape(x)[0]
+            own = eps[context.replica_id_in_sync_group * local:][:local]
+            with tf.GradientTape() as tape:
+                figures = self._forward(x, own)
+                scaled = figures["loss"] / context.num_replicas_in_sync
+            grads = tape.gradient(scaled, self.variables)
+            self.optimizer.apply_gradients(zip(grads, self.variables))
+            return figures
+
+        figures = self.strategy.run(replica_step, args=(x, eps))
+        mean = tf.distribute.ReduceOp.MEAN  # equal shares: the mean of the replicas' means
+        return {k: self.strategy.reduce(mean, v, None) for k, v in figures.items()}
+
     @tf.function(reduce_retracing=True)
     def _eval_step(self, x):
         return self._forward(x)
@@ -151,12 +181,20 @@ class Trainer:
         # global seed, and pinning that with tf.random.set_seed costs about a second per epoch:
         # it drops TF's cached functions.)
         order = tf.random.experimental.stateless_shuffle(tf.range(len(x)), seed=[shuffle_seed, 0])
+        if self.devices > 1:  # every global batch splits evenly over the replicas
+            order = order[:len(x) - len(x) % self.devices]
         dataset = tf.data.Dataset.from_tensor_slices(tf.gather(x, order)).batch(batch_size)
         self.noise.reset_from_seed(shuffle_seed)
+        if self.devices == 1:
+            batches, step = dataset, self._train_step
+        else:
+            batches = self.strategy.experimental_distribute_dataset(dataset)
+            step = self._distributed_step
         means = layout.RunningMeans()
-        for x_batch in dataset:
-            figures = self._train_step(x_batch)
-            means.add({k: v.numpy() for k, v in figures.items()}, x_batch.shape[0])
+        for x_batch in batches:
+            figures = step(x_batch)
+            n = sum(int(s.shape[0]) for s in self.strategy.experimental_local_results(x_batch))
+            means.add({k: v.numpy() for k, v in figures.items()}, n)
             on_batch(means.means())
         return means.means()
 
@@ -225,3 +263,9 @@ class Trainer:
             for variable, value in zip(variables, values["encoder"] + values["decoder"]):
                 variable.assign(value)
         self.optimizer.iterations.assign(step)
+
+
+def _mirrored(devices):
+    from customfit.parallel import mirrored
+
+    return mirrored.strategy(devices)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
 from customfit.tasks.vae import layout
 
@@ -130,7 +130,7 @@ def loss_function(x, x_hat, mu, logvar, temperature, objective):
 
 
 class Trainer:
-    def __init__(self, network, objective, latent, temperature, lr, seed):
+    def __init__(self, network, objective, latent, temperature, lr, seed, devices=1):
         layout.check(network, objective)
         self.network, self.objective, self.latent = network, objective, latent
         self.temperature, self.seed = float(temperature), seed
@@ -138,6 +138,10 @@ class Trainer:
         # nn.Linear and the convolutions initialise themselves from torch's global generator.
         torch.manual_seed(seed)
         self.model = VAE(network, latent)
+        # On several devices: one process each (customfit/parallel/process_group.py), the model
+        # wrapped in DistributedDataParallel, which averages the gradients during backward().
+        self.devices = devices
+        self.trained = self.model if devices == 1 else _distributed(self.model, devices)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr,
                                           betas=(layout.ADAM["beta_1"], layout.ADAM["beta_2"]),
                                           eps=layout.ADAM["epsilon"])
@@ -145,21 +149,44 @@ class Trainer:
     def _figures(self, x, x_hat, mu, logvar):
         return loss_function(x, x_hat, mu, logvar, self.temperature, self.objective)
 
+    def _loader(self, dataset, batch_size, shuffle_seed):
+        if self.devices == 1:
+            return DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                              generator=torch.Generator().manual_seed(shuffle_seed))
+        # Each process takes its share of every global batch (DistributedSampler, drop_last),
+        # from the order one process would train in.
+        shuffled = Subset(dataset, _shuffled_order(len(dataset), shuffle_seed))
+        return DataLoader(shuffled, batch_size=batch_size // self.devices,
+                          sampler=DistributedSampler(shuffled, shuffle=False, drop_last=True))
+
+    def _noise(self, n, generator):
+        """The reparameterisation noise of n images: on several processes each draws the
+        global batch's, as one process would, and keeps every devices-th row from its rank."""
+        if self.devices == 1:
+            return torch.randn((n, self.latent), generator=generator)
+        from customfit.parallel import process_group
+
+        draws = torch.randn((n * self.devices, self.latent), generator=generator)
+        return draws[process_group.rank()::self.devices]
+
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
-        loader = DataLoader(TensorDataset(_tensor(x)), batch_size=batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(shuffle_seed))
+        loader = self._loader(TensorDataset(_tensor(x)), batch_size, shuffle_seed)
         noise = torch.Generator().manual_seed(shuffle_seed)
         self.model.train()
         means = layout.RunningMeans()
         for (x_batch,) in loader:
             self.optimizer.zero_grad()
-            x_hat, mu, logvar = self.model(x_batch, generator=noise)
+            x_hat, mu, logvar = self.trained(x_batch, eps=self._noise(len(x_batch), noise))
             figures = self._figures(x_batch, x_hat, mu, logvar)
             figures["loss"].backward()
             self.optimizer.step()
             means.add({k: v.item() for k, v in figures.items()}, len(x_batch))
             on_batch(means.means())
-        return means.means()
+        if self.devices == 1:
+            return means.means()
+        from customfit.parallel import process_group
+
+        return process_group.mean_over_processes(means.means())
 
     def evaluate(self, x, batch_size):
         # The held-out figures draw their noise from the run's seed, the same at every call.
@@ -251,3 +278,16 @@ class Trainer:
                 "exp_avg_sq": torch.from_numpy(layout.torch_from_canonical(v))}
             for i, (m, v) in enumerate(ordered)}
         self.optimizer.load_state_dict(saved)
+
+
+def _distributed(model, devices):
+    from customfit.parallel import process_group
+
+    process_group.check_world(devices)
+    return torch.nn.parallel.DistributedDataParallel(model)
+
+
+def _shuffled_order(n, seed):
+    from customfit.parallel import process_group
+
+    return process_group.shuffled_order(n, seed)
