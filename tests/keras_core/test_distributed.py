@@ -6,7 +6,7 @@ end where one device with the whole batch ends, from the same weights and data o
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, DEVICES, to_numpy
+from conftest import BACKEND, DEVICES
 from training import assert_same_state, fit, make
 
 # Summing two half-batch gradients instead of one whole-batch gradient changes float rounding
