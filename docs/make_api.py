@@ -31,6 +31,12 @@ it is current and that every public name has its arguments, what it returns and 
 """
 
 
+def _keras_model():
+    import keras
+
+    return keras.Model
+
+
 def public_names():
     """(title, object) for every public name, in the order the page shows them."""
     names = []
@@ -46,8 +52,11 @@ def public_names():
             continue
         names.append((f"cf.{name}", value))
         if name == "Model":
+            # Keras's own hooks that cf.Model overrides (saving's build and compile configs)
+            # are Keras's API, documented there; compile() is shown for what it changes.
+            keras_hooks = set(dir(_keras_model())) - {"compile"}
             for method, function in vars(value).items():
-                if not method.startswith("_") and callable(function):
+                if not method.startswith("_") and callable(function) and method not in keras_hooks:
                     names.append((f"cf.Model.{method}", function))
     return names
 
