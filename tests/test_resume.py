@@ -49,7 +49,7 @@ class NumpyTrainer:
     crash_in_epoch = None  # set to an epoch number to raise inside that epoch's training pass
     epochs_started = 0
 
-    def __init__(self, layers, input_shape, num_classes, lr, seed):
+    def __init__(self, layers, input_shape, num_classes, lr, seed, devices=1):
         d = int(np.prod(input_shape))
         rng = np.random.default_rng(seed)
         self.w = [rng.normal(scale=0.1, size=(d, num_classes)), np.zeros(num_classes)]
