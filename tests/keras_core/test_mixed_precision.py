@@ -1,0 +1,271 @@
+"""cf.Model under Keras's mixed precision policies (mixed_float16, mixed_bfloat16): the loss is
+scaled before differentiation and the gradients unscaled before each update, as Keras's own train
+steps do; each member of an optimizer group has a loss scale of its own; a step whose gradients
+overflow is skipped, counted, and training goes on."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+from keras import ops as K
+
+import customfit as cf
+
+RNG = np.random.default_rng(11)
+X = RNG.normal(size=(64, 3)).astype("float32")
+Y = np.sin(X.sum(axis=1, keepdims=True)).astype("float32")
+RING = (2.0 * np.stack([np.cos(a := RNG.uniform(0, 2 * np.pi, 64)), np.sin(a)], 1)).astype("float32")
+
+# One SGD step under a mixed policy against the float32 step from the same weights: the largest
+# difference between the two weight updates, relative to the largest float32 update. The
+# forward and backward passes round every activation and gradient to the compute dtype (unit
+# roundoff 2**-11 = 4.9e-4 for float16, 2**-8 = 3.9e-3 for bfloat16) and these errors add up over
+# the few layers and the sums of a batch; a gradient the LossScaleOptimizer unscaled twice, or
+# never scaled, is off by a factor of 2**15.
+STEP_TOLERANCE = {"mixed_float16": 1e-2, "mixed_bfloat16": 5e-2}
+
+
+@pytest.fixture
+def policy(request):
+    keras.config.set_dtype_policy(request.param)
+    yield request.param
+    keras.config.set_dtype_policy("float32")
+
+
+def f32(x):
+    # TensorFlow's operators do not promote float16 to float32 as keras.ops do.
+    return K.cast(x, "float32")
+
+
+class Regressor(cf.Model):
+    def __init__(self, factor=1.0):
+        super().__init__()
+        self.factor = factor
+        self.hidden = keras.layers.Dense(16, activation="tanh")
+        self.out = keras.layers.Dense(1)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+    def objective(self, data, training=True):
+        x, y = data
+        return {"loss": self.factor * K.mean((f32(self(x)) - y) ** 2)}
+
+
+class Parts(cf.Model):
+    """Two sub-models, each trained by its own optimizer on an objective using both."""
+
+    def __init__(self, factor_a=1.0):
+        super().__init__()
+        self.factor_a = factor_a
+        self.a = keras.Sequential([keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+        self.b = keras.Sequential([keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+
+    def objective_a(self, data, training=True):
+        x, y = data
+        return self.factor_a * K.mean((f32(self.a(x) + self.b(x)) - y) ** 2)
+
+    def objective_b(self, data, training=True):
+        x, y = data
+        return K.mean((f32(self.a(x) - self.b(x)) - y) ** 2)
+
+    def updates(self):
+        return [cf.Update("a", self.objective_a, self.a, repeat=2), cf.Update("b", self.objective_b, self.b)]
+
+
+class PenalisedCritic(cf.Model):
+    """A WGAN-GP critic's objective: the outer gradient goes through an inner one."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = keras.Sequential([keras.layers.Dense(16, activation="softplus"), keras.layers.Dense(1)])
+
+    def score(self, x):
+        return f32(K.squeeze(self.net(x), -1))
+
+    def objective(self, real, training=True):
+        # Fakes without random draws, so that a step retaken after an overflow sees the same.
+        fake = 0.3 * K.flip(real, axis=0)
+        slopes = cf.ops.grad(lambda v: K.sum(self.score(v)))(0.5 * (real + fake))
+        norms = K.sqrt(K.sum(slopes**2, axis=1) + 1e-12)
+        return K.mean(self.score(fake)) - K.mean(self.score(real)) + 10.0 * K.mean((norms - 1.0) ** 2)
+
+
+class Score(cf.Model):
+    """Score matching, E[|s|^2 + 2 div s]: the outer gradient goes through a divergence."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = keras.Sequential([keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(2)])
+
+    def objective(self, x, training=True):
+        div = cf.ops.divergence(lambda v: f32(self.net(v)), x, method="exact")
+        return K.mean(K.sum(f32(self.net(x)) ** 2, axis=1) + 2.0 * div)
+
+
+CASES = {
+    "one": (lambda: Regressor(), lambda: keras.optimizers.SGD(0.1), (X, Y)),
+    "several": (lambda: Parts(), lambda: {"a": keras.optimizers.SGD(0.1), "b": keras.optimizers.SGD(0.05)}, (X, Y)),
+    "penalty": (lambda: PenalisedCritic(), lambda: keras.optimizers.SGD(0.05), (RING,)),
+    "divergence": (lambda: Score(), lambda: keras.optimizers.SGD(0.05), (X[:, :2],)),
+}
+
+
+class Weights(keras.callbacks.Callback):
+    """Trainable weights before training and after each batch, with the loss scales then."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen, self.scales, self.counters = [], [], []
+
+    def snapshot(self):
+        self.seen.append([np.array(to_numpy(v.value)) for v in self.model.trainable_variables])
+        scaled = [o for o in optimizers(self.model) if isinstance(o, keras.optimizers.LossScaleOptimizer)]
+        self.scales.append([float(to_numpy(o.dynamic_scale.value)) for o in scaled])
+        self.counters.append([int(to_numpy(o.step_counter.value)) for o in scaled])
+
+    def on_train_begin(self, logs=None):
+        self.snapshot()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.snapshot()
+
+
+def optimizers(model):
+    return list(model.optimizer.members.values()) if hasattr(model.optimizer, "members") else [model.optimizer]
+
+
+def one_step(case, policy_name):
+    """The first step taken on one whole batch: (model, weights seen, logs, steps skipped before).
+    A step whose float16 gradients overflow at the initial loss scale is skipped, its weights
+    unchanged, and the batch is fed again at half the scale, as Keras does."""
+    keras.config.set_dtype_policy(policy_name)
+    keras.utils.set_random_seed(3)
+    make_model, make_optimizer, data = CASES[case]
+    model = make_model()
+    model.compile(optimizer=make_optimizer())
+    seen = Weights()
+    for skips in range(8):
+        history = model.fit(*data, batch_size=len(data[0]), epochs=1, shuffle=False, verbose=0, callbacks=[seen])
+        if any(not np.array_equal(a, b) for a, b in zip(seen.seen[0], seen.seen[-1])):
+            return model, seen, history.history, skips
+    raise AssertionError(f"{case}: 8 steps skipped in a row; loss scales {seen.scales}")
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"], indirect=True)
+@pytest.mark.parametrize("case", list(CASES))
+def test_one_sgd_step_equals_the_float32_step(policy, case):
+    reference, ref_seen, _, _ = one_step(case, "float32")
+    model, seen, logs, skips = one_step(case, policy)
+    assert model.dtype_policy.name == policy
+    assert model.compute_dtype == ("float16" if policy == "mixed_float16" else "bfloat16")
+    scaled = policy == "mixed_float16"
+    for optimizer in optimizers(model):
+        assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == scaled
+    for w0, w1 in zip(ref_seen.seen[0], seen.seen[0]):  # the same seed, the same start
+        np.testing.assert_array_equal(w0, w1)
+    expected = [b - a for a, b in zip(ref_seen.seen[0], ref_seen.seen[-1])]
+    got = [b - a for a, b in zip(seen.seen[0], seen.seen[-1])]
+    largest = max(np.abs(d).max() for d in expected)
+    assert largest > 1e-3
+    error = max(np.abs(g - e).max() for g, e in zip(got, expected)) / largest
+    assert error < STEP_TOLERANCE[policy], (case, error)
+    skip_names = {k for k in logs if k.endswith("skipped_steps")}
+    if scaled:
+        # Each overflow halved the scale; the step taken counts one good step, as Keras counts.
+        assert seen.scales[-1] == [2.0**15 / 2**skips] * len(optimizers(model))
+        counts = [2 if o.name == "a" else 1 for o in optimizers(model)] if case == "several" else [1]
+        assert seen.counters[-1] == counts
+        assert skip_names == ({"a_skipped_steps", "b_skipped_steps"} if case == "several" else {"skipped_steps"})
+        assert all(logs[k] == [0.0] for k in skip_names)
+        assert skips == 0 or case == "penalty"  # the only objective differentiating twice
+    else:
+        assert skips == 0 and skip_names == set()
+
+
+def stock_keras_regressor(factor, rate):
+    """The same network as Regressor, trained by Keras's own train step."""
+    inputs = keras.Input((3,))
+    outputs = keras.layers.Dense(1)(keras.layers.Dense(16, activation="tanh")(inputs))
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(rate), dynamic_growth_steps=3),
+        loss=lambda y, p: factor * K.mean((f32(p) - y) ** 2),
+    )
+    model.optimizer.build(model.trainable_variables)  # TensorFlow builds it in the first step
+    return model
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16"], indirect=True)
+def test_overflowing_steps_are_skipped_as_keras_skips_them_and_training_goes_on(policy):
+    # A loss 30 times larger: at the initial scale of 2**15 its float16 gradients overflow.
+    factor, rate, steps = 30.0, 3e-3, 16
+    runs = {}
+    for kind in ("cf", "keras"):
+        keras.utils.set_random_seed(5)
+        seen = Weights()
+        if kind == "cf":
+            model = Regressor(factor)
+            model.compile(
+                optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(rate), dynamic_growth_steps=3),
+            )
+        else:
+            model = stock_keras_regressor(factor, rate)
+            model.set_weights(runs["cf"][1].seen[0])
+        history = model.fit(X, Y, batch_size=len(X) // steps, epochs=1, shuffle=False, verbose=0,
+                            callbacks=[seen])
+        runs[kind] = (model, seen, history.history)
+    (model, seen, logs), (stock, stock_seen, _) = runs["cf"], runs["keras"]
+    for w0, w1 in zip(seen.seen[0], stock_seen.seen[0]):
+        np.testing.assert_array_equal(w0, w1)
+    # The loss scale and its counter move batch by batch as they do under Keras's own step:
+    # halved on each overflow, doubled after 3 good steps.
+    assert seen.scales == stock_seen.scales
+    assert seen.counters == stock_seen.counters
+    skipped = [s1[0] < s0[0] for s0, s1 in zip(seen.scales, seen.scales[1:])]
+    assert sum(skipped) >= 3 and skipped[0], seen.scales
+    assert logs["skipped_steps"] == [float(sum(skipped))]
+    for was_skipped, before, after in zip(skipped, seen.seen, seen.seen[1:]):
+        changed = any(not np.array_equal(a, b) for a, b in zip(before, after))
+        assert changed != was_skipped
+    assert int(to_numpy(model.optimizer.iterations)) == steps - sum(skipped)
+    # ... and trains on: the same weights as Keras's, and a lower loss than at the start.
+    for w, w_stock in zip(seen.seen[-1], stock_seen.seen[-1]):
+        np.testing.assert_allclose(w, w_stock, atol=2e-3)
+    start = factor * np.mean((to_numpy(outputs_at_start(model, seen)) - Y) ** 2)
+    end = model.evaluate(X, Y, verbose=0, return_dict=True)
+    assert set(end) == {"loss"}  # evaluate() counts no skipped steps
+    assert end["loss"] < 0.7 * start, (start, end)
+
+
+def outputs_at_start(model, seen):
+    """The model's outputs on X with its weights from before training."""
+    now = [np.array(to_numpy(v.value)) for v in model.trainable_variables]
+    for v, w in zip(model.trainable_variables, seen.seen[0]):
+        v.assign(w)
+    out = to_numpy(K.cast(model(X), "float32"))
+    for v, w in zip(model.trainable_variables, now):
+        v.assign(w)
+    return out
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16"], indirect=True)
+def test_each_member_of_an_optimizer_group_has_its_own_loss_scale(policy):
+    # Update a's loss is 3000 times larger: its gradients overflow at first, b's do not.
+    keras.utils.set_random_seed(6)
+    model = Parts(factor_a=3000.0)
+    model.compile(optimizer={"a": keras.optimizers.SGD(1e-4), "b": keras.optimizers.SGD(0.05)})
+    seen = Weights()
+    history = model.fit(X, Y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[seen])
+    a, b = model.optimizer.members["a"], model.optimizer.members["b"]
+    assert isinstance(a, keras.optimizers.LossScaleOptimizer) and isinstance(b, keras.optimizers.LossScaleOptimizer)
+    assert a.dynamic_scale is not b.dynamic_scale
+    a_skips, b_skips = history.history["a_skipped_steps"], history.history["b_skipped_steps"]
+    # No growth within 2000 steps: each skip halved its own optimizer's scale, and only its own.
+    halvings = [round(np.log2(2.0**15 / scale)) for scale in seen.scales[-1]]
+    assert [sum(a_skips), sum(b_skips)] == halvings, (a_skips, b_skips, seen.scales)
+    assert a_skips[0] >= 3 + sum(b_skips), (a_skips, b_skips)
+    assert int(to_numpy(a.iterations)) == 2 * 12 - sum(a_skips)
+    assert int(to_numpy(b.iterations)) == 12 - sum(b_skips)
+    losses = history.history["a_loss"]
+    assert losses[-1] < 0.5 * losses[0], losses
