@@ -243,11 +243,16 @@ class Model(backend_module().Step):
 
         Args:
             optimizer: a Keras optimizer or its name, or a dict {update name: optimizer} when
-                `updates()` names several.
+                `updates()` names several. Under the "mixed_float16" dtype policy each is
+                wrapped in a `keras.optimizers.LossScaleOptimizer` (every member of a dict its
+                own, with its own loss scale), as Keras wraps one: each update's loss is scaled
+                before differentiation and its gradients unscaled before they are applied; a step
+                whose gradients overflow is skipped and counted in the metric `skipped_steps`
+                (`<name>_skipped_steps` with several updates).
             loss: must be None (the objective is the loss).
             metrics: must be None (the objective's dict entries are the metrics).
             **kwargs: passed to keras.Model.compile, e.g. `jit_compile`, `run_eagerly`,
-                `steps_per_execution`.
+                `steps_per_execution`, `auto_scale_loss` (False: no wrapping).
 
         Returns:
             None.
