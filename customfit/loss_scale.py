@@ -9,6 +9,7 @@ update; with several optimizers each member of the group gets a wrapper, and a s
 
 import keras
 from keras import ops as K
+from keras.src.losses.loss import scale_loss_for_distribution
 
 LossScaleOptimizer = keras.optimizers.LossScaleOptimizer
 
@@ -25,10 +26,13 @@ def loss_scaled(optimizer, name):
     return LossScaleOptimizer(optimizer, name=name)
 
 
-def skipped(optimizer, grads):
-    """1.0 where a LossScaleOptimizer skips the step these (scaled) gradients make, else 0.0:
-    its own test, any gradient not finite."""
-    grads = [g for g in grads if g is not None]
-    if not grads:
-        return K.zeros((), "float32")
-    return 1.0 - K.cast(optimizer.check_finite(grads), "float32")
+def scale_of(optimizer):
+    """The loss scale now, as a tensor of its own (torch assigns variables in place)."""
+    return K.copy(K.convert_to_tensor(optimizer.dynamic_scale))
+
+
+def skipped(scale_before, scale_after):
+    """1.0 where the LossScaleOptimizer skipped the step (it halves the scale only then), else
+    0.0: what it did, not a test of its own, since under tf.distribute one replica's gradients
+    decide for all. Each replica counts its share (1 / replicas): a metric shows their sum."""
+    return scale_loss_for_distribution(K.cast(K.less(scale_after, scale_before), "float32"))

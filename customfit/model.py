@@ -491,13 +491,15 @@ class Model(backend_module().Step):
 
     def _apply(self, plan, grads, frozen_ids):
         pairs = self._applied(plan, grads, frozen_ids)
-        self._count_skipped(plan, [g for g, _ in pairs])
-        if pairs:
-            plan.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        if not pairs:
+            return
+        before = loss_scale.scale_of(plan.optimizer) if plan.skip_name else None
+        plan.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        if plan.skip_name:
+            self._count_skipped(plan, before, loss_scale.scale_of(plan.optimizer))
 
-    def _count_skipped(self, plan, grads):
-        if plan.skip_name is not None:
-            self._cf_trackers[plan.skip_name].update_state(loss_scale.skipped(plan.optimizer, grads))
+    def _count_skipped(self, plan, scale_before, scale_after):
+        self._cf_trackers[plan.skip_name].update_state(loss_scale.skipped(scale_before, scale_after))
 
     def _record(self, plan, entries, data):
         # Weighted by batch size, as Keras weights its loss: an epoch's figure is then the

@@ -81,9 +81,6 @@ class Step(keras.Model):
         leak the branch's tracers out of the step."""
         optimizer = plan.optimizer
         pairs = dict((id(v), g) for g, v in self._applied(plan, grads, frozen))
-        _, values = run_stateless(
-            variables, values, lambda: self._count_skipped(plan, list(pairs.values()))
-        )
         if not pairs:
             return values
         built_on = optimizer._trainable_variables
@@ -95,8 +92,14 @@ class Step(keras.Model):
                 [pairs.get(id(v)) for v in built_on],
                 [values[id(v)] for v in built_on],
             )
-        return {
+        scale = id(optimizer.dynamic_scale)
+        before = values[scale]
+        values = {
             **values,
             **{id(v): x for v, x in zip(built_on, new_variables)},
             **{id(v): x for v, x in zip(optimizer.variables, new_slots)},
         }
+        _, values = run_stateless(
+            variables, values, lambda: self._count_skipped(plan, before, values[scale])
+        )
+        return values
