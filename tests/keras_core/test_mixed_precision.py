@@ -213,3 +213,19 @@ def test_a_saved_group_keeps_each_loss_scale_and_trains_on_equal(policy, tmp_pat
     assert scales(loaded) == scales(model)
     for v, w in zip(model.weights + model.optimizer.variables, loaded.weights + loaded.optimizer.variables):
         np.testing.assert_array_equal(to_numpy(v.value), to_numpy(w.value), err_msg=v.path)
+
+
+def test_an_optimizers_own_loss_scale_factor_is_applied_and_undone():
+    # Keras's optimizers divide the gradients by `loss_scale_factor`; the step must multiply the
+    # loss by it first (optimizer.scale_loss), or SGD moves 2**10 times too little.
+    moved = []
+    for factor in (None, 2.0**10):
+        keras.utils.set_random_seed(3)
+        model = Regressor()
+        model.compile(optimizer=keras.optimizers.SGD(0.1, loss_scale_factor=factor))
+        seen = Weights()
+        model.fit(X, Y, batch_size=len(X), epochs=1, shuffle=False, verbose=0, callbacks=[seen])
+        moved.append([b - a for a, b in zip(seen.seen[0], seen.seen[-1])])
+    assert max(np.abs(d).max() for d in moved[0]) > 1e-3
+    for plain, scaled in zip(*moved):
+        np.testing.assert_allclose(scaled, plain, rtol=1e-4, atol=1e-7)
