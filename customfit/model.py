@@ -9,6 +9,7 @@ from keras import ops as K
 from keras import tree
 from keras.src.backend import compute_output_spec
 
+from customfit import loss_scale
 from customfit.backends import backend_module
 from customfit.update import Update
 
@@ -114,6 +115,7 @@ class _Plan:
     variables: list
     repeat: int
     metric_names: dict = field(default_factory=dict)  # objective's key -> logged name
+    skip_name: str = None  # the logged count of steps its LossScaleOptimizer skipped
 
 
 def _spec_to_config(spec):
@@ -241,11 +243,16 @@ class Model(backend_module().Step):
 
         Args:
             optimizer: a Keras optimizer or its name, or a dict {update name: optimizer} when
-                `updates()` names several.
+                `updates()` names several. Under the "mixed_float16" dtype policy each is
+                wrapped in a `keras.optimizers.LossScaleOptimizer` (every member of a dict its
+                own, with its own loss scale), as Keras wraps one: each update's loss is scaled
+                before differentiation and its gradients unscaled before they are applied; a step
+                whose gradients overflow is skipped and counted in the metric `skipped_steps`
+                (`<name>_skipped_steps` with several updates).
             loss: must be None (the objective is the loss).
             metrics: must be None (the objective's dict entries are the metrics).
             **kwargs: passed to keras.Model.compile, e.g. `jit_compile`, `run_eagerly`,
-                `steps_per_execution`.
+                `steps_per_execution`, `auto_scale_loss` (False: no wrapping).
 
         Returns:
             None.
@@ -269,7 +276,17 @@ class Model(backend_module().Step):
             optimizer = OptimizerGroup(
                 {name: keras.optimizers.get(o) for name, o in optimizer.items()}
             )
-        super().compile(optimizer=optimizer, **kwargs)
+        auto_scale_loss = kwargs.pop("auto_scale_loss", True)
+        if isinstance(optimizer, OptimizerGroup):
+            # Each member gets its own loss scale (its updates' gradients overflow on their own);
+            # Keras would wrap the group as a whole, whose apply() updates nothing.
+            if loss_scale.wants_loss_scale(self, auto_scale_loss) and not optimizer.built:
+                optimizer = OptimizerGroup(
+                    {k: loss_scale.loss_scaled(m, k) for k, m in optimizer.members.items()},
+                    name=optimizer.name,
+                )
+            auto_scale_loss = False
+        super().compile(optimizer=optimizer, auto_scale_loss=auto_scale_loss, **kwargs)
         self._loss_tracker = None  # the objective's own "loss" tracker replaces Keras's
         object.__setattr__(self, "_plans", None)
 
@@ -337,7 +354,13 @@ class Model(backend_module().Step):
             for plan, own in zip(plans, keys):
                 others = {k for other in keys if other is not own for k in other}
                 plan.metric_names = self._metric_names(plan, own, others, len(plans))
-            self._make_trackers([n for p in plans for n in p.metric_names.values()])
+                if isinstance(plan.optimizer, loss_scale.LossScaleOptimizer):
+                    alone = len(plans) == 1 and plan.name == "loss"
+                    plan.skip_name = "skipped_steps" if alone else f"{plan.name}_skipped_steps"
+            self._make_trackers(
+                [n for p in plans for n in p.metric_names.values()],
+                counters=[p.skip_name for p in plans if p.skip_name],
+            )
             self._build_optimizers(plans)
             self.built = True
             object.__setattr__(self, "_plans", plans)
@@ -387,21 +410,25 @@ class Model(backend_module().Step):
             key: f"{plan.name}_{key}" if key == "loss" or key in others else key for key in keys
         }
 
-    def _make_trackers(self, names):
+    def _make_trackers(self, names, counters=()):
+        """A Mean per objective entry; a Sum per counter (skipped steps: an epoch's count,
+        logged by fit() only)."""
         trackers = getattr(self, "_cf_trackers", None) or {}
-        missing = [n for n in dict.fromkeys(names) if n not in trackers]
+        kinds = {**{n: keras.metrics.Mean for n in names}, **{n: keras.metrics.Sum for n in counters}}
+        missing = [n for n in kinds if n not in trackers]
         if missing:
             # Keras locks a built model's state; trackers must exist before the step is traced.
             was_locked = self._tracker.locked
             self._tracker.unlock()
             for name in missing:
-                tracker = keras.metrics.Mean(name=name)
+                tracker = kinds[name](name=name)
                 self._tracker.add_to_store("metrics", tracker)
                 trackers[name] = tracker
             if was_locked:
                 self._lock_state()
         object.__setattr__(self, "_cf_trackers", trackers)
         object.__setattr__(self, "_cf_logged", list(dict.fromkeys(names)))
+        object.__setattr__(self, "_cf_counted", list(dict.fromkeys(counters)))
 
     def _build_optimizers(self, plans):
         variables_of = {}
@@ -448,14 +475,31 @@ class Model(backend_module().Step):
             )
         return entries
 
-    def _apply(self, plan, grads, frozen_ids):
-        pairs = [
+    def _scaled_loss(self, plan, loss):
+        """The loss to differentiate: times the loss scale under a LossScaleOptimizer (its
+        apply() divides the gradients by it again), times loss_scale_factor if one is set."""
+        return plan.optimizer.scale_loss(loss)
+
+    @staticmethod
+    def _applied(plan, grads, frozen_ids):
+        """(gradient, variable) pairs an update applies: none for frozen or unused variables."""
+        return [
             (g, v)
             for g, v in zip(grads, plan.variables)
             if g is not None and id(v) not in frozen_ids
         ]
-        if pairs:
-            plan.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+
+    def _apply(self, plan, grads, frozen_ids):
+        pairs = self._applied(plan, grads, frozen_ids)
+        if not pairs:
+            return
+        before = loss_scale.scale_of(plan.optimizer) if plan.skip_name else None
+        plan.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        if plan.skip_name:
+            self._count_skipped(plan, before, loss_scale.scale_of(plan.optimizer))
+
+    def _count_skipped(self, plan, scale_before, scale_after):
+        self._cf_trackers[plan.skip_name].update_state(loss_scale.skipped(scale_before, scale_after))
 
     def _record(self, plan, entries, data):
         # Weighted by batch size, as Keras weights its loss: an epoch's figure is then the
@@ -471,11 +515,12 @@ class Model(backend_module().Step):
         data = self._unpack(data)
         for plan in self._plans:
             self._record(plan, self._run_objective(plan, data, training=False), data)
-        return self._logs()
+        return self._logs(training=False)
 
     def _count_step(self):
         if isinstance(self.optimizer, OptimizerGroup):
             self.optimizer.iterations.assign_add(1)
 
-    def _logs(self):
-        return {name: self._cf_trackers[name].result() for name in self._cf_logged}
+    def _logs(self, training=True):
+        names = self._cf_logged + (self._cf_counted if training else [])
+        return {name: self._cf_trackers[name].result() for name in names}

@@ -50,6 +50,7 @@ class Step(keras.Model):
                     # Under tf.distribute the replicas' gradients are summed; the objective is a
                     # mean over one replica's share of the batch: scaled as Keras's losses are.
                     loss = scale_loss_for_distribution(entries["loss"])
+                    loss = self._scaled_loss(plan, loss)
                 grads = tape.gradient(loss, plan.variables)
                 self._apply(plan, grads, frozen_ids)
                 self._record(plan, entries, data)

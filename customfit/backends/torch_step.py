@@ -86,7 +86,7 @@ class Step(keras.Model):
             for _ in range(plan.repeat):
                 with record_frozen() as frozen_ids:
                     entries = self._run_objective(plan, data, training=True)
-                loss = entries["loss"]
+                loss = self._scaled_loss(plan, entries["loss"])
                 params = [v.value for v in plan.variables]
                 if loss.requires_grad and params:
                     grads = torch.autograd.grad(loss, params, allow_unused=True)

@@ -140,3 +140,84 @@ class LinearScore(cf.Model):
     def objective(self, x, training=True):
         div = cf.ops.divergence(self.s, x, method=self.method, seed=self.probe)
         return K.mean(K.sum(self.s(x) ** 2, axis=1) + 2.0 * div)
+
+
+# Models for mixed precision: their float16 / bfloat16 outputs meet float32 targets only after a
+# cast.
+
+
+def f32(x):
+    # TensorFlow's operators do not promote float16 to float32 as keras.ops do.
+    return K.cast(x, "float32")
+
+
+class Regressor(cf.Model):
+    def __init__(self, factor=1.0, **kwargs):  # **kwargs: Keras revives a saved model from its config
+        super().__init__(**kwargs)
+        self.factor = factor
+        self.hidden = keras.layers.Dense(16, activation="tanh")
+        self.out = keras.layers.Dense(1)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+    def objective(self, data, training=True):
+        x, y = data
+        return {"loss": self.factor * K.mean((f32(self(x)) - y) ** 2)}
+
+
+class Parts(cf.Model):
+    """Two sub-models, each trained by its own optimizer on an objective using both."""
+
+    def __init__(self, factor_a=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor_a = factor_a
+        self.a = keras.Sequential([keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+        self.b = keras.Sequential([keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+
+    def get_config(self):
+        return {**super().get_config(), "factor_a": self.factor_a}
+
+    def objective_a(self, data, training=True):
+        x, y = data
+        return self.factor_a * K.mean((f32(self.a(x) + self.b(x)) - y) ** 2)
+
+    def objective_b(self, data, training=True):
+        x, y = data
+        return K.mean((f32(self.a(x) - self.b(x)) - y) ** 2)
+
+    def updates(self):
+        return [cf.Update("a", self.objective_a, self.a, repeat=2), cf.Update("b", self.objective_b, self.b)]
+
+
+class PenalisedCritic(cf.Model):
+    """A WGAN-GP critic's objective: the outer gradient goes through an inner one."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = keras.Sequential([keras.layers.Dense(16, activation="softplus"), keras.layers.Dense(1)])
+
+    def score(self, x):
+        return f32(K.squeeze(self.net(x), -1))
+
+    def objective(self, real, training=True):
+        # Fakes without random draws, so that a step retaken after an overflow sees the same.
+        fake = 0.3 * K.flip(real, axis=0)
+        slopes = cf.ops.grad(lambda v: K.sum(self.score(v)))(0.5 * (real + fake))
+        norms = K.sqrt(K.sum(slopes**2, axis=1) + 1e-12)
+        return K.mean(self.score(fake)) - K.mean(self.score(real)) + 10.0 * K.mean((norms - 1.0) ** 2)
+
+
+class Score(cf.Model):
+    """Score matching, E[|s|^2 + 2 div s]: the outer gradient goes through a divergence."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = keras.Sequential([keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(2)])
+
+    def objective(self, x, training=True):
+        div = cf.ops.divergence(lambda v: f32(self.net(v)), x, method="exact")
+        return K.mean(K.sum(f32(self.net(x)) ** 2, axis=1) + 2.0 * div)

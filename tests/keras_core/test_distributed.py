@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 from conftest import BACKEND, DEVICES
-from training import assert_same_state, fit, make
+from models import Parts
+from training import TARGETS, X, assert_same_state, fit, make
 
 # Summing two half-batch gradients instead of one whole-batch gradient changes float rounding
 # only; after 2 epochs (12 steps) the weights agree to this:
@@ -68,3 +69,42 @@ def test_data_parallel_trains_like_one_device(kind):
     for v in replicated.weights:
         assert v.value.sharding.device_set == set(devices), v.path
     assert_same_training(single, replicated, one, many)
+
+
+def mixed_float16_on_replicas(scope):
+    """A group of two loss-scaled optimizers trained under `scope` and mixed_float16: each
+    optimizer's halvings of its scale, and the skipped steps fit() logged for its update."""
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        with scope:
+            keras.utils.set_random_seed(1)
+            model = Parts(factor_a=30.0)
+            model.compile(optimizer={"a": keras.optimizers.SGD(3e-3), "b": keras.optimizers.SGD(3e-2)})
+            history = model.fit(X, TARGETS, batch_size=8, epochs=2, shuffle=False, verbose=0).history
+    finally:
+        keras.config.set_dtype_policy("float32")
+    halvings = {
+        key: round(np.log2(2.0**15 / float(keras.ops.convert_to_numpy(o.dynamic_scale.value))))
+        for key, o in model.optimizer.members.items()
+    }
+    logged = {key: sum(history[f"{key}_skipped_steps"]) for key in halvings}
+    return halvings, logged, history
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute is the tensorflow backend's")
+def test_mirrored_strategy_counts_each_skipped_step_once(strategy):
+    # The replicas share one decision (one replica's gradients decide, as in Keras's
+    # LossScaleOptimizer), and each skipped step is counted once, not once per replica.
+    halvings, logged, history = mixed_float16_on_replicas(strategy.scope())
+    assert halvings["a"] >= 3 and logged == halvings, (halvings, history)
+    assert history["a_loss"][-1] < history["a_loss"][0]
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution runs on the jax backend")
+def test_data_parallel_counts_each_skipped_step_once():
+    import jax
+
+    distribution = keras.distribution.DataParallel(devices=jax.devices())
+    halvings, logged, history = mixed_float16_on_replicas(distribution.scope())
+    assert halvings["a"] >= 3 and logged == halvings, (halvings, history)
+    assert history["a_loss"][-1] < history["a_loss"][0]
