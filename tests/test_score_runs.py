@@ -101,7 +101,7 @@ def short_runs(tmp_path_factory):
                                       str(SHORT), *QUICK)
     futures["lecture"] = pool.submit(_run, "score", "keras-tensorflow", str(folder / "lecture"),
                                      "--method", "lecture", "--epochs", "1", "--samples", "300",
-                                     "--sampling-steps", "5")
+                                     "--sampling-steps", "5", "--batch-size", "128", "--lr", "0.01")
     futures["digits"] = pool.submit(_run, "score-digits", "torch", str(folder / "digits"),
                                     "--epochs", "1", "--sampling-steps", "1", "--noise-levels", "5")
 
@@ -163,7 +163,7 @@ def test_a_short_run_writes_its_files_and_sane_figures(engine, short_runs):
 
 
 def test_the_lecture_method_trains_through_cf_ops_divergence(short_runs):
-    """keras-tensorflow: 3000 points in batches of 512 leave a partial last batch, whose dynamic
+    """keras-tensorflow, the lecture's rate: 3000 points in batches of 128 leave a partial last batch, whose dynamic
     batch size cf.ops.divergence must take inside TensorFlow's graph."""
     folder, get = short_runs
     _ok(get("lecture"))
