@@ -86,6 +86,20 @@ def shuffled_order(n, seed):
     return next(iter(loader)).tolist()
 
 
+def epoch_loader(dataset, batch_size, shuffle_seed, devices):
+    """The torch engines' batches for one epoch. One device: a shuffled DataLoader. Several:
+    this process's share of every global batch (DistributedSampler, drop_last), taken from the
+    order one process would train in, so that N processes train as one does."""
+    from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+    if devices == 1:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                          generator=torch.Generator().manual_seed(shuffle_seed))
+    shuffled = Subset(dataset, shuffled_order(len(dataset), shuffle_seed))
+    return DataLoader(shuffled, batch_size=batch_size // devices,
+                      sampler=DistributedSampler(shuffled, shuffle=False, drop_last=True))
+
+
 def share(order):
     """This process's share of an epoch's shuffled indices `order`, as DistributedSampler deals
     them (drop_last: every process the same count; every world-th index, from its rank)."""

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from customfit import weights as layout
 from customfit.tasks.classifier.architectures import output_shape
@@ -85,14 +85,9 @@ class Trainer:
                                           betas=(0.9, 0.999), eps=1e-7)
 
     def _loader(self, dataset, batch_size, shuffle_seed):
-        if self.devices == 1:
-            return DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                              generator=torch.Generator().manual_seed(shuffle_seed))
-        # Each process takes its share of every global batch (DistributedSampler, drop_last),
-        # from the order one process would train in.
-        shuffled = Subset(dataset, _shuffled_order(len(dataset), shuffle_seed))
-        return DataLoader(shuffled, batch_size=batch_size // self.devices,
-                          sampler=DistributedSampler(shuffled, shuffle=False, drop_last=True))
+        from customfit.parallel import process_group
+
+        return process_group.epoch_loader(dataset, batch_size, shuffle_seed, self.devices)
 
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
         loader = self._loader(TensorDataset(*_tensors(x, y)), batch_size, shuffle_seed)
@@ -185,11 +180,6 @@ def _distributed(model, devices):
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return torch.nn.parallel.DistributedDataParallel(model)
 
-
-def _shuffled_order(n, seed):
-    from customfit.parallel import process_group
-
-    return process_group.shuffled_order(n, seed)
 
 
 def mean_over_processes(means):

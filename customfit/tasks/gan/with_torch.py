@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from customfit.tasks.gan import layout
 
@@ -191,11 +191,6 @@ def _distributed(devices, *networks):
             for n in networks]
 
 
-def _shuffled_order(n, seed):
-    from customfit.parallel import process_group
-
-    return process_group.shuffled_order(n, seed)
-
 
 def _images(x):
     return torch.from_numpy(np.asarray(x, dtype=np.float32)).permute(0, 3, 1, 2).contiguous()
@@ -228,14 +223,9 @@ class Trainer:
 
     def _loader(self, images, batch_size, shuffle_seed):
         dataset = TensorDataset(images)
-        if self.devices == 1:
-            return DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                              generator=torch.Generator().manual_seed(shuffle_seed))
-        # Each process takes its share of every global batch (DistributedSampler, drop_last),
-        # from the order one process would train in.
-        shuffled = Subset(dataset, _shuffled_order(len(dataset), shuffle_seed))
-        return DataLoader(shuffled, batch_size=batch_size // self.devices,
-                          sampler=DistributedSampler(shuffled, shuffle=False, drop_last=True))
+        from customfit.parallel import process_group
+
+        return process_group.epoch_loader(dataset, batch_size, shuffle_seed, self.devices)
 
     def _latents(self, n, noise):
         """n latents for this process's share of a batch: each process draws the global

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from customfit.tasks.vae import layout
 
@@ -150,14 +150,9 @@ class Trainer:
         return loss_function(x, x_hat, mu, logvar, self.temperature, self.objective)
 
     def _loader(self, dataset, batch_size, shuffle_seed):
-        if self.devices == 1:
-            return DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                              generator=torch.Generator().manual_seed(shuffle_seed))
-        # Each process takes its share of every global batch (DistributedSampler, drop_last),
-        # from the order one process would train in.
-        shuffled = Subset(dataset, _shuffled_order(len(dataset), shuffle_seed))
-        return DataLoader(shuffled, batch_size=batch_size // self.devices,
-                          sampler=DistributedSampler(shuffled, shuffle=False, drop_last=True))
+        from customfit.parallel import process_group
+
+        return process_group.epoch_loader(dataset, batch_size, shuffle_seed, self.devices)
 
     def _noise(self, n, generator):
         """The reparameterisation noise of n images: on several processes each draws the
@@ -286,8 +281,3 @@ def _distributed(model, devices):
     process_group.check_world(devices)
     return torch.nn.parallel.DistributedDataParallel(model)
 
-
-def _shuffled_order(n, seed):
-    from customfit.parallel import process_group
-
-    return process_group.shuffled_order(n, seed)
