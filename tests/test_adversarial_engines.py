@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from worker_jobs import run_worker, worker_path
+from worker_jobs import reports_of, run_worker, worker_path
 
 from customfit import registry, weights as layout
 from customfit.data import digits_split
@@ -253,13 +253,7 @@ def results(request, tmp_path_factory, case):
     futures = {engine: pool.submit(_run_worker, engine, folder)
                for engine in _selected_engines(request.session)}
 
-    def get(engine):
-        report = futures[engine].result()
-        if "failed" in report:
-            pytest.fail(report["failed"], pytrace=False)
-        return report
-
-    yield get
+    yield reports_of(futures)
     pool.shutdown(wait=True)
 
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from worker_jobs import run_worker, worker_path
+from worker_jobs import reports_of, run_worker, worker_path
 
 from customfit import registry, weights as layout
 from customfit.data import digits_split, toy_split
@@ -204,13 +204,7 @@ def results(request, tmp_path_factory, inputs):
     futures = {("tensorflow@jax" if job.get("construct_only") else job["engine"]):
                pool.submit(_run_worker, job, folder) for job in jobs}
 
-    def get(engine):
-        report = futures[engine].result()
-        if "failed" in report:
-            pytest.fail(report["failed"], pytrace=False)
-        return report
-
-    yield get
+    yield reports_of(futures)
     pool.shutdown(wait=True)
 
 

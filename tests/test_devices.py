@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from customfit import cli, devices, registry
+from worker_jobs import reports_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "workers", "devices_worker.py")
@@ -71,13 +72,7 @@ def results(request, tmp_path_factory):
     futures = {e: pool.submit(_run_worker, e, tasks, folder)
                for e, tasks in _selected(request.session).items()}
 
-    def get(engine):
-        report = futures[engine].result()
-        if "failed" in report:
-            pytest.fail(report["failed"], pytrace=False)
-        return report
-
-    yield get
+    yield reports_of(futures)
     pool.shutdown(wait=True)
 
 

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from worker_jobs import run_worker, worker_path
+from worker_jobs import reports_of, run_worker, worker_path
 
 from customfit import registry
 from customfit.data import digits_split
@@ -203,13 +203,7 @@ def results(request, tmp_path_factory, inputs):
                "latent": LATENT, "training": TRAINING, "frozen": engine in KERAS}
         futures[engine] = pool.submit(_run_worker, job, folder)
 
-    def get(engine):
-        report = futures[engine].result()
-        if "failed" in report:
-            pytest.fail(report["failed"], pytrace=False)
-        return report
-
-    yield get
+    yield reports_of(futures)
     pool.shutdown(wait=True)
 
 

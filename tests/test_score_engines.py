@@ -23,6 +23,7 @@ import pytest
 from customfit import registry
 from customfit.data import digits_split, toy_split
 from customfit.tasks.score import layout
+from worker_jobs import reports_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "workers", "score_worker.py")
@@ -206,13 +207,7 @@ def results(request, tmp_path_factory, inputs):
         "eval_batch_size": EVAL_BATCH, "training": TRAINING, "sampling": SAMPLING}, folder)
         for engine in _selected_engines(request.session)}
 
-    def get(engine):
-        report = futures[engine].result()
-        if "failed" in report:
-            pytest.fail(report["failed"], pytrace=False)
-        return report
-
-    yield get
+    yield reports_of(futures)
     pool.shutdown(wait=True)
 
 

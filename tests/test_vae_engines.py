@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from worker_jobs import run_worker, worker_path
+from worker_jobs import reports_of, run_worker, worker_path
 
 from customfit import registry
 from customfit.data import digits_split
@@ -176,13 +176,7 @@ def results(request, tmp_path_factory, inputs):
         "eval_batch_size": EVAL_BATCH, "training": TRAINING}, folder)
         for engine in _selected_engines(request.session)}
 
-    def get(engine):
-        report = futures[engine].result()
-        if "failed" in report:
-            pytest.fail(report["failed"], pytrace=False)
-        return report
-
-    yield get
+    yield reports_of(futures)
     pool.shutdown(wait=True)
 
 

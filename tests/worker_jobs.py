@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,3 +37,14 @@ def run_worker(worker, job, folder, keras_backend, timeout, one_thread=False):
     with np.load(job["output"] + ".npz", allow_pickle=False) as saved:
         report["arrays"] = {key: saved[key] for key in saved.files}
     return report
+
+
+def reports_of(futures):
+    """The getter a fixture yields over {engine: a future of run_worker's report}: an engine
+    whose worker failed fails its own test, with the worker's stderr."""
+    def get(engine):
+        report = futures[engine].result()
+        if "failed" in report:
+            pytest.fail(report["failed"], pytrace=False)
+        return report
+    return get
