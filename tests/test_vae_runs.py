@@ -10,9 +10,6 @@ Slow: the default model at full strength on every engine, against the bars.
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -21,8 +18,8 @@ import pytest
 from customfit import checkpoint, registry
 from customfit.engines import loop
 from customfit.tasks.vae import layout, spec
+import cli_runs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = 4
 RESUMED = ("torch", "keras-jax")
 FILES = ["checkpoint.safetensors", "curves.png", "history.csv", "metrics.json",
@@ -30,58 +27,12 @@ FILES = ["checkpoint.safetensors", "curves.png", "history.csv", "metrics.json",
 COLUMNS = ["epoch", *layout.FIGURES, *[f"val_{k}" for k in layout.FIGURES], "seconds"]
 
 
-def _env():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.pop("KERAS_BACKEND", None)
-    return env
-
-
-def _command(engine, out, *flags):
-    return [sys.executable, "-m", "customfit", "run", "vae", "--engine", engine, "--out", out, *flags]
-
-
 def _run(engine, out, *flags, timeout=900):
-    started = time.perf_counter()
-    done = subprocess.run(_command(engine, out, "--quiet", *flags), cwd=os.path.dirname(out),
-                          env=_env(), capture_output=True, text=True, timeout=timeout)
-    return {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr[-4000:],
-            "seconds": time.perf_counter() - started}
-
-
-def _run_until_killed(engine, out, epochs):
-    """Start a run, read its progress bar, and SIGKILL it the moment epoch 3's bar appears: the
-    loop draws it right after epoch 2's checkpoint and history are written."""
-    proc = subprocess.Popen(_command(engine, out, "--epochs", str(epochs)), cwd=os.path.dirname(out),
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    seen = b""
-    deadline = time.monotonic() + 600
-    try:
-        while time.monotonic() < deadline:
-            chunk = proc.stderr.read1(4096)
-            if not chunk:
-                break
-            seen = (seen + chunk)[-4096:]
-            if f"Epoch 3/{epochs}".encode() in seen:
-                proc.send_signal(signal.SIGKILL)
-                break
-    finally:
-        proc.wait(timeout=60)
-        proc.stderr.close()
-    return {"returncode": proc.returncode, "stderr": seen[-2000:].decode(errors="replace")}
+    return cli_runs.run("vae", engine, out, *flags, timeout=timeout)
 
 
 def _killed_and_resumed(engine, folder):
-    out = str(folder / f"killed-{engine}")
-    killed = _run_until_killed(engine, out, SHORT)
-    if killed["returncode"] != -signal.SIGKILL:
-        return {"killed": killed}
-    _, meta = checkpoint.load(os.path.join(out, "checkpoint.safetensors"))
-    state = {"killed": killed, "killed_epoch": meta["epoch"],
-             "metrics_before_resume": os.path.exists(os.path.join(out, "metrics.json")),
-             "history_rows": len(loop.read_history_csv(os.path.join(out, "history.csv")))}
-    state["resumed"] = _run(engine, out, "--resume")
-    return state
+    return cli_runs.killed_and_resumed("vae", engine, folder, SHORT)
 
 
 @pytest.fixture(scope="module")
