@@ -36,7 +36,7 @@ FLAGS = {
     "checkpoint": "--resume", "data": "--data", "tasks": "--tasks", "engines": "--engines",
     "tensorboard": "--tensorboard",
     "batch_sizes": "--batch-sizes", "steps": "--steps", "repeats": "--repeats", "warmup": "--warmup",
-    "devices": "--devices",
+    "devices": "--devices", "precision": "--precision",
     "dir": "DIR",
 }
 
@@ -133,6 +133,10 @@ def build_parser():
                      help="train on N devices, each engine its framework's way (on a CPU: "
                           "XLA host devices, TensorFlow logical CPUs, N gloo processes); "
                           "--batch-size is the global batch")
+    run.add_argument("--precision", metavar="P",
+                     help="float32 (default) or mixed: float32 weights, 16-bit compute "
+                          "(bfloat16 on a CPU, float16 with loss scaling on a GPU), each engine "
+                          "its framework's way")
     tasks_of = {}
     for task in registry.TASKS:
         for name in getattr(registry.spec(task), "OPTIONS", {}):
@@ -292,6 +296,7 @@ def cmd_run(args):
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "model": args.model, "out": args.out, "resume": args.resume, "data": args.data,
         "verbose": not args.quiet, "tensorboard": args.tensorboard, "devices": args.devices,
+        "precision": args.precision,
         **{name: getattr(args, name) for name in _task_options()},
     }
     return _run(args.task, args.engine, config)

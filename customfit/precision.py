@@ -1,0 +1,154 @@
+"""`--precision float32|mixed`: which dtypes a run computes in, decided once per engine and
+device, so that no Trainer decides it for itself. Importing this module imports no framework.
+
+"mixed" keeps every weight and optimizer slot in float32 and computes in a 16-bit float, each
+framework its own way:
+
+- keras-* and tensorflow: Keras's dtype policy (`keras.config.set_dtype_policy`; TensorFlow
+  2.21's tf.keras is Keras 3 and shares it): mixed_float16 where a GPU is visible, with Keras's
+  LossScaleOptimizer; mixed_bfloat16 on a CPU, whose range needs no loss scaling.
+- torch: `torch.autocast` around the forward passes and losses, bfloat16 on the CPU (the native
+  torch trainers run on the CPU); float16 adds `torch.amp.GradScaler`.
+- flax: the layers' compute `dtype=jnp.bfloat16`, `param_dtype` float32 (Flax's own idiom; optax
+  has no loss scaler, so Flax stays on bfloat16 on a GPU too).
+
+Whatever feeds a loss or a judge is cast back to float32 by the Trainer (`to_float32` here, or
+the framework's cast), so losses and reductions run in float32.
+
+The runner calls `use(engine, precision)` before the Trainer is built; the Trainers ask
+`policy()`, `autocast()`, `grad_scaler()` or `compute_dtype()`. One process runs one engine
+(customfit.registry.KERAS_BACKEND), so one process-wide choice is enough, as Keras's own
+global policy is.
+"""
+
+import contextlib
+
+from customfit import validate
+
+CHOICES = ("float32", "mixed")
+POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+DEFAULT = "float32"
+
+_KERAS_POLICY_ENGINES = ("tensorflow", "keras-tensorflow", "keras-torch", "keras-jax")
+
+_current = {"engine": None, "policy": "float32"}
+
+
+def check(value):
+    """The precision as a run uses it; a UsageError (one line) if it is not one of CHOICES."""
+    return validate.one_of("precision", value, CHOICES)
+
+
+def choose(engine, precision, gpu):
+    """The dtype policy for `engine` at `precision` ("float32" or "mixed") with or without a
+    GPU: "float32", "mixed_bfloat16" or "mixed_float16". Pure: tests call it with any device."""
+    if precision == "float32":
+        return "float32"
+    # float16 needs loss scaling; bfloat16 has float32's range and does not. A CPU computes
+    # bfloat16 natively; Flax has no loss scaler of its own.
+    if gpu and engine not in ("flax", "torch"):
+        return "mixed_float16"
+    return "mixed_bfloat16"
+
+
+def gpu_visible(engine):
+    """Whether the engine's framework would compute on a GPU in this process. The native torch
+    Trainers keep their tensors on the CPU, so they never do."""
+    if engine in ("tensorflow", "keras-tensorflow"):
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if engine == "keras-torch":
+        import torch
+
+        return torch.cuda.is_available()
+    if engine in ("flax", "keras-jax"):
+        import jax
+
+        return jax.default_backend() == "gpu"
+    return False
+
+
+def use(engine, precision):
+    """Set this process's precision for `engine` before its Trainer is built; returns the
+    policy used. For the Keras-based engines this sets Keras's global dtype policy."""
+    chosen = choose(engine, check(precision), precision != "float32" and gpu_visible(engine))
+    if engine in _KERAS_POLICY_ENGINES:
+        import keras
+
+        keras.config.set_dtype_policy(chosen)
+    _current.update(engine=engine, policy=chosen)
+    return chosen
+
+
+def policy():
+    """The policy `use` set: "float32", "mixed_bfloat16" or "mixed_float16"."""
+    return _current["policy"]
+
+
+def mixed():
+    return _current["policy"] != "float32"
+
+
+def half_dtype_name():
+    """"bfloat16" or "float16" under a mixed policy, else None."""
+    return {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}.get(_current["policy"])
+
+
+# ----------------------------------------------------------------------------- torch
+
+
+def autocast(device_type="cpu"):
+    """torch.autocast at the chosen dtype, or a context that changes nothing under float32."""
+    name = half_dtype_name()
+    if name is None:
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast(device_type, dtype=getattr(torch, name))
+
+
+def grad_scaler(device_type="cpu"):
+    """torch.amp.GradScaler, enabled only under float16 (bfloat16 and float32 need none; a
+    disabled scaler passes losses and steps through unchanged)."""
+    import torch
+
+    return torch.amp.GradScaler(device_type, enabled=half_dtype_name() == "float16")
+
+
+# ----------------------------------------------------------------------------- flax
+
+
+def compute_dtype():
+    """jnp.bfloat16 under mixed (Flax layers' `dtype=`), None (the inputs' dtype) under float32."""
+    if not mixed():
+        return None
+    import jax.numpy as jnp
+
+    return jnp.bfloat16
+
+
+# ----------------------------------------------------------------------------- tensorflow
+
+
+def loss_scaled(optimizer):
+    """Under mixed_float16, Keras's LossScaleOptimizer around `optimizer` (it scales the loss
+    with scale_loss() and unscales and checks the gradients in apply()); else `optimizer`."""
+    if _current["policy"] != "mixed_float16":
+        return optimizer
+    import keras
+
+    return keras.optimizers.LossScaleOptimizer(optimizer)
+
+
+def float32_outputs(outputs):
+    """What a task produces for its judge, with any 16-bit float array cast to float32 (NumPy
+    sees bfloat16 as ml_dtypes' type, which not every NumPy function takes)."""
+    import numpy as np
+
+    def widen(a):
+        if isinstance(a, np.ndarray) and a.dtype.name in ("float16", "bfloat16"):
+            return a.astype(np.float32)
+        return a
+
+    return {name: widen(a) for name, a in outputs.items()}
