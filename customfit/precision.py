@@ -22,6 +22,7 @@ global policy is.
 """
 
 import contextlib
+import functools
 
 from customfit import validate
 
@@ -108,6 +109,29 @@ def autocast(device_type="cpu"):
     return torch.autocast(device_type, dtype=getattr(torch, name))
 
 
+def autocast_forward(forward):
+    """A module's forward() under autocast() (torch's AMP guide allows it as a decorator on
+    forward), its floating outputs handed back in float32: the losses, the samples and the
+    judge's inputs outside it stay float32, and backward() runs outside autocast as the guide
+    asks. Under float32 it changes nothing."""
+    @functools.wraps(forward)
+    def forward_in_precision(*args, **kwargs):
+        if not mixed():
+            return forward(*args, **kwargs)
+        with autocast():
+            return _float32(forward(*args, **kwargs))
+
+    return forward_in_precision
+
+
+def _float32(value):
+    if isinstance(value, (tuple, list)):
+        return type(value)(_float32(v) for v in value)
+    if value.is_floating_point():
+        return value.float()
+    return value
+
+
 def grad_scaler(device_type="cpu"):
     """torch.amp.GradScaler, enabled only under float16 (bfloat16 and float32 need none; a
     disabled scaler passes losses and steps through unchanged)."""
@@ -152,3 +176,18 @@ def float32_outputs(outputs):
         return a
 
     return {name: widen(a) for name, a in outputs.items()}
+
+
+def compute_in(model):
+    """Flax: `model`'s dense and convolution layers compute in compute_dtype() (their `dtype`,
+    the constructor's argument of that name), their parameters staying float32 (`param_dtype`).
+    Batch norm keeps computing in float32, as Keras's does under a mixed policy. Returns model."""
+    dtype = compute_dtype()
+    if dtype is None:
+        return model
+    from flax import nnx
+
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, (nnx.Linear, nnx.Conv, nnx.ConvTranspose)):
+            module.dtype = dtype
+    return model

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
+from customfit import precision
 from customfit.tasks.gan import layout
 
 ENGINE = "torch"
@@ -53,6 +54,7 @@ class LectureGenerator(nn.Module):
         self.norm2 = batch_norm(4, s)
         self.out = nn.ConvTranspose2d(4, 1, kernel_size=3)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, z):
         h = F.relu(self.dense(z))
         h = self.norm0(channels_first(h.view(-1, 4, 4, 16)))  # Keras reshapes to (H, W, C)
@@ -71,6 +73,7 @@ class LectureDiscriminator(nn.Module):
         self.conv3 = nn.Conv2d(8, 16, kernel_size=3)
         self.logit = nn.Linear(2 * 2 * 16, 1)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, x):
         h = F.relu(self.conv1(x))
         h = F.relu(self.conv2(h))
@@ -93,6 +96,7 @@ class Generator(nn.Module):
         self.norm1 = batch_norm(w // 2, s)
         self.out = nn.ConvTranspose2d(w // 2, 1, kernel_size=3, padding=1)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, z):
         h = channels_first(self.dense(z).view(-1, 4, 4, self.width))
         h = F.relu(self.norm0(h))
@@ -113,6 +117,7 @@ class Discriminator(nn.Module):
         self.norm = batch_norm(w, s)
         self.logit = nn.Linear(4 * 4 * w, 1)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, x):
         h = F.leaky_relu(self.conv1(x), self.slope)
         h = F.leaky_relu(self.norm(self.conv2(h)), self.slope)

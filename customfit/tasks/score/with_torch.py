@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from customfit import weights as canonical
+from customfit import precision, weights as canonical
 from customfit.tasks.score import layout
 
 ENGINE = "torch"
@@ -46,6 +46,7 @@ class ScoreNet(nn.Module):
             width = units
         self.out = nn.Linear(width, out)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, x, sigma=None):
         if sigma is not None and self.sigma_data is not None:
             x = x / torch.sqrt(sigma ** 2 + self.sigma_data ** 2)

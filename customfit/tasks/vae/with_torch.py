@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset
 
+from customfit import precision
 from customfit.tasks.vae import layout
 
 ENGINE = "torch"
@@ -31,6 +32,7 @@ class MLPEncoder(nn.Module):
         self.mu = nn.Linear(h2, latent)
         self.logvar = nn.Linear(h2, latent)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, x):
         h = F.relu(self.hidden1(x.flatten(1)))  # NHWC flattened (H, W, C): Keras's order
         h = F.relu(self.hidden2(h))
@@ -45,6 +47,7 @@ class MLPDecoder(nn.Module):
         self.hidden2 = nn.Linear(h2, h1)
         self.out = nn.Linear(h1, layout.PIXELS)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, z):
         h = F.relu(self.hidden1(z))
         h = F.relu(self.hidden2(h))
@@ -63,6 +66,7 @@ class ConvEncoder(nn.Module):
         self.mu = nn.Linear(2 * 2 * f3, latent)
         self.logvar = nn.Linear(2 * 2 * f3, latent)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, x):
         h = x.permute(0, 3, 1, 2)  # the data is NHWC, nn.Conv2d wants NCHW
         h = F.relu(self.conv1(h))
@@ -86,6 +90,7 @@ class ConvDecoder(nn.Module):
         self.deconv2 = nn.ConvTranspose2d(f1, f2, k2)
         self.deconv3 = nn.ConvTranspose2d(f2, f3, k3)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, z):
         h = F.relu(self.dense(z))
         h = h.view(-1, *layout.CONV_DECODER["reshape"]).permute(0, 3, 1, 2)  # Keras's Reshape is HWC
@@ -104,6 +109,7 @@ class VAE(nn.Module):
     def reparameterize(self, mu, logvar, eps):
         return mu + eps * torch.exp(0.5 * logvar)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, x, eps=None, generator=None):
         """(x_hat, mu, logvar); the encoder runs once. eps: given (parity), else drawn."""
         mu, logvar = self.encoder(x)
