@@ -47,7 +47,7 @@ def choose(engine, precision, gpu):
         return "float32"
     # float16 needs loss scaling; bfloat16 has float32's range and does not. A CPU computes
     # bfloat16 natively; Flax has no loss scaler of its own.
-    if gpu and engine not in ("flax", "torch"):
+    if gpu and engine != "flax":
         return "mixed_float16"
     return "mixed_bfloat16"
 
@@ -70,10 +70,15 @@ def gpu_visible(engine):
     return False
 
 
-def use(engine, precision):
+def use(engine, precision, gpu=None):
     """Set this process's precision for `engine` before its Trainer is built; returns the
-    policy used. For the Keras-based engines this sets Keras's global dtype policy."""
-    chosen = choose(engine, check(precision), precision != "float32" and gpu_visible(engine))
+    policy used. For the Keras-based engines this sets Keras's global dtype policy.
+    gpu: plan for a GPU (float16 with loss scaling) or not; None asks the framework. Tests pass
+    True to run the float16 path, loss scaler included, on a CPU."""
+    check(precision)
+    if gpu is None:
+        gpu = precision != "float32" and gpu_visible(engine)
+    chosen = choose(engine, precision, gpu)
     if engine in _KERAS_POLICY_ENGINES:
         import keras
 
