@@ -184,6 +184,9 @@ def build_parser():
                        help=f"default: {' '.join(map(str, DEFAULT_BATCH_SIZES))}")
     bench.add_argument("--compiled", choices=("on", "off", "both"), default="both",
                        help="compiled steps, eager steps, or both (default)")
+    bench.add_argument("--precision", choices=("float32", "mixed", "both"), default="float32",
+                       help="float32 (default), mixed (customfit run's --precision mixed), or "
+                            "both, side by side with the mixed / float32 speed-up")
     bench.add_argument("--steps", metavar="N", type=_checked("positive_int", "steps"), default=20,
                        help="training steps per timed pass (default: 20)")
     bench.add_argument("--repeats", metavar="N", type=_checked("at_least_five", "repeats"),

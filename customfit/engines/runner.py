@@ -316,8 +316,9 @@ def run(task, engine, **config):
             default `runs/<task>-<engine>`); resume (continue from out/checkpoint.safetensors);
             data (an .npz path, or a tuple (x_train, y_train, x_test, y_test)); verbose;
             devices (train on N devices, each engine its framework's way; batch_size is then
-            the global batch); and the task's own options (e.g. method, eps, steps for
-            adversarial).
+            the global batch); precision ("float32", the default, or "mixed": float32
+            weights, 16-bit compute, see customfit/precision.py); and the task's own options
+            (e.g. method, eps, steps for adversarial).
 
     Returns:
         A `cf.Result` (None in a process that torchrun started, other than rank 0).
