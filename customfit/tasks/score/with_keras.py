@@ -48,7 +48,7 @@ class ScoreNet(keras.Model):
         for layer in self.hidden:
             h = layer(h)
         h = float32(self.out(h))
-        return h if sigma is None else h / sigma
+        return h if sigma is None else h / float32(sigma)  # Keras cast sigma to the policy
 
 
 class ScoreModel(cf.Model):

@@ -55,7 +55,7 @@ class ScoreNet(tf.keras.Model):
         for layer in self.hidden:
             h = layer(h)
         h = float32(self.out(h))
-        return h if sigma is None else h / sigma
+        return h if sigma is None else h / float32(sigma)  # Keras cast sigma to the policy
 
 
 def score_matching(net, x, divergence, probe=None):
