@@ -227,6 +227,9 @@ class Trainer:
                                         eps=layout.ADAM_EPSILON)
         self.opt_dis = torch.optim.Adam(self.dis.parameters(), lr=lr, betas=betas,
                                         eps=layout.ADAM_EPSILON)
+        # Under float16, each optimizer's loss scaled by its own GradScaler (each skips its own
+        # overflowing steps); otherwise they pass everything through (customfit/precision.py).
+        self.scale_dis, self.scale_gen = precision.grad_scaler(), precision.grad_scaler()
 
     def _noise(self, n, generator):
         return torch.randn(n, self.latent, generator=generator)
@@ -264,13 +267,16 @@ class Trainer:
             for _ in range(self.critic_steps):
                 self.opt_dis.zero_grad()
                 loss_d = dis_loss(gen, dis, real, self._latents(n, noise))
-                loss_d.backward()
-                self.opt_dis.step()
+                self.scale_dis.scale(loss_d).backward()
+                self.scale_dis.step(self.opt_dis)
+                self.scale_dis.update()
                 tally.add("dis_loss", loss_d.item(), n)
             self.opt_gen.zero_grad()
             loss_g = gen_loss(gen, dis, self._latents(n, noise))
-            loss_g.backward()  # also fills the discriminator's .grad: its next zero_grad clears it
-            self.opt_gen.step()
+            # backward() also fills the discriminator's .grad: its next zero_grad clears it.
+            self.scale_gen.scale(loss_g).backward()
+            self.scale_gen.step(self.opt_gen)
+            self.scale_gen.update()
             tally.add("gen_loss", loss_g.item(), n)
             on_batch(tally.means())
         if self.devices == 1:

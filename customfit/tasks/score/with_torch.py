@@ -94,6 +94,7 @@ class Trainer:
                                           eps=layout.ADAM["epsilon"])
         self.decay_steps = decay_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._decay)
+        self.scaler = precision.grad_scaler()
 
     def _decay(self, step):
         return layout.cosine_decay(step, self.decay_steps)
@@ -124,8 +125,11 @@ class Trainer:
         for (x_batch,) in loader:
             self.optimizer.zero_grad()
             figures = self._figures(x_batch, self._draw(x_batch, noise))
-            figures["loss"].backward()
-            self.optimizer.step()
+            # Under float16 the scaler scales the loss and skips a step whose gradients overflow;
+            # otherwise it passes both through (customfit/precision.py).
+            self.scaler.scale(figures["loss"]).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.scheduler.step()
             means.add({k: v.item() for k, v in figures.items()}, len(x_batch))
             on_batch(means.means())

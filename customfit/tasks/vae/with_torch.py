@@ -151,6 +151,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr,
                                           betas=(layout.ADAM["beta_1"], layout.ADAM["beta_2"]),
                                           eps=layout.ADAM["epsilon"])
+        self.scaler = precision.grad_scaler()
 
     def _figures(self, x, x_hat, mu, logvar):
         return loss_function(x, x_hat, mu, logvar, self.temperature, self.objective)
@@ -184,8 +185,11 @@ class Trainer:
             self.optimizer.zero_grad()
             x_hat, mu, logvar = self.trained(x_batch, eps=self._noise(len(x_batch), noise))
             figures = self._figures(x_batch, x_hat, mu, logvar)
-            figures["loss"].backward()
-            self.optimizer.step()
+            # Under float16 the scaler scales the loss and skips a step whose gradients overflow;
+            # otherwise it passes both through (customfit/precision.py).
+            self.scaler.scale(figures["loss"]).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             means.add({k: v.item() for k, v in figures.items()}, len(x_batch))
             on_batch(means.means())
         if self.devices == 1:
