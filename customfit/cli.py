@@ -283,6 +283,7 @@ def _report(result):
         f"{result.task} on {result.engine}: model {cfg['model']}, {cfg['epochs']} epochs, "
         f"batch {cfg['batch_size']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
         + (f", {cfg['devices']} devices" if cfg.get("devices", 1) > 1 else "")
+        + (f", precision {result.precision}" if result.precision != "float32" else "")
         + (f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""),
         f"{judged}: {'passed' if result.passed else 'NOT passed'}",
         *(f"  beside it, {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
