@@ -202,4 +202,5 @@ def test_mixed_reaches_the_bar(task, engine, tmp_path):
     with open(out / "metrics.json") as f:
         metrics = json.load(f)
     assert metrics["precision"] == "mixed_bfloat16"
+    assert f"{task} on {engine}: " in done.stdout and ", precision mixed_bfloat16" in done.stdout
     assert metrics["passed"], {k: metrics[k] for k in metrics["bar"]}
