@@ -7,18 +7,20 @@ framework its own way:
 - keras-* and tensorflow: Keras's dtype policy (`keras.config.set_dtype_policy`; TensorFlow
   2.21's tf.keras is Keras 3 and shares it): mixed_float16 where a GPU is visible, with Keras's
   LossScaleOptimizer; mixed_bfloat16 on a CPU, whose range needs no loss scaling.
-- torch: `torch.autocast` around the forward passes and losses, bfloat16 on the CPU (the native
-  torch trainers run on the CPU); float16 adds `torch.amp.GradScaler`.
-- flax: the layers' compute `dtype=jnp.bfloat16`, `param_dtype` float32 (Flax's own idiom; optax
-  has no loss scaler, so Flax stays on bfloat16 on a GPU too).
+- torch: `torch.autocast` around the networks' forward passes (`autocast_forward`), bfloat16
+  on the CPU, where the native torch Trainers keep their tensors; float16 (a GPU planned) adds
+  `torch.amp.GradScaler` to the loop (`grad_scaler`).
+- flax: the layers' compute `dtype=jnp.bfloat16`, `param_dtype` float32 (`compute_dtype`,
+  `compute_in`; optax has no loss scaler, so Flax stays on bfloat16 on a GPU too).
 
-Whatever feeds a loss or a judge is cast back to float32 by the Trainer (`to_float32` here, or
-the framework's cast), so losses and reductions run in float32.
+Whatever leaves a network for a loss or a judge is cast back to float32 by the Trainer (the
+framework's cast; `float32_outputs` again at the judge's door), so losses and reductions run in
+float32 and the judge reads float32 arrays.
 
 The runner calls `use(engine, precision)` before the Trainer is built; the Trainers ask
-`policy()`, `autocast()`, `grad_scaler()` or `compute_dtype()`. One process runs one engine
-(customfit.registry.KERAS_BACKEND), so one process-wide choice is enough, as Keras's own
-global policy is.
+`mixed()`, `autocast()`, `grad_scaler()`, `compute_dtype()`, `loss_scaled()`. One process runs
+one engine (customfit.registry.KERAS_BACKEND), so one process-wide choice is enough, as Keras's
+own global policy is.
 """
 
 import contextlib
@@ -27,7 +29,6 @@ import functools
 from customfit import validate
 
 CHOICES = ("float32", "mixed")
-POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 DEFAULT = "float32"
 
 _KERAS_POLICY_ENGINES = ("tensorflow", "keras-tensorflow", "keras-torch", "keras-jax")
