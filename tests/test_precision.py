@@ -213,6 +213,8 @@ def test_mixed_reaches_the_bar(task, engine, tmp_path):
         metrics = json.load(f)
     assert metrics["precision"] == "mixed_bfloat16"
     assert f"{task} on {engine}: " in done.stdout and ", precision mixed_bfloat16" in done.stdout
+    figures = {k: metrics[k] for k in ("accuracy", *metrics["bar"]) if k in metrics}
+    print(f"{task} {engine} {metrics['precision']}: {figures}, {metrics['total_seconds']:.0f} s")
     if task == "mnist":
         assert metrics["accuracy"] >= MNIST_STANDIN["accuracy"], metrics["accuracy"]
     else:
