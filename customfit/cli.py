@@ -36,7 +36,7 @@ FLAGS = {
     "checkpoint": "--resume", "data": "--data", "tasks": "--tasks", "engines": "--engines",
     "tensorboard": "--tensorboard",
     "batch_sizes": "--batch-sizes", "steps": "--steps", "repeats": "--repeats", "warmup": "--warmup",
-    "devices": "--devices",
+    "devices": "--devices", "precision": "--precision",
     "dir": "DIR",
 }
 
@@ -133,6 +133,10 @@ def build_parser():
                      help="train on N devices, each engine its framework's way (on a CPU: "
                           "XLA host devices, TensorFlow logical CPUs, N gloo processes); "
                           "--batch-size is the global batch")
+    run.add_argument("--precision", metavar="P",
+                     help="float32 (default) or mixed: float32 weights, 16-bit compute "
+                          "(bfloat16 on a CPU, float16 with loss scaling on a GPU), each engine "
+                          "its framework's way")
     tasks_of = {}
     for task in registry.TASKS:
         for name in getattr(registry.spec(task), "OPTIONS", {}):
@@ -180,6 +184,9 @@ def build_parser():
                        help=f"default: {' '.join(map(str, DEFAULT_BATCH_SIZES))}")
     bench.add_argument("--compiled", choices=("on", "off", "both"), default="both",
                        help="compiled steps, eager steps, or both (default)")
+    bench.add_argument("--precision", choices=("float32", "mixed", "both"), default="float32",
+                       help="float32 (default), mixed (customfit run's --precision mixed), or "
+                            "both, side by side with the mixed / float32 speed-up")
     bench.add_argument("--steps", metavar="N", type=_checked("positive_int", "steps"), default=20,
                        help="training steps per timed pass (default: 20)")
     bench.add_argument("--repeats", metavar="N", type=_checked("at_least_five", "repeats"),
@@ -276,6 +283,7 @@ def _report(result):
         f"{result.task} on {result.engine}: model {cfg['model']}, {cfg['epochs']} epochs, "
         f"batch {cfg['batch_size']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
         + (f", {cfg['devices']} devices" if cfg.get("devices", 1) > 1 else "")
+        + (f", precision {result.precision}" if result.precision != "float32" else "")
         + (f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""),
         f"{judged}: {'passed' if result.passed else 'NOT passed'}",
         *(f"  beside it, {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
@@ -292,6 +300,7 @@ def cmd_run(args):
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "model": args.model, "out": args.out, "resume": args.resume, "data": args.data,
         "verbose": not args.quiet, "tensorboard": args.tensorboard, "devices": args.devices,
+        "precision": args.precision,
         **{name: getattr(args, name) for name in _task_options()},
     }
     return _run(args.task, args.engine, config)

@@ -138,6 +138,9 @@ def keras_adam_slots(optimizer, trainable):
     Keras's Adam keeps [iterations, learning_rate, then (momentum, velocity) per variable];
     this checks that rather than trusting it silently.
     """
+    # Under mixed_float16, Keras's LossScaleOptimizer wraps the Adam; its loss scale is not a
+    # slot of the Adam, and a resumed run starts it afresh, as Keras does from a new optimizer.
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
     variables = optimizer.variables[2:]
     momentums, velocities = variables[0::2], variables[1::2]
     ok = len(variables) == 2 * len(trainable) and all(

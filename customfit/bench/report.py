@@ -22,10 +22,12 @@ def markdown(result):
         lines.append("Threads: " + ", ".join(f"{k}={v}" for k, v in result["threads"].items()) + ".")
     for task, note in result.get("data", {}).items():
         lines.append(f"{task} data: {note}.")
-    lines += ["", "| task | engine | batch | mode | steps/s | samples/s | reference (same process) "
-              "| its steps/s | ratio |", "| --- | --- | ---: | --- | ---: | ---: | --- | ---: | ---: |"]
+    lines += ["", "| task | engine | batch | precision | mode | steps/s | samples/s | reference "
+              "(same process) | its steps/s | ratio |",
+              "| --- | --- | ---: | --- | --- | ---: | ---: | --- | ---: | ---: |"]
     for cell in result["cells"]:
-        head = f"| {cell['task']} | {cell['engine']} | {cell['batch_size']} | {cell['mode']}"
+        head = (f"| {cell['task']} | {cell['engine']} | {cell['batch_size']} | "
+                f"{_precision(cell)} | {cell['mode']}")
         if "skipped" in cell or "error" in cell:
             what = f"skipped: {cell['skipped']}" if "skipped" in cell else f"failed: {cell['error']}"
             lines.append(f"{head} | - | - | {what} | | |")
@@ -37,25 +39,59 @@ def markdown(result):
             f"{reference.get('name', '')} | {_number(reference.get('steps_per_second'))} | "
             f"{_number(cell.get('ratio'), 3)} |")
     lines += ["", *ratios(result["cells"])]
+    speedups = mixed_over_float32(result["cells"])
+    if speedups:
+        lines += ["", *speedups]
     versions = result.get("versions") or {}
     if versions:
         lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + "."]
     return "\n".join(lines) + "\n"
 
 
+def _precision(cell):
+    return cell.get("precision", "float32")  # bench.json from before --precision: float32
+
+
 def ratios(cells):
     """Steps/s over the reference's, in each engine's default mode, side by side."""
-    found = {(c["task"], c["batch_size"], c["engine"]): c.get("ratio") for c in cells
-             if c.get("default_mode") and "ratio" in c}
-    keys = sorted({(t, b) for t, b, _ in found}, key=lambda k: (k[0], k[1]))
+    several = len({_precision(c) for c in cells}) > 1
+    found = {(c["task"], c["batch_size"], _precision(c), c["engine"]): c.get("ratio")
+             for c in cells if c.get("default_mode") and "ratio" in c}
+    keys = sorted({(t, b, p) for t, b, p, _ in found})
     if not keys:
         return []
     lines = ["Side by side, each engine in its default mode: steps/s over the reference's "
              "(stock Keras compile(loss=...)/fit() on the same network and backend; for penalty, "
              "the hand-written Keras train_step on torch).", "",
-             "| task | batch | " + " | ".join(f"{e} / reference" for e in KERAS + NATIVE) + " |",
-             "| --- | ---: | " + " | ".join("---:" for _ in KERAS + NATIVE) + " |"]
-    for task, batch in keys:
-        row = [_number(found.get((task, batch, e)), 3) for e in KERAS + NATIVE]
-        lines.append(f"| {task} | {batch} | " + " | ".join(row) + " |")
+             "| task | batch | " + ("precision | " if several else "")
+             + " | ".join(f"{e} / reference" for e in KERAS + NATIVE) + " |",
+             "| --- | ---: | " + ("--- | " if several else "")
+             + " | ".join("---:" for _ in KERAS + NATIVE) + " |"]
+    for task, batch, policy in keys:
+        row = [_number(found.get((task, batch, policy, e)), 3) for e in KERAS + NATIVE]
+        lines.append(f"| {task} | {batch} | " + (f"{policy} | " if several else "")
+                     + " | ".join(row) + " |")
     return lines
+
+
+def mixed_over_float32(cells):
+    """Steps/s under --precision mixed over float32's, per engine in the same mode: the
+    speed-up (or, on a CPU without bfloat16 units, the slow-down) of 16-bit compute."""
+    timed = {}
+    for c in cells:
+        if "steps_per_second" in c:
+            kind = "float32" if _precision(c) == "float32" else "mixed"
+            timed[(c["task"], c["batch_size"], c["mode"], c["engine"], kind)] = c
+    rows = []
+    for (task, batch, mode, engine, kind), mixed in timed.items():
+        full = timed.get((task, batch, mode, engine, "float32"))
+        if kind == "mixed" and full is not None:
+            rows.append(f"| {task} | {batch} | {engine} | {mode} | {mixed['precision']} | "
+                        f"{_number(full['steps_per_second'])} | "
+                        f"{_number(mixed['steps_per_second'])} | "
+                        f"{_number(mixed['steps_per_second'] / full['steps_per_second'], 3)} |")
+    if not rows:
+        return []
+    return ["Mixed precision against float32, the same cell otherwise: steps/s and their ratio.",
+            "", "| task | batch | engine | mode | mixed policy | float32 steps/s | mixed steps/s "
+            "| mixed / float32 |", "| --- | ---: | --- | --- | --- | ---: | ---: | ---: |", *rows]

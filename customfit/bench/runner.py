@@ -16,6 +16,8 @@ from customfit.errors import CustomfitError, UsageError
 TASKS = ("toy", "digits", "mnist", "penalty")
 DEFAULT_TASKS = ("digits", "mnist", "penalty")
 DEFAULT_BATCH_SIZES = (32, 128)
+# --precision: the precisions each cell is timed at (customfit/precision.py).
+PRECISIONS = {"float32": ("float32",), "mixed": ("mixed",), "both": ("float32", "mixed")}
 STANDIN = "mnist-standin.npz"
 
 
@@ -62,10 +64,12 @@ def run(args):
     notes = {}
     if "mnist" in tasks:
         data["mnist"], notes["mnist"] = mnist_data(args.data, args.out)
+    precisions = PRECISIONS[getattr(args, "precision", "float32")]
     settings = {"steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
                 "compiled": args.compiled, "tasks": tasks, "engines": engines,
-                "batch_sizes": batch_sizes}
-    total = len(tasks) * len(batch_sizes) * sum(len(modes.chosen(e, args.compiled)) for e in engines)
+                "batch_sizes": batch_sizes, "precisions": list(precisions)}
+    total = (len(tasks) * len(batch_sizes) * len(precisions)
+             * sum(len(modes.chosen(e, args.compiled)) for e in engines))
     print(f"bench: {total} cells ({len(engines)} engines, each in its own process); "
           f"{args.steps} steps x {args.repeats} timed repeats after {args.warmup} warm-up pass(es)",
           flush=True)
@@ -91,7 +95,9 @@ def run(args):
 
 
 def _engine(engine, tasks, batch_sizes, data, settings, done, total):
-    request = {"engine": engine, "cells": [(t, b) for t in tasks for b in batch_sizes],
+    request = {"engine": engine,
+               "cells": [(t, b, p) for t in tasks for b in batch_sizes
+                         for p in settings["precisions"]],
                "modes": list(modes.chosen(engine, settings["compiled"])), "data": data,
                **{k: settings[k] for k in ("steps", "repeats", "warmup")}}
     env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine])
@@ -121,7 +127,8 @@ def _engine(engine, tasks, batch_sizes, data, settings, done, total):
 
 
 def progress_line(cell):
-    head = f"{cell['task']:<8} {cell['engine']:<17} batch {cell['batch_size']:<4} {cell['mode']:<28}"
+    head = (f"{cell['task']:<8} {cell['engine']:<17} batch {cell['batch_size']:<4} "
+            f"{cell.get('precision', 'float32'):<14} {cell['mode']:<28}")
     if "skipped" in cell:
         return f"{head} skipped: {cell['skipped']}"
     if "error" in cell:

@@ -18,7 +18,7 @@ import traceback
 
 import numpy as np
 
-from customfit import registry
+from customfit import precision, registry
 from customfit.bench import modes as modes_module
 
 PREFIX = "BENCH-CELL "
@@ -83,10 +83,11 @@ def _summary(seconds, steps, batch_size):
             "samples_per_second": steps * batch_size / median}
 
 
-def run_cell(engine, task, batch_size, mode, arrays, make, reference, job):
+def run_cell(engine, task, batch_size, mode, arrays, make, reference, job, policy="float32"):
     steps, repeats, warmup = job["steps"], job["repeats"], job["warmup"]
     trainer = make()
-    cell = {"task": task, "engine": engine, "batch_size": batch_size, "mode": mode,
+    cell = {"task": task, "engine": engine, "batch_size": batch_size, "precision": policy,
+            "mode": mode,
             "default_mode": mode == modes_module.DEFAULT[engine], "steps": steps,
             "repeats": repeats, "warmup": warmup}
     with modes_module.applied(engine, mode, trainer):
@@ -115,21 +116,27 @@ def main(request_path):
     with open(request_path) as f:
         job = json.load(f)
     engine = job["engine"]
-    for task, batch_size in job["cells"]:
+    for task, batch_size, wanted in job["cells"]:
+        # Before any Trainer of the cell is made: Keras's dtype policy applies to new layers.
+        policy = precision.use(engine, wanted)
+        head = {"task": task, "engine": engine, "batch_size": batch_size, "precision": policy}
         try:
+            if task == "penalty" and engine == "torch" and policy != "float32":
+                raise NotImplementedError("the penalty workload's torch version has no mixed "
+                                          "precision")
             arrays, split = _data(task, job["data"].get(task), job["steps"], batch_size)
             make, reference = _trainers(task, engine, split)
         except NotImplementedError as e:
             for mode in job["modes"]:
-                _emit({"task": task, "engine": engine, "batch_size": batch_size, "mode": mode,
-                       "skipped": str(e)})
+                _emit({**head, "mode": mode, "skipped": str(e)})
             continue
         for mode in job["modes"]:
             try:
-                cell = run_cell(engine, task, batch_size, mode, arrays, make, reference, job)
+                cell = run_cell(engine, task, batch_size, mode, arrays, make, reference, job,
+                                policy)
             except Exception as e:  # one cell's failure (a mode a step cannot take) is its row
                 traceback.print_exc(file=sys.stderr)
-                cell = {"task": task, "engine": engine, "batch_size": batch_size, "mode": mode,
+                cell = {**head, "mode": mode,
                         "error": f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"}
             _emit(cell)
     return 0

@@ -20,12 +20,12 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from customfit import devices as spreading
-from customfit import options, registry, run_folder, validate
+from customfit import options, precision, registry, run_folder, validate
 from customfit.errors import (CheckpointError, CustomfitError, Interrupted, NonFiniteLoss,
                               RunStopped, UsageError, WriteError)
 
 CONFIG_KEYS = ("epochs", "batch_size", "lr", "seed", "model", "out", "resume", "data", "verbose",
-               "tensorboard", "devices")
+               "tensorboard", "devices", "precision")
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
@@ -56,6 +56,8 @@ class Result:
         versions: Python's, NumPy's, customfit's and the engine's frameworks' versions.
         started_from: the run folder whose trained model this run started from
             (adversarial's `from_run`), else None.
+        precision: the dtype policy the run computed in: "float32", "mixed_bfloat16" or
+            "mixed_float16" (customfit/precision.py).
         accuracy: metrics["accuracy"], or None for a task judged otherwise.
 
     Example:
@@ -80,6 +82,7 @@ class Result:
     references: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     started_from: str | None = None
+    precision: str = "float32"
 
     @property
     def accuracy(self):
@@ -118,6 +121,8 @@ def _plan(task, engine, config):
         checked["lr"] = validate.positive_float("lr", given["lr"])
     if "seed" in given:
         checked["seed"] = validate.seed("seed", given["seed"])
+    if "precision" in given:
+        checked["precision"] = precision.check(given["precision"])
     task_options = options.resolve(spec, {k: given.get(k) for k in option_names})
     options_given = {k for k in option_names if k in given}
 
@@ -149,6 +154,7 @@ def _plan(task, engine, config):
         previous = resumed[1]["config"]
         for key in ("epochs",) + _PINNED:
             checked.setdefault(key, previous[key])
+        checked.setdefault("precision", previous.get("precision", precision.DEFAULT))
         for key in option_names:  # the run goes on as it started, pinned or not
             if key not in options_given and key in previous:
                 task_options[key] = previous[key]
@@ -172,7 +178,8 @@ def _plan(task, engine, config):
                 raise UsageError.expected("data", "the data the run it starts from was trained on",
                                           given="other data")
 
-    settings = {**{k: defaults[k] for k in ("epochs", "batch_size", "lr", "seed")}, **checked}
+    settings = {**{k: defaults[k] for k in ("epochs", "batch_size", "lr", "seed")},
+                **{k: v for k, v in checked.items() if k != "precision"}}
     settings = {
         "epochs": int(settings["epochs"]),
         "batch_size": int(settings["batch_size"]),
@@ -187,6 +194,9 @@ def _plan(task, engine, config):
     devices = spreading.check(task, engine, given.get("devices", 1), settings["batch_size"])
     if devices > 1:
         settings["devices"] = devices
+    # Like devices: only a run that asks for it records it, so float32 configs stay as they were.
+    if checked.get("precision", precision.DEFAULT) != precision.DEFAULT:
+        settings["precision"] = checked["precision"]
     return {
         "task": task, "engine": engine, "spec": spec, "settings": settings, "split": split,
         "data_digest": data_digest, "out": out, "resumed": resumed, "start": start,
@@ -254,6 +264,12 @@ def _check_checkpoint(path, task, engine, model, checked, data_digest, pinned_op
             raise UsageError.expected(
                 key, f"{config[key]!r} as in the checkpoint being resumed (or leave {flag} out)",
                 checked[key])
+    # Pinned too, but absent from the configs of float32 runs (and of runs older than it).
+    was = config.get("precision", precision.DEFAULT)
+    if checked.get("precision", was) != was:
+        raise UsageError.expected(
+            "precision", f"{was!r} as in the checkpoint being resumed (or leave --precision out)",
+            checked["precision"])
     if meta.get("data_sha256") != data_digest:
         want_data = "the data it was trained on" if meta.get("data_sha256") else "the built-in data"
         raise UsageError.expected("data", f"{want_data} to resume this checkpoint",
@@ -300,8 +316,9 @@ def run(task, engine, **config):
             default `runs/<task>-<engine>`); resume (continue from out/checkpoint.safetensors);
             data (an .npz path, or a tuple (x_train, y_train, x_test, y_test)); verbose;
             devices (train on N devices, each engine its framework's way; batch_size is then
-            the global batch); and the task's own options (e.g. method, eps, steps for
-            adversarial).
+            the global batch); precision ("float32", the default, or "mixed": float32
+            weights, 16-bit compute, see customfit/precision.py); and the task's own options
+            (e.g. method, eps, steps for adversarial).
 
     Returns:
         A `cf.Result` (None in a process that torchrun started, other than rank 0).
@@ -376,6 +393,8 @@ def _train(plan, started):
         if e.name and e.name.startswith("customfit."):
             raise CustomfitError(f"engine {engine} is not implemented for task {task} yet ({e.name})") from None
         raise
+    # Before the Trainer builds its layers: Keras's dtype policy applies to layers made after it.
+    plan["policy"] = precision.use(engine, settings.get("precision", precision.DEFAULT))
     trainer = spec.build_trainer(trainer_class, split, settings)
     history, resumed_from, started_from = [], None, None
     source = plan["resumed"] or plan["start"]
@@ -476,7 +495,7 @@ def _finish(plan, started, trainer, split, history, trained_before, meta, paths,
 
     title = f"{task} on {engine}"
     producing = time.perf_counter()
-    outputs = spec.produce(trainer, split, settings, verbose=plan["verbose"])
+    outputs = precision.float32_outputs(spec.produce(trainer, split, settings, verbose=plan["verbose"]))
     produce_seconds = time.perf_counter() - producing
     metrics = spec.judge(outputs, split, settings)
     bars = spec.bars(settings)
@@ -492,7 +511,7 @@ def _finish(plan, started, trainer, split, history, trained_before, meta, paths,
     total = time.perf_counter() - started
     report = {
         "task": task, "engine": engine, "model": settings["model"], "judge": spec.JUDGE,
-        "headline": spec.HEADLINE,
+        "headline": spec.HEADLINE, "precision": plan["policy"],
         **metrics,
         "bar": bars, "passed": passed,
         "references": references,
@@ -516,7 +535,7 @@ def _finish(plan, started, trainer, split, history, trained_before, meta, paths,
         task=task, engine=engine, config=config, metrics=metrics, bars=bars, passed=passed,
         history=history, paths=paths, out_dir=out, seconds_per_epoch=per_epoch, total_seconds=total,
         resumed_from_epoch=resumed_from, versions=versions, started_from=started_from,
-        references=references,
+        references=references, precision=plan["policy"],
     )
 
 

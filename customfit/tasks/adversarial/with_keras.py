@@ -33,8 +33,9 @@ def absolute(dx):
 class Trainer(classifier.Trainer):
     """The classifier of with_keras.py, plus the attack on its current weights."""
 
-    def __init__(self, layers, input_shape, num_classes, lr, seed):
-        super().__init__(layers, input_shape, num_classes, lr, seed)
+    def __init__(self, layers, input_shape, num_classes, lr, seed, devices=1):
+        # devices: the classifier's build_trainer passes it; adversarial runs on one device.
+        super().__init__(layers, input_shape, num_classes, lr, seed, devices=devices)
         self._attack_step = _compile(self._step, self.model.network.variables)
         self._value_and_grad = _compile(self._objective_and_grad, self.model.network.variables)
 

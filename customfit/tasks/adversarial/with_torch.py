@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from customfit import precision
 from customfit.tasks.adversarial import rules
 from customfit.tasks.classifier import with_torch as classifier
 
@@ -20,7 +21,8 @@ BATCH_SIZE = 1024
 
 def objective(model, x, dx, target, method):
     # reduction="sum": each pair's gradient is its own, whatever else shares the batch.
-    value = F.cross_entropy(model(x + dx), target, reduction="sum")
+    with precision.autocast():  # --precision mixed: the classifier trained under it
+        value = F.cross_entropy(model(x + dx).float(), target, reduction="sum")
     if method == "lecture":
         # torch.abs's gradient at 0 is 0, the subgradient rules.py asks for.
         value = value + rules.LECTURE_C * dx.abs().mean(dim=(1, 2, 3)).sum()

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from customfit import weights as layout
+from customfit import precision, weights as layout
 from customfit.devices import epoch_order
 from customfit.tasks.classifier.architectures import output_shape
 from customfit.tasks.classifier.tally import Tally
@@ -31,14 +31,16 @@ class Classifier(nnx.Module):
     def __init__(self, layers, input_shape, rngs: nnx.Rngs):
         steps = []
         shape = tuple(input_shape)
+        # --precision mixed: bfloat16 compute, float32 parameters (param_dtype's default).
+        dtype = precision.compute_dtype()
         for layer, out_shape in zip(layers, output_shape(layers, input_shape)):
             kind = layer[0]
             if kind == "dense":
-                steps.append(nnx.Linear(shape[-1], layer[1], rngs=rngs))
+                steps.append(nnx.Linear(shape[-1], layer[1], dtype=dtype, rngs=rngs))
             elif kind == "conv":
                 _, filters, kernel, padding, _ = layer
                 steps.append(nnx.Conv(shape[-1], filters, (kernel, kernel),
-                                      padding=padding.upper(), rngs=rngs))
+                                      padding=padding.upper(), dtype=dtype, rngs=rngs))
             elif kind == "maxpool":
                 size = (layer[1], layer[1])
                 steps.append(functools.partial(nnx.max_pool, window_shape=size, strides=size,
@@ -51,7 +53,7 @@ class Classifier(nnx.Module):
         self.net = nnx.Sequential(*steps)
 
     def __call__(self, x):
-        return self.net(x)
+        return self.net(x).astype(jnp.float32)  # the loss and softmax in float32, always
 
     def weighted_layers(self):
         """(index, layer) of the layers holding weights, in order."""

@@ -8,7 +8,7 @@ import numpy as np
 from keras import ops as K
 
 import customfit as cf
-from customfit import weights as layout
+from customfit import precision, weights as layout
 from customfit.parallel.keras_fit import DataParallel
 
 
@@ -28,6 +28,9 @@ def build_network(layers, input_shape):
             network.add(keras.layers.Flatten())
         else:
             raise ValueError(f"unknown layer kind {kind!r}")
+    if precision.mixed():
+        # Keras's mixed-precision guide: the output in float32, so that softmax and the loss are.
+        network.add(keras.layers.Activation("linear", dtype="float32"))
     return network
 
 

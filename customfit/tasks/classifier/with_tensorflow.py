@@ -6,7 +6,7 @@ written by hand, so any objective could stand where the cross-entropy is.
 
 import tensorflow as tf
 
-from customfit import weights as layout
+from customfit import precision, weights as layout
 from customfit.engines.native_checks import require_tensorflow_backend
 from customfit.tasks.classifier.tally import Tally
 
@@ -31,6 +31,9 @@ def build_model(layers, input_shape):
             model.add(tf.keras.layers.Flatten())
         else:
             raise ValueError(f"unknown layer kind {kind!r}")
+    if precision.mixed():
+        # Keras's mixed-precision guide: the output in float32, so that softmax and the loss are.
+        model.add(tf.keras.layers.Activation("linear", dtype="float32"))
     return model
 
 
@@ -52,7 +55,9 @@ class Trainer:
         tf.keras.utils.set_random_seed(seed)
         with self.strategy.scope():
             self.model = build_model(layers, input_shape)
-            self.optimizer = tf.keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7)
+            # Under mixed_float16 (a GPU), Keras's LossScaleOptimizer around Adam.
+            self.optimizer = precision.loss_scaled(
+                tf.keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7))
             # The Adam moments now rather than at the first step, so load_state can fill them.
             self.optimizer.build(self.model.trainable_variables)
 
@@ -62,7 +67,9 @@ class Trainer:
         with tf.GradientTape() as tape:
             logits = self.model(x, training=True)
             loss = cross_entropy(y, logits)
-        grads = tape.gradient(loss, self.model.trainable_variables)
+            # The identity, but under a LossScaleOptimizer, which unscales in apply_gradients.
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, self.model.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         return loss, _correct(y, logits)
 
@@ -77,7 +84,8 @@ class Trainer:
                 per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
                                                                              logits=logits)
                 loss = tf.nn.compute_average_loss(per_example)
-            grads = tape.gradient(loss, self.model.trainable_variables)
+                scaled = self.optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, self.model.trainable_variables)
             self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
             return loss, _correct(y, logits)
 

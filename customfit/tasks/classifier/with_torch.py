@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from customfit import weights as layout
+from customfit import precision, weights as layout
 from customfit.tasks.classifier.architectures import output_shape
 from customfit.tasks.classifier.tally import Tally
 
@@ -83,6 +83,9 @@ class Trainer:
         # eps=1e-7: Keras's default, so that every engine runs the same Adam settings.
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr,
                                           betas=(0.9, 0.999), eps=1e-7)
+        # --precision mixed: forward passes under torch.autocast; the scaler scales the loss
+        # only under float16 (otherwise it passes everything through).
+        self.scaler = precision.grad_scaler()
 
     def _loader(self, dataset, batch_size, shuffle_seed):
         from customfit.parallel import process_group
@@ -95,10 +98,12 @@ class Trainer:
         tally = Tally()
         for x_batch, y_batch in loader:
             self.optimizer.zero_grad()
-            logits = self.trained(x_batch)
-            loss = F.cross_entropy(logits, y_batch)
-            loss.backward()
-            self.optimizer.step()
+            with precision.autocast():
+                logits = self.trained(x_batch).float()
+                loss = F.cross_entropy(logits, y_batch)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             tally.add(loss.item(), (logits.argmax(dim=1) == y_batch).sum().item(), len(x_batch))
             on_batch(tally.means())
         return mean_over_processes(tally.means()) if self.devices > 1 else tally.means()
@@ -110,17 +115,17 @@ class Trainer:
                             batch_size=batch_size)
         self.model.eval()
         tally = Tally()
-        with torch.no_grad():  # no graph to build: nothing will be differentiated
+        with torch.no_grad(), precision.autocast():  # no graph: nothing is differentiated
             for x_batch, y_batch in loader:
-                logits = self.model(x_batch)
+                logits = self.model(x_batch).float()
                 tally.add(F.cross_entropy(logits, y_batch).item(),
                           (logits.argmax(dim=1) == y_batch).sum().item(), len(x_batch))
         return tally.means()
 
     def predict_proba(self, x):
         self.model.eval()
-        with torch.no_grad():
-            return F.softmax(self.model(_tensors(x)), dim=1).numpy()
+        with torch.no_grad(), precision.autocast():
+            return F.softmax(self.model(_tensors(x)).float(), dim=1).numpy()
 
     def get_weights(self):
         return layout.to_canonical(ENGINE, [p.detach().numpy() for p in self.model.parameters()])
@@ -139,7 +144,8 @@ class Trainer:
         self.model.train()
         self.model.zero_grad()
         x, y = _tensors(x, y)
-        loss = F.cross_entropy(self.model(x), y)
+        with precision.autocast():
+            loss = F.cross_entropy(self.model(x).float(), y)
         loss.backward()
         grads = [p.grad.numpy().copy() for p in self.model.parameters()]
         self.model.zero_grad()  # leave nothing behind for the next optimizer step to see

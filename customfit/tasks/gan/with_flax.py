@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from customfit import precision
 from customfit.devices import epoch_order
 from customfit.tasks.gan import layout
 from customfit.weights import optax_adam_paths
@@ -41,6 +42,12 @@ def conv_transpose(n_in, n_out, kernel, rngs, **kwargs):
                              kernel_init=glorot, rngs=rngs, **kwargs)
 
 
+def float32(h):
+    """--precision mixed computes in bfloat16 (customfit/precision.py); what leaves a network,
+    for the losses and the judge, is float32."""
+    return h.astype(jnp.float32)
+
+
 class LectureGenerator(nnx.Module):
     """The lecture's generator: dense 256 -> 4x4x16, batch norm, transposed convolutions
     2x2 (8), 2x2 (4), 3x3 (1, sigmoid), each hidden one followed by ReLU then batch norm."""
@@ -60,7 +67,7 @@ class LectureGenerator(nnx.Module):
         h = self.norm0(h)
         h = self.norm1(nnx.relu(self.up1(h)))  # 5x5
         h = self.norm2(nnx.relu(self.up2(h)))  # 6x6
-        return nnx.sigmoid(self.out(h))        # 8x8
+        return float32(nnx.sigmoid(self.out(h)))  # 8x8
 
 
 class LectureDiscriminator(nnx.Module):
@@ -78,7 +85,7 @@ class LectureDiscriminator(nnx.Module):
         h = nnx.relu(self.conv1(x))
         h = nnx.relu(self.conv2(h))
         h = nnx.relu(self.conv3(h))
-        return self.logit(h.reshape(h.shape[0], -1))  # NHWC flattens in Keras's order
+        return float32(self.logit(h.reshape(h.shape[0], -1)))  # NHWC flattens in Keras's order
 
 
 class Generator(nnx.Module):
@@ -98,7 +105,7 @@ class Generator(nnx.Module):
     def __call__(self, z):
         h = nnx.relu(self.norm0(self.dense(z).reshape(-1, 4, 4, self.width)))
         h = nnx.relu(self.norm1(self.up(h)))
-        return nnx.sigmoid(self.out(h))
+        return float32(nnx.sigmoid(self.out(h)))
 
 
 class Discriminator(nnx.Module):
@@ -117,7 +124,7 @@ class Discriminator(nnx.Module):
     def __call__(self, x):
         h = nnx.leaky_relu(self.conv1(x), self.slope)
         h = nnx.leaky_relu(self.norm(self.conv2(h)), self.slope)
-        return self.logit(h.reshape(h.shape[0], -1))
+        return float32(self.logit(h.reshape(h.shape[0], -1)))
 
 
 NETWORKS = {"lecture": (LectureGenerator, LectureDiscriminator),
@@ -223,6 +230,8 @@ class Trainer:
         Gen, Dis = NETWORKS[model]
         rngs = nnx.Rngs(seed)
         self.gen, self.dis = Gen(latent, rngs=rngs), Dis(rngs=rngs)
+        # --precision mixed: bfloat16 compute, float32 parameters (customfit/precision.py).
+        precision.compute_in(self.gen), precision.compute_in(self.dis)
 
         tx = adam(lr, layout.MODELS[model]["beta_1"])
         self.opt_gen = nnx.Optimizer(self.gen, tx, wrt=nnx.Param)

@@ -26,6 +26,12 @@ def batch_norm(settings):
                                      epsilon=settings["bn_epsilon"])
 
 
+def float32(h):
+    """--precision mixed computes in bfloat16 or float16 (Keras's dtype policy, set by
+    customfit/precision.py); what leaves a network, for the losses and the judge, is float32."""
+    return K.cast(h, "float32")
+
+
 class LectureGenerator(keras.Model):
     """The lecture's generator: dense 256 -> 4x4x16, batch norm, transposed convolutions
     2x2 (8), 2x2 (4), 3x3 (1, sigmoid), each hidden one followed by ReLU then batch norm."""
@@ -47,7 +53,7 @@ class LectureGenerator(keras.Model):
         h = self.norm0(self.reshape(self.dense(z)), training=training)
         h = self.norm1(self.up1(h), training=training)
         h = self.norm2(self.up2(h), training=training)
-        return self.out(h)
+        return float32(self.out(h))
 
 
 class LectureDiscriminator(keras.Model):
@@ -63,7 +69,7 @@ class LectureDiscriminator(keras.Model):
         self(keras.Input(layout.IMAGE_SHAPE))
 
     def call(self, x, training=False):
-        return self.logit(self.flatten(self.conv3(self.conv2(self.conv1(x)))))
+        return float32(self.logit(self.flatten(self.conv3(self.conv2(self.conv1(x))))))
 
 
 class Generator(keras.Model):
@@ -85,7 +91,7 @@ class Generator(keras.Model):
     def call(self, z, training=False):
         h = K.relu(self.norm0(self.reshape(self.dense(z)), training=training))
         h = K.relu(self.norm1(self.up(h), training=training))
-        return self.out(h)
+        return float32(self.out(h))
 
 
 class Discriminator(keras.Model):
@@ -106,7 +112,7 @@ class Discriminator(keras.Model):
     def call(self, x, training=False):
         h = K.leaky_relu(self.conv1(x), self.slope)
         h = K.leaky_relu(self.norm(self.conv2(h), training=training), self.slope)
-        return self.logit(self.flatten(h))
+        return float32(self.logit(self.flatten(h)))
 
 
 NETWORKS = {"lecture": (LectureGenerator, LectureDiscriminator),

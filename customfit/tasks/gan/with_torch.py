@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from customfit import precision
 from customfit.tasks.gan import layout
 
 ENGINE = "torch"
@@ -53,6 +54,7 @@ class LectureGenerator(nn.Module):
         self.norm2 = batch_norm(4, s)
         self.out = nn.ConvTranspose2d(4, 1, kernel_size=3)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, z):
         h = F.relu(self.dense(z))
         h = self.norm0(channels_first(h.view(-1, 4, 4, 16)))  # Keras reshapes to (H, W, C)
@@ -71,6 +73,7 @@ class LectureDiscriminator(nn.Module):
         self.conv3 = nn.Conv2d(8, 16, kernel_size=3)
         self.logit = nn.Linear(2 * 2 * 16, 1)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, x):
         h = F.relu(self.conv1(x))
         h = F.relu(self.conv2(h))
@@ -93,6 +96,7 @@ class Generator(nn.Module):
         self.norm1 = batch_norm(w // 2, s)
         self.out = nn.ConvTranspose2d(w // 2, 1, kernel_size=3, padding=1)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, z):
         h = channels_first(self.dense(z).view(-1, 4, 4, self.width))
         h = F.relu(self.norm0(h))
@@ -113,6 +117,7 @@ class Discriminator(nn.Module):
         self.norm = batch_norm(w, s)
         self.logit = nn.Linear(4 * 4 * w, 1)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, x):
         h = F.leaky_relu(self.conv1(x), self.slope)
         h = F.leaky_relu(self.norm(self.conv2(h)), self.slope)
@@ -217,6 +222,9 @@ class Trainer:
                                         eps=layout.ADAM_EPSILON)
         self.opt_dis = torch.optim.Adam(self.dis.parameters(), lr=lr, betas=betas,
                                         eps=layout.ADAM_EPSILON)
+        # Under float16, each optimizer's loss scaled by its own GradScaler (each skips its own
+        # overflowing steps); otherwise they pass everything through (customfit/precision.py).
+        self.scale_dis, self.scale_gen = precision.grad_scaler(), precision.grad_scaler()
 
     def _noise(self, n, generator):
         return torch.randn(n, self.latent, generator=generator)
@@ -249,13 +257,16 @@ class Trainer:
             for _ in range(self.critic_steps):
                 self.opt_dis.zero_grad()
                 loss_d = dis_loss(gen, dis, real, self._latents(n, noise))
-                loss_d.backward()
-                self.opt_dis.step()
+                self.scale_dis.scale(loss_d).backward()
+                self.scale_dis.step(self.opt_dis)
+                self.scale_dis.update()
                 tally.add("dis_loss", loss_d.item(), n)
             self.opt_gen.zero_grad()
             loss_g = gen_loss(gen, dis, self._latents(n, noise))
-            loss_g.backward()  # also fills the discriminator's .grad: its next zero_grad clears it
-            self.opt_gen.step()
+            # backward() also fills the discriminator's .grad: its next zero_grad clears it.
+            self.scale_gen.scale(loss_g).backward()
+            self.scale_gen.step(self.opt_gen)
+            self.scale_gen.update()
             tally.add("gen_loss", loss_g.item(), n)
             on_batch(tally.means())
         if self.devices == 1:

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from customfit import precision
 from customfit.tasks.score import layout
 
 ENGINE = "flax"
@@ -48,7 +49,7 @@ class ScoreNet(nnx.Module):
         h = x if sigma is None else jnp.concatenate([x, jnp.log(sigma)], axis=-1)
         for layer in self.hidden:
             h = self.activation(layer(h))
-        h = self.out(h)
+        h = self.out(h).astype(jnp.float32)  # --precision mixed computes in bfloat16
         return h if sigma is None else h / sigma
 
 
@@ -149,7 +150,8 @@ class Trainer:
         self.divergence = divergence if method == "lecture" else None
         self.sigmas = None if sigmas is None else jnp.asarray(np.asarray(sigmas, np.float32))
         self.data = layout.NETWORKS[network]["data"]
-        self.model = ScoreNet(network, rngs=nnx.Rngs(seed))
+        # --precision mixed: bfloat16 compute, float32 parameters (customfit/precision.py).
+        self.model = precision.compute_in(ScoreNet(network, rngs=nnx.Rngs(seed)))
         rate = optax.cosine_decay_schedule(lr, decay_steps) if decay_steps else lr
         tx = optax.adam(rate, b1=layout.ADAM["beta_1"], b2=layout.ADAM["beta_2"],
                         eps=layout.ADAM["epsilon"])

@@ -23,6 +23,12 @@ import customfit as cf
 from customfit.tasks.score import layout
 
 
+def float32(h):
+    """--precision mixed computes in bfloat16 or float16 (Keras's dtype policy, set by
+    customfit/precision.py); what leaves a network, for the losses and the judge, is float32."""
+    return K.cast(h, "float32")
+
+
 class ScoreNet(keras.Model):
     """s(x) (the lecture's model), or s(x, sigma) = net([x, log sigma]) / sigma (dsm; the
     digits network scales x by 1 / sqrt(sigma^2 + sigma_data^2) first)."""
@@ -41,8 +47,8 @@ class ScoreNet(keras.Model):
         h = x if sigma is None else K.concatenate([x, K.log(sigma)], axis=-1)
         for layer in self.hidden:
             h = layer(h)
-        h = self.out(h)
-        return h if sigma is None else h / sigma
+        h = float32(self.out(h))
+        return h if sigma is None else h / float32(sigma)  # Keras cast sigma to the policy
 
 
 class ScoreModel(cf.Model):

@@ -30,6 +30,12 @@ def _require_tensorflow_backend():
             f"but this process's Keras backend is {backend!r}; run it in its own process")
 
 
+def float32(h):
+    """--precision mixed computes in bfloat16 or float16 (Keras's dtype policy, set by
+    customfit/precision.py); what leaves a network, for the losses and the judge, is float32."""
+    return tf.cast(h, tf.float32)
+
+
 class ScoreNet(tf.keras.Model):
     """s(x) (the lecture's model), or s(x, sigma) = net([x, log sigma]) / sigma (dsm; the
     digits network scales x by 1 / sqrt(sigma^2 + sigma_data^2) first)."""
@@ -48,8 +54,8 @@ class ScoreNet(tf.keras.Model):
         h = x if sigma is None else tf.concat([x, tf.math.log(sigma)], axis=-1)
         for layer in self.hidden:
             h = layer(h)
-        h = self.out(h)
-        return h if sigma is None else h / sigma
+        h = float32(self.out(h))
+        return h if sigma is None else h / float32(sigma)  # Keras cast sigma to the policy
 
 
 def score_matching(net, x, divergence, probe=None):

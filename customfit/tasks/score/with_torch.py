@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from customfit import weights as canonical
+from customfit import precision, weights as canonical
 from customfit.tasks.score import layout
 
 ENGINE = "torch"
@@ -46,6 +46,7 @@ class ScoreNet(nn.Module):
             width = units
         self.out = nn.Linear(width, out)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, x, sigma=None):
         if sigma is not None and self.sigma_data is not None:
             x = x / torch.sqrt(sigma ** 2 + self.sigma_data ** 2)
@@ -93,6 +94,7 @@ class Trainer:
                                           eps=layout.ADAM["epsilon"])
         self.decay_steps = decay_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._decay)
+        self.scaler = precision.grad_scaler()
 
     def _decay(self, step):
         return layout.cosine_decay(step, self.decay_steps)
@@ -123,8 +125,11 @@ class Trainer:
         for (x_batch,) in loader:
             self.optimizer.zero_grad()
             figures = self._figures(x_batch, self._draw(x_batch, noise))
-            figures["loss"].backward()
-            self.optimizer.step()
+            # Under float16 the scaler scales the loss and skips a step whose gradients overflow;
+            # otherwise it passes both through (customfit/precision.py).
+            self.scaler.scale(figures["loss"]).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.scheduler.step()
             means.add({k: v.item() for k, v in figures.items()}, len(x_batch))
             on_batch(means.means())

@@ -15,11 +15,18 @@ import numpy as np
 import optax
 from flax import nnx
 
+from customfit import precision
 from customfit.devices import epoch_order
 from customfit.tasks.vae import layout
 from customfit.weights import optax_adam_paths
 
 ENGINE = "flax"
+
+
+def float32(h):
+    """--precision mixed computes in bfloat16 (customfit/precision.py); what leaves a network,
+    for the losses and the judge, is float32."""
+    return h.astype(jnp.float32)
 
 
 class MLPEncoder(nnx.Module):
@@ -34,7 +41,7 @@ class MLPEncoder(nnx.Module):
         h = x.reshape(x.shape[0], -1)  # NHWC -> (N, H*W*C): Keras's order
         h = nnx.relu(self.hidden1(h))
         h = nnx.relu(self.hidden2(h))
-        return self.mu(h), self.logvar(h)
+        return float32(self.mu(h)), float32(self.logvar(h))
 
     def weighted_layers(self):
         return [self.hidden1, self.hidden2, self.mu, self.logvar]
@@ -50,7 +57,7 @@ class MLPDecoder(nnx.Module):
     def __call__(self, z):
         h = nnx.relu(self.hidden1(z))
         h = nnx.relu(self.hidden2(h))
-        return nnx.sigmoid(self.out(h)).reshape(-1, *layout.IMAGE)
+        return float32(nnx.sigmoid(self.out(h)).reshape(-1, *layout.IMAGE))
 
     def weighted_layers(self):
         return [self.hidden1, self.hidden2, self.out]
@@ -72,7 +79,7 @@ class ConvEncoder(nnx.Module):
         h = nnx.relu(self.conv2(h))
         h = nnx.relu(self.conv3(h))
         h = h.reshape(h.shape[0], -1)
-        return self.mu(h), self.logvar(h)
+        return float32(self.mu(h)), float32(self.logvar(h))
 
     def weighted_layers(self):
         return [self.conv1, self.conv2, self.conv3, self.mu, self.logvar]
@@ -98,7 +105,7 @@ class ConvDecoder(nnx.Module):
         h = nnx.relu(self.dense(z)).reshape(-1, *layout.CONV_DECODER["reshape"])
         h = nnx.leaky_relu(self.deconv1(h), negative_slope=layout.LEAKY_SLOPE)  # Flax's default: 0.01
         h = nnx.leaky_relu(self.deconv2(h), negative_slope=layout.LEAKY_SLOPE)
-        return nnx.sigmoid(self.deconv3(h))
+        return float32(nnx.sigmoid(self.deconv3(h)))
 
     def weighted_layers(self):
         return [self.dense, self.deconv1, self.deconv2, self.deconv3]
@@ -168,7 +175,8 @@ class Trainer:
         self.network, self.objective, self.latent = network, objective, latent
         self.temperature, self.seed = float(temperature), seed
         self._shapes = layout.canonical_shapes(network, latent)
-        self.model = VAE(network, latent, rngs=nnx.Rngs(seed))
+        # --precision mixed: bfloat16 compute, float32 parameters (customfit/precision.py).
+        self.model = precision.compute_in(VAE(network, latent, rngs=nnx.Rngs(seed)))
         tx = optax.adam(lr, b1=layout.ADAM["beta_1"], b2=layout.ADAM["beta_2"],
                         eps=layout.ADAM["epsilon"])
         self.optimizer = nnx.Optimizer(self.model, tx, wrt=nnx.Param)

@@ -21,6 +21,12 @@ from customfit.parallel.keras_fit import DataParallel, own_rows
 from customfit.tasks.vae import layout
 
 
+def float32(h):
+    """--precision mixed computes in bfloat16 or float16 (Keras's dtype policy, set by
+    customfit/precision.py); what leaves a network, for the losses and the judge, is float32."""
+    return K.cast(h, "float32")
+
+
 class MLPEncoder(keras.Model):
     def __init__(self, latent):
         super().__init__(name="encoder")
@@ -33,7 +39,7 @@ class MLPEncoder(keras.Model):
 
     def call(self, x):
         h = self.hidden2(self.hidden1(self.flatten(x)))
-        return self.mu(h), self.logvar(h)
+        return float32(self.mu(h)), float32(self.logvar(h))
 
 
 class MLPDecoder(keras.Model):
@@ -46,7 +52,7 @@ class MLPDecoder(keras.Model):
         self.reshape = layers.Reshape(layout.IMAGE)
 
     def call(self, z):
-        return self.reshape(self.out(self.hidden2(self.hidden1(z))))
+        return float32(self.reshape(self.out(self.hidden2(self.hidden1(z)))))
 
 
 class ConvEncoder(keras.Model):
@@ -64,7 +70,7 @@ class ConvEncoder(keras.Model):
 
     def call(self, x):
         h = self.fl(self.c3(self.c2(self.c1(x))))
-        return self.l_mu(h), self.l_l(h)
+        return float32(self.l_mu(h)), float32(self.l_l(h))
 
 
 class ConvDecoder(keras.Model):
@@ -85,7 +91,7 @@ class ConvDecoder(keras.Model):
         # The lecture's activation="leaky_relu" has Keras's slope 0.2; said explicitly.
         h = K.leaky_relu(self.c1(h), negative_slope=layout.LEAKY_SLOPE)
         h = K.leaky_relu(self.c2(h), negative_slope=layout.LEAKY_SLOPE)
-        return self.c3(h)
+        return float32(self.c3(h))
 
 
 class VAE(cf.Model):

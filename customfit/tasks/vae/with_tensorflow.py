@@ -19,6 +19,12 @@ ENGINE = "tensorflow"
 Dense = tf.keras.layers.Dense
 
 
+def float32(h):
+    """--precision mixed computes in bfloat16 or float16 (Keras's dtype policy, set by
+    customfit/precision.py); what leaves a network, for the losses and the judge, is float32."""
+    return tf.cast(h, tf.float32)
+
+
 class MLPEncoder(tf.keras.Model):
     def __init__(self, latent):
         super().__init__()
@@ -31,7 +37,7 @@ class MLPEncoder(tf.keras.Model):
 
     def call(self, x):
         h = self.hidden2(self.hidden1(self.flatten(x)))
-        return self.mu(h), self.logvar(h)
+        return float32(self.mu(h)), float32(self.logvar(h))
 
 
 class MLPDecoder(tf.keras.Model):
@@ -44,7 +50,7 @@ class MLPDecoder(tf.keras.Model):
         self.reshape = tf.keras.layers.Reshape(layout.IMAGE)
 
     def call(self, z):
-        return self.reshape(self.out(self.hidden2(self.hidden1(z))))
+        return float32(self.reshape(self.out(self.hidden2(self.hidden1(z)))))
 
 
 class ConvEncoder(tf.keras.Model):
@@ -62,7 +68,7 @@ class ConvEncoder(tf.keras.Model):
 
     def call(self, x):
         h = self.flatten(self.c3(self.c2(self.c1(x))))
-        return self.mu(h), self.logvar(h)  # the lecture returned (mu, ll): a NameError
+        return float32(self.mu(h)), float32(self.logvar(h))  # the lecture returned (mu, ll): a NameError
 
 
 class ConvDecoder(tf.keras.Model):
@@ -83,7 +89,7 @@ class ConvDecoder(tf.keras.Model):
         # The lecture's activation="leaky_relu" means a slope of 0.2 (Keras's); said explicitly.
         h = tf.nn.leaky_relu(self.c1(h), alpha=layout.LEAKY_SLOPE)
         h = tf.nn.leaky_relu(self.c2(h), alpha=layout.LEAKY_SLOPE)
-        return self.c3(h)
+        return float32(self.c3(h))
 
 
 def vae_figures(x, x_hat, mu, logvar, temperature, objective):

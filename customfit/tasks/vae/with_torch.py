@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from customfit import precision
 from customfit.tasks.vae import layout
 
 ENGINE = "torch"
@@ -31,6 +32,7 @@ class MLPEncoder(nn.Module):
         self.mu = nn.Linear(h2, latent)
         self.logvar = nn.Linear(h2, latent)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, x):
         h = F.relu(self.hidden1(x.flatten(1)))  # NHWC flattened (H, W, C): Keras's order
         h = F.relu(self.hidden2(h))
@@ -45,6 +47,7 @@ class MLPDecoder(nn.Module):
         self.hidden2 = nn.Linear(h2, h1)
         self.out = nn.Linear(h1, layout.PIXELS)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, z):
         h = F.relu(self.hidden1(z))
         h = F.relu(self.hidden2(h))
@@ -63,6 +66,7 @@ class ConvEncoder(nn.Module):
         self.mu = nn.Linear(2 * 2 * f3, latent)
         self.logvar = nn.Linear(2 * 2 * f3, latent)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, x):
         h = x.permute(0, 3, 1, 2)  # the data is NHWC, nn.Conv2d wants NCHW
         h = F.relu(self.conv1(h))
@@ -86,6 +90,7 @@ class ConvDecoder(nn.Module):
         self.deconv2 = nn.ConvTranspose2d(f1, f2, k2)
         self.deconv3 = nn.ConvTranspose2d(f2, f3, k3)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, z):
         h = F.relu(self.dense(z))
         h = h.view(-1, *layout.CONV_DECODER["reshape"]).permute(0, 3, 1, 2)  # Keras's Reshape is HWC
@@ -104,6 +109,7 @@ class VAE(nn.Module):
     def reparameterize(self, mu, logvar, eps):
         return mu + eps * torch.exp(0.5 * logvar)
 
+    @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, x, eps=None, generator=None):
         """(x_hat, mu, logvar); the encoder runs once. eps: given (parity), else drawn."""
         mu, logvar = self.encoder(x)
@@ -145,6 +151,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr,
                                           betas=(layout.ADAM["beta_1"], layout.ADAM["beta_2"]),
                                           eps=layout.ADAM["epsilon"])
+        self.scaler = precision.grad_scaler()
 
     def _figures(self, x, x_hat, mu, logvar):
         return loss_function(x, x_hat, mu, logvar, self.temperature, self.objective)
@@ -173,8 +180,11 @@ class Trainer:
             self.optimizer.zero_grad()
             x_hat, mu, logvar = self.trained(x_batch, eps=self._noise(len(x_batch), noise))
             figures = self._figures(x_batch, x_hat, mu, logvar)
-            figures["loss"].backward()
-            self.optimizer.step()
+            # Under float16 the scaler scales the loss and skips a step whose gradients overflow;
+            # otherwise it passes both through (customfit/precision.py).
+            self.scaler.scale(figures["loss"]).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             means.add({k: v.item() for k, v in figures.items()}, len(x_batch))
             on_batch(means.means())
         if self.devices == 1:
