@@ -44,6 +44,7 @@ def test_digits_default_reaches_0985(engine, tmp_path):
     assert metrics["accuracy"] >= 0.985, metrics
 
 
+@pytest.mark.slow  # five seeds an engine, 40-75 s each engine: a fifth of the default run
 @pytest.mark.parametrize("engine", ENGINES)
 def test_digits_lecture_model_five_seed_mean_reaches_088(engine, tmp_path):
     # The lecture's small CNN depends on its seed (its own code gives 0.86 to 0.95): judge the
