@@ -39,15 +39,21 @@ def run_until_killed(task, engine, out, epochs, *flags):
     proc = subprocess.Popen(command(task, engine, out, "--epochs", str(epochs), *flags),
                             cwd=os.path.dirname(out), env=env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
+    return kill_on(proc, f"Epoch 3/{epochs}", seconds=600)
+
+
+def kill_on(proc, marker, seconds):
+    """Read a run's progress bars (its stderr) and SIGKILL it the moment `marker` appears;
+    its return code and the tail of what it wrote."""
     seen = b""
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
             chunk = proc.stderr.read1(4096)
             if not chunk:
                 break
             seen = (seen + chunk)[-4096:]
-            if f"Epoch 3/{epochs}".encode() in seen:
+            if marker.encode() in seen:
                 proc.send_signal(signal.SIGKILL)
                 break
     finally:

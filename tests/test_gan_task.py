@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -25,6 +24,7 @@ import pytest
 from customfit import checkpoint, registry
 from customfit.engines import loop
 from customfit.tasks.gan import figures, layout, spec
+import cli_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ["--epochs", "2", "--batch-size", "256"]
@@ -285,22 +285,8 @@ def _run_until_killed(engine, out, cwd):
     appears: the loop draws it right after epoch 1's checkpoint, history and grid are written."""
     proc = subprocess.Popen(_command(engine, out), cwd=cwd, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    seen = b""
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline:
-            chunk = proc.stderr.read1(4096)
-            if not chunk:
-                break
-            seen = (seen + chunk)[-4096:]
-            if b"Epoch 2/2" in seen:
-                proc.send_signal(signal.SIGKILL)
-                break
-    finally:
-        proc.wait(timeout=60)
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL, (proc.returncode,
-                                                seen[-2000:].decode(errors="replace"))
+    killed = cli_runs.kill_on(proc, "Epoch 2/2", seconds=300)
+    assert killed["returncode"] == -signal.SIGKILL, (killed["returncode"], killed["stderr"])
 
 
 @pytest.mark.parametrize("engine", RESUMED)

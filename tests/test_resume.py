@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ import pytest
 from customfit import checkpoint, registry
 from customfit.data import epoch_permutation
 from customfit.engines import loop, runner
+import cli_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HISTORY_NUMBERS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
@@ -277,21 +277,8 @@ def _run_until_killed(engine, out, epochs, tmp_path):
                str(epochs), "--out", out]
     proc = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    seen = b""
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline:
-            chunk = proc.stderr.read1(4096) if hasattr(proc.stderr, "read1") else proc.stderr.read(1)
-            if not chunk:
-                break
-            seen = (seen + chunk)[-4096:]
-            if f"Epoch 3/{epochs}".encode() in seen:
-                proc.send_signal(signal.SIGKILL)
-                break
-    finally:
-        proc.wait(timeout=60)
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL, (proc.returncode, seen[-2000:].decode(errors="replace"))
+    killed = cli_runs.kill_on(proc, f"Epoch 3/{epochs}", seconds=300)
+    assert killed["returncode"] == -signal.SIGKILL, (killed["returncode"], killed["stderr"])
 
 
 @pytest.mark.parametrize("engine", ["torch", "flax", "keras-jax"])
