@@ -13,7 +13,7 @@ import pytest
 
 from customfit import registry
 from customfit.errors import UsageError
-from customfit.tasks.mnist import spec, standin
+from customfit.tasks.mnist import idx, spec, standin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What the lecture's CNN must reach on the stand-in (chance is 0.1; measured 0.94-0.97).
@@ -40,8 +40,9 @@ def test_without_data_one_line_says_how_to_get_it(tmp_path):
     cache = tmp_path / "keras" / "datasets" / "mnist.npz"
     assert proc.stderr == (
         f"customfit: error: --data: expected MNIST: Keras's {cache} (python -c 'import keras; "
-        "keras.datasets.mnist.load_data()' downloads it there) or --data FILE.npz with x_train, "
-        "y_train, x_test, y_test (uint8 28x28, labels 0-9); got neither\n")
+        "keras.datasets.mnist.load_data()' downloads it there), --data FILE.npz with x_train, "
+        "y_train, x_test, y_test (uint8 28x28, labels 0-9), or --data FOLDER holding MNIST's "
+        "four IDX files; got neither\n")
     assert not (tmp_path / "out").exists() and not (tmp_path / "keras").exists()
 
 
@@ -81,6 +82,32 @@ def test_read_data_scales_pixels_and_checks_the_layout():
         assert str(info.value).startswith(expected), str(info.value)
 
 
+def test_a_folder_of_idx_files_reads_as_the_npz_does(tmp_path):
+    """MNIST as its authors distribute it: four IDX files, gzipped or not, '-' or '.' names."""
+    arrays = standin.digits_at_28(30, 12)
+    names = {"x_train": "train-images-idx3-ubyte.gz", "y_train": "train-labels.idx1-ubyte",
+             "x_test": "t10k-images.idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte.gz"}
+    for key, name in names.items():
+        idx.write_file(tmp_path / name, arrays[key])
+    assert (tmp_path / "train-images-idx3-ubyte.gz").read_bytes()[:2] == b"\x1f\x8b"  # gzip
+    read = idx.read_folder(str(tmp_path))
+    for key in names:
+        np.testing.assert_array_equal(read[key], arrays[key])
+    split, expected = spec.read_data(tmp_path), spec.read_data(arrays)
+    np.testing.assert_array_equal(split.x_test, expected.x_test)
+    np.testing.assert_array_equal(split.y_train, expected.y_train)
+
+    (tmp_path / "t10k-images.idx3-ubyte").write_bytes(b"\x00\x00\x0d\x03" + bytes(12))
+    with pytest.raises(UsageError) as info:
+        spec.read_data(tmp_path)
+    assert str(info.value) == (f"data: expected an IDX file of unsigned bytes with 3 axes; got "
+                               f"'{tmp_path / 't10k-images.idx3-ubyte'}', whose header is 00000d03")
+    (tmp_path / "t10k-images.idx3-ubyte").unlink()
+    with pytest.raises(UsageError) as info:
+        spec.read_data(tmp_path)
+    assert str(info.value).endswith("got no t10k-images-idx3-ubyte there")
+
+
 def _run(engine, data_args, folder, keras_home):
     proc = customfit("run", "mnist", "--engine", engine, *data_args, "--epochs", str(EPOCHS),
                      "--lr", str(LR), "--quiet", "--out", str(folder / engine), cwd=folder,
@@ -97,8 +124,9 @@ def test_every_engine_learns_the_tests_own_file(tmp_path):
     keras_home = tmp_path / "keras"
     (keras_home / "datasets").mkdir(parents=True)
     cache = standin.write(keras_home / "datasets" / "mnist.npz", N_TRAIN, N_TEST)
-    jobs = [(engine, [] if engine == "keras-jax" else ["--data", str(data)])
-            for engine in registry.ENGINES]
+    # --device cpu on half the engines; on a machine without a GPU the others choose it too.
+    jobs = [(engine, ([] if engine == "keras-jax" else ["--data", str(data)])
+             + (["--device", "cpu"] if i % 2 else [])) for i, engine in enumerate(registry.ENGINES)]
     with ThreadPoolExecutor(2) as pool:
         results = dict(zip(registry.ENGINES, pool.map(
             lambda job: _run(job[0], job[1], tmp_path, keras_home), jobs)))
@@ -106,5 +134,30 @@ def test_every_engine_learns_the_tests_own_file(tmp_path):
         assert metrics["task"] == "mnist" and metrics["config"]["epochs"] == EPOCHS
         assert metrics["accuracy"] >= LEARNED, (engine, metrics["accuracy"])
         assert metrics["bar"] == {"accuracy": 0.98}
+        assert metrics["device"] == "cpu"
     assert results["keras-jax"]["config"]["data"] == str(cache)
     assert results["torch"]["config"]["data"] == str(data)
+
+
+def _real_mnist():
+    """Real MNIST where this machine has it: $CUSTOMFIT_MNIST (an .npz or a folder of the IDX
+    files), else Keras's cached mnist.npz."""
+    path = os.environ.get("CUSTOMFIT_MNIST") or spec.keras_cache_path()
+    return path if os.path.exists(path) else None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", registry.ENGINES)
+def test_real_mnist_reaches_the_bar(engine, tmp_path):
+    """Exercise 10's bar at the task's defaults (5 epochs of batch 32, the lecture's fit())."""
+    data = _real_mnist()
+    if data is None:
+        pytest.skip(f"no real MNIST here: neither $CUSTOMFIT_MNIST nor {spec.keras_cache_path()}")
+    proc = customfit("run", "mnist", "--engine", engine, "--data", data, "--quiet", "--out",
+                     str(tmp_path / engine), cwd=tmp_path, keras_home=tmp_path / "keras")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((tmp_path / engine / "metrics.json").read_text())
+    split = spec.read_data(data)
+    assert len(split.x_train) == 60000 and len(split.x_test) == 10000  # MNIST, not a stand-in
+    print(f"mnist {engine}: held-out accuracy {metrics['accuracy']:.4f}")
+    assert metrics["accuracy"] >= spec.BARS["accuracy"] and metrics["passed"] is True

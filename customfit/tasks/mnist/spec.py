@@ -3,7 +3,8 @@
 MNIST is not shipped and never downloaded here: the run reads Keras's own copy, the file
 `keras.datasets.mnist.load_data()` leaves in its cache (~/.keras/datasets/mnist.npz, or under
 $KERAS_HOME), or any .npz given with --data in that file's layout: x_train, y_train, x_test,
-y_test, uint8 images 28x28 (0-255) and labels 0-9.
+y_test, uint8 images 28x28 (0-255) and labels 0-9; or, with --data FOLDER, the four IDX files
+MNIST's authors distribute (see idx.py).
 """
 
 import functools
@@ -15,6 +16,7 @@ from customfit import validate
 from customfit.errors import UsageError
 from customfit.tasks.classifier import task as classifier
 from customfit.tasks.classifier.architectures import MNIST_LECTURE
+from customfit.tasks.mnist import idx
 
 NAME = "mnist"
 FAMILY = "classifier"
@@ -55,15 +57,17 @@ def default_data():
         return path
     raise UsageError.expected(
         "data", f"MNIST: Keras's {path} (python -c 'import keras; keras.datasets.mnist.load_data()' "
-                "downloads it there) or --data FILE.npz with x_train, y_train, x_test, y_test "
-                "(uint8 28x28, labels 0-9)", given="neither")
+                "downloads it there), --data FILE.npz with x_train, y_train, x_test, y_test "
+                "(uint8 28x28, labels 0-9), or --data FOLDER holding MNIST's four IDX files",
+        given="neither")
 
 
 def read_data(data):
-    """A Split from MNIST-layout arrays (an .npz path, a dict or a tuple): images 28x28 (a
-    trailing channel axis is accepted), integers 0-255 scaled to [0, 1], or floats already there;
-    labels 0-9."""
-    arrays = validate.data_arrays(data)
+    """A Split from MNIST-layout arrays (an .npz path, a folder of IDX files, a dict or a tuple):
+    images 28x28 (a trailing channel axis is accepted), integers 0-255 scaled to [0, 1], or floats
+    already there; labels 0-9."""
+    folder = isinstance(data, (str, os.PathLike)) and os.path.isdir(data)
+    arrays = idx.read_folder(os.fspath(data)) if folder else validate.data_arrays(data)
     split = validate.checked_split(arrays, INPUT_SHAPE, NUM_CLASSES)
     scaled = {name: _scaled(name, np.asarray(arrays[name]).dtype, getattr(split, name))
               for name in ("x_train", "x_test")}
