@@ -36,7 +36,7 @@ FLAGS = {
     "checkpoint": "--resume", "data": "--data", "tasks": "--tasks", "engines": "--engines",
     "tensorboard": "--tensorboard",
     "batch_sizes": "--batch-sizes", "steps": "--steps", "repeats": "--repeats", "warmup": "--warmup",
-    "devices": "--devices", "precision": "--precision",
+    "devices": "--devices", "precision": "--precision", "device": "--device",
     "dir": "DIR",
 }
 
@@ -125,7 +125,8 @@ def build_parser():
     run.add_argument("--resume", action="store_true",
                      help="continue from DIR/checkpoint.safetensors (same task, engine, model)")
     run.add_argument("--data", metavar="FILE.npz",
-                     help="train on your own data: an .npz with x_train, y_train, x_test, y_test")
+                     help="train on your own data: an .npz with x_train, y_train, x_test, y_test "
+                          "(mnist also reads a folder of MNIST's four IDX files)")
     run.add_argument("--tensorboard", metavar="DIR",
                      help="also log each epoch's figures for TensorBoard under DIR (train/, "
                           "validation/), with the engine's own writer")
@@ -137,6 +138,9 @@ def build_parser():
                      help="float32 (default) or mixed: float32 weights, 16-bit compute "
                           "(bfloat16 on a CPU, float16 with loss scaling on a GPU), each engine "
                           "its framework's way")
+    run.add_argument("--device", metavar="D",
+                     help="cpu or gpu (default: the GPU where the engine's framework sees one, "
+                          "else the CPU)")
     tasks_of = {}
     for task in registry.TASKS:
         for name in getattr(registry.spec(task), "OPTIONS", {}):
@@ -187,6 +191,9 @@ def build_parser():
     bench.add_argument("--precision", choices=("float32", "mixed", "both"), default="float32",
                        help="float32 (default), mixed (customfit run's --precision mixed), or "
                             "both, side by side with the mixed / float32 speed-up")
+    bench.add_argument("--device", choices=("cpu", "gpu"), default=None,
+                       help="where every engine computes (default: the GPU where the engine's "
+                            "framework sees one, else the CPU)")
     bench.add_argument("--steps", metavar="N", type=_checked("positive_int", "steps"), default=20,
                        help="training steps per timed pass (default: 20)")
     bench.add_argument("--repeats", metavar="N", type=_checked("at_least_five", "repeats"),
@@ -284,6 +291,7 @@ def _report(result):
         f"batch {cfg['batch_size']}, lr {cfg['lr']:g}, seed {cfg['seed']}"
         + (f", {cfg['devices']} devices" if cfg.get("devices", 1) > 1 else "")
         + (f", precision {result.precision}" if result.precision != "float32" else "")
+        + (f", on the {result.device.upper()}" if result.device != "cpu" else "")
         + (f", resumed after epoch {result.resumed_from_epoch}" if result.resumed_from_epoch else ""),
         f"{judged}: {'passed' if result.passed else 'NOT passed'}",
         *(f"  beside it, {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
@@ -300,7 +308,7 @@ def cmd_run(args):
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "model": args.model, "out": args.out, "resume": args.resume, "data": args.data,
         "verbose": not args.quiet, "tensorboard": args.tensorboard, "devices": args.devices,
-        "precision": args.precision,
+        "precision": args.precision, "device": args.device,
         **{name: getattr(args, name) for name in _task_options()},
     }
     return _run(args.task, args.engine, config)

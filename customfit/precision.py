@@ -8,8 +8,8 @@ framework its own way:
   2.21's tf.keras is Keras 3 and shares it): mixed_float16 where a GPU is visible, with Keras's
   LossScaleOptimizer; mixed_bfloat16 on a CPU, whose range needs no loss scaling.
 - torch: `torch.autocast` around the networks' forward passes (`autocast_forward`), bfloat16
-  on the CPU, where the native torch Trainers keep their tensors; float16 (a GPU planned) adds
-  `torch.amp.GradScaler` to the loop (`grad_scaler`).
+  on the CPU; float16 on a GPU (customfit/compute_device.py) adds `torch.amp.GradScaler` to the
+  loop (`grad_scaler`).
 - flax: the layers' compute `dtype=jnp.bfloat16`, `param_dtype` float32 (`compute_dtype`,
   `compute_in`; optax has no loss scaler, so Flax stays on bfloat16 on a GPU too).
 
@@ -53,32 +53,17 @@ def choose(engine, precision, gpu):
     return "mixed_bfloat16"
 
 
-def gpu_visible(engine):
-    """Whether the engine's framework would compute on a GPU in this process. The native torch
-    Trainers keep their tensors on the CPU, so they never do."""
-    if engine in ("tensorflow", "keras-tensorflow"):
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if engine == "keras-torch":
-        import torch
-
-        return torch.cuda.is_available()
-    if engine in ("flax", "keras-jax"):
-        import jax
-
-        return jax.default_backend() == "gpu"
-    return False
-
-
 def use(engine, precision, gpu=None):
     """Set this process's precision for `engine` before its Trainer is built; returns the
     policy used. For the Keras-based engines this sets Keras's global dtype policy.
-    gpu: plan for a GPU (float16 with loss scaling) or not; None asks the framework. Tests pass
-    True to run the float16 path, loss scaler included, on a CPU."""
+    gpu: plan for a GPU (float16 with loss scaling) or not; None: where the run computes
+    (customfit/compute_device.py). Tests pass True to run the float16 path, loss scaler
+    included, on a CPU."""
     check(precision)
     if gpu is None:
-        gpu = precision != "float32" and gpu_visible(engine)
+        from customfit import compute_device
+
+        gpu = compute_device.on_gpu()
     chosen = choose(engine, precision, gpu)
     if engine in _KERAS_POLICY_ENGINES:
         import keras
@@ -105,14 +90,21 @@ def half_dtype_name():
 # ----------------------------------------------------------------------------- torch
 
 
-def autocast(device_type="cpu"):
-    """torch.autocast at the chosen dtype, or a context that changes nothing under float32."""
+def _torch_device_type():
+    from customfit import compute_device
+
+    return "cuda" if compute_device.on_gpu() else "cpu"
+
+
+def autocast():
+    """torch.autocast at the chosen dtype on the run's device, or a context that changes
+    nothing under float32."""
     name = half_dtype_name()
     if name is None:
         return contextlib.nullcontext()
     import torch
 
-    return torch.autocast(device_type, dtype=getattr(torch, name))
+    return torch.autocast(_torch_device_type(), dtype=getattr(torch, name))
 
 
 def autocast_forward(forward):
@@ -138,12 +130,12 @@ def _float32(value):
     return value
 
 
-def grad_scaler(device_type="cpu"):
-    """torch.amp.GradScaler, enabled only under float16 (bfloat16 and float32 need none; a
-    disabled scaler passes losses and steps through unchanged)."""
+def grad_scaler():
+    """torch.amp.GradScaler on the run's device, enabled only under float16 (bfloat16 and
+    float32 need none; a disabled scaler passes losses and steps through unchanged)."""
     import torch
 
-    return torch.amp.GradScaler(device_type, enabled=half_dtype_name() == "float16")
+    return torch.amp.GradScaler(_torch_device_type(), enabled=half_dtype_name() == "float16")
 
 
 # ----------------------------------------------------------------------------- flax

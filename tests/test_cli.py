@@ -324,7 +324,7 @@ def test_python_api_raises_the_same_one_line_errors(tmp_path):
         (("toy", "torch"), {"lr": "0.1x"}, "lr: expected a positive number; got '0.1x'"),
         (("toy", "torch"), {"epoch": 3}, "config: expected keys among epochs, batch_size, lr, seed, "
                                           "model, out, resume, data, verbose, tensorboard, devices, "
-                                          "precision; got 'epoch'"),
+                                          "precision, device; got 'epoch'"),
         (("toy", "torch"), {"data": (np.zeros((4, 2)), np.array([0, 1, 2, 9]), np.zeros((2, 2)), np.zeros(2))},
          "data: expected y_train as 4 integer labels in [0, 5); got 1 label(s) outside it (values from 0 to 9)"),
         (("toy", "torch"), {"data": (np.zeros((4, 2)), np.zeros(4))},

@@ -163,11 +163,14 @@ class TorchTrainer:
         import torch
         from torch import nn
 
+        from customfit import compute_device
+
         torch.manual_seed(seed)
+        self.device = compute_device.torch_device()
         self.generator = nn.Sequential(nn.Linear(LATENT, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH),
-                                       nn.ReLU(), nn.Linear(WIDTH, 2))
+                                       nn.ReLU(), nn.Linear(WIDTH, 2)).to(self.device)
         self.critic = nn.Sequential(nn.Linear(2, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH),
-                                    nn.ReLU(), nn.Linear(WIDTH, 1))
+                                    nn.ReLU(), nn.Linear(WIDTH, 1)).to(self.device)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), LR, betas=BETAS)
         self.generator_optimizer = torch.optim.Adam(self.generator.parameters(), LR, betas=BETAS)
         self.model = self.critic  # what modes.applied compiles: the module with the penalty
@@ -176,12 +179,12 @@ class TorchTrainer:
         import torch
 
         generator = torch.Generator().manual_seed(shuffle_seed)
-        data = torch.from_numpy(x)[torch.randperm(len(x), generator=generator)]
+        data = torch.from_numpy(x)[torch.randperm(len(x), generator=generator)].to(self.device)
         for start in range(0, len(data), batch_size):
             real = data[start:start + batch_size]
             n = len(real)
-            fake = self.generator(torch.randn(n, LATENT)).detach()
-            mix_weight = torch.rand(n, 1)
+            fake = self.generator(torch.randn(n, LATENT, device=self.device)).detach()
+            mix_weight = torch.rand(n, 1, device=self.device)
             mixed = (mix_weight * real + (1 - mix_weight) * fake).requires_grad_(True)
             (slopes,) = torch.autograd.grad(self.critic(mixed).sum(), mixed, create_graph=True)
             penalty = ((slopes.square().sum(dim=1) + 1e-12).sqrt() - 1.0).square().mean()
@@ -190,7 +193,7 @@ class TorchTrainer:
             loss.backward()
             self.critic_optimizer.step()
 
-            generator_loss = -self.critic(self.generator(torch.randn(n, LATENT))).mean()
+            generator_loss = -self.critic(self.generator(torch.randn(n, LATENT, device=self.device))).mean()
             self.generator_optimizer.zero_grad()
             generator_loss.backward()
             self.generator_optimizer.step()

@@ -18,6 +18,8 @@ def markdown(result):
         f"{settings['repeats']} timed passes of {settings['steps']} training steps "
         "(train_epoch, as `customfit run` trains), one process per engine.",
     ]
+    devices = sorted({c.get("device", "cpu") for c in result["cells"]})
+    lines.append(f"Computed on: {', '.join(devices)}.")
     if result.get("threads"):
         lines.append("Threads: " + ", ".join(f"{k}={v}" for k, v in result["threads"].items()) + ".")
     for task, note in result.get("data", {}).items():

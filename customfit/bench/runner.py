@@ -10,7 +10,7 @@ import time
 
 from customfit import registry, validate
 from customfit.bench import modes
-from customfit.bench.worker import PREFIX
+from customfit.bench.worker import PREFIX, USAGE_PREFIX
 from customfit.errors import CustomfitError, UsageError
 
 TASKS = ("toy", "digits", "mnist", "penalty")
@@ -67,7 +67,8 @@ def run(args):
     precisions = PRECISIONS[getattr(args, "precision", "float32")]
     settings = {"steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
                 "compiled": args.compiled, "tasks": tasks, "engines": engines,
-                "batch_sizes": batch_sizes, "precisions": list(precisions)}
+                "batch_sizes": batch_sizes, "precisions": list(precisions),
+                "device": getattr(args, "device", None)}
     total = (len(tasks) * len(batch_sizes) * len(precisions)
              * sum(len(modes.chosen(e, args.compiled)) for e in engines))
     print(f"bench: {total} cells ({len(engines)} engines, each in its own process); "
@@ -99,6 +100,7 @@ def _engine(engine, tasks, batch_sizes, data, settings, done, total):
                "cells": [(t, b, p) for t in tasks for b in batch_sizes
                          for p in settings["precisions"]],
                "modes": list(modes.chosen(engine, settings["compiled"])), "data": data,
+               "device": settings["device"],
                **{k: settings[k] for k in ("steps", "repeats", "warmup")}}
     env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine])
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -114,6 +116,10 @@ def _engine(engine, tasks, batch_sizes, data, settings, done, total):
             proc = subprocess.Popen([sys.executable, "-m", "customfit.bench.worker", path],
                                     stdout=subprocess.PIPE, stderr=err, text=True, env=env)
             for line in proc.stdout:
+                if line.startswith(USAGE_PREFIX):
+                    refused = json.loads(line[len(USAGE_PREFIX):])
+                    proc.wait()
+                    raise UsageError(refused["message"], field=refused["field"])
                 if line.startswith(PREFIX):
                     cells.append(json.loads(line[len(PREFIX):]))
                     print(f"[{done + len(cells)}/{total}] {progress_line(cells[-1])}", flush=True)

@@ -18,10 +18,12 @@ import traceback
 
 import numpy as np
 
-from customfit import precision, registry
+from customfit import compute_device, precision, registry
 from customfit.bench import modes as modes_module
+from customfit.errors import UsageError
 
 PREFIX = "BENCH-CELL "
+USAGE_PREFIX = "BENCH-USAGE-ERROR "
 LR, SEED = 1e-3, 0
 _TORCH_BACKEND = ("torch", "keras-torch")
 
@@ -87,7 +89,7 @@ def run_cell(engine, task, batch_size, mode, arrays, make, reference, job, polic
     steps, repeats, warmup = job["steps"], job["repeats"], job["warmup"]
     trainer = make()
     cell = {"task": task, "engine": engine, "batch_size": batch_size, "precision": policy,
-            "mode": mode,
+            "device": compute_device.current(), "mode": mode,
             "default_mode": mode == modes_module.DEFAULT[engine], "steps": steps,
             "repeats": repeats, "warmup": warmup}
     with modes_module.applied(engine, mode, trainer):
@@ -116,10 +118,17 @@ def main(request_path):
     with open(request_path) as f:
         job = json.load(f)
     engine = job["engine"]
+    # Before the framework starts: --device cpu hides the GPUs from it.
+    try:
+        device = compute_device.use(None, engine, job.get("device"))
+    except UsageError as e:  # --device gpu without one: the parent says it in one line
+        print(USAGE_PREFIX + json.dumps({"field": e.field, "message": e.message}), flush=True)
+        return 2
     for task, batch_size, wanted in job["cells"]:
         # Before any Trainer of the cell is made: Keras's dtype policy applies to new layers.
         policy = precision.use(engine, wanted)
-        head = {"task": task, "engine": engine, "batch_size": batch_size, "precision": policy}
+        head = {"task": task, "engine": engine, "batch_size": batch_size, "precision": policy,
+                "device": device}
         try:
             if task == "penalty" and engine == "torch" and policy != "float32":
                 raise NotImplementedError("the penalty workload's torch version has no mixed "

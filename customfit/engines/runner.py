@@ -20,12 +20,12 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from customfit import devices as spreading
-from customfit import options, precision, registry, run_folder, validate
+from customfit import compute_device, options, precision, registry, run_folder, validate
 from customfit.errors import (CheckpointError, CustomfitError, Interrupted, NonFiniteLoss,
                               RunStopped, UsageError, WriteError)
 
 CONFIG_KEYS = ("epochs", "batch_size", "lr", "seed", "model", "out", "resume", "data", "verbose",
-               "tensorboard", "devices", "precision")
+               "tensorboard", "devices", "precision", "device")
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
@@ -58,6 +58,7 @@ class Result:
             (adversarial's `from_run`), else None.
         precision: the dtype policy the run computed in: "float32", "mixed_bfloat16" or
             "mixed_float16" (customfit/precision.py).
+        device: where it computed, "cpu" or "gpu" (customfit/compute_device.py).
         accuracy: metrics["accuracy"], or None for a task judged otherwise.
 
     Example:
@@ -83,6 +84,7 @@ class Result:
     versions: dict = field(default_factory=dict)
     started_from: str | None = None
     precision: str = "float32"
+    device: str = "cpu"
 
     @property
     def accuracy(self):
@@ -123,6 +125,7 @@ def _plan(task, engine, config):
         checked["seed"] = validate.seed("seed", given["seed"])
     if "precision" in given:
         checked["precision"] = precision.check(given["precision"])
+    device = compute_device.check(given.get("device"))
     task_options = options.resolve(spec, {k: given.get(k) for k in option_names})
     options_given = {k for k in option_names if k in given}
 
@@ -203,6 +206,7 @@ def _plan(task, engine, config):
         "verbose": bool(given.get("verbose", True)),
         "data_given": data,
         "tensorboard": tensorboard,
+        "device_wanted": device,
     }
 
 
@@ -317,7 +321,8 @@ def run(task, engine, **config):
             data (an .npz path, or a tuple (x_train, y_train, x_test, y_test)); verbose;
             devices (train on N devices, each engine its framework's way; batch_size is then
             the global batch); precision ("float32", the default, or "mixed": float32
-            weights, 16-bit compute, see customfit/precision.py); and the task's own options
+            weights, 16-bit compute, see customfit/precision.py); device ("cpu" or "gpu";
+            default: the GPU where the engine's framework sees one); and the task's own options
             (e.g. method, eps, steps for adversarial).
 
     Returns:
@@ -353,6 +358,8 @@ def _train_here(plan, started):
     os.environ["KERAS_BACKEND"] = registry.KERAS_BACKEND[engine]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines drown the bar
     spreading.prepare(engine, devices)
+    # Before the framework starts: --device cpu hides the GPUs from it.
+    plan["device"] = compute_device.use(plan["task"], engine, plan["device_wanted"], devices)
     return _train(plan, started)
 
 
@@ -511,7 +518,7 @@ def _finish(plan, started, trainer, split, history, trained_before, meta, paths,
     total = time.perf_counter() - started
     report = {
         "task": task, "engine": engine, "model": settings["model"], "judge": spec.JUDGE,
-        "headline": spec.HEADLINE, "precision": plan["policy"],
+        "headline": spec.HEADLINE, "precision": plan["policy"], "device": plan["device"],
         **metrics,
         "bar": bars, "passed": passed,
         "references": references,
@@ -535,7 +542,7 @@ def _finish(plan, started, trainer, split, history, trained_before, meta, paths,
         task=task, engine=engine, config=config, metrics=metrics, bars=bars, passed=passed,
         history=history, paths=paths, out_dir=out, seconds_per_epoch=per_epoch, total_seconds=total,
         resumed_from_epoch=resumed_from, versions=versions, started_from=started_from,
-        references=references, precision=plan["policy"],
+        references=references, precision=plan["policy"], device=plan["device"],
     )
 
 

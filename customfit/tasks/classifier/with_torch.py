@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from customfit import precision, weights as layout
+from customfit import compute_device, precision, weights as layout
 from customfit.tasks.classifier.architectures import output_shape
 from customfit.tasks.classifier.tally import Tally
 
@@ -75,7 +75,10 @@ class Trainer:
         self._shapes = layout.canonical_shapes(layers, input_shape, num_classes)
         # nn.Linear and nn.Conv2d initialise themselves from torch's global generator.
         torch.manual_seed(seed)
-        self.model = build_model(layers, input_shape)
+        # --device: the model and each batch on the run's device (torch moves nothing itself);
+        # the DataLoader stays on the CPU, as PyTorch's examples keep it.
+        self.device = compute_device.torch_device()
+        self.model = build_model(layers, input_shape).to(self.device)
         self.devices = devices
         # On several devices: one process each (customfit/parallel/process_group.py), the model
         # wrapped in DistributedDataParallel, which averages the gradients during backward().
@@ -97,6 +100,7 @@ class Trainer:
         self.model.train()
         tally = Tally()
         for x_batch, y_batch in loader:
+            x_batch, y_batch = x_batch.to(self.device), y_batch.to(self.device)
             self.optimizer.zero_grad()
             with precision.autocast():
                 logits = self.trained(x_batch).float()
@@ -117,6 +121,7 @@ class Trainer:
         tally = Tally()
         with torch.no_grad(), precision.autocast():  # no graph: nothing is differentiated
             for x_batch, y_batch in loader:
+                x_batch, y_batch = x_batch.to(self.device), y_batch.to(self.device)
                 logits = self.model(x_batch).float()
                 tally.add(F.cross_entropy(logits, y_batch).item(),
                           (logits.argmax(dim=1) == y_batch).sum().item(), len(x_batch))
@@ -125,10 +130,11 @@ class Trainer:
     def predict_proba(self, x):
         self.model.eval()
         with torch.no_grad(), precision.autocast():
-            return F.softmax(self.model(_tensors(x)).float(), dim=1).numpy()
+            return F.softmax(self.model(_tensors(x).to(self.device)).float(), dim=1).cpu().numpy()
 
     def get_weights(self):
-        return layout.to_canonical(ENGINE, [p.detach().numpy() for p in self.model.parameters()])
+        return layout.to_canonical(ENGINE, [p.detach().cpu().numpy()
+                                            for p in self.model.parameters()])
 
     def set_weights(self, weights):
         layout.check_shapes(self._shapes, weights)
@@ -143,11 +149,11 @@ class Trainer:
         x, y = batch
         self.model.train()
         self.model.zero_grad()
-        x, y = _tensors(x, y)
+        x, y = (t.to(self.device) for t in _tensors(x, y))
         with precision.autocast():
             loss = F.cross_entropy(self.model(x).float(), y)
         loss.backward()
-        grads = [p.grad.numpy().copy() for p in self.model.parameters()]
+        grads = [p.grad.cpu().numpy().copy() for p in self.model.parameters()]
         self.model.zero_grad()  # leave nothing behind for the next optimizer step to see
         return loss.item(), layout.to_canonical(ENGINE, grads)
 
@@ -155,9 +161,9 @@ class Trainer:
         parameters = list(self.model.parameters())
         adam = [self.optimizer.state.get(p, {}) for p in parameters]
         # Before the first step torch has no Adam state yet: its moments are zeros then.
-        first = [s["exp_avg"].numpy() if s else np.zeros(p.shape, np.float32)
+        first = [s["exp_avg"].cpu().numpy() if s else np.zeros(p.shape, np.float32)
                  for s, p in zip(adam, parameters)]
-        second = [s["exp_avg_sq"].numpy() if s else np.zeros(p.shape, np.float32)
+        second = [s["exp_avg_sq"].cpu().numpy() if s else np.zeros(p.shape, np.float32)
                   for s, p in zip(adam, parameters)]
         step = int(adam[0]["step"].item()) if adam[0] else 0
         arrays = layout.pack_adam_state(self.get_weights(), layout.to_canonical(ENGINE, first),
