@@ -124,6 +124,10 @@ def test_float16_path_scales_the_loss(reports, engine):
     else:
         assert found["loss_scale_optimizer"] is True
     assert 1.0 <= found["scale"] <= 2.0 ** 16
+    # the checkpoint keeps the scale (customfit/loss_scale_state.py), and a resume restores it
+    scales = [v for k, v in found["checkpointed"].items() if k.endswith("/scale")]
+    assert scales == [found["scale"]]
+    assert found["restored"] == found["checkpointed"]
     assert found["moved"] > 0.0
     assert math.isfinite(found["loss"]) and _near(found["loss"], full["loss"])
     assert abs(found["accuracy"] - full["accuracy"]) <= ACCURACY_GAP

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-from customfit import checkpoint, faults
+from customfit import checkpoint, faults, loss_scale_state
 from customfit.data import epoch_seed
 
 # How many of an epoch's running means the progress bar shows (a GAN reports several losses).
@@ -181,6 +181,7 @@ def _fit(trainer, split, epochs, batch_size, seed, checkpoint_path, meta, histor
 
         if checkpoint_path is not None:
             arrays, trainer_meta = trainer.state()
+            arrays = {**arrays, **loss_scale_state.arrays(trainer)}
             checkpoint.save(
                 checkpoint_path,
                 arrays,
@@ -196,6 +197,7 @@ def _fit(trainer, split, epochs, batch_size, seed, checkpoint_path, meta, histor
 def restore(trainer, arrays, meta):
     """Put a checkpoint's state back into `trainer`; returns the history it carried."""
     trainer.load_state(arrays, meta.get("trainer") or {})
+    loss_scale_state.restore(trainer, arrays)
     return [dict(row) for row in meta.get("history", [])]
 
 

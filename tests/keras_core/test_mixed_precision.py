@@ -215,6 +215,34 @@ def test_a_saved_group_keeps_each_loss_scale_and_trains_on_equal(policy, tmp_pat
         np.testing.assert_array_equal(to_numpy(v.value), to_numpy(w.value), err_msg=v.path)
 
 
+@pytest.mark.parametrize("policy", ["mixed_float16"], indirect=True)
+def test_a_checkpoint_keeps_each_members_loss_scale(policy):
+    """customfit's checkpoint (customfit/loss_scale_state.py) carries each LossScaleOptimizer's
+    scale and growth count, so a resumed float16 run does not start its scales afresh."""
+    from types import SimpleNamespace
+
+    from customfit import loss_scale_state
+
+    def trained(epochs):
+        keras.utils.set_random_seed(7)
+        model = Parts(factor_a=3000.0)
+        model.compile(optimizer={"a": keras.optimizers.SGD(1e-4), "b": keras.optimizers.SGD(0.05)})
+        model.fit(X, Y, batch_size=16, epochs=epochs, shuffle=False, verbose=0)
+        return SimpleNamespace(model=model)
+
+    trainer, fresh = trained(1), trained(0)
+    saved = loss_scale_state.arrays(trainer)
+    names = ["model.optimizer.a", "model.optimizer.b"]
+    assert sorted(saved) == sorted(f"loss_scale/{n}/{k}" for n in names for k in ("scale", "growth"))
+    assert float(saved["loss_scale/model.optimizer.a/scale"]) < 2.0**15  # a's steps overflowed
+    assert int(saved["loss_scale/model.optimizer.b/growth"]) >= 1  # b counts its good steps
+    assert loss_scale_state.arrays(fresh) != saved
+    loss_scale_state.restore(fresh, saved)
+    restored = loss_scale_state.arrays(fresh)
+    for key in saved:
+        np.testing.assert_array_equal(restored[key], saved[key], err_msg=key)
+
+
 def test_an_optimizers_own_loss_scale_factor_is_applied_and_undone():
     # Keras's optimizers divide the gradients by `loss_scale_factor`; the step must multiply the
     # loss by it first (optimizer.scale_loss), or SGD moves 2**10 times too little.

@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 import customfit as cf  # noqa: E402
-from customfit import precision, registry  # noqa: E402
+from customfit import loss_scale_state, precision, registry  # noqa: E402
 from customfit.data import epoch_seed  # noqa: E402
 
 
@@ -99,6 +99,12 @@ def float16_epoch(job):
         found["loss_scale_optimizer"] = isinstance(trainer.optimizer,
                                                    keras.optimizers.LossScaleOptimizer)
         found["scale"] = float(trainer.optimizer.dynamic_scale.numpy())
+    # What a checkpoint keeps of the loss scale, put back into a Trainer that has not trained.
+    saved = loss_scale_state.arrays(trainer)
+    fresh = spec.build_trainer(registry.trainer_class(task, engine), split, settings)
+    loss_scale_state.restore(fresh, saved)
+    found["checkpointed"] = {k: float(v) for k, v in saved.items()}
+    found["restored"] = {k: float(v) for k, v in loss_scale_state.arrays(fresh).items()}
     precision.use(engine, "float32")
     return found
 
