@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from customfit import devices as spreading
+from customfit import hosts
 from customfit import options, precision, registry, run_folder, validate
 from customfit.errors import (CheckpointError, CustomfitError, Interrupted, NonFiniteLoss,
                               RunStopped, UsageError, WriteError)
@@ -341,6 +342,9 @@ def run(task, engine, **config):
     if devices > 1 and spreading.launched_world() is not None:
         # One of several torch processes: the launching process holds the folder for them all.
         return _train_here(plan, started)
+    cluster = hosts.of(engine)
+    if cluster is not None and cluster.index > 0:
+        return _train_on_another_host(plan, started)
     # Made (or refused: --out /proc/x, a folder another run holds) before any framework loads.
     with run_folder.hold(plan["out"], what=f"customfit run {task} --engine {engine}"):
         if devices > 1 and engine in spreading.TORCH_ENGINES:
@@ -353,7 +357,22 @@ def _train_here(plan, started):
     os.environ["KERAS_BACKEND"] = registry.KERAS_BACKEND[engine]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines drown the bar
     spreading.prepare(engine, devices)
+    cluster = hosts.of(engine)
+    if cluster is not None and engine in spreading.JAX_ENGINES:
+        from customfit.parallel import coordinator
+
+        coordinator.join(engine, cluster)
     return _train(plan, started)
+
+
+def _train_on_another_host(plan, started):
+    """A process other than process 0 of a run across hosts (customfit/hosts.py): it trains,
+    judges and writes as process 0 does, since every collective needs every process, but into
+    a scratch folder that goes when the run ends (as TensorFlow's guide to checkpoints under
+    MultiWorkerMirroredStrategy has the other workers do). Returns None."""
+    with tempfile.TemporaryDirectory(prefix="customfit-host-") as scratch:
+        _train_here(dict(plan, out=scratch, verbose=False, tensorboard=None), started)
+    return None
 
 
 def _launch(task, engine, config, devices):
