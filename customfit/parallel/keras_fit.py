@@ -35,6 +35,8 @@ class DataParallel:
             if len(found) < devices:
                 raise RuntimeError(f"JAX has {len(found)} devices here; {devices} were asked for")
             self._distribution = keras.distribution.DataParallel(devices=found[:devices])
+            # Across hosts each process hands fit() its own share already (epoch_order).
+            self._distribution.auto_shard_dataset = False
             self._scope = self._distribution.scope
         elif self.backend == "tensorflow":
             from customfit.parallel import mirrored
