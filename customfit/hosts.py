@@ -73,8 +73,8 @@ def keras_distribution():
     except ValueError:
         raise UsageError.expected(JAX_VARIABLES[1], "an integer > 0", count) from None
     try:
-        index = int(index)
-        if not 0 <= index < processes:
+        position = int(index)
+        if not 0 <= position < processes:
             raise ValueError(index)
     except ValueError:
         raise UsageError.expected(JAX_VARIABLES[2], f"an integer from 0 to {processes - 1}",
@@ -85,7 +85,7 @@ def keras_distribution():
                                   "processes' HOST:PORT separated by commas", addresses)
     if processes == 1:
         return None
-    return Hosts(processes, index, "KERAS_DISTRIBUTION_*", coordinator=listed[0])
+    return Hosts(processes, position, "KERAS_DISTRIBUTION_*", coordinator=listed[0])
 
 
 _ENGINES_OF = {"TF_CONFIG": "tensorflow or keras-tensorflow",

@@ -1,0 +1,182 @@
+"""Several hosts (customfit/hosts.py), tried as two processes on 127.0.0.1: two TensorFlow
+workers named by TF_CONFIG (MultiWorkerMirroredStrategy), two JAX processes named by
+KERAS_DISTRIBUTION_* (jax.distributed, gloo collectives on the CPU). Each runs the same
+`customfit run digits ... --devices 2`; the state process 0 writes equals a one-device run's
+with the same global batch, and process 1 writes nothing where it was told to (slow: each
+engine starts three processes, about 40 s on two cores). Bad settings are one line and exit 2.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from customfit import cli, devices, registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The largest difference in any array of the state (weights, Adam's moments and step) relative
+# to that array's largest magnitude, two hosts against one device. Measured 2026-11-29 (digits,
+# 256 samples, 1 epoch of 4 global batches of 64): tensorflow 1.9e-6, flax 1.7e-5, keras-jax
+# 3.1e-6; summing instead of averaging the two hosts' gradients lands at 1.0 (Adam's moments).
+TOLERANCE = 1e-4
+RUN = ("run", "digits", "--epochs", "1", "--batch-size", "64", "--devices", "2", "--quiet")
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _host_env(engine, index, ports):
+    """Process `index`'s environment for a run across two hosts, as each host's launch sets it."""
+    if engine in devices.TENSORFLOW_ENGINES:
+        return {"TF_CONFIG": json.dumps({
+            "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+            "task": {"type": "worker", "index": index}})}
+    return {"KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{ports[0]}",
+            "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
+
+
+def _command(engine, data, out, *extra):
+    return [sys.executable, "-m", "customfit", *RUN, "--engine", engine, "--data", str(data),
+            "--out", str(out), *extra]
+
+
+def _env(**extra):
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", OMP_NUM_THREADS="1")
+    for name in ("TF_CONFIG",) + tuple(_host_env("flax", 0, [0])):
+        env.pop(name, None)
+    return dict(env, **extra)
+
+
+def _slice(folder):
+    """256 training samples (4 global batches of 64: nothing left out on either side)."""
+    split = registry.spec("digits").load()
+    path = folder / "slice.npz"
+    np.savez(path, x_train=split.x_train[:256], y_train=split.y_train[:256],
+             x_test=split.x_test[:128], y_test=split.y_test[:128])
+    return path
+
+
+def _state(folder):
+    from safetensors.numpy import load_file
+
+    return load_file(str(folder / "checkpoint.safetensors"))
+
+
+def _relative(a, b):
+    assert sorted(a) == sorted(b)
+    return max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]), initial=0.0))
+               / max(float(np.max(np.abs(a[k]), initial=0.0)), 1e-30) for k in a)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["tensorflow", "flax", "keras-jax"])
+def test_two_hosts_train_as_one_device(tmp_path, engine):
+    data = _slice(tmp_path)
+    ports = _free_ports(2)
+    outs = [tmp_path / "host0", tmp_path / "host1"]
+    hosts = [subprocess.Popen(_command(engine, data, outs[i]), cwd=ROOT, text=True,
+                              env=_env(**_host_env(engine, i, ports)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(2)]
+    try:
+        done = [h.communicate(timeout=300) for h in hosts]
+    finally:
+        for h in hosts:
+            h.kill()
+    for h, (_, err) in zip(hosts, done):
+        assert h.returncode == 0, err[-3000:]
+    one = subprocess.run(_command(engine, data, tmp_path / "one", "--devices", "1"), cwd=ROOT,
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    assert not outs[1].exists()  # process 1 wrote into a scratch folder, now gone
+    assert sorted(p.name for p in outs[0].iterdir()) == [
+        "checkpoint.safetensors", "curves.png", "history.csv", "metrics.json",
+        "probabilities.png"]
+    metrics = json.loads((outs[0] / "metrics.json").read_text())
+    assert metrics["config"]["devices"] == 2
+    spread, alone = _state(outs[0]), _state(tmp_path / "one")
+    assert int(spread["adam/step"]) == int(alone["adam/step"]) == 4
+    assert _relative(alone, spread) <= TOLERANCE
+    history = [(outs[0] / "history.csv"), (tmp_path / "one" / "history.csv")]
+    rows = [dict(zip(*(line.split(",") for line in h.read_text().splitlines()))) for h in history]
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert float(rows[0][name]) == pytest.approx(float(rows[1][name]), rel=1e-4), name
+
+
+# ---------------------------------------------------------------- bad settings
+
+
+def _main(capsys, argv):
+    try:
+        status = cli.main(list(argv))
+    except SystemExit as e:
+        status = e.code
+    return status, capsys.readouterr().err
+
+
+TF_TWO = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+                     "task": {"type": "worker", "index": 0}})
+JAX_TWO = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": "127.0.0.1:1",
+           "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "0"}
+TF_FORM = ('JSON {"cluster": {"worker": ["HOST:PORT", ...]}, "task": {"type": "worker", '
+           '"index": I}} with I one of the workers')
+
+
+@pytest.mark.parametrize("environment, argv, message", [
+    ({"TF_CONFIG": "workers: 2"}, ("--engine", "tensorflow"),
+     f"TF_CONFIG: expected {TF_FORM}; got 'workers: 2'"),
+    ({"TF_CONFIG": TF_TWO.replace('"index": 0', '"index": 2')}, ("--engine", "tensorflow"),
+     f"TF_CONFIG: expected {TF_FORM}; got '{TF_TWO.replace(': 0', ': 2')[:77]}...'"),
+    ({"TF_CONFIG": TF_TWO}, ("--engine", "flax"),
+     "--engine: expected tensorflow or keras-tensorflow where TF_CONFIG names several processes "
+     "(flax spreads over hosts with KERAS_DISTRIBUTION_*); got 'flax'"),
+    (JAX_TWO, ("--engine", "torch"),
+     "--engine: expected flax or keras-jax where KERAS_DISTRIBUTION_* names several processes "
+     "(torch spreads over hosts with torchrun --nnodes); got 'torch'"),
+    ({"TF_CONFIG": TF_TWO}, ("--engine", "keras-tensorflow"),
+     "--engine: expected tensorflow where TF_CONFIG names several processes (Keras's fit() does "
+     "not train under MultiWorkerMirroredStrategy); got 'keras-tensorflow'"),
+    ({"TF_CONFIG": TF_TWO}, ("--engine", "tensorflow", "--devices", "1"),
+     "--devices: expected 2, one device on each of the 2 processes TF_CONFIG names; got 1"),
+    (JAX_TWO, ("--engine", "flax", "--devices", "3"),
+     "--devices: expected a multiple of the 2 processes KERAS_DISTRIBUTION_* names (each holds an "
+     "equal share of the devices); got 3"),
+    (dict(JAX_TWO, KERAS_DISTRIBUTION_PROCESS_ID="2"), ("--engine", "keras-jax"),
+     "KERAS_DISTRIBUTION_PROCESS_ID: expected an integer from 0 to 1; got '2'"),
+    ({"KERAS_DISTRIBUTION_NUM_PROCESSES": "2"}, ("--engine", "flax"),
+     "KERAS_DISTRIBUTION_JOB_ADDRESSES: expected all of KERAS_DISTRIBUTION_JOB_ADDRESSES, "
+     "KERAS_DISTRIBUTION_NUM_PROCESSES, KERAS_DISTRIBUTION_PROCESS_ID set; got it unset"),
+])
+def test_bad_host_settings_are_one_line_and_exit_2(capsys, tmp_path, monkeypatch, environment,
+                                                     argv, message):
+    monkeypatch.setattr(devices, "cores", lambda: 2)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "run"
+    argv = ("run", "digits", "--devices", "2", *argv, "--out", str(out))
+    status, err = _main(capsys, argv)
+    assert (status, err) == (2, f"customfit: error: {message}\n")
+    assert not out.exists()
+
+
+def test_a_task_that_does_not_cross_hosts_is_refused(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", TF_TWO)
+    out = tmp_path / "run"
+    status, err = _main(capsys, ("run", "gan", "--engine", "tensorflow", "--devices", "2",
+                                 "--out", str(out)))
+    assert (status, err) == (2, "customfit: error: --devices: expected 1 host for task gan (tasks "
+                                "that train across hosts: toy, digits, mnist); got 2 devices on "
+                                "the 2 processes TF_CONFIG names\n")
+    assert not out.exists()
