@@ -340,8 +340,12 @@ def run(task, engine, **config):
     if needs_subprocess(engine) or spreading.needs_fresh_process(engine, devices):
         return _run_in_subprocess(task, engine, config, plan)
     if devices > 1 and spreading.launched_world() is not None:
-        # One of several torch processes: the launching process holds the folder for them all.
-        return _train_here(plan, started)
+        # One of several torch processes: customfit's own launching process holds the folder
+        # for them all; under torchrun (one host or several), global rank 0 holds it.
+        if os.environ.get("CUSTOMFIT_LAUNCHED_HERE") or os.environ.get("RANK") != "0":
+            return _train_here(plan, started)
+        with run_folder.hold(plan["out"], what=f"customfit run {task} --engine {engine}"):
+            return _train_here(plan, started)
     cluster = hosts.of(engine)
     if cluster is not None and cluster.index > 0:
         return _train_on_another_host(plan, started)

@@ -15,6 +15,10 @@ import uuid
 import torch
 import torch.distributed as dist
 
+# Set in the workers of launch(): their run folder is held by the process that launched them
+# (customfit.engines.runner); a run torchrun started has rank 0 hold it.
+LAUNCHED_HERE = "CUSTOMFIT_LAUNCHED_HERE"
+
 
 def launch(entrypoint, args, processes):
     """entrypoint(*args) in `processes` fresh processes on this host, as torchrun --standalone
@@ -28,11 +32,13 @@ def launch(entrypoint, args, processes):
     # torchrun's default for several processes on one host: one thread each, unless asked.
     previous = os.environ.get("OMP_NUM_THREADS")
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores() // processes)))
+    os.environ[LAUNCHED_HERE] = "1"  # the workers inherit it: this process holds the run folder
     try:
         results = elastic_launch(config, entrypoint)(*args)
     finally:
         if previous is None:
             os.environ.pop("OMP_NUM_THREADS", None)
+        os.environ.pop(LAUNCHED_HERE, None)
     return [results[rank] for rank in sorted(results)]
 
 
