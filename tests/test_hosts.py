@@ -194,3 +194,56 @@ def test_a_task_that_does_not_cross_hosts_is_refused(capsys, tmp_path, monkeypat
                                 "that train across hosts: toy, digits, mnist); got 2 devices on "
                                 "the 2 processes TF_CONFIG names\n")
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- the GAN and the VAE, by Trainer
+
+WORKER = os.path.join(ROOT, "tests", "workers", "hosts_worker.py")
+# As in tests/test_devices.py (2 devices on one host against one device): the GAN's gradients are
+# differences of nearly equal terms, where summation order shows.
+TASK_TOLERANCE = {"gan": 2e-2, "vae": 1e-4}
+
+
+def _worker(engine, task, devices, folder, env):
+    job = folder / f"job-{devices}-{len(env)}.json"
+    job.write_text(json.dumps({"engine": engine, "task": task, "devices": devices,
+                               "weights": str(folder / "weights.npz"),
+                               "output": str(folder / f"state-{devices}")}))
+    env = _env(KERAS_BACKEND=registry.KERAS_BACKEND[engine], **env)
+    return subprocess.Popen([sys.executable, WORKER, str(job)], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _finished(processes):
+    try:
+        done = [p.communicate(timeout=300) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    for p, (_, err) in zip(processes, done):
+        assert p.returncode == 0, err[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["gan", "vae"])
+@pytest.mark.parametrize("engine", ["tensorflow", "flax", "keras-jax"])
+def test_two_hosts_train_the_gan_and_vae_as_one_device(tmp_path, engine, task):
+    """tests/workers/devices_worker.py's small runs (GAN: 4 batches of 32, 2 discriminator
+    updates per generator update; VAE: 2 epochs of 4 batches of 32), as two hosts and on one
+    device, from the same weights."""
+    sys.path.insert(0, os.path.dirname(WORKER))
+    import devices_worker
+
+    _finished([_worker(engine, task, 1, tmp_path, {})])
+    ports = _free_ports(2)
+    _finished([_worker(engine, task, 2, tmp_path, _host_env(engine, i, ports)) for i in range(2)])
+    states = []
+    for devices in (1, 2):
+        with np.load(tmp_path / f"state-{devices}.npz") as saved:
+            states.append({k: saved[k] for k in saved.files})
+    histories = [json.loads((tmp_path / f"state-{d}.json").read_text())["history"] for d in (1, 2)]
+    difference = devices_worker.compare(*states)
+    assert difference["relative"] <= TASK_TOLERANCE[task], difference
+    history = devices_worker.compare(*(devices_worker.rows(h) for h in histories))
+    assert history["relative"] <= 1e-4, history
+    print(f"{task} on {engine}, 2 hosts: {difference}")  # shown with pytest -rP
