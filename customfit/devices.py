@@ -11,6 +11,9 @@ What every engine does alike, so that N devices train as one device does with th
 batch B: each global batch is split in N equal shares (B must be a multiple of N), and an
 epoch uses the largest multiple of N of its shuffled samples (at most N - 1 are left out, other
 ones each epoch), as torch's DistributedSampler(drop_last=True) deals them.
+
+Across hosts (customfit/hosts.py) N counts every host's devices: one per TensorFlow worker, an
+equal share per JAX process, one per torchrun process.
 """
 
 import os
@@ -21,8 +24,6 @@ from customfit.errors import UsageError
 # Task families whose Trainers take `devices`. The adversarial task attacks a trained model (one
 # optimisation per image pair, no weights trained).
 FAMILIES = ("classifier", "gan", "vae")
-# Across hosts (TF_CONFIG, KERAS_DISTRIBUTION_*: customfit/hosts.py), tested so far: the classifier.
-FAMILIES_ACROSS_HOSTS = ("classifier",)
 TORCH_ENGINES = ("torch", "keras-torch")
 JAX_ENGINES = ("flax", "keras-jax")
 TENSORFLOW_ENGINES = ("tensorflow", "keras-tensorflow")
@@ -43,8 +44,8 @@ def most():
     return cores()
 
 
-def tasks_that_can(families=FAMILIES):
-    return tuple(t for t in registry.TASKS if registry.spec(t).FAMILY in families)
+def tasks_that_can():
+    return tuple(t for t in registry.TASKS if registry.spec(t).FAMILY in FAMILIES)
 
 
 def check(task, engine, devices, batch_size):
@@ -54,16 +55,16 @@ def check(task, engine, devices, batch_size):
     if n == 1 and cluster is None:
         return n
     if registry.spec(task).FAMILY not in FAMILIES:
+        if cluster is not None:
+            raise UsageError.expected(
+                "devices", f"one host for task {task} (tasks that train across hosts: "
+                           f"{', '.join(tasks_that_can())})",
+                given=f"{cluster.setting} naming {cluster.processes} processes")
         raise UsageError.expected(
             "devices", f"1 for task {task} (tasks that train on several devices: "
                        f"{', '.join(tasks_that_can())})", n)
     launched = launched_world()
     if cluster is not None:
-        if registry.spec(task).FAMILY not in FAMILIES_ACROSS_HOSTS:
-            raise UsageError.expected(
-                "devices", f"1 host for task {task} (tasks that train across hosts: "
-                           f"{', '.join(tasks_that_can(FAMILIES_ACROSS_HOSTS))})",
-                given=f"{n} devices on the {cluster.processes} processes {cluster.setting} names")
         local = per_host(engine, n, cluster)
     elif engine in TORCH_ENGINES and launched is not None:
         # Started by torchrun: the processes are already there, one device each.

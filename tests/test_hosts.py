@@ -185,14 +185,17 @@ def test_bad_host_settings_are_one_line_and_exit_2(capsys, tmp_path, monkeypatch
     assert not out.exists()
 
 
-def test_a_task_that_does_not_cross_hosts_is_refused(capsys, tmp_path, monkeypatch):
+@pytest.mark.parametrize("count", ["1", "2"])
+def test_a_task_that_does_not_spread_is_refused_across_hosts(capsys, tmp_path, monkeypatch,
+                                                             count):
     monkeypatch.setenv("TF_CONFIG", TF_TWO)
     out = tmp_path / "run"
-    status, err = _main(capsys, ("run", "gan", "--engine", "tensorflow", "--devices", "2",
-                                 "--out", str(out)))
-    assert (status, err) == (2, "customfit: error: --devices: expected 1 host for task gan (tasks "
-                                "that train across hosts: toy, digits, mnist); got 2 devices on "
-                                "the 2 processes TF_CONFIG names\n")
+    status, err = _main(capsys, ("run", "adversarial", "--engine", "tensorflow", "--devices",
+                                 count, "--out", str(out)))
+    spreading = ", ".join(devices.tasks_that_can())
+    assert (status, err) == (2, "customfit: error: --devices: expected one host for task "
+                                f"adversarial (tasks that train across hosts: {spreading}); got "
+                                "TF_CONFIG naming 2 processes\n")
     assert not out.exists()
 
 
