@@ -132,7 +132,8 @@ def build_parser():
     run.add_argument("--devices", metavar="N", type=_checked("positive_int", "devices"),
                      help="train on N devices, each engine its framework's way (on a CPU: "
                           "XLA host devices, TensorFlow logical CPUs, N gloo processes); "
-                          "--batch-size is the global batch")
+                          "across hosts (TF_CONFIG, KERAS_DISTRIBUTION_*, torchrun --nnodes) "
+                          "N counts every host's; --batch-size is the global batch")
     run.add_argument("--precision", metavar="P",
                      help="float32 (default) or mixed: float32 weights, 16-bit compute "
                           "(bfloat16 on a CPU, float16 with loss scaling on a GPU), each engine "

@@ -322,7 +322,8 @@ def run(task, engine, **config):
             (e.g. method, eps, steps for adversarial).
 
     Returns:
-        A `cf.Result` (None in a process that torchrun started, other than rank 0).
+        A `cf.Result` (None in a process that torchrun started, other than rank 0, and in a
+        process other than process 0 of a run across hosts: TF_CONFIG, KERAS_DISTRIBUTION_*).
 
     Raises:
         customfit.errors.UsageError: a mistake in what was given (one line: what was expected,
@@ -776,7 +777,7 @@ def _run_in_subprocess(task, engine, config, plan):
         cls = {"NonFiniteLoss": NonFiniteLoss, "Interrupted": Interrupted,
                "WriteError": WriteError}.get(kind, CustomfitError)
         raise cls(reply["error"])
-    return Result(**reply["result"])
+    return None if reply["result"] is None else Result(**reply["result"])
 
 
 def _ignore_sigint(signal):
@@ -794,7 +795,8 @@ def _child(request_path):
     answer = request["result"]
     try:
         result = run(request["task"], request["engine"], **request["config"])
-        reply = {"result": asdict(result)}
+        # None: a process other than process 0 of a run across hosts, which writes nothing.
+        reply = {"result": None if result is None else asdict(result)}
         status = 0
     except UsageError as e:
         reply = {"error": e.message, "field": e.field, "kind": type(e).__name__}
