@@ -100,7 +100,8 @@ def per_host(engine, devices, cluster):
                       "fit() does not train under MultiWorkerMirroredStrategy)", engine)
     if engine in TENSORFLOW_ENGINES and devices != p:
         raise UsageError.expected(
-            "devices", f"{p}, one device on each of the {p} processes {cluster.setting} names", devices)
+            "devices", f"{p}, one device on each of the {p} processes {cluster.setting} names",
+            devices)
     if devices % p:
         raise UsageError.expected(
             "devices", f"a multiple of the {p} processes {cluster.setting} names (each holds "

@@ -22,7 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The largest difference in any array of the state (weights, Adam's moments and step) relative
 # to that array's largest magnitude, two hosts against one device. Measured 2026-11-29 (digits,
 # 256 samples, 1 epoch of 4 global batches of 64): tensorflow 1.9e-6, flax 1.7e-5, keras-jax
-# 3.1e-6, torch and keras-torch (two torchrun launchers) 1.7e-5; summing instead of averaging the two hosts' gradients lands at 1.0 (Adam's moments).
+# 3.1e-6, torch and keras-torch (two torchrun launchers) 1.7e-5. What breaks data parallelism
+# lands far above (tests/test_devices.py: gradients summed instead of averaged, 1.0).
 TOLERANCE = 1e-4
 RUN = ("run", "digits", "--epochs", "1", "--batch-size", "64", "--devices", "2", "--quiet")
 
