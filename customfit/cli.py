@@ -320,7 +320,7 @@ def _run(task, engine, config):
     from customfit.engines.runner import run
 
     result = run(task, engine, **{k: v for k, v in config.items() if v is not None})
-    if result is not None:  # None: one of several processes torchrun started, not rank 0
+    if result is not None:  # None: one of several processes (torchrun's, a cluster's), not 0
         _report(result)
     return 0
 

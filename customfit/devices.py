@@ -28,6 +28,9 @@ TORCH_ENGINES = ("torch", "keras-torch")
 JAX_ENGINES = ("flax", "keras-jax")
 TENSORFLOW_ENGINES = ("tensorflow", "keras-tensorflow")
 _XLA_FLAG = "--xla_force_host_platform_device_count"
+# Set in the workers that customfit.parallel.process_group.launch starts: the process that
+# launched them holds their run folder; in a run torchrun started, global rank 0 holds it.
+LAUNCHED_HERE = "CUSTOMFIT_LAUNCHED_HERE"
 
 
 def cores():

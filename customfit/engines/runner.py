@@ -343,7 +343,7 @@ def run(task, engine, **config):
     if devices > 1 and spreading.launched_world() is not None:
         # One of several torch processes: customfit's own launching process holds the folder
         # for them all; under torchrun (one host or several), global rank 0 holds it.
-        if os.environ.get("CUSTOMFIT_LAUNCHED_HERE") or os.environ.get("RANK") != "0":
+        if os.environ.get(spreading.LAUNCHED_HERE) or os.environ.get("RANK") != "0":
             return _train_here(plan, started)
         with run_folder.hold(plan["out"], what=f"customfit run {task} --engine {engine}"):
             return _train_here(plan, started)

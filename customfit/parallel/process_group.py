@@ -15,9 +15,7 @@ import uuid
 import torch
 import torch.distributed as dist
 
-# Set in the workers of launch(): their run folder is held by the process that launched them
-# (customfit.engines.runner); a run torchrun started has rank 0 hold it.
-LAUNCHED_HERE = "CUSTOMFIT_LAUNCHED_HERE"
+from customfit.devices import LAUNCHED_HERE
 
 
 def launch(entrypoint, args, processes):
