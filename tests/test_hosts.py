@@ -251,3 +251,24 @@ def test_two_hosts_train_the_gan_and_vae_as_one_device(tmp_path, engine, task):
     history = devices_worker.compare(*(devices_worker.rows(h) for h in histories))
     assert history["relative"] <= 1e-4, history
     print(f"{task} on {engine}, 2 hosts: {difference}")  # shown with pytest -rP
+
+
+@pytest.mark.slow
+def test_keras_fit_does_not_train_under_multi_worker_mirrored_strategy(tmp_path):
+    """Why keras-tensorflow is refused across hosts: Keras's own fit() fails there, for a stock
+    model too (Keras 3.15, TensorFlow 2.21). When this test fails, Keras has fixed it and the
+    refusal in customfit.devices.per_host can go."""
+    worker = os.path.join(ROOT, "tests", "workers", "keras_mwms_worker.py")
+    ports = _free_ports(2)
+    workers = [subprocess.Popen([sys.executable, worker, str(tmp_path / f"worker{i}.json")],
+                                cwd=ROOT, env=_env(KERAS_BACKEND="tensorflow",
+                                                   **_host_env("tensorflow", i, ports)),
+                                text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for i in range(2)]
+    _finished(workers)
+    for i in range(2):
+        report = json.loads((tmp_path / f"worker{i}.json").read_text())
+        assert report["replicas"] == 2
+        assert report["raised"] is not None
+        assert report["raised"].startswith("ValueError: Attempt to convert a value (PerReplica:")
+        assert "with an unsupported type" in report["raised"], report["raised"]
