@@ -133,7 +133,8 @@ def build_parser():
     run.add_argument("--devices", metavar="N", type=_checked("positive_int", "devices"),
                      help="train on N devices, each engine its framework's way (on a CPU: "
                           "XLA host devices, TensorFlow logical CPUs, N gloo processes); "
-                          "--batch-size is the global batch")
+                          "across hosts (TF_CONFIG, KERAS_DISTRIBUTION_*, torchrun --nnodes) "
+                          "N counts every host's; --batch-size is the global batch")
     run.add_argument("--precision", metavar="P",
                      help="float32 (default) or mixed: float32 weights, 16-bit compute "
                           "(bfloat16 on a CPU, float16 with loss scaling on a GPU), each engine "
@@ -327,7 +328,7 @@ def _run(task, engine, config):
     from customfit.engines.runner import run
 
     result = run(task, engine, **{k: v for k, v in config.items() if v is not None})
-    if result is not None:  # None: one of several processes torchrun started, not rank 0
+    if result is not None:  # None: one of several processes (torchrun's, a cluster's), not 0
         _report(result)
     return 0
 

@@ -11,11 +11,14 @@ What every engine does alike, so that N devices train as one device does with th
 batch B: each global batch is split in N equal shares (B must be a multiple of N), and an
 epoch uses the largest multiple of N of its shuffled samples (at most N - 1 are left out, other
 ones each epoch), as torch's DistributedSampler(drop_last=True) deals them.
+
+Across hosts (customfit/hosts.py) N counts every host's devices: one per TensorFlow worker, an
+equal share per JAX process, one per torchrun process.
 """
 
 import os
 
-from customfit import registry, validate
+from customfit import hosts, registry, validate
 from customfit.errors import UsageError
 
 # Task families whose Trainers take `devices`. The adversarial task attacks a trained model (one
@@ -25,6 +28,9 @@ TORCH_ENGINES = ("torch", "keras-torch")
 JAX_ENGINES = ("flax", "keras-jax")
 TENSORFLOW_ENGINES = ("tensorflow", "keras-tensorflow")
 _XLA_FLAG = "--xla_force_host_platform_device_count"
+# Set in the workers that customfit.parallel.process_group.launch starts: the process that
+# launched them holds their run folder; in a run torchrun started, global rank 0 holds it.
+LAUNCHED_HERE = "CUSTOMFIT_LAUNCHED_HERE"
 
 
 def cores():
@@ -48,14 +54,22 @@ def tasks_that_can():
 def check(task, engine, devices, batch_size):
     """`devices` as the run will use it; a UsageError (one line) if this run cannot have it."""
     n = validate.positive_int("devices", devices)
-    if n == 1:
+    cluster = hosts.of(engine)  # several hosts (TF_CONFIG, KERAS_DISTRIBUTION_*), checked
+    if n == 1 and cluster is None:
         return n
     if registry.spec(task).FAMILY not in FAMILIES:
+        if cluster is not None:
+            raise UsageError.expected(
+                "devices", f"one host for task {task} (tasks that train across hosts: "
+                           f"{', '.join(tasks_that_can())})",
+                given=f"{cluster.setting} naming {cluster.processes} processes")
         raise UsageError.expected(
             "devices", f"1 for task {task} (tasks that train on several devices: "
                        f"{', '.join(tasks_that_can())})", n)
     launched = launched_world()
-    if engine in TORCH_ENGINES and launched is not None:
+    if cluster is not None:
+        local = per_host(engine, n, cluster)
+    elif engine in TORCH_ENGINES and launched is not None:
         # Started by torchrun: the processes are already there, one device each.
         if n != launched[0]:
             raise UsageError.expected(
@@ -74,6 +88,30 @@ def check(task, engine, devices, batch_size):
     return n
 
 
+def per_host(engine, devices, cluster):
+    """The devices each of the cluster's processes holds: on the TensorFlow engines one (a
+    MultiWorkerMirroredStrategy worker trains on its CPU as one device), on the JAX engines an
+    equal share of `devices` (XLA host devices)."""
+    p = cluster.processes
+    if engine == "keras-tensorflow":
+        # Keras 3.15's fit() fails under MultiWorkerMirroredStrategy, a stock keras.Model's too
+        # ("Attempt to convert a value (PerReplica...) with an unsupported type"); cf.Model's
+        # step gets as far as Keras reducing its logs ("Invalid reduction dimension 0 for input
+        # with 0 dimensions"). Tried by hand on two localhost workers.
+        raise UsageError.expected(
+            "engine", f"tensorflow where {cluster.setting} names several processes (Keras's "
+                      "fit() does not train under MultiWorkerMirroredStrategy)", engine)
+    if engine in TENSORFLOW_ENGINES and devices != p:
+        raise UsageError.expected(
+            "devices", f"{p}, one device on each of the {p} processes {cluster.setting} names",
+            devices)
+    if devices % p:
+        raise UsageError.expected(
+            "devices", f"a multiple of the {p} processes {cluster.setting} names (each holds "
+                       "an equal share of the devices)", devices)
+    return devices // p
+
+
 def launched_world():
     """(world size, processes on this host) when torchrun (or customfit's own launch) started
     this process as one of several; else None."""
@@ -84,18 +122,29 @@ def launched_world():
 
 
 def prepare(engine, devices):
-    """Before the engine's framework is imported: ask XLA for `devices` host devices (JAX makes
-    its CPU devices at start-up, from this flag). Other engines make theirs after import."""
-    if engine in JAX_ENGINES and devices > 1:
+    """Before the engine's framework is imported: ask XLA for this host's share of `devices`
+    host devices (JAX makes its CPU devices at start-up, from this flag). Other engines make
+    theirs after import."""
+    cluster = hosts.of(engine)
+    local = devices if cluster is None else devices // cluster.processes
+    if engine in JAX_ENGINES and local > 1:
         flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(_XLA_FLAG)]
-        os.environ["XLA_FLAGS"] = " ".join(flags + [f"{_XLA_FLAG}={devices}"])
+        os.environ["XLA_FLAGS"] = " ".join(flags + [f"{_XLA_FLAG}={local}"])
 
 
 def needs_fresh_process(engine, devices):
     """True when this process has started the engine's framework already with fewer devices
-    than asked for (JAX's device count and TensorFlow's logical CPUs are fixed at start-up)."""
+    than asked for (JAX's device count and TensorFlow's logical CPUs are fixed at start-up), or
+    before joining the hosts' processes (jax.distributed.initialize and TensorFlow's
+    MultiWorkerMirroredStrategy come before the framework's runtime starts)."""
     import sys
 
+    if hosts.of(engine) is not None:
+        if engine in JAX_ENGINES and "jax" in sys.modules:
+            import jax
+
+            return not jax.distributed.is_initialized()
+        return engine in TENSORFLOW_ENGINES and "tensorflow" in sys.modules
     if devices <= 1:
         return False
     if engine in JAX_ENGINES and "jax" in sys.modules:

@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from customfit import devices as spreading
+from customfit import hosts
 from customfit import compute_device, options, precision, registry, run_folder, validate
 from customfit.errors import (CheckpointError, CustomfitError, Interrupted, NonFiniteLoss,
                               RunStopped, UsageError, WriteError)
@@ -326,7 +327,8 @@ def run(task, engine, **config):
             (e.g. method, eps, steps for adversarial).
 
     Returns:
-        A `cf.Result` (None in a process that torchrun started, other than rank 0).
+        A `cf.Result` (None in a process that torchrun started, other than rank 0, and in a
+        process other than process 0 of a run across hosts: TF_CONFIG, KERAS_DISTRIBUTION_*).
 
     Raises:
         customfit.errors.UsageError: a mistake in what was given (one line: what was expected,
@@ -344,8 +346,15 @@ def run(task, engine, **config):
     if needs_subprocess(engine) or spreading.needs_fresh_process(engine, devices):
         return _run_in_subprocess(task, engine, config, plan)
     if devices > 1 and spreading.launched_world() is not None:
-        # One of several torch processes: the launching process holds the folder for them all.
-        return _train_here(plan, started)
+        # One of several torch processes: customfit's own launching process holds the folder
+        # for them all; under torchrun (one host or several), global rank 0 holds it.
+        if os.environ.get(spreading.LAUNCHED_HERE) or os.environ.get("RANK") != "0":
+            return _train_here(plan, started)
+        with run_folder.hold(plan["out"], what=f"customfit run {task} --engine {engine}"):
+            return _train_here(plan, started)
+    cluster = hosts.of(engine)
+    if cluster is not None and cluster.index > 0:
+        return _train_on_another_host(plan, started)
     # Made (or refused: --out /proc/x, a folder another run holds) before any framework loads.
     with run_folder.hold(plan["out"], what=f"customfit run {task} --engine {engine}"):
         if devices > 1 and engine in spreading.TORCH_ENGINES:
@@ -360,7 +369,22 @@ def _train_here(plan, started):
     spreading.prepare(engine, devices)
     # Before the framework starts: --device cpu hides the GPUs from it.
     plan["device"] = compute_device.use(plan["task"], engine, plan["device_wanted"], devices)
+    cluster = hosts.of(engine)
+    if cluster is not None and engine in spreading.JAX_ENGINES:
+        from customfit.parallel import coordinator
+
+        coordinator.join(engine, cluster)
     return _train(plan, started)
+
+
+def _train_on_another_host(plan, started):
+    """A process other than process 0 of a run across hosts (customfit/hosts.py): it trains,
+    judges and writes as process 0 does, since every collective needs every process, but into
+    a scratch folder that goes when the run ends (as TensorFlow's guide to checkpoints under
+    MultiWorkerMirroredStrategy has the other workers do). Returns None."""
+    with tempfile.TemporaryDirectory(prefix="customfit-host-") as scratch:
+        _train_here(dict(plan, out=scratch, verbose=False, tensorboard=None), started)
+    return None
 
 
 def _launch(task, engine, config, devices):
@@ -760,7 +784,7 @@ def _run_in_subprocess(task, engine, config, plan):
         cls = {"NonFiniteLoss": NonFiniteLoss, "Interrupted": Interrupted,
                "WriteError": WriteError}.get(kind, CustomfitError)
         raise cls(reply["error"])
-    return Result(**reply["result"])
+    return None if reply["result"] is None else Result(**reply["result"])
 
 
 def _ignore_sigint(signal):
@@ -778,7 +802,8 @@ def _child(request_path):
     answer = request["result"]
     try:
         result = run(request["task"], request["engine"], **request["config"])
-        reply = {"result": asdict(result)}
+        # None: a process other than process 0 of a run across hosts, which writes nothing.
+        reply = {"result": None if result is None else asdict(result)}
         status = 0
     except UsageError as e:
         reply = {"error": e.message, "field": e.field, "kind": type(e).__name__}

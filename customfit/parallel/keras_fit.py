@@ -35,6 +35,8 @@ class DataParallel:
             if len(found) < devices:
                 raise RuntimeError(f"JAX has {len(found)} devices here; {devices} were asked for")
             self._distribution = keras.distribution.DataParallel(devices=found[:devices])
+            # Across hosts each process hands fit() its own share already (epoch_order).
+            self._distribution.auto_shard_dataset = False
             self._scope = self._distribution.scope
         elif self.backend == "tensorflow":
             from customfit.parallel import mirrored
@@ -50,19 +52,41 @@ class DataParallel:
         """Where the model is built and fit() runs."""
         return self._scope()
 
-    def epoch_order(self, order):
-        """The sample indices this process fits in an epoch, from the epoch's permutation."""
+    def epoch_order(self, order, batch_size):
+        """The sample indices this process fits in an epoch, from the epoch's permutation and
+        the global batch size."""
         if self.devices == 1:
             return order
         if self.backend == "torch":
             from customfit.parallel import process_group
 
             return np.asarray(process_group.share(spreading.epoch_order(order, self.devices)))
-        return spreading.epoch_order(order, self.devices)
+        order = spreading.epoch_order(order, self.devices)
+        if self._processes() == 1:
+            return order
+        # Across hosts Keras assembles each global batch from every process's share of it
+        # (jax.make_array_from_process_local_data), process 0's rows first: this process fits
+        # its block of every global batch.
+        import jax
+
+        p, index = self._processes(), jax.process_index()
+        share = [batch[index * (len(batch) // p):(index + 1) * (len(batch) // p)]
+                 for batch in (order[s:s + batch_size] for s in range(0, len(order), batch_size))]
+        return np.concatenate(share)
 
     def batch_size(self, global_batch):
         """fit()'s batch size here: the global batch, or this process's share of it."""
-        return global_batch // self.devices if self.backend == "torch" else global_batch
+        if self.backend == "torch":
+            return global_batch // self.devices
+        return global_batch // self._processes()
+
+    def _processes(self):
+        """The processes sharing the devices: the JAX processes across hosts, else one."""
+        if self.devices == 1 or self.backend != "jax":
+            return 1
+        import jax
+
+        return jax.process_count()
 
     def synchronize_batch_norm(self, model):
         """Batch norm over the global batch where the backend can: Keras's synchronized batch

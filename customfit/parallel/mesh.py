@@ -2,7 +2,9 @@
 and optimizer slot replicated. The step itself is unchanged: jit compiles one program for the
 global batch, and XLA inserts the all-reduces (batch-norm statistics included), so N devices
 compute what one computes. On a CPU the devices are XLA's host devices
-(customfit.devices.prepare sets --xla_force_host_platform_device_count before JAX starts)."""
+(customfit.devices.prepare sets --xla_force_host_platform_device_count before JAX starts).
+Across hosts (customfit/parallel/coordinator.py) the mesh holds every process's devices, the
+devices of process 0 first, and each process feeds its own rows of a global batch."""
 
 import jax
 import numpy as np
@@ -28,5 +30,12 @@ class BatchMesh:
             nnx.update(obj, jax.device_put(state, self.replicated))
 
     def shard(self, array):
-        """A global batch, split along its first axis over the devices."""
-        return jax.device_put(np.asarray(array), self.batch)
+        """A global batch, split along its first axis over the devices. Across hosts every
+        process holds the global batch's indices but feeds only its own devices' rows."""
+        array = np.asarray(array)
+        if jax.process_count() == 1:
+            return jax.device_put(array, self.batch)
+        rows = [index[0].indices(len(array))[:2]
+                for index in self.batch.addressable_devices_indices_map(array.shape).values()]
+        start, stop = min(r[0] for r in rows), max(r[1] for r in rows)
+        return jax.make_array_from_process_local_data(self.batch, array[start:stop], array.shape)

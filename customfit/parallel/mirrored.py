@@ -1,6 +1,7 @@
 """tf.distribute.MirroredStrategy for the tensorflow and keras-tensorflow engines. On a CPU
 the replicas are TensorFlow's logical CPUs, made once per process before TensorFlow starts
-its runtime; with GPUs, the first N GPUs."""
+its runtime; with GPUs, the first N GPUs. Across hosts (TF_CONFIG), MultiWorkerMirroredStrategy:
+the same replica code, its all-reduces between the workers' processes."""
 
 import functools
 
@@ -32,7 +33,17 @@ def _devices():
 @functools.lru_cache(maxsize=None)
 def strategy(devices):
     """The MirroredStrategy over `devices` replicas: one per process, shared by the Trainers
-    made in it (two strategies in one process would number their collectives alike)."""
+    made in it (two strategies in one process would number their collectives alike). Where
+    TF_CONFIG names several workers (hosts), the MultiWorkerMirroredStrategy over them all: it
+    reads TF_CONFIG itself, and must be made before TensorFlow starts its runtime."""
+    from customfit import hosts
+
+    if hosts.tf_config() is not None:
+        made = tf.distribute.MultiWorkerMirroredStrategy()
+        if made.num_replicas_in_sync != devices:
+            raise RuntimeError(f"TF_CONFIG's workers hold {made.num_replicas_in_sync} devices; "
+                               f"{devices} were asked for")
+        return made
     if not can_make(devices):
         raise RuntimeError(f"TensorFlow has {len(_devices())} devices here; {devices} were asked "
                            "for (logical CPUs are made before TensorFlow starts its runtime)")

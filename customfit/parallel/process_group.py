@@ -15,6 +15,8 @@ import uuid
 import torch
 import torch.distributed as dist
 
+from customfit.devices import LAUNCHED_HERE
+
 
 def launch(entrypoint, args, processes):
     """entrypoint(*args) in `processes` fresh processes on this host, as torchrun --standalone
@@ -28,11 +30,13 @@ def launch(entrypoint, args, processes):
     # torchrun's default for several processes on one host: one thread each, unless asked.
     previous = os.environ.get("OMP_NUM_THREADS")
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores() // processes)))
+    os.environ[LAUNCHED_HERE] = "1"  # the workers inherit it: this process holds the run folder
     try:
         results = elastic_launch(config, entrypoint)(*args)
     finally:
         if previous is None:
             os.environ.pop("OMP_NUM_THREADS", None)
+        os.environ.pop(LAUNCHED_HERE, None)
     return [results[rank] for rank in sorted(results)]
 
 

@@ -115,8 +115,9 @@ class Trainer:
         dataset = dataset.take(len(x) - len(x) % self.devices).batch(batch_size)
         for x_batch, y_batch in self.strategy.experimental_distribute_dataset(dataset):
             loss, correct = self._distributed_train_step(x_batch, y_batch)
-            shares = self.strategy.experimental_local_results(y_batch)
-            tally.add(loss, correct, sum(int(share.shape[0]) for share in shares))
+            # The replicas hold equal shares; across hosts only this worker's are local.
+            share = self.strategy.experimental_local_results(y_batch)[0]
+            tally.add(loss, correct, int(share.shape[0]) * self.strategy.num_replicas_in_sync)
             on_batch(tally.means())
         return tally.means()
 

@@ -202,7 +202,8 @@ class Trainer:
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
         # fit() would shuffle from Keras's global random state; a permutation from shuffle_seed
         # and latents reseeded from it make the epoch a function of the seed alone.
-        order = self.parallel.epoch_order(np.random.default_rng(shuffle_seed).permutation(len(x)))
+        order = self.parallel.epoch_order(np.random.default_rng(shuffle_seed).permutation(len(x)),
+                                            batch_size)
         self._reseed(layout.noise_seed(shuffle_seed))
         with self.parallel.scope():
             history = self.gan.fit(x[order], batch_size=self.parallel.batch_size(batch_size),

@@ -209,13 +209,19 @@ class Trainer:
         self.opt_gen.apply_gradients(zip(grads, self.gen.trainable_variables))
         return tf.stack(dis_losses), loss_g
 
+    def _global_rows(self, batch):
+        """The global batch's rows: the replicas hold equal shares, and across hosts
+        (MultiWorkerMirroredStrategy) only this worker's are local."""
+        return tf.shape(self.strategy.experimental_local_results(batch)[0])[0] * \
+            self.strategy.num_replicas_in_sync
+
     # The same step on N replicas. The latents are drawn for the global batch first, as one
     # device draws them; each replica takes its rows, and its losses (means over its share) are
     # divided by the number of replicas, whose gradients the optimizers sum (as
     # tf.nn.compute_average_loss scales per-example losses).
     @tf.function(reduce_retracing=True)
     def _distributed_step(self, real):
-        n = tf.add_n([tf.shape(share)[0] for share in self.strategy.experimental_local_results(real)])
+        n = self._global_rows(real)
         draws = tf.stack([self._latents(n) for _ in range(self.critic_steps + 1)])
 
         def replica_step(real, draws):
@@ -270,7 +276,7 @@ class Trainer:
             step = self._distributed_step
         tally = Means(("dis_loss", "gen_loss"))
         for real in batches:
-            n = sum(int(share.shape[0]) for share in self.strategy.experimental_local_results(real))
+            n = int(self._global_rows(real))
             dis_losses, loss_g = step(real)
             for loss_d in dis_losses.numpy():
                 tally.add("dis_loss", loss_d, n)

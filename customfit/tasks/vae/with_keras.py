@@ -176,7 +176,8 @@ class Trainer:
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
         # fit() shuffles from Keras's global random state; the permutation from shuffle_seed
         # makes an epoch's batches a function of the seed alone, so a resumed run repeats them.
-        order = self.parallel.epoch_order(np.random.default_rng(shuffle_seed).permutation(len(x)))
+        order = self.parallel.epoch_order(np.random.default_rng(shuffle_seed).permutation(len(x)),
+                                            batch_size)
         self._reseed(shuffle_seed)
         with self.parallel.scope():
             history = self.model.fit(x[order], batch_size=self.parallel.batch_size(batch_size),

@@ -154,12 +154,18 @@ class Trainer:
         self.optimizer.apply_gradients(zip(grads, self.variables))
         return figures
 
+    def _global_rows(self, batch):
+        """The global batch's rows: the replicas hold equal shares, and across hosts
+        (MultiWorkerMirroredStrategy) only this worker's are local."""
+        return tf.shape(self.strategy.experimental_local_results(batch)[0])[0] * \
+            self.strategy.num_replicas_in_sync
+
     # The same step on N replicas: the noise drawn for the global batch first, each replica's
     # loss (a mean over its share) divided by the number of replicas, whose gradients the
     # optimizer sums (as tf.nn.compute_average_loss scales per-example losses).
     @tf.function(reduce_retracing=True)
     def _distributed_step(self, x):
-        n = tf.add_n([tf.shape(share)[0] for share in self.strategy.experimental_local_results(x)])
+        n = self._global_rows(x)
         eps = self.noise.normal((n, self.latent))
 
         def replica_step(x, eps):
@@ -199,7 +205,7 @@ class Trainer:
         means = layout.RunningMeans()
         for x_batch in batches:
             figures = step(x_batch)
-            n = sum(int(s.shape[0]) for s in self.strategy.experimental_local_results(x_batch))
+            n = int(self._global_rows(x_batch))
             means.add({k: v.numpy() for k, v in figures.items()}, n)
             on_batch(means.means())
         return means.means()
