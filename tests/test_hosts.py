@@ -242,8 +242,8 @@ def test_two_hosts_train_the_gan_and_vae_as_one_device(tmp_path, engine, task):
     ports = _free_ports(2)
     _finished([_worker(engine, task, 2, tmp_path, _host_env(engine, i, ports)) for i in range(2)])
     states = []
-    for devices in (1, 2):
-        with np.load(tmp_path / f"state-{devices}.npz") as saved:
+    for count in (1, 2):
+        with np.load(tmp_path / f"state-{count}.npz") as saved:
             states.append({k: saved[k] for k in saved.files})
     histories = [json.loads((tmp_path / f"state-{d}.json").read_text())["history"] for d in (1, 2)]
     difference = devices_worker.compare(*states)
