@@ -6,7 +6,8 @@ before the Trainer is built. Importing this module imports no framework.
 - gpu: the framework must see one (else one line, exit status 2). TensorFlow, JAX and Keras put
   the work there themselves; the native torch Trainer of the classifier family (toy, digits,
   mnist: exercise 10's CPU-against-GPU tasks) moves its model and batches to `torch_device()`.
-  The other native torch Trainers keep their tensors on the CPU, so they refuse gpu.
+  The other native torch Trainers keep their tensors on the CPU, so they refuse gpu, as do the
+  torch engines on several devices (gloo processes on the CPU).
 - not given: the GPU where the engine's framework sees one and its Trainer can use it, else the
   CPU.
 
@@ -24,6 +25,7 @@ CHOICES = ("cpu", "gpu")
 # Native torch Trainers that place their tensors on torch_device(); every other engine's
 # framework places its own.
 TORCH_GPU_FAMILIES = ("classifier",)
+TORCH_ENGINES = ("torch", "keras-torch")
 _FRAMEWORK = {"tensorflow": "tensorflow", "keras-tensorflow": "tensorflow", "torch": "torch",
               "keras-torch": "torch", "flax": "jax", "keras-jax": "jax"}
 
@@ -37,9 +39,11 @@ def check(value):
 
 def trainer_can_use_gpu(task, engine, devices=1):
     """task None: `customfit bench`'s workloads, whose torch versions all place their tensors."""
+    if engine in TORCH_ENGINES and devices > 1:
+        return False  # N gloo processes on the CPU (customfit/parallel/process_group.py)
     if engine != "torch" or task is None:
         return True
-    return registry.spec(task).FAMILY in TORCH_GPU_FAMILIES and devices == 1
+    return registry.spec(task).FAMILY in TORCH_GPU_FAMILIES
 
 
 def framework_sees_gpu(engine):
@@ -75,12 +79,14 @@ def choose(task, engine, wanted, devices=1):
         return "cpu"
     can = trainer_can_use_gpu(task, engine, devices)
     if wanted == "gpu":
+        if not can and devices > 1:
+            raise UsageError.expected(
+                "device", f"cpu with --devices {devices} on {engine} (its processes spread over "
+                          "the CPU, through gloo)", wanted)
         if not can:
             raise UsageError.expected(
-                "device", f"cpu for task {task} on torch"
-                          + (f" with --devices {devices}" if devices > 1 else "")
-                          + " (the native torch engine computes on a GPU for "
-                            f"{', '.join(tasks_on_torch_gpu())}, on one device)", wanted)
+                "device", f"cpu for task {task} on torch (the native torch engine computes on a "
+                          f"GPU for {', '.join(tasks_on_torch_gpu())})", wanted)
         if not framework_sees_gpu(engine):
             raise UsageError.expected(
                 "device", f"cpu, or gpu on a machine where {_FRAMEWORK[engine]} sees one",

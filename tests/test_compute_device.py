@@ -45,6 +45,9 @@ def test_the_default_is_the_gpu_where_the_engine_can_use_one(sees_gpu):
     # the native torch Trainers outside the classifier family keep their tensors on the CPU
     assert compute_device.choose("vae", "torch", None) == "cpu"
     assert compute_device.choose("digits", "torch", None, devices=2) == "cpu"
+    sees_gpu["keras-torch"] = True
+    assert compute_device.choose("digits", "keras-torch", None, devices=2) == "cpu"
+    assert compute_device.choose("digits", "keras-torch", None) == "gpu"
     assert compute_device.choose("digits", "keras-jax", "cpu") == "cpu"
     assert compute_device.choose(None, "torch", "gpu") == "gpu"  # bench's workloads
 
@@ -53,11 +56,10 @@ def test_gpu_is_refused_in_one_line_where_it_cannot_be_had(sees_gpu):
     sees_gpu["torch"] = True
     cases = [
         (("vae", "torch", "gpu"), "device: expected cpu for task vae on torch (the native torch "
-                                  "engine computes on a GPU for toy, digits, mnist, on one "
-                                  "device); got 'gpu'"),
-        (("digits", "torch", "gpu", 2), "device: expected cpu for task digits on torch with "
-                                        "--devices 2 (the native torch engine computes on a GPU "
-                                        "for toy, digits, mnist, on one device); got 'gpu'"),
+                                  "engine computes on a GPU for toy, digits, mnist); got 'gpu'"),
+        (("digits", "keras-torch", "gpu", 2), "device: expected cpu with --devices 2 on "
+                                              "keras-torch (its processes spread over the CPU, "
+                                              "through gloo); got 'gpu'"),
         (("digits", "flax", "gpu"), "device: expected cpu, or gpu on a machine where jax sees "
                                     "one; got gpu (jax sees no GPU here)"),
         (("digits", "flax", "GPU"), "device: expected one of cpu, gpu; got 'GPU'"),
