@@ -93,14 +93,6 @@ def per_host(engine, devices, cluster):
     MultiWorkerMirroredStrategy worker trains on its CPU as one device), on the JAX engines an
     equal share of `devices` (XLA host devices)."""
     p = cluster.processes
-    if engine == "keras-tensorflow":
-        # Keras 3.15's fit() fails under MultiWorkerMirroredStrategy, a stock keras.Model's too
-        # ("Attempt to convert a value (PerReplica...) with an unsupported type"); cf.Model's
-        # step gets as far as Keras reducing its logs ("Invalid reduction dimension 0 for input
-        # with 0 dimensions"). Tried by hand on two localhost workers.
-        raise UsageError.expected(
-            "engine", f"tensorflow where {cluster.setting} names several processes (Keras's "
-                      "fit() does not train under MultiWorkerMirroredStrategy)", engine)
     if engine in TENSORFLOW_ENGINES and devices != p:
         raise UsageError.expected(
             "devices", f"{p}, one device on each of the {p} processes {cluster.setting} names",

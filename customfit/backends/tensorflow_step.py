@@ -2,6 +2,7 @@
 
 import keras
 import tensorflow as tf
+from keras.src.backend.tensorflow.trainer import _collective_all_reduce_multi_worker
 from keras.src.losses.loss import scale_loss_for_distribution
 
 from customfit.scopes import record_frozen
@@ -55,7 +56,15 @@ class Step(keras.Model):
                 self._apply(plan, grads, frozen_ids)
                 self._record(plan, entries, data)
         self._count_step()
-        return self._logs()
+        return self._across_workers(self._logs())
 
     def test_step(self, data):
-        return self._stateful_test_step(data)
+        return self._across_workers(self._stateful_test_step(data))
+
+    def _across_workers(self, logs):
+        # Under MultiWorkerMirroredStrategy Keras averages each log with strategy.reduce("MEAN",
+        # axis=0), which a scalar has no axis for ("Invalid reduction dimension 0"): each log
+        # goes out as a vector of one, and comes back from the reduction a scalar.
+        if not _collective_all_reduce_multi_worker(self.distribute_strategy):
+            return logs
+        return {k: tf.reshape(v, [1]) if v.shape.rank == 0 else v for k, v in logs.items()}
