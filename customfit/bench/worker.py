@@ -104,13 +104,21 @@ def run_cell(engine, task, batch_size, mode, arrays, make, reference, job, polic
                 _time(other, arrays, batch_size, 1000 + i)
         mine, theirs = [], []
         for r in range(repeats):
+            # A pair of passes in turn, the order alternating, so that neither side always runs
+            # first (right after the other's pass) and a load that comes and goes falls on both.
+            if other is not None and r % 2:
+                theirs.append(_time(other, arrays, batch_size, r))
             mine.append(_time(trainer, arrays, batch_size, r))
-            if other is not None:
+            if other is not None and not r % 2:
                 theirs.append(_time(other, arrays, batch_size, r))
     cell.update(_summary(mine, steps, batch_size))
     if other is not None:
         cell["reference"] = {"name": reference[0], **_summary(theirs, steps, batch_size)}
-        cell["ratio"] = cell["steps_per_second"] / cell["reference"]["steps_per_second"]
+        # The median of the pairs' ratios: each pair ran under the same conditions, so a slow
+        # stretch of the machine cancels within its pair (the ratio of the two medians, which
+        # does not pair them, is kept beside it).
+        cell["ratio"] = statistics.median(t / m for m, t in zip(mine, theirs))
+        cell["ratio_of_medians"] = cell["steps_per_second"] / cell["reference"]["steps_per_second"]
     return cell
 
 
