@@ -37,28 +37,17 @@ else
         "scikit-learn==$(pin scikit-learn)" "matplotlib==$(pin matplotlib)"
 fi
 
-gpu_seen=$("$python" - <<'EOF'
-import os
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The frameworks that see a GPU, asked the way `customfit run` asks (customfit/compute_device.py).
+gpu_seen=$("$python" -c '
+from customfit import compute_device, registry
 seen = []
-try:
-    import torch
-    seen += ["torch"] if torch.cuda.is_available() else []
-except ImportError:
-    pass
-try:
-    import jax
-    seen += ["jax"] if any(d.platform == "gpu" for d in jax.devices()) else []
-except Exception:
-    pass
-try:
-    import tensorflow as tf
-    seen += ["tensorflow"] if tf.config.list_physical_devices("GPU") else []
-except ImportError:
-    pass
+for engine in ("torch", "flax", "tensorflow"):
+    try:
+        seen += [registry.KERAS_BACKEND[engine]] if compute_device.framework_sees_gpu(engine) else []
+    except Exception:  # a framework not installed, or one that cannot start here
+        pass
 print(" ".join(seen))
-EOF
-)
+')
 
 mkdir -p "$out"
 echo "== CPU: customfit bench --device cpu ($engines)"

@@ -19,15 +19,15 @@ import os
 import sys
 
 from customfit import registry, validate
+from customfit.devices import TORCH_ENGINES
 from customfit.errors import UsageError
 
 CHOICES = ("cpu", "gpu")
 # Native torch Trainers that place their tensors on torch_device(); every other engine's
 # framework places its own.
 TORCH_GPU_FAMILIES = ("classifier",)
-TORCH_ENGINES = ("torch", "keras-torch")
-_FRAMEWORK = {"tensorflow": "tensorflow", "keras-tensorflow": "tensorflow", "torch": "torch",
-              "keras-torch": "torch", "flax": "jax", "keras-jax": "jax"}
+# Each engine's framework is its Keras backend's: tensorflow, torch or jax.
+_FRAMEWORK = registry.KERAS_BACKEND
 
 _current = {"device": "cpu"}
 

@@ -103,13 +103,7 @@ def test_two_hosts_train_as_one_device(tmp_path, engine):
                               env=_env(**({} if torch else _host_env(engine, i, ports))),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for i in range(2)]
-    try:
-        done = [h.communicate(timeout=300) for h in hosts]
-    finally:
-        for h in hosts:
-            h.kill()
-    for h, (_, err) in zip(hosts, done):
-        assert h.returncode == 0, err[-3000:]
+    _finished(hosts)
     one = subprocess.run(_command(engine, data, tmp_path / "one", "--devices", "1"), cwd=ROOT,
                          env=_env(), capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
