@@ -19,7 +19,7 @@ import json
 import os
 from typing import NamedTuple
 
-from customfit.errors import UsageError
+from customfit.errors import UsageError, _short
 
 JAX_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
                  "KERAS_DISTRIBUTION_PROCESS_ID")
@@ -50,7 +50,7 @@ def tf_config():
         if not all(isinstance(a, str) and ":" in a for a in addresses):
             raise ValueError(addresses)
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise UsageError.expected("TF_CONFIG", _TF_CONFIG_FORM, given=repr(_short(text))) from None
+        raise UsageError.expected("TF_CONFIG", _TF_CONFIG_FORM, given=repr(_short(text, 80))) from None
     if len(jobs) == 1:
         return None
     return Hosts(len(jobs), index, "TF_CONFIG")
@@ -107,8 +107,3 @@ def of(engine):
                 "engine", f"{_ENGINES_OF[setting]} where {setting} names several processes "
                           f"({engine} spreads over hosts with {how})", engine)
     return found[reads] if reads else None
-
-
-def _short(text, most=80):
-    text = " ".join(str(text).split())
-    return text if len(text) <= most else text[:most - 3] + "..."
