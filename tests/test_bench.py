@@ -41,6 +41,7 @@ def test_bench_times_each_cell_and_writes_its_table(tmp_path):
         assert cell["steps_per_second"] == pytest.approx(1 / sorted(cell["seconds"])[2])
         assert cell["samples_per_second"] == pytest.approx(16 * cell["steps_per_second"])
         assert cell["default_mode"] == (key[1] == "keras-torch")
+        assert cell["freed_memory_kept"] is True  # glibc here: customfit/cpu_memory.py
     assert "ratio" not in cells[("digits", "flax")]  # nnx.jit is flax's default, not eager
     # beside the default mode, the reference on the same backend, timed in turn with it
     for task, name in (("digits", "stock Keras fit()"), ("penalty", "hand-written Keras train_step")):
@@ -54,6 +55,7 @@ def test_bench_times_each_cell_and_writes_its_table(tmp_path):
             cell["steps_per_second"] / cell["reference"]["steps_per_second"])
     md = (tmp_path / "b" / "bench.md").read_text()
     assert md in proc.stdout
+    assert "\nFreed memory kept in each process for reuse (customfit/cpu_memory.py): yes.\n" in md
     ratio = cells[("digits", "keras-torch")]["ratio"]
     assert f"| digits | 16 | - | {ratio:.3f} | - | - | - | - |" in md
 

@@ -18,7 +18,7 @@ import traceback
 
 import numpy as np
 
-from customfit import compute_device, precision, registry
+from customfit import compute_device, cpu_memory, precision, registry
 from customfit.bench import modes as modes_module
 from customfit.errors import UsageError
 
@@ -132,11 +132,12 @@ def main(request_path):
     except UsageError as e:  # --device gpu without one: the parent says it in one line
         print(USAGE_PREFIX + json.dumps({"field": e.field, "message": e.message}), flush=True)
         return 2
+    kept = cpu_memory.keep_freed()  # as `customfit run` trains: the torch engines gain most
     for task, batch_size, wanted in job["cells"]:
         # Before any Trainer of the cell is made: Keras's dtype policy applies to new layers.
         policy = precision.use(engine, wanted)
         head = {"task": task, "engine": engine, "batch_size": batch_size, "precision": policy,
-                "device": device}
+                "device": device, "freed_memory_kept": kept}
         try:
             if task == "penalty" and engine == "torch" and policy != "float32":
                 raise NotImplementedError("the penalty workload's torch version has no mixed "
@@ -151,6 +152,7 @@ def main(request_path):
             try:
                 cell = run_cell(engine, task, batch_size, mode, arrays, make, reference, job,
                                 policy)
+                cell["freed_memory_kept"] = kept
             except Exception as e:  # one cell's failure (a mode a step cannot take) is its row
                 traceback.print_exc(file=sys.stderr)
                 cell = {**head, "mode": mode,

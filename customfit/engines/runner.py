@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 from customfit import devices as spreading
 from customfit import hosts
-from customfit import compute_device, options, precision, registry, run_folder, validate
+from customfit import compute_device, cpu_memory, options, precision, registry, run_folder, validate
 from customfit.errors import (CheckpointError, CustomfitError, Interrupted, NonFiniteLoss,
                               RunStopped, UsageError, WriteError)
 
@@ -369,6 +369,7 @@ def _train_here(plan, started):
     spreading.prepare(engine, devices)
     # Before the framework starts: --device cpu hides the GPUs from it.
     plan["device"] = compute_device.use(plan["task"], engine, plan["device_wanted"], devices)
+    cpu_memory.keep_freed()  # the torch engines' steps stop page-faulting their tensors in
     cluster = hosts.of(engine)
     if cluster is not None and engine in spreading.JAX_ENGINES:
         from customfit.parallel import coordinator
