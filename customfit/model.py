@@ -414,7 +414,8 @@ class Model(backend_module().Step):
         """A Mean per objective entry; a Sum per counter (skipped steps: an epoch's count,
         logged by fit() only)."""
         trackers = getattr(self, "_cf_trackers", None) or {}
-        kinds = {**{n: keras.metrics.Mean for n in names}, **{n: keras.metrics.Sum for n in counters}}
+        mean = backend_module().Mean
+        kinds = {**{n: mean for n in names}, **{n: keras.metrics.Sum for n in counters}}
         missing = [n for n in kinds if n not in trackers]
         if missing:
             # Keras locks a built model's state; trackers must exist before the step is traced.

@@ -4,7 +4,9 @@ Each module defines
   value_and_grad(fn, args, argnums) -> (value, aux, grads): fn(*args) returns (scalar, aux);
       grads are taken with respect to args[i] for i in argnums, and stay differentiable, so
       gradients nest;
-  Step: a keras.Model subclass whose train_step/test_step run cf.Model's plan of updates.
+  Step: a keras.Model subclass whose train_step/test_step run cf.Model's plan of updates;
+  Mean: the tracker each objective entry is recorded in (keras.metrics.Mean, or a faster
+      equivalent).
 """
 
 import importlib

@@ -16,6 +16,9 @@ def value_and_grad(fn, args, argnums):
     return value, aux, list(grads)
 
 
+Mean = keras.metrics.Mean
+
+
 class Step(keras.Model):
     def train_step(self, state, data):
         groups = (

@@ -22,6 +22,9 @@ def value_and_grad(fn, args, argnums):
     return value, aux, grads
 
 
+Mean = keras.metrics.Mean
+
+
 class Step(keras.Model):
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras's TF trainer defers building to the first trace; cf.Model builds up front (its
