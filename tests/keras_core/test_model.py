@@ -218,3 +218,25 @@ def test_error_update_submodel_not_part_of_model():
 def test_error_compile_with_loss():
     with pytest.raises(ValueError, match="compile\\(\\) takes an optimizer, not loss= or metrics=; got loss='mse'"):
         ToyClassifier().compile(optimizer="adam", loss="mse")
+
+
+@pytest.mark.skipif(BACKEND != "torch",
+                    reason="the in-place tracker is the torch backend's (elsewhere: keras.metrics.Mean)")
+def test_the_torch_tracker_sums_as_keras_mean_does():
+    import torch
+
+    from customfit.backends import torch_step
+
+    fast, stock = torch_step.Mean(name="fast"), keras.metrics.Mean(name="stock")
+    assert type(fast).update_state is not keras.metrics.Mean.update_state
+    values = [torch.tensor(v) for v in (0.1, 2.5, -1.75, 3.3333)]
+    for value, weight in zip(values, (32, 32, 7, 128)):
+        fast.update_state(value, sample_weight=weight)  # the in-place path
+        stock.update_state(value, sample_weight=weight)
+    fast.update_state(torch.tensor([1.0, 2.0]))  # not a scalar: Keras's own update
+    stock.update_state(torch.tensor([1.0, 2.0]))
+    for a, b in ((fast.total, stock.total), (fast.count, stock.count)):
+        assert float(a.value) == float(b.value)
+    assert float(fast.result()) == float(stock.result())
+    fast.reset_state()
+    assert float(fast.result()) == 0.0  # no samples: 0, as divide_no_nan gives
