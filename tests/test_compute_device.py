@@ -136,3 +136,16 @@ def test_gpu_script_runs_its_cpu_half_here(tmp_path):
     else:
         assert "none visible to torch, TensorFlow or JAX here" in proc.stdout
         assert not (tmp_path / "g" / "gpu").exists()
+
+
+def test_bench_refuses_a_gpu_it_cannot_see_and_leaves_no_folder(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a GPU here: the refusal is for a machine without one")
+    proc = customfit("bench", "--tasks", "digits", "--engines", "torch", "--device", "gpu",
+                     "--out", "b", tmp_path=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.endswith("customfit: error: --device: expected cpu, or gpu on a machine "
+                                "where torch sees one; got gpu (torch sees no GPU here)\n")
+    assert not (tmp_path / "b").exists()

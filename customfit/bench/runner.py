@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,17 @@ def check(args):
 
 def run(args):
     check(args)
+    made = not os.path.exists(args.out)
+    try:
+        return _run(args)
+    except UsageError:
+        # Refused by a worker (--device gpu where its framework sees none): nothing left behind.
+        if made:
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise
+
+
+def _run(args):
     tasks = list(dict.fromkeys(args.tasks))
     engines = list(dict.fromkeys(args.engines))
     batch_sizes = list(dict.fromkeys(args.batch_sizes))
