@@ -38,20 +38,15 @@ CASES = {
                       "sigmas": None, "eps": 0.01, "level": None},
     "lecture_hutchinson": {"method": "lecture", "network": "lecture", "divergence": "hutchinson",
                            "sigmas": None, "eps": 0.01, "level": None},
-    # With an EMA: set_weights sets it too, so that the score and the steps, which read the
-    # EMA, are those of the given weights.
     "dsm_toy": {"method": "dsm", "network": "toy", "divergence": None,
                 "sigmas": TOY_SIGMAS.tolist(), "eps": 0.2 * float(TOY_SIGMAS[LEVEL]) ** 2,
-                "level": LEVEL, "ema": 0.999},
+                "level": LEVEL},
     "dsm_digits": {"method": "dsm", "network": "digits", "divergence": None,
                    "sigmas": DIGIT_SIGMAS.tolist(), "eps": 0.05 * float(DIGIT_SIGMAS[LEVEL]) ** 2,
                    "level": LEVEL},
 }
 TRAINING = {"method": "dsm", "network": "toy", "sigmas": TOY_SIGMAS.tolist(), "n_train": 256,
-            "batch_size": 64, "lr": 2e-3, "seed": 0, "decay_steps": 8, "ema": 0.9}
-# One step an epoch at a large rate and a short memory, so that the EMA is far from the weights.
-EMA_CHECK = {"method": "dsm", "network": "toy", "sigmas": TOY_SIGMAS.tolist(), "batch_size": 64,
-             "lr": 2e-2, "seed": 0, "ema": 0.5, "epochs": 3, "level": LEVEL}
+            "batch_size": 64, "lr": 2e-3, "seed": 0, "decay_steps": 8}
 SAMPLING = {"n": 50, "steps": 3, "step_size": 0.2, "start_std": 4.0, "record": [1, 3, 60]}
 
 
@@ -209,8 +204,7 @@ def results(request, tmp_path_factory, inputs):
     pool = ThreadPoolExecutor(max_workers=2)
     futures = {engine: pool.submit(_run_worker, {
         "engine": engine, "inputs": str(folder / "inputs.npz"), "parity": parity,
-        "eval_batch_size": EVAL_BATCH, "training": TRAINING, "sampling": SAMPLING,
-        "ema_check": EMA_CHECK}, folder)
+        "eval_batch_size": EVAL_BATCH, "training": TRAINING, "sampling": SAMPLING}, folder)
         for engine in _selected_engines(request.session)}
 
     yield reports_of(futures)
@@ -343,9 +337,8 @@ def test_resumed_training_equals_uninterrupted_training(engine, results):
     assert report["state_meta"]["sigmas"] == pytest.approx(TRAINING["sigmas"])
     assert report["state_step"] == steps  # Adam's step count (and the schedule's) travelled
     n = len(layout.canonical_shapes(TRAINING["network"]))
-    expected_names = sorted([f"{prefix}/{i}" for prefix in ("weights", "adam/m", "adam/v", "ema")
+    expected_names = sorted([f"{prefix}/{i}" for prefix in ("weights", "adam/m", "adam/v")
                              for i in range(n)] + ["adam/step"])
-    assert report["state_meta"]["ema"] == TRAINING["ema"]
     assert report["state_names"] == expected_names  # the same names from every engine
     assert report["state_kept"], "the arrays state() returned changed as training went on"
     # B repeats A (a new Trainer, the same seed); C, resumed from B's state after epoch 1,
@@ -354,34 +347,11 @@ def test_resumed_training_equals_uninterrupted_training(engine, results):
     assert report["C"][0]["batches"] == report["A"][1]["batches"]
     arrays = report["arrays"]
     a_keys = [k for k in arrays if k.startswith("A/")]
-    assert len(a_keys) == 5 * n + 1  # weights, then the state (the EMA's included)
+    assert len(a_keys) == 4 * n + 1  # weights, then the state
     for key in a_keys:
         assert np.array_equal(arrays[key], arrays["B" + key[1:]]), key
         assert np.array_equal(arrays[key], arrays["C" + key[1:]]), key
     assert report["seed_changes_weights"]
-
-
-@pytest.mark.parametrize("engine", registry.ENGINES)
-def test_the_ema_follows_its_rule_and_samples(engine, results):
-    """Every engine's EMA is the rule of customfit/tasks/score/layout.py, repeated here on the
-    weights after each step (1e-5 relative; so the six agree), and the score reads it."""
-    arrays = results(engine)["arrays"]
-    n = len(layout.canonical_shapes("toy"))
-    live = [[arrays[f"ema_check/w{k}/{i}"].astype(np.float64) for i in range(n)]
-            for k in range(1, EMA_CHECK["epochs"] + 1)]
-    m = EMA_CHECK["ema"]
-    expected = live[0]
-    for weights in live[1:]:
-        expected = [m * e + (1 - m) * w for e, w in zip(expected, weights)]
-    got = [arrays[f"ema_check/ema/{i}"] for i in range(n)]
-    for i, (g, e) in enumerate(zip(got, expected)):
-        assert _relative(g, e) <= 1e-5, (i, _relative(g, e))
-    # The check is not empty: the EMA stands well away from the last weights.
-    assert max(_relative(e, w) for e, w in zip(expected, live[-1])) > 1e-2
-    x = arrays["ema_check/x"]
-    sigma = np.full((len(x), 1), TOY_SIGMAS[LEVEL])
-    score, _ = numpy_score("toy", got, x, sigma)
-    np.testing.assert_allclose(arrays["ema_check/score"], score, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("engine", registry.ENGINES)

@@ -12,9 +12,7 @@ JOB.json:
                  "divergence": "exact", "sigmas": null, "eps": 0.01, "level": null}, ...],
      "eval_batch_size": 7,
      "training": {"method": "dsm", "network": "toy", "sigmas": [...], "n_train": 256,
-                  "batch_size": 64, "lr": 0.002, "seed": 0, "decay_steps": 8, "ema": 0.9},
-     "ema_check": {"method": "dsm", "network": "toy", "sigmas": [...], "batch_size": 64,
-                   "lr": 0.02, "seed": 0, "ema": 0.5, "epochs": 3, "level": 7},
+                  "batch_size": 64, "lr": 0.002, "seed": 0, "decay_steps": 8},
      "sampling": {"n": 50, "steps": 3, "step_size": 0.2, "start_std": 4.0, "record": [1, 3, 60]}}
 """
 
@@ -36,8 +34,7 @@ from customfit.tasks.score import layout  # noqa: E402
 def _new(engine, case, seed=0, lr=2e-3, decay_steps=None):
     return registry.trainer_class("score", engine)(
         case["method"], case["network"], lr, seed, sigmas=case.get("sigmas"),
-        divergence=case.get("divergence") or "exact", decay_steps=decay_steps,
-        ema=case.get("ema", 0.0))
+        divergence=case.get("divergence") or "exact", decay_steps=decay_steps)
 
 
 def _draws(case, inputs):
@@ -150,23 +147,6 @@ def training(engine, job, arrays, report):
     return a
 
 
-def ema_check(engine, job, arrays):
-    """One optimizer step an epoch (the whole batch), the live weights after each and the EMA at
-    the end, for the test to repeat the EMA's rule on; and the score there, which the EMA's
-    weights must give."""
-    x = toy_split().x_train[:job["batch_size"]]
-    trainer = _new(engine, job, seed=job["seed"], lr=job["lr"])
-    for epoch in range(1, job["epochs"] + 1):
-        trainer.train_epoch(x, batch_size=job["batch_size"], shuffle_seed=epoch_seed(0, epoch),
-                            on_batch=lambda means: None)
-        for i, w in enumerate(trainer.get_weights()):
-            arrays[f"ema_check/w{epoch}/{i}"] = np.asarray(w)
-    for i, w in enumerate(trainer.get_ema_weights()):
-        arrays[f"ema_check/ema/{i}"] = np.asarray(w)
-    arrays["ema_check/x"] = x[:8]
-    arrays["ema_check/score"] = trainer.score(x[:8], job["level"])
-
-
 def sampling(trainer, job, arrays):
     s = job
     for name, seed in (("seed0", 0), ("seed0_again", 0), ("seed1", 1)):
@@ -182,7 +162,7 @@ def sampling_keeps_no_graph(trainer):
     from keras import ops as K
 
     x = K.convert_to_tensor(np.zeros((4, 2), "float32"))
-    return bool(getattr(trainer._score(trainer._sampler(), x, 0), "requires_grad", False))
+    return bool(getattr(trainer._score(x, 0), "requires_grad", False))
 
 
 def main():
@@ -201,8 +181,6 @@ def main():
             sampling(trained, job["sampling"], arrays)
         if engine.startswith("keras"):
             report["score_keeps_graph"] = sampling_keeps_no_graph(trained)
-    if job.get("ema_check"):
-        ema_check(engine, job["ema_check"], arrays)
     np.savez(job["output"] + ".npz", **arrays)
     with open(job["output"] + ".json", "w") as f:
         json.dump(report, f)

@@ -19,12 +19,6 @@ Methods (`method`):
              from N(0, sigma_1^2 I), `steps` steps at each level with eps_i = step * sigma_i^2,
              then one denoising step x <- x + sigma_L^2 s(x, sigma_L) (Tweedie's formula).
 
-The EMA (`ema`, a momentum m; 0: none): dsm samples with an exponential moving average of the
-weights, as NCSNv2 and DDPM do, while the loss and its gradients stay on the live weights. Every
-engine keeps it the same way (Keras's use_ema): after the first optimizer step ema = w, after
-every later one ema <- m ema + (1 - m) w; before any step it equals the weights. It travels in
-the checkpoint (ema/<i>, canonical), so that a resumed run samples what an uninterrupted one does.
-
 Networks (`network`), multi-layer perceptrons, every hidden layer followed by the activation:
   "lecture"  2 -> 32 -> 32 -> 2, softplus (the lecture's ScoreModel)
   "toy"      [x, log sigma] 3 -> 128 -> 128 -> 128 -> 2, silu
@@ -165,23 +159,6 @@ def keras_adam_slots(optimizer, trainable):
     return momentums, velocities
 
 
-def keras_ema_slots(optimizer, trainable):
-    """The moving averages of a Keras optimizer built with use_ema, one per trainable variable,
-    in order, found by name (Keras keeps them as "<variable>_average")."""
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # mixed_float16's wrapper
-    averages = [v for v in optimizer.variables if v.path.endswith("_average")]
-    if len(averages) != len(trainable) or any(
-            tuple(a.shape) != tuple(w.shape) for a, w in zip(averages, trainable)):
-        raise RuntimeError(
-            f"unexpected layout of Keras's EMA variables: {[v.path for v in optimizer.variables]}")
-    return averages
-
-
-def ema_factor(ema, step):
-    """The EMA's momentum at optimizer step `step` (1 = the first): 0 there (ema = w), then ema."""
-    return 0.0 if step <= 1 else float(ema)
-
-
 def cosine_decay(step, decay_steps):
     """The learning rate's factor at optimizer step `step` (0 for the first update): cosine from
     1 to 0 over decay_steps updates, then 0 (Keras's CosineDecay, optax's cosine_decay_schedule)."""
@@ -193,19 +170,15 @@ def cosine_decay(step, decay_steps):
 # ----------------------------------------------------------------------------- state
 
 
-def pack_state(weights, first, second, step, ema=None):
-    """weights/<i>, adam/m/<i>, adam/v/<i> (canonical), adam/step and, with an EMA, ema/<i>,
-    whichever engine wrote it."""
-    arrays = canonical.pack_adam_state(copied(weights), copied(first), copied(second), step)
-    for i, array in enumerate(copied(ema or [])):
-        arrays[f"ema/{i}"] = array
-    return arrays
+def pack_state(weights, first, second, step):
+    """weights/<i>, adam/m/<i>, adam/v/<i> (canonical) and adam/step, whichever engine wrote it."""
+    return canonical.pack_adam_state(copied(weights), copied(first), copied(second), step)
 
 
-def state_meta(engine, method, network, divergence, sigmas, ema=0.0):
+def state_meta(engine, method, network, divergence, sigmas):
     return {"format": STATE_FORMAT, "engine": engine, "method": method, "network": network,
             "divergence": divergence,
-            "sigmas": None if sigmas is None else [float(s) for s in sigmas], "ema": float(ema)}
+            "sigmas": None if sigmas is None else [float(s) for s in sigmas]}
 
 
 def unpack_state(arrays, meta, network):
@@ -216,21 +189,6 @@ def unpack_state(arrays, meta, network):
     if meta.get("network") != network:
         raise ValueError(f"state: expected network {network!r}, given {meta.get('network')!r}")
     return canonical.unpack_adam_state(arrays, canonical_shapes(network))
-
-
-def unpack_ema(arrays, network, ema):
-    """The EMA's weights (canonical) from pack_state's dict, or None when `ema` is 0 (off)."""
-    if not ema:
-        return None
-    shapes = canonical_shapes(network)
-    names = [f"ema/{i}" for i in range(len(shapes))]
-    missing = [name for name in names if name not in arrays]
-    if missing:
-        raise ValueError(f"state: expected the EMA's arrays {names} (ema {ema:g}), "
-                         f"missing {missing}")
-    averages = [np.asarray(arrays[name], dtype=np.float32) for name in names]
-    check_weights(network, averages, "state ema")
-    return averages
 
 
 # ----------------------------------------------------------------------------- running means

@@ -62,8 +62,8 @@ NETWORK = {"lecture": "lecture", "dsm": "toy"}
 LONGER = 10  # the judge's second sampling: this many times the steps
 METHOD_DEFAULTS = {"lecture": {"sampling_steps": 50, "step_size": 0.01},
                    "dsm": {"sampling_steps": 20, "step_size": 0.2, "noise_levels": 20,
-                           "sigma_max": 4.0, "sigma_min": 0.05, "ema": 0.999}}
-DSM_ONLY = ("noise_levels", "sigma_max", "sigma_min", "ema")
+                           "sigma_max": 4.0, "sigma_min": 0.05}}
+DSM_ONLY = ("noise_levels", "sigma_max", "sigma_min")
 
 
 def _default(name):
@@ -100,9 +100,6 @@ OPTIONS = {
     "sigma_min": Option("sigma_min", "float", "the smallest noise level (dsm only)", low=0.0, high=100.0,
                         low_open=True, default=_default("sigma_min"),
                         default_text="0.05 for --method dsm"),
-    "ema": Option("ema", "float", "momentum of the weights' moving average that samples (dsm "
-                  "only; 0: sample with the trained weights themselves)", low=0.0, high=0.9999,
-                  default=_default("ema"), default_text="0.999 for --method dsm"),
 }
 
 _BARS_DSM = {"energy_distance": ("<=", 0.02), "within_3sigma": 0.95,
@@ -157,8 +154,7 @@ def build_trainer(trainer_class, split, settings):
     return trainer_class(settings["method"], NETWORK[settings["method"]], settings["lr"],
                          settings["seed"], sigmas=sigmas(settings),
                          divergence=settings["divergence"],
-                         decay_steps=settings["epochs"] * steps_per_epoch if dsm else None,
-                         ema=settings["ema"] if dsm else 0.0)
+                         decay_steps=settings["epochs"] * steps_per_epoch if dsm else None)
 
 
 # ----------------------------------------------------------------------------- what it makes

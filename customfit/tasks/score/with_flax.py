@@ -93,7 +93,7 @@ def draw(key, x, sigmas, method, divergence):
 
 
 @functools.partial(nnx.jit, static_argnames=("method", "divergence"))
-def train_step(model, optimizer, rngs, x, sigmas, method, divergence, averaged=None, ema=0.0):
+def train_step(model, optimizer, rngs, x, sigmas, method, divergence):
     noise = draw(rngs.noise(), x, sigmas, method, divergence)
 
     def loss_fn(model):
@@ -102,13 +102,6 @@ def train_step(model, optimizer, rngs, x, sigmas, method, divergence, averaged=N
 
     (_, out), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
-    if averaged is not None:
-        # The EMA (customfit/tasks/score/layout.py): the weights at the first step, then
-        # ema <- m ema + (1 - m) w, optax's Polyak average with step size 1 - m.
-        momentum = jnp.where(optimizer.step[...] == 1, 0.0, ema)
-        nnx.update(averaged, optax.incremental_update(nnx.state(model, nnx.Param),
-                                                      nnx.state(averaged, nnx.Param),
-                                                      1.0 - momentum))
     return out
 
 
@@ -151,9 +144,8 @@ def score(model, x, sigma):
 
 class Trainer:
     def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
-                 decay_steps=None, ema=0.0):
+                 decay_steps=None):
         layout.check(method, network, divergence, sigmas)
-        self.ema = float(ema or 0.0)
         self.method, self.network, self.seed = method, network, seed
         self.divergence = divergence if method == "lecture" else None
         self.sigmas = None if sigmas is None else jnp.asarray(np.asarray(sigmas, np.float32))
@@ -164,12 +156,6 @@ class Trainer:
         tx = optax.adam(rate, b1=layout.ADAM["beta_1"], b2=layout.ADAM["beta_2"],
                         eps=layout.ADAM["epsilon"])
         self.optimizer = nnx.Optimizer(self.model, tx, wrt=nnx.Param)
-        # dsm samples with a moving average of the weights, a second copy of the network.
-        self.averaged = nnx.clone(self.model) if self.ema else None
-
-    def _sampler(self):
-        """The network that samples: the EMA's where there is one, else the trained one."""
-        return self.model if self.averaged is None else self.averaged
 
     def _static(self):
         return {"method": self.method, "divergence": self.divergence}
@@ -180,8 +166,7 @@ class Trainer:
         means = layout.RunningMeans(self.method)
         for start in range(0, len(x), batch_size):
             batch = x[order[start:start + batch_size]]
-            out = train_step(self.model, self.optimizer, rngs, batch, self.sigmas, **self._static(),
-                             averaged=self.averaged, ema=jnp.float32(self.ema))
+            out = train_step(self.model, self.optimizer, rngs, batch, self.sigmas, **self._static())
             means.add(out, len(batch))
             on_batch(means.means())
         return means.means()
@@ -200,18 +185,18 @@ class Trainer:
         return None if level is None else self.sigmas[level]
 
     def score(self, x, level=None):
-        return np.asarray(score(self._sampler(), jnp.asarray(x, jnp.float32), self._sigma(level)))
+        return np.asarray(score(self.model, jnp.asarray(x, jnp.float32), self._sigma(level)))
 
     def langevin_step(self, x, noise, eps, level=None):
         """One Langevin step from x with the given noise xi (the parity hook)."""
-        return np.asarray(langevin_step(self._sampler(), jnp.asarray(x, jnp.float32),
+        return np.asarray(langevin_step(self.model, jnp.asarray(x, jnp.float32),
                                         jnp.asarray(noise, jnp.float32),
                                         jnp.float32(eps), self._sigma(level)))
 
     def denoise(self, x):
         x = jnp.asarray(x, jnp.float32)
         last = self.sigmas[-1]
-        return np.asarray(x + last ** 2 * score(self._sampler(), x, last))
+        return np.asarray(x + last ** 2 * score(self.model, x, last))
 
     def sample(self, n, seed, steps, step_size, start_std, record=()):
         """Langevin (lecture) or annealed Langevin and a last denoising step (dsm) from
@@ -223,7 +208,7 @@ class Trainer:
         sigmas = None if self.sigmas is None else np.asarray(self.sigmas)
         plan = layout.langevin_plan(self.method, steps, step_size, sigmas)
         for level, eps, count, keep in layout.segments(plan, record):
-            x, key = langevin(self._sampler(), x, key, jnp.float32(eps), self._sigma(level), count)
+            x, key = langevin(self.model, x, key, jnp.float32(eps), self._sigma(level), count)
             if keep:
                 frames.append(np.asarray(x))
         x = np.asarray(x)
@@ -238,31 +223,20 @@ class Trainer:
         layers = [("hidden", i) for i in range(len(self.model.hidden))] + [("out",)]
         return [(*layer, kind) for layer in layers for kind in ("kernel", "bias")]
 
-    def _params(self, model):
-        flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    def _params(self):
+        flat = dict(nnx.to_flat_state(nnx.state(self.model, nnx.Param)))
         return [flat[path] for path in self._paths()]
 
     def get_weights(self):
-        return layout.copied([np.asarray(p.get_value()) for p in self._params(self.model)])
-
-    def get_ema_weights(self):
-        """The EMA's weights (canonical), or None without one."""
-        if self.averaged is None:
-            return None
-        return layout.copied([np.asarray(p.get_value()) for p in self._params(self.averaged)])
-
-    def _copy_into(self, model, weights):
-        state = nnx.state(model, nnx.Param)
-        flat = dict(nnx.to_flat_state(state))
-        for path, value in zip(self._paths(), weights):
-            flat[path].set_value(jnp.asarray(value, jnp.float32))
-        nnx.update(model, state)
+        return layout.copied([np.asarray(p.get_value()) for p in self._params()])
 
     def set_weights(self, weights):
         layout.check_weights(self.network, weights)
-        self._copy_into(self.model, weights)
-        if self.averaged is not None:
-            self._copy_into(self.averaged, weights)  # before any step the EMA is the weights
+        state = nnx.state(self.model, nnx.Param)
+        flat = dict(nnx.to_flat_state(state))
+        for path, value in zip(self._paths(), weights):
+            flat[path].set_value(jnp.asarray(value, jnp.float32))
+        nnx.update(self.model, state)
 
     def objective_and_grads(self, batch, noise=None):
         """The training objective and its gradients (canonical layout) on batch (x,), with the
@@ -293,11 +267,9 @@ class Trainer:
         mu, nu, counts = self._adam_paths(flat)
         read = lambda keys: [np.asarray(flat[k].get_value()) for k in keys]  # noqa: E731
         step = int(flat[("step",)].get_value())
-        arrays = layout.pack_state(self.get_weights(), read(mu), read(nu), step,
-                                   self.get_ema_weights())
+        arrays = layout.pack_state(self.get_weights(), read(mu), read(nu), step)
         sigmas = None if self.sigmas is None else np.asarray(self.sigmas)
-        return arrays, layout.state_meta(ENGINE, self.method, self.network, self.divergence, sigmas,
-                                         self.ema)
+        return arrays, layout.state_meta(ENGINE, self.method, self.network, self.divergence, sigmas)
 
     def load_state(self, arrays, meta):
         weights, first, second, step = layout.unpack_state(arrays, meta, self.network)
@@ -312,6 +284,3 @@ class Trainer:
         for key in counts:
             flat[key].set_value(jnp.asarray(step, dtype=flat[key].get_value().dtype))
         nnx.update(self.optimizer, state)
-        averages = layout.unpack_ema(arrays, self.network, self.ema)
-        if averages is not None:
-            self._copy_into(self.averaged, averages)

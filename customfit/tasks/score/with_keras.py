@@ -92,16 +92,6 @@ class ScoreModel(cf.Model):
         return {"loss": squared_norm + 2.0 * div, "squared_norm": squared_norm, "divergence": div}
 
 
-class AdamKeepingLiveWeights(keras.optimizers.Adam):
-    """Keras's Adam, whose use_ema keeps the moving average that dsm samples with; fit() ends by
-    copying that average into the weights (finalize_variable_values), which here would happen
-    after every epoch, since the loop calls fit() once an epoch: training stays on the live
-    weights, and the sampler reads the average (Trainer._sampler)."""
-
-    def finalize_variable_values(self, var_list):
-        pass
-
-
 class _Progress(keras.callbacks.Callback):
     def __init__(self, on_batch, names):
         super().__init__()
@@ -122,9 +112,8 @@ def _numpy(x):
 
 class Trainer:
     def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
-                 decay_steps=None, ema=0.0):
+                 decay_steps=None):
         layout.check(method, network, divergence, sigmas)
-        self.ema = float(ema or 0.0)
         self.engine = f"keras-{keras.backend.backend()}"
         self.method, self.network, self.seed = method, network, seed
         self.divergence = divergence if method == "lecture" else None
@@ -133,37 +122,14 @@ class Trainer:
         keras.utils.set_random_seed(seed)
         self.model = ScoreModel(method, network, self.divergence, sigmas, seed)
         self.sigmas = self.model.sigmas
-        probe = (K.zeros((1, self.data)), None if sigmas is None else K.ones((1, 1)))
-        self.model.net(*probe)
+        self.model.net(K.zeros((1, self.data)), None if sigmas is None else K.ones((1, 1)))
         rate = lr if not decay_steps else keras.optimizers.schedules.CosineDecay(lr, decay_steps)
-        ema_options = {"use_ema": True, "ema_momentum": self.ema} if self.ema else {}
-        self.model.compile(optimizer=AdamKeepingLiveWeights(rate, **layout.ADAM, **ema_options))
+        self.model.compile(optimizer=keras.optimizers.Adam(rate, **layout.ADAM))
         # Build the step (trackers, optimizer slots) now, so that load_state has them to fill.
         self.model._symbolic_build(data_batch=(np.zeros((1, self.data), "float32"),))
         self._variables = self.model.net.trainable_variables
         if [id(v) for v in self._variables] != [id(v) for v in self.model.trainable_variables]:
             raise RuntimeError("the score model's trainable variables are not its network's")
-        self._averages = None
-        if self.ema:
-            self._averages = layout.keras_ema_slots(self.model.optimizer, self._variables)
-            self.ema_net = ScoreNet(network)  # what samples: the averages, copied in (_sampler)
-            self.ema_net(*probe)
-            self._set_averages(self.get_weights())
-
-    def _set_averages(self, weights):
-        for average, value in zip(self._averages, weights):
-            average.assign(np.asarray(value, np.float32))
-
-    def get_ema_weights(self):
-        """The EMA's weights (canonical), or None without one."""
-        return None if not self.ema else layout.copied([_numpy(a.value) for a in self._averages])
-
-    def _sampler(self):
-        """The network that samples: the EMA's weights where there is one, else the live ones."""
-        if not self.ema:
-            return self.model.net
-        self.ema_net.set_weights(self.get_ema_weights())
-        return self.ema_net
 
     def _reseed(self, seed):
         state = self.model.noise.state
@@ -188,47 +154,45 @@ class Trainer:
     def _sigma(self, level, n):
         return None if level is None else K.full((n, 1), float(self.sigmas[level]))
 
-    def _score(self, net, x, level):
+    def _score(self, x, level):
         # stop_gradient: outside fit() nothing differentiates the score, and on the torch backend
         # a Langevin chain would otherwise keep every step's autograd graph alive (gigabytes).
-        return K.stop_gradient(net(x, self._sigma(level, K.shape(x)[0])))
+        return K.stop_gradient(self.model.net(x, self._sigma(level, K.shape(x)[0])))
 
     def score(self, x, level=None):
-        return _numpy(self._score(self._sampler(), K.convert_to_tensor(np.asarray(x, "float32")),
-                                  level))
+        return _numpy(self._score(K.convert_to_tensor(np.asarray(x, "float32")), level))
 
-    def _step(self, net, x, eps, level, xi):
-        return x + eps * self._score(net, x, level) \
-            + float(np.sqrt(2.0 * eps * layout.TEMPERATURE)) * xi
+    def _step(self, x, eps, level, xi):
+        return x + eps * self._score(x, level) + float(np.sqrt(2.0 * eps * layout.TEMPERATURE)) * xi
 
     def langevin_step(self, x, noise, eps, level=None):
         """One Langevin step from x with the given noise xi (the parity hook)."""
         x, xi = (K.convert_to_tensor(np.asarray(a, "float32")) for a in (x, noise))
-        return _numpy(self._step(self._sampler(), x, np.float32(eps), level, xi))
+        return _numpy(self._step(x, np.float32(eps), level, xi))
 
-    def _denoise(self, net, x):
+    def _denoise(self, x):
         last = len(self.sigmas) - 1
-        return x + float(self.sigmas[last]) ** 2 * self._score(net, x, last)
+        return x + float(self.sigmas[last]) ** 2 * self._score(x, last)
 
     def denoise(self, x):
-        return _numpy(self._denoise(self._sampler(), K.convert_to_tensor(np.asarray(x, "float32"))))
+        return _numpy(self._denoise(K.convert_to_tensor(np.asarray(x, "float32"))))
 
     def sample(self, n, seed, steps, step_size, start_std, record=()):
         """Langevin (lecture) or annealed Langevin and a last denoising step (dsm) from
         N(0, start_std^2 I), every draw from a keras.random.SeedGenerator(seed). Returns the
         samples and the states after the steps numbered in `record` (frames, 1 = the first)."""
-        generator, net = keras.random.SeedGenerator(seed), self._sampler()
+        generator = keras.random.SeedGenerator(seed)
         x = start_std * keras.random.normal((n, self.data), seed=generator)
         frames = []
         plan = layout.langevin_plan(self.method, steps, step_size, self.sigmas)
         for level, eps, count, keep in layout.segments(plan, record):
             for _ in range(count):
-                x = self._step(net, x, np.float32(eps), level,
+                x = self._step(x, np.float32(eps), level,
                                keras.random.normal((n, self.data), seed=generator))
             if keep:
                 frames.append(_numpy(x))
         if self.method == "dsm":
-            x = self._denoise(net, x)
+            x = self._denoise(x)
         return _numpy(x), np.asarray(frames, np.float32).reshape(len(frames), n, self.data)
 
     # ---- weights, the parity hook, state
@@ -239,8 +203,6 @@ class Trainer:
     def set_weights(self, weights):
         layout.check_weights(self.network, weights)
         self.model.net.set_weights([np.asarray(w, np.float32) for w in weights])
-        if self.ema:
-            self._set_averages(weights)  # before any step the EMA is the weights
 
     def objective_and_grads(self, batch, noise=None):
         """The training objective and its gradients (canonical layout) on batch (x,), with the
@@ -264,10 +226,9 @@ class Trainer:
         momentums, velocities = layout.keras_adam_slots(self.model.optimizer, self._variables)
         arrays = layout.pack_state(self.get_weights(), [_numpy(m.value) for m in momentums],
                                    [_numpy(v.value) for v in velocities],
-                                   int(_numpy(self.model.optimizer.iterations.value)),
-                                   self.get_ema_weights())
+                                   int(_numpy(self.model.optimizer.iterations.value)))
         return arrays, layout.state_meta(self.engine, self.method, self.network, self.divergence,
-                                         self.sigmas, self.ema)
+                                         self.sigmas)
 
     def load_state(self, arrays, meta):
         weights, first, second, step = layout.unpack_state(arrays, meta, self.network)
@@ -277,6 +238,3 @@ class Trainer:
             for variable, value in zip(variables, values):
                 variable.assign(value)
         self.model.optimizer.iterations.assign(step)
-        averages = layout.unpack_ema(arrays, self.network, self.ema)
-        if averages is not None:
-            self._set_averages(averages)

@@ -83,10 +83,9 @@ def denoising_score_matching(net, x, sigma, z):
 
 class Trainer:
     def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
-                 decay_steps=None, ema=0.0):
+                 decay_steps=None):
         _require_tensorflow_backend()
         layout.check(method, network, divergence, sigmas)
-        self.ema = float(ema or 0.0)
         self.method, self.network, self.seed = method, network, seed
         self.divergence = divergence if method == "lecture" else None
         self.sigmas = None if sigmas is None else tf.constant(np.asarray(sigmas, np.float32))
@@ -95,22 +94,12 @@ class Trainer:
         tf.keras.utils.set_random_seed(seed)
         self.net = ScoreNet(network)
         probe = tf.zeros((1, self.data))
-        probe_sigma = None if self.sigmas is None else tf.ones((1, 1))
-        self.net(probe, probe_sigma)  # build the weights now
+        self.net(probe, None if self.sigmas is None else tf.ones((1, 1)))  # build the weights now
         self.variables = self.net.trainable_variables
         rate = lr if not decay_steps else tf.keras.optimizers.schedules.CosineDecay(lr, decay_steps)
-        # dsm samples with a moving average of the weights (customfit/tasks/score/layout.py),
-        # which Keras's optimizers keep themselves (use_ema); apply_gradients never copies it back.
-        ema_options = {"use_ema": True, "ema_momentum": self.ema} if self.ema else {}
-        self.optimizer = tf.keras.optimizers.Adam(rate, **layout.ADAM, **ema_options)
+        self.optimizer = tf.keras.optimizers.Adam(rate, **layout.ADAM)
         # Create the Adam moments now rather than at the first step, so load_state can fill them.
         self.optimizer.build(self.variables)
-        self.sampling_net, self._averages = self.net, None
-        if self.ema:
-            self._averages = layout.keras_ema_slots(self.optimizer, self.variables)
-            self.sampling_net = ScoreNet(network)  # the averages, copied in by _sampler
-            self.sampling_net(probe, probe_sigma)
-            self._set_averages(self.get_weights())
         # Re-seeded at the start of every epoch, evaluation and sampling: no state to keep.
         self.noise = tf.random.Generator.from_seed(seed)
 
@@ -172,31 +161,15 @@ class Trainer:
     def _sigma(self, level, x):
         return None if level is None else tf.fill([tf.shape(x)[0], 1], self.sigmas[level])
 
-    def _set_averages(self, weights):
-        for average, value in zip(self._averages, weights):
-            average.assign(np.asarray(value, np.float32))
-
-    def get_ema_weights(self):
-        """The EMA's weights (canonical), or None without one."""
-        return None if not self.ema else layout.copied([a.numpy() for a in self._averages])
-
-    def _sampler(self):
-        """The network that samples, its weights brought up to date: the EMA's where there is
-        one, else the trained one."""
-        if self.ema:
-            self.sampling_net.set_weights(self.get_ema_weights())
-        return self.sampling_net
-
     def score(self, x, level=None):
         x = tf.convert_to_tensor(np.asarray(x, np.float32))
-        return self._sampler()(x, self._sigma(level, x)).numpy()
+        return self.net(x, self._sigma(level, x)).numpy()
 
     @tf.function(reduce_retracing=True)
     def _steps(self, x, eps, sigma, count):
         """`count` Langevin steps of size eps; sigma: the noise level, or None (lecture)."""
-        net = self.sampling_net
         for _ in tf.range(count):
-            s = net(x) if sigma is None else net(x, tf.fill([tf.shape(x)[0], 1], sigma))
+            s = self.net(x) if sigma is None else self.net(x, tf.fill([tf.shape(x)[0], 1], sigma))
             x = x + eps * s + tf.sqrt(2.0 * eps * layout.TEMPERATURE) * self.noise.normal(tf.shape(x))
         return x
 
@@ -205,22 +178,20 @@ class Trainer:
         x = tf.convert_to_tensor(np.asarray(x, np.float32))
         eps = tf.constant(eps, tf.float32)
         xi = tf.convert_to_tensor(np.asarray(noise, np.float32))
-        return (x + eps * self._sampler()(x, self._sigma(level, x))
+        return (x + eps * self.net(x, self._sigma(level, x))
                 + tf.sqrt(2.0 * eps * layout.TEMPERATURE) * xi).numpy()
 
     def _denoise(self, x):
         last = len(self.sigmas) - 1
-        return x + self.sigmas[last] ** 2 * self.sampling_net(x, self._sigma(last, x))
+        return x + self.sigmas[last] ** 2 * self.net(x, self._sigma(last, x))
 
     def denoise(self, x):
-        self._sampler()
         return self._denoise(tf.convert_to_tensor(np.asarray(x, np.float32))).numpy()
 
     def sample(self, n, seed, steps, step_size, start_std, record=()):
         """Langevin (lecture) or annealed Langevin and a last denoising step (dsm) from
         N(0, start_std^2 I), every draw from a tf.random.Generator seeded with `seed`. Returns
         the samples and the states after the steps numbered in `record` (frames, 1 = the first)."""
-        self._sampler()
         self.noise.reset_from_seed(seed)
         x = start_std * self.noise.normal((n, self.data))
         frames = []
@@ -243,8 +214,6 @@ class Trainer:
     def set_weights(self, weights):
         layout.check_weights(self.network, weights)
         self.net.set_weights([np.asarray(w, np.float32) for w in weights])
-        if self.ema:
-            self._set_averages(weights)  # before any step the EMA is the weights
 
     def objective_and_grads(self, batch, noise=None):
         """The training objective and its gradients (canonical layout) on batch (x,), with the
@@ -264,10 +233,9 @@ class Trainer:
         momentums, velocities = layout.keras_adam_slots(self.optimizer, self.variables)
         arrays = layout.pack_state(self.get_weights(), [m.numpy() for m in momentums],
                                    [v.numpy() for v in velocities],
-                                   int(self.optimizer.iterations.numpy()), self.get_ema_weights())
+                                   int(self.optimizer.iterations.numpy()))
         return arrays, layout.state_meta(ENGINE, self.method, self.network, self.divergence,
-                                         None if self.sigmas is None else self.sigmas.numpy(),
-                                         self.ema)
+                                         None if self.sigmas is None else self.sigmas.numpy())
 
     def load_state(self, arrays, meta):
         weights, first, second, step = layout.unpack_state(arrays, meta, self.network)
@@ -277,6 +245,3 @@ class Trainer:
             for variable, value in zip(variables, values):
                 variable.assign(value)
         self.optimizer.iterations.assign(step)
-        averages = layout.unpack_ema(arrays, self.network, self.ema)
-        if averages is not None:
-            self._set_averages(averages)

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, TensorDataset
 
 from customfit import precision, weights as canonical
@@ -83,9 +82,8 @@ def denoising_score_matching(model, x, sigma, z):
 
 class Trainer:
     def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
-                 decay_steps=None, ema=0.0):
+                 decay_steps=None):
         layout.check(method, network, divergence, sigmas)
-        self.ema = float(ema or 0.0)
         self.method, self.network, self.seed = method, network, seed
         self.divergence = divergence if method == "lecture" else None
         self.sigmas = None if sigmas is None else torch.from_numpy(np.asarray(sigmas, np.float32))
@@ -97,14 +95,6 @@ class Trainer:
         self.decay_steps = decay_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._decay)
         self.scaler = precision.grad_scaler()
-        # dsm samples with a moving average of the weights (customfit/tasks/score/layout.py):
-        # AveragedModel copies the weights at its first update and averages from then on.
-        self.averaged = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.ema)) \
-            if self.ema else None
-
-    def _sampler(self):
-        """The network that samples: the EMA's where there is one, else the trained one."""
-        return self.model if self.averaged is None else self.averaged.module
 
     def _decay(self, step):
         return layout.cosine_decay(step, self.decay_steps)
@@ -141,8 +131,6 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            if self.averaged is not None:
-                self.averaged.update_parameters(self.model)
             means.add({k: v.item() for k, v in figures.items()}, len(x_batch))
             on_batch(means.means())
         return means.means()
@@ -165,31 +153,30 @@ class Trainer:
     @torch.no_grad()
     def score(self, x, level=None):
         x = _tensor(x)
-        return self._sampler()(x, self._sigma(level, len(x))).numpy().copy()
+        return self.model(x, self._sigma(level, len(x))).numpy().copy()
 
     @torch.no_grad()
-    def _step(self, net, x, eps, level, xi):
-        return x + eps * net(x, self._sigma(level, len(x))) \
+    def _step(self, x, eps, level, xi):
+        return x + eps * self.model(x, self._sigma(level, len(x))) \
             + math.sqrt(2.0 * eps * layout.TEMPERATURE) * xi
 
     def langevin_step(self, x, noise, eps, level=None):
         """One Langevin step from x with the given noise xi (the parity hook)."""
-        return self._step(self._sampler(), _tensor(x), eps, level, _tensor(noise)).numpy().copy()
+        return self._step(_tensor(x), eps, level, _tensor(noise)).numpy().copy()
 
     @torch.no_grad()
-    def _denoise(self, net, x):
+    def _denoise(self, x):
         last = len(self.sigmas) - 1
-        return x + self.sigmas[last] ** 2 * net(x, self._sigma(last, len(x)))
+        return x + self.sigmas[last] ** 2 * self.model(x, self._sigma(last, len(x)))
 
     def denoise(self, x):
-        return self._denoise(self._sampler(), _tensor(x)).numpy().copy()
+        return self._denoise(_tensor(x)).numpy().copy()
 
     def sample(self, n, seed, steps, step_size, start_std, record=()):
         """Langevin (lecture) or annealed Langevin and a last denoising step (dsm) from
         N(0, start_std^2 I), every draw from a torch.Generator seeded with `seed`. Returns the
         samples and the states after the steps numbered in `record` (frames, 1 = the first)."""
-        net = self._sampler()
-        net.eval()
+        self.model.eval()
         generator = torch.Generator().manual_seed(seed)
         data = layout.NETWORKS[self.network]["data"]
         x = start_std * torch.randn((n, data), generator=generator)
@@ -197,11 +184,11 @@ class Trainer:
         plan = layout.langevin_plan(self.method, steps, step_size, self.sigmas)
         for level, eps, count, keep in layout.segments(plan, record):
             for _ in range(count):
-                x = self._step(net, x, eps, level, torch.randn(x.shape, generator=generator))
+                x = self._step(x, eps, level, torch.randn(x.shape, generator=generator))
             if keep:
                 frames.append(x.numpy().copy())
         if self.method == "dsm":
-            x = self._denoise(net, x)
+            x = self._denoise(x)
         return x.numpy().copy(), np.asarray(frames, np.float32).reshape(len(frames), n, data)
 
     # ---- weights, the parity hook, state
@@ -209,24 +196,12 @@ class Trainer:
     def get_weights(self):
         return canonical.to_canonical(ENGINE, [p.detach().numpy() for p in self.model.parameters()])
 
-    def get_ema_weights(self):
-        """The EMA's weights (canonical), or None without one."""
-        if self.averaged is None:
-            return None
-        return canonical.to_canonical(ENGINE, [p.detach().numpy()
-                                               for p in self.averaged.module.parameters()])
-
-    @staticmethod
-    def _copy_into(module, weights):
-        with torch.no_grad():
-            for parameter, value in zip(module.parameters(), canonical.from_canonical(ENGINE, weights)):
-                parameter.copy_(torch.from_numpy(np.asarray(value, np.float32)))
-
     def set_weights(self, weights):
         layout.check_weights(self.network, weights)
-        self._copy_into(self.model, weights)
-        if self.averaged is not None:
-            self._copy_into(self.averaged.module, weights)  # before any step the EMA is the weights
+        with torch.no_grad():
+            for parameter, value in zip(self.model.parameters(),
+                                        canonical.from_canonical(ENGINE, weights)):
+                parameter.copy_(torch.from_numpy(np.asarray(value, np.float32)))
 
     def objective_and_grads(self, batch, noise=None):
         """The training objective and its gradients (canonical layout) on batch (x,), with the
@@ -253,11 +228,9 @@ class Trainer:
             if adam:
                 step = int(adam["step"].item())
         arrays = layout.pack_state(self.get_weights(), canonical.to_canonical(ENGINE, first),
-                                   canonical.to_canonical(ENGINE, second), step,
-                                   self.get_ema_weights())
+                                   canonical.to_canonical(ENGINE, second), step)
         return arrays, layout.state_meta(ENGINE, self.method, self.network, self.divergence,
-                                         None if self.sigmas is None else self.sigmas.numpy(),
-                                         self.ema)
+                                         None if self.sigmas is None else self.sigmas.numpy())
 
     def load_state(self, arrays, meta):
         weights, first, second, step = layout.unpack_state(arrays, meta, self.network)
@@ -272,7 +245,3 @@ class Trainer:
         # The schedule's place is the optimizer's step count: pick it up from there.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._decay,
                                                            last_epoch=step - 1)
-        averages = layout.unpack_ema(arrays, self.network, self.ema)
-        if averages is not None:
-            self._copy_into(self.averaged.module, averages)
-            self.averaged.n_averaged.fill_(step)  # its first update copies; later ones average
