@@ -98,7 +98,10 @@ def _short(metrics):
         return None
     model = metrics.get("model", spec.DEFAULTS["model"])
     defaults = {**spec.DEFAULTS, **getattr(spec, "MODEL_DEFAULTS", {}).get(model, {})}
-    epochs = (metrics.get("config") or {}).get("epochs")
+    config = metrics.get("config") or {}
+    if hasattr(spec, "training_defaults"):  # its length follows its options (score: --method)
+        defaults.update(spec.training_defaults(config))
+    epochs = config.get("epochs")
     if isinstance(epochs, int) and epochs < defaults["epochs"]:
         return f"short run: {epochs} of {defaults['epochs']} epochs"
     return None

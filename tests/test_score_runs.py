@@ -221,7 +221,7 @@ def _shares(metrics, suffix=""):
 @pytest.mark.parametrize("engine", registry.ENGINES)
 def test_full_dsm_clears_the_bars(engine, full_runs):
     metrics = full_runs("dsm", engine)
-    assert metrics["config"]["epochs"] == spec.DEFAULTS["epochs"]
+    assert metrics["config"]["epochs"] == spec.EPOCHS_BY_METHOD["dsm"]
     print(f"dsm {engine}: energy distance {metrics['energy_distance']:.4f} (data "
           f"{metrics['data_energy_distance']:.4f}), within 3 sigma {metrics['within_3sigma']:.3f}, "
           f"shares {_shares(metrics)}; 10x: {metrics['energy_distance_10x']:.4f}, "

@@ -189,3 +189,18 @@ def test_score_digits_bar_is_the_pixel_gaussian_reference():
     assert digits_spec.bars({}) == {"fd": ("<=", digits_spec.PIXEL_GAUSSIAN_FD)}
     split = digits_spec.load()
     assert split.x_train.shape == (1437, 64) and split.y_train is None
+
+
+@pytest.mark.parametrize("config, epochs", [({}, 1600), ({"method": "lecture"}, 800),
+                                            ({"method": "dsm", "epochs": 5}, 5)])
+def test_each_method_trains_its_own_default_length(config, epochs, tmp_path):
+    """dsm trains 1600 epochs unless told (its cluster shares after long Langevin runs need the
+    better-trained score; spec.py's docstring), the lecture's method 800."""
+    from customfit import report
+    from customfit.engines import runner
+
+    plan = runner._plan("score", "torch", {**config, "out": str(tmp_path / "out")})
+    assert plan["settings"]["epochs"] == epochs
+    method = config.get("method", "dsm")
+    run = {"task": "score", "config": {"method": method, "epochs": 1000}}
+    assert report._short(run) == ("short run: 1000 of 1600 epochs" if method == "dsm" else None)
