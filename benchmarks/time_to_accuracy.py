@@ -78,7 +78,7 @@ def main():
               "rows": rows}
     (HERE / "results" / "time_to_accuracy.json").write_text(json.dumps(record, indent=2) + "\n")
     lines = [f"Measured {record['date']} on {record['machine']} (load average "
-             f"{', '.join(f'{x:.1f}' for x in load)} at the end, shared with other jobs): digits "
+             f"{', '.join(f'{x:.1f}' for x in load)} at the end): digits "
              f"default CNN, default settings, seeds {SEEDS.start}-{SEEDS.stop - 1}; seconds of "
              f"training (first epoch's compiling included) until held-out accuracy >= {TARGET}.",
              "", "| engine | epochs to 0.98 (per seed) | seconds to 0.98 (per seed) | median | "
