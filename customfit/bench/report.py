@@ -24,8 +24,8 @@ def markdown(result):
         lines.append("Threads: " + ", ".join(f"{k}={v}" for k, v in result["threads"].items()) + ".")
     kept = {c.get("freed_memory_kept") for c in result["cells"]}
     if kept and kept <= {True, False}:
-        lines.append("Freed memory kept in each process for reuse (customfit/cpu_memory.py): "
-                     + ("yes" if kept == {True} else "no" if kept == {False} else "in some processes") + ".")
+        said = "yes" if kept == {True} else "no" if kept == {False} else "in some processes"
+        lines.append(f"Freed memory kept in each process for reuse (customfit/cpu_memory.py): {said}.")
     for task, note in result.get("data", {}).items():
         lines.append(f"{task} data: {note}.")
     lines += ["", "| task | engine | batch | precision | mode | steps/s | samples/s | reference "
