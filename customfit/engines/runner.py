@@ -128,8 +128,8 @@ def _plan(task, engine, config):
         checked["precision"] = precision.check(given["precision"])
     device = compute_device.check(given.get("device"))
     task_options = options.resolve(spec, {k: given.get(k) for k in option_names})
-    # A task whose options decide how long it trains by default (score: its --method).
-    defaults.update(getattr(spec, "training_defaults", lambda _: {})(task_options))
+    if hasattr(spec, "training_defaults"):  # its length follows its options (score: --method)
+        defaults.update(spec.training_defaults(task_options))
     options_given = {k for k in option_names if k in given}
 
     out = _writable_folder("out", given.get("out", os.path.join("runs", f"{task}-{engine}")))
