@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 from datetime import date
@@ -25,16 +24,11 @@ sys.path.insert(0, str(HERE.parent))
 
 from customfit import registry  # noqa: E402
 from customfit.tasks.mnist import spec  # noqa: E402
+from cli_run import metrics_of_run  # noqa: E402  (beside this script)
 
 
 def one(engine, data, folder):
-    out = Path(folder) / engine
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    env.pop("KERAS_BACKEND", None)
-    subprocess.run([sys.executable, "-m", "customfit", "run", "mnist", "--engine", engine,
-                    "--data", str(data), "--out", str(out), "--quiet"],
-                   env=env, check=True, capture_output=True)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = metrics_of_run("mnist", engine, Path(folder) / engine, "--data", data)
     return {"engine": engine, **{k: metrics[k] for k in (
         "accuracy", "passed", "seconds_per_epoch", "total_seconds")}}
 

@@ -15,11 +15,12 @@ Results: benchmarks/results/time_to_accuracy.json and .md.
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from datetime import date
 from pathlib import Path
+
+from cli_run import metrics_of_run  # beside this script
 
 HERE = Path(__file__).resolve().parent
 TARGET, SEEDS, EPOCHS = 0.98, range(3), 12
@@ -37,13 +38,8 @@ def seconds_to_target(history):
 
 def one(engine, seed, folder):
     out = Path(folder) / f"{engine}-{seed}"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    env.pop("KERAS_BACKEND", None)
     # The first epoch at the target came at 6-10 of the default 30 (seeds 0-2): 12 suffice.
-    subprocess.run([sys.executable, "-m", "customfit", "run", "digits", "--engine", engine,
-                    "--seed", str(seed), "--epochs", str(EPOCHS), "--out", str(out), "--quiet"],
-                   env=env, check=True, capture_output=True)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = metrics_of_run("digits", engine, out, "--seed", seed, "--epochs", EPOCHS)
     history = [{k: float(v) if k != "epoch" else int(v) for k, v in row.items()}
                for row in _csv(out / "history.csv")]
     seconds, epoch = seconds_to_target(history)
