@@ -250,7 +250,7 @@ def cmd_list(args):
         out.append(f"  {task:<12} {spec.SUMMARY}")
         out.append(f"  {'':<12} judge: {spec.JUDGE}")
         for model in spec.MODELS:
-            settings = {**spec.DEFAULTS, **getattr(spec, "MODEL_DEFAULTS", {}).get(model, {})}
+            settings = registry.defaults(spec, model)
             mark = " (default)" if model == spec.DEFAULTS["model"] else ""
             line = (f"  {'':<12} --model {model}{mark}: {settings['epochs']} epochs, batch "
                     f"{settings['batch_size']}, lr {settings['lr']}")

@@ -45,7 +45,7 @@ def probe(task, engine, weights_path, result_path):
     spec = registry.spec(task)
     if not hasattr(spec, "parity_inputs"):
         return False
-    settings = {**spec.DEFAULTS, **getattr(spec, "MODEL_DEFAULTS", {}).get(spec.DEFAULTS["model"], {})}
+    settings = registry.defaults(spec, spec.DEFAULTS["model"])
     from customfit import options
 
     settings.update(options.resolve(spec, {}))

@@ -97,10 +97,8 @@ def _short(metrics):
     except (ImportError, KeyError):
         return None
     model = metrics.get("model", spec.DEFAULTS["model"])
-    defaults = {**spec.DEFAULTS, **getattr(spec, "MODEL_DEFAULTS", {}).get(model, {})}
     config = metrics.get("config") or {}
-    if hasattr(spec, "training_defaults"):  # its length follows its options (score: --method)
-        defaults.update(spec.training_defaults(config))
+    defaults = registry.defaults(spec, model, config)
     epochs = config.get("epochs")
     if isinstance(epochs, int) and epochs < defaults["epochs"]:
         return f"short run: {epochs} of {defaults['epochs']} epochs"

@@ -11,6 +11,9 @@ A task's spec (customfit/tasks/<task>/spec.py) is a module holding:
     MODELS                       model name -> what the family's Trainer builds from
     DEFAULTS                     epochs, batch_size, lr, seed, model
     MODEL_DEFAULTS (optional)    model name -> settings that differ for that model
+    training_defaults(options) -> dict   (optional)
+                                 settings that follow the task's options (score: each --method
+                                 its own epochs); customfit.registry.defaults applies them
     OPTIONS                      option name -> customfit.options.Option (may be empty)
     HEADLINE                     the metric a table shows first ("accuracy", "success_rate")
     load() -> Split              the data (customfit.data.Split)

@@ -113,8 +113,6 @@ def _plan(task, engine, config):
 
     model = given.get("model", spec.DEFAULTS["model"])
     validate.one_of("model", model, tuple(spec.MODELS), f"(for task {task})")
-    defaults = {**spec.DEFAULTS, **getattr(spec, "MODEL_DEFAULTS", {}).get(model, {})}
-
     checked = {}
     if "epochs" in given:
         checked["epochs"] = validate.positive_int("epochs", given["epochs"])
@@ -128,8 +126,7 @@ def _plan(task, engine, config):
         checked["precision"] = precision.check(given["precision"])
     device = compute_device.check(given.get("device"))
     task_options = options.resolve(spec, {k: given.get(k) for k in option_names})
-    if hasattr(spec, "training_defaults"):  # its length follows its options (score: --method)
-        defaults.update(spec.training_defaults(task_options))
+    defaults = registry.defaults(spec, model, task_options)
     options_given = {k for k in option_names if k in given}
 
     out = _writable_folder("out", given.get("out", os.path.join("runs", f"{task}-{engine}")))
