@@ -16,7 +16,6 @@ MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647.
 """
 
 import ctypes
-import ctypes.util
 
 # glibc's malloc.h
 M_TRIM_THRESHOLD = -1
@@ -31,9 +30,9 @@ TRIM_THRESHOLD = 2**31 - 1
 def keep_freed():
     """Tell glibc's malloc to keep freed blocks (up to 32 MiB each) for reuse. True where it
     took both settings; False on another C library or where mallopt refused."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
+        # The C library already loaded into this process (find_library would start ldconfig).
+        libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
         # gnu_get_libc_version exists only in glibc: musl's or macOS's mallopt means otherwise.
         libc.gnu_get_libc_version
