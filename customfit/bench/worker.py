@@ -85,13 +85,13 @@ def _summary(seconds, steps, batch_size):
             "samples_per_second": steps * batch_size / median}
 
 
-def run_cell(engine, task, batch_size, mode, arrays, make, reference, job, policy="float32"):
+def run_cell(head, mode, arrays, make, reference, job):
+    """One cell: `head` (task, engine, batch size, precision, device, ...) in one mode, timed."""
+    engine, batch_size = head["engine"], head["batch_size"]
     steps, repeats, warmup = job["steps"], job["repeats"], job["warmup"]
     trainer = make()
-    cell = {"task": task, "engine": engine, "batch_size": batch_size, "precision": policy,
-            "device": compute_device.current(), "mode": mode,
-            "default_mode": mode == modes_module.DEFAULT[engine], "steps": steps,
-            "repeats": repeats, "warmup": warmup}
+    cell = {**head, "mode": mode, "default_mode": mode == modes_module.DEFAULT[engine],
+            "steps": steps, "repeats": repeats, "warmup": warmup}
     with modes_module.applied(engine, mode, trainer):
         started = time.perf_counter()
         for i in range(warmup):
@@ -150,9 +150,7 @@ def main(request_path):
             continue
         for mode in job["modes"]:
             try:
-                cell = run_cell(engine, task, batch_size, mode, arrays, make, reference, job,
-                                policy)
-                cell["freed_memory_kept"] = kept
+                cell = run_cell(head, mode, arrays, make, reference, job)
             except Exception as e:  # one cell's failure (a mode a step cannot take) is its row
                 traceback.print_exc(file=sys.stderr)
                 cell = {**head, "mode": mode,
