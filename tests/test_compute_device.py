@@ -146,6 +146,6 @@ def test_bench_refuses_a_gpu_it_cannot_see_and_leaves_no_folder(tmp_path):
     proc = customfit("bench", "--tasks", "digits", "--engines", "torch", "--device", "gpu",
                      "--out", "b", tmp_path=tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.endswith("customfit: error: --device: expected cpu, or gpu on a machine "
-                                "where torch sees one; got gpu (torch sees no GPU here)\n")
+    assert proc.stderr == ("customfit: error: --device: expected cpu, or gpu on a machine "
+                           "where torch sees one; got gpu (torch sees no GPU here)\n")
     assert not (tmp_path / "b").exists()
