@@ -34,9 +34,10 @@ def keep_freed():
         # The C library already loaded into this process (find_library would start ldconfig).
         libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
-        # gnu_get_libc_version exists only in glibc: musl's or macOS's mallopt means otherwise.
-        libc.gnu_get_libc_version
     except (OSError, AttributeError, TypeError):
+        return False
+    # gnu_get_libc_version exists only in glibc: musl's or macOS's mallopt means otherwise.
+    if not hasattr(libc, "gnu_get_libc_version"):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and \

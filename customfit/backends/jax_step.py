@@ -41,42 +41,48 @@ class Step(keras.Model):
         data = self._unpack(data)
         for plan in self._plans:
             if not training:
-                entries, values = run_stateless(
-                    variables, values, lambda: self._run_objective(plan, data, training=False)
-                )
-                _, values = run_stateless(variables, values, lambda: self._record(plan, entries, data))
+                values = self._evaluate(plan, variables, values, data)
                 continue
-            ids = [id(v) for v in plan.variables]
             for _ in range(plan.repeat):
-                frozen = set()
-
-                def objective_and_scaled_loss(plan=plan):
-                    entries = self._run_objective(plan, data, training=True)
-                    return entries, self._scaled_loss(plan, entries["loss"])
-
-                def loss_fn(params, values):
-                    values = {**values, **dict(zip(ids, params))}
-                    with record_frozen() as log:
-                        (entries, loss), values = run_stateless(
-                            variables, values, objective_and_scaled_loss
-                        )
-                    frozen.update(log)
-                    return loss, (entries, values)
-
-                (_, (entries, values)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                    [values[i] for i in ids], values
-                )
-                if isinstance(plan.optimizer, LossScaleOptimizer):
-                    values = self._apply_loss_scaled(plan, grads, frozen, variables, values)
-                else:
-                    _, values = run_stateless(
-                        variables, values, lambda: self._apply(plan, grads, frozen)
-                    )
-                _, values = run_stateless(variables, values, lambda: self._record(plan, entries, data))
+                values = self._update(plan, variables, values, data)
         if training:
             _, values = run_stateless(variables, values, self._count_step)
         logs, _ = run_stateless(variables, values, lambda: self._logs(training))
         return logs, values
+
+    def _evaluate(self, plan, variables, values, data):
+        entries, values = run_stateless(
+            variables, values, lambda: self._run_objective(plan, data, training=False)
+        )
+        _, values = run_stateless(variables, values, lambda: self._record(plan, entries, data))
+        return values
+
+    def _update(self, plan, variables, values, data):
+        """One step of one update: its objective's gradient with respect to its own variables,
+        taken by jax.value_and_grad through a stateless call, then its optimizer's step."""
+        ids = [id(v) for v in plan.variables]
+        frozen = set()
+
+        def objective_and_scaled_loss():
+            entries = self._run_objective(plan, data, training=True)
+            return entries, self._scaled_loss(plan, entries["loss"])
+
+        def loss_fn(params, values):
+            values = {**values, **dict(zip(ids, params))}
+            with record_frozen() as log:
+                (entries, loss), values = run_stateless(variables, values, objective_and_scaled_loss)
+            frozen.update(log)
+            return loss, (entries, values)
+
+        (_, (entries, values)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            [values[i] for i in ids], values
+        )
+        if isinstance(plan.optimizer, LossScaleOptimizer):
+            values = self._apply_loss_scaled(plan, grads, frozen, variables, values)
+        else:
+            _, values = run_stateless(variables, values, lambda: self._apply(plan, grads, frozen))
+        _, values = run_stateless(variables, values, lambda: self._record(plan, entries, data))
+        return values
 
     def _apply_loss_scaled(self, plan, grads, frozen, variables, values):
         """A LossScaleOptimizer's update, through its stateless_apply as Keras's JAX trainer

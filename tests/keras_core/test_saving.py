@@ -81,4 +81,4 @@ def test_optimizer_group_serialises_and_has_no_learning_rate_of_its_own():
     assert back.members["gen"].beta_1 == pytest.approx(0.5)
     assert back.members["dis"].momentum == pytest.approx(0.9)
     with pytest.raises(AttributeError, match=r"no learning rate of its own; its members \(dis, gen\)"):
-        back.learning_rate
+        _ = back.learning_rate
