@@ -367,13 +367,16 @@ def _train_here(plan, started):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines drown the bar
     spreading.prepare(engine, devices)
     # Before the framework starts: --device cpu hides the GPUs from it.
-    plan["device"] = compute_device.use(plan["task"], engine, plan["device_wanted"], devices)
-    cpu_memory.keep_freed()  # the torch engines' steps stop page-faulting their tensors in
+    compute_device.hide_if_asked(engine, plan["device_wanted"])
     cluster = hosts.of(engine)
     if cluster is not None and engine in spreading.JAX_ENGINES:
         from customfit.parallel import coordinator
 
+        # Before anything asks JAX for its devices (choosing the device below does): JAX's
+        # coordinator must be joined before its backends start.
         coordinator.join(engine, cluster)
+    plan["device"] = compute_device.use(plan["task"], engine, plan["device_wanted"], devices)
+    cpu_memory.keep_freed()  # the torch engines' steps stop page-faulting their tensors in
     return _train(plan, started)
 
 
