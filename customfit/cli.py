@@ -276,13 +276,13 @@ def cmd_list(args):
 
 
 def _bars_text(bars):
-    from customfit.engines.runner import describe_bar
+    from customfit.runs.results import describe_bar
 
     return ", ".join(f"{k} {describe_bar(v)}" for k, v in bars.items())
 
 
 def _report(result):
-    from customfit.engines.runner import describe_bar
+    from customfit.runs.results import describe_bar
 
     cfg = result.config
     judged = ", ".join(
@@ -325,7 +325,7 @@ def _run(task, engine, config):
         raise UsageError.expected("engine", f"one of {', '.join(registry.ENGINES)}", given="nothing")
     validate.one_of("engine", engine, registry.ENGINES)
 
-    from customfit.engines.runner import run
+    from customfit.runs import run
 
     result = run(task, engine, **{k: v for k, v in config.items() if v is not None})
     if result is not None:  # None: one of several processes (torchrun's, a cluster's), not 0
@@ -481,7 +481,7 @@ def _matrix_one(task, engine, out, args):
 
 
 def _bar_of(bar):
-    from customfit.engines.runner import describe_bar
+    from customfit.runs.results import describe_bar
 
     return "" if bar is None else describe_bar(bar)
 
