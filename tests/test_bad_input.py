@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from customfit import cli, registry
+from customfit import cli, matrix, registry
 from customfit.runs import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -279,7 +279,7 @@ def _must_not_run(*args, **kwargs):
 def no_training(monkeypatch):
     monkeypatch.setattr(launch, "train", _must_not_run)
     monkeypatch.setattr(launch, "in_subprocess", _must_not_run)
-    monkeypatch.setattr(cli, "_matrix", _must_not_run)
+    monkeypatch.setattr(matrix, "run_all", _must_not_run)
     monkeypatch.setattr(cli, "cmd_list", _must_not_run)  # `list` takes no arguments
 
 
