@@ -313,15 +313,7 @@ def cmd_run(args):
 
 
 def _run(task, engine, config):
-    from customfit import validate
-
-    if task is None:
-        raise UsageError.expected("task", f"one of {', '.join(registry.TASKS)}", given="nothing")
-    validate.one_of("task", task, registry.TASKS)
-    if engine is None:
-        raise UsageError.expected("engine", f"one of {', '.join(registry.ENGINES)}", given="nothing")
-    validate.one_of("engine", engine, registry.ENGINES)
-
+    # Checked once, by the run's plan (customfit/runs/plan.py), before any framework loads.
     from customfit.runs import run
 
     result = run(task, engine, **{k: v for k, v in config.items() if v is not None})

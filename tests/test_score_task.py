@@ -200,7 +200,7 @@ def test_each_method_trains_its_own_default_length(config, epochs, tmp_path):
     from customfit.runs import plan as planning
 
     plan = planning.build("score", "torch", {**config, "out": str(tmp_path / "out")})
-    assert plan["settings"]["epochs"] == epochs
+    assert plan.settings["epochs"] == epochs
     method = config.get("method", "dsm")
     run = {"task": "score", "config": {"method": method, "epochs": 1000}}
     assert report._short(run) == ("short run: 1000 of 1600 epochs" if method == "dsm" else None)
