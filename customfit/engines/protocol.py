@@ -1,6 +1,6 @@
 """What the run loop asks of a task's spec and of every engine's Trainer.
 
-The run loop (customfit.engines.loop) and the runner (customfit.engines.runner) know no task: they
+The run loop (customfit.engines.loop) and the run path (customfit.runs) know no task: they
 train, checkpoint, resume, judge and write through the two contracts below. All arrays crossing
 these boundaries are NumPy.
 
