@@ -42,7 +42,7 @@ def _task_options():
     """name -> Option over every task (a name two tasks share must mean one flag)."""
     found = {}
     for task in registry.TASKS:
-        for name, option in getattr(registry.spec(task), "OPTIONS", {}).items():
+        for name, option in registry.hook(registry.spec(task), "OPTIONS").items():
             found.setdefault(name, option)
     return found
 
@@ -141,7 +141,7 @@ def build_parser():
                           "else the CPU)")
     tasks_of = {}
     for task in registry.TASKS:
-        for name in getattr(registry.spec(task), "OPTIONS", {}):
+        for name in registry.hook(registry.spec(task), "OPTIONS"):
             tasks_of.setdefault(name, []).append(task)
     group = run.add_argument_group("task options (checked by the task; `customfit list` shows each task's)")
     for name, option in _task_options().items():
@@ -251,13 +251,13 @@ def cmd_list(args):
             mark = " (default)" if model == spec.DEFAULTS["model"] else ""
             line = (f"  {'':<12} --model {model}{mark}: {settings['epochs']} epochs, batch "
                     f"{settings['batch_size']}, lr {settings['lr']}")
-            by_method = getattr(spec, "BARS_BY_METHOD", None)
+            by_method = registry.hook(spec, "BARS_BY_METHOD")
             if by_method is None:
                 line += f"; bar: {_bars_text(spec.bars({**settings, 'model': model}))}"
             out.append(line)
-        for option in getattr(spec, "OPTIONS", {}).values():
+        for option in registry.hook(spec, "OPTIONS").values():
             out.append(f"  {'':<12} {option.describe()}")
-        for method, bars in (getattr(spec, "BARS_BY_METHOD", None) or {}).items():
+        for method, bars in (registry.hook(spec, "BARS_BY_METHOD") or {}).items():
             out.append(f"  {'':<12} bar (--method {method}): {_bars_text(bars)}")
     out.append("")
     out.append(f"engines ({len(registry.ENGINES)}):")
