@@ -12,8 +12,8 @@ _LAZY = {
     "Update": ("customfit.update", "Update"),
     "ops": ("customfit.ops", None),
     "frozen": ("customfit.ops", "frozen"),
-    "run": ("customfit.engines.runner", "run"),
-    "Result": ("customfit.engines.runner", "Result"),
+    "run": ("customfit.runs", "run"),
+    "Result": ("customfit.runs", "Result"),
 }
 
 __all__ = sorted(_LAZY)

@@ -6,12 +6,9 @@ written. Frameworks are imported only once a run has been checked.
 """
 
 import argparse
-import json
 import os
 import re
-import subprocess
 import sys
-import time
 
 from customfit import registry
 from customfit.errors import CustomfitError, UsageError
@@ -45,7 +42,7 @@ def _task_options():
     """name -> Option over every task (a name two tasks share must mean one flag)."""
     found = {}
     for task in registry.TASKS:
-        for name, option in getattr(registry.spec(task), "OPTIONS", {}).items():
+        for name, option in registry.hook(registry.spec(task), "OPTIONS").items():
             found.setdefault(name, option)
     return found
 
@@ -144,7 +141,7 @@ def build_parser():
                           "else the CPU)")
     tasks_of = {}
     for task in registry.TASKS:
-        for name in getattr(registry.spec(task), "OPTIONS", {}):
+        for name in registry.hook(registry.spec(task), "OPTIONS"):
             tasks_of.setdefault(name, []).append(task)
     group = run.add_argument_group("task options (checked by the task; `customfit list` shows each task's)")
     for name, option in _task_options().items():
@@ -254,13 +251,13 @@ def cmd_list(args):
             mark = " (default)" if model == spec.DEFAULTS["model"] else ""
             line = (f"  {'':<12} --model {model}{mark}: {settings['epochs']} epochs, batch "
                     f"{settings['batch_size']}, lr {settings['lr']}")
-            by_method = getattr(spec, "BARS_BY_METHOD", None)
+            by_method = registry.hook(spec, "BARS_BY_METHOD")
             if by_method is None:
                 line += f"; bar: {_bars_text(spec.bars({**settings, 'model': model}))}"
             out.append(line)
-        for option in getattr(spec, "OPTIONS", {}).values():
+        for option in registry.hook(spec, "OPTIONS").values():
             out.append(f"  {'':<12} {option.describe()}")
-        for method, bars in (getattr(spec, "BARS_BY_METHOD", None) or {}).items():
+        for method, bars in (registry.hook(spec, "BARS_BY_METHOD") or {}).items():
             out.append(f"  {'':<12} bar (--method {method}): {_bars_text(bars)}")
     out.append("")
     out.append(f"engines ({len(registry.ENGINES)}):")
@@ -276,13 +273,13 @@ def cmd_list(args):
 
 
 def _bars_text(bars):
-    from customfit.engines.runner import describe_bar
+    from customfit.runs.results import describe_bar
 
     return ", ".join(f"{k} {describe_bar(v)}" for k, v in bars.items())
 
 
 def _report(result):
-    from customfit.engines.runner import describe_bar
+    from customfit.runs.results import describe_bar
 
     cfg = result.config
     judged = ", ".join(
@@ -316,16 +313,8 @@ def cmd_run(args):
 
 
 def _run(task, engine, config):
-    from customfit import validate
-
-    if task is None:
-        raise UsageError.expected("task", f"one of {', '.join(registry.TASKS)}", given="nothing")
-    validate.one_of("task", task, registry.TASKS)
-    if engine is None:
-        raise UsageError.expected("engine", f"one of {', '.join(registry.ENGINES)}", given="nothing")
-    validate.one_of("engine", engine, registry.ENGINES)
-
-    from customfit.engines.runner import run
+    # Checked once, by the run's plan (customfit/runs/plan.py), before any framework loads.
+    from customfit.runs import run
 
     result = run(task, engine, **{k: v for k, v in config.items() if v is not None})
     if result is not None:  # None: one of several processes (torchrun's, a cluster's), not 0
@@ -342,97 +331,9 @@ def cmd_demo(args):
 
 
 def cmd_matrix(args):
-    from customfit import validate
+    from customfit import matrix
 
-    for task in args.tasks:
-        validate.one_of("tasks", task, registry.TASKS)
-    for engine in args.engines:
-        validate.one_of("engines", engine, registry.ENGINES)
-    from customfit import run_folder
-
-    out = args.out
-    if not out:
-        raise UsageError.expected("out", "a folder's path", out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError.expected("out", "a folder (or a path where one can be made)",
-                                  given=f"{out!r}, which is a file")
-    with run_folder.hold(out, what="customfit matrix"):
-        return _matrix(args, out)
-
-
-def _matrix(args, out):
-    tasks = list(dict.fromkeys(args.tasks))
-    engines = list(dict.fromkeys(args.engines))
-    os.makedirs(os.path.join(out, "logs"), exist_ok=True)
-
-    rows = []
-    started = time.time()
-    print(f"{'task':<12} {'engine':<17} {'judged':<14} {'value':>8} {'bar':>8} {'s/epoch':>8}  result",
-          flush=True)
-    for task in tasks:
-        for engine in engines:
-            rows.append(_matrix_one(task, engine, out, args))
-            _print_row(rows[-1])
-    report = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "seconds": time.time() - started,
-        "rows": rows,
-    }
-    for row in rows:
-        if row.get("machine"):
-            report["machine"] = row["machine"]
-            report["versions"] = {k: v for r in rows for k, v in (r.get("versions") or {}).items()}
-            break
-    from customfit.checkpoint import atomic_write
-
-    atomic_write(os.path.join(out, "matrix.json"), json.dumps(report, indent=2) + "\n")
-    md = matrix_markdown(report)
-    atomic_write(os.path.join(out, "matrix.md"), md)
-    print()
-    print(md, end="")
-    print(f"wrote {os.path.join(out, 'matrix.json')} and {os.path.join(out, 'matrix.md')}")
-    if args.report:
-        from customfit import report
-
-        parity = {task: _parity_probe(task, engines, out) for task in tasks}
-        atomic_write(os.path.join(out, "parity.json"), json.dumps(parity, indent=2) + "\n")
-        print(f"wrote {report.write(out)}")
-    ok = all(row["status"] == "passed" for row in rows)
-    return 0 if ok else 1
-
-
-# Parity of the probe: float32 objectives and gradients from shared weights, every engine within
-# this (relative, by norm) of the first; the parity tests hold each family to the same.
-PARITY_TOLERANCE = 1e-4
-
-
-def _parity_probe(task, engines, out):
-    """customfit.parity on each engine (each in its own process): their largest differences."""
-    import numpy as np
-
-    from customfit import parity
-
-    folder = os.path.join(out, "parity")
-    os.makedirs(folder, exist_ok=True)
-    weights = os.path.join(folder, f"{task}-weights.npz")
-    if os.path.exists(weights):
-        os.remove(weights)  # the first engine's of this matrix, not a stale one
-    results = {}
-    for engine in engines:
-        result = os.path.join(folder, f"{task}-{engine}.npz")
-        env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine])
-        with open(os.path.join(out, "logs", f"parity-{task}-{engine}.log"), "w") as log:
-            proc = subprocess.run([sys.executable, "-m", "customfit.parity", task, engine,
-                                   weights, result], stdout=log, stderr=subprocess.STDOUT, env=env)
-        if proc.returncode == 3:
-            return {"error": f"task {task} has no parity probe (its spec has no parity_inputs)"}
-        if proc.returncode != 0:
-            return {"error": f"the probe failed on {engine} (exit status {proc.returncode}; "
-                             f"log: logs/parity-{task}-{engine}.log)"}
-        with np.load(result) as saved:
-            results[engine] = dict(saved)
-    return {"differences": parity.compare(results), "tolerance": PARITY_TOLERANCE,
-            "reference": engines[0]}
+    return matrix.run(args)
 
 
 def cmd_report(args):
@@ -441,89 +342,6 @@ def cmd_report(args):
     path = report.write(args.dir)
     print(f"wrote {path}")
     return 0
-
-
-def _matrix_one(task, engine, out, args):
-    run_dir = os.path.join(out, f"{task}-{engine}")
-    log_path = os.path.join(out, "logs", f"{task}-{engine}.log")
-    command = [sys.executable, "-m", "customfit", "run", task, "--engine", engine,
-               "--out", run_dir, "--quiet"]
-    if args.epochs is not None:
-        command += ["--epochs", str(args.epochs)]
-    if args.seed is not None:
-        command += ["--seed", str(args.seed)]
-    metrics_path = os.path.join(run_dir, "metrics.json")
-    if os.path.exists(metrics_path):
-        os.remove(metrics_path)  # a stale one must not pass for this run's
-    started = time.time()
-    with open(log_path, "w") as log:
-        proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
-    row = {"task": task, "engine": engine, "out": run_dir, "log": log_path,
-           "wall_seconds": time.time() - started, "exit_status": proc.returncode}
-    if proc.returncode == 0 and os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            metrics = json.load(f)
-        headline = metrics["headline"]
-        row.update({
-            "model": metrics["model"], "headline": headline, "value": metrics[headline],
-            "bar": _bar_of(metrics["bar"].get(headline)), "passed": metrics["passed"],
-            "epochs": metrics["config"]["epochs"], "batch_size": metrics["config"]["batch_size"],
-            "seconds_per_epoch": metrics["seconds_per_epoch"],
-            "first_epoch_seconds": metrics["first_epoch_seconds"],
-            "versions": metrics.get("versions"), "machine": metrics.get("machine"),
-            "status": "passed" if metrics["passed"] else "below bar",
-        })
-    else:
-        with open(log_path) as f:
-            tail = [line.strip() for line in f.read().splitlines() if line.strip()]
-        row.update({"status": "failed", "error": tail[-1] if tail else f"exit status {proc.returncode}"})
-    return row
-
-
-def _bar_of(bar):
-    from customfit.engines.runner import describe_bar
-
-    return "" if bar is None else describe_bar(bar)
-
-
-def _print_row(row):
-    if row["status"] == "failed":
-        print(f"{row['task']:<12} {row['engine']:<17} {'-':<14} {'-':>8} {'-':>8} {'-':>8}  "
-              f"failed: {row['error']} (log: {row['log']})", flush=True)
-        return
-    print(f"{row['task']:<12} {row['engine']:<17} {row['headline']:<14} {row['value']:>8.4f} "
-          f"{row['bar']:>8} {row['seconds_per_epoch']:>8.3f}  {row['status']}", flush=True)
-
-
-def _seconds(value):
-    return "-" if value is None else f"{value:.2f}"
-
-
-def matrix_markdown(report):
-    lines = [
-        "| task | model | engine | judged | value | bar | s/epoch | first epoch (s) | epochs x batch | result |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | --- | --- |",
-    ]
-    for row in report["rows"]:
-        if row["status"] == "failed":
-            lines.append(f"| {row['task']} | | {row['engine']} | | | | | | | failed: {row['error']} |")
-            continue
-        lines.append(
-            f"| {row['task']} | {row['model']} | {row['engine']} | {row['headline']} | {row['value']:.4f} "
-            f"| {row['bar']} "
-            f"| {row['seconds_per_epoch']:.3f} | {_seconds(row['first_epoch_seconds'])} "
-            f"| {row['epochs']} x {row['batch_size']} | {row['status']} |")
-    machine = report.get("machine") or {}
-    versions = report.get("versions") or {}
-    lines += [
-        "",
-        f"Measured {report['date']} on {machine.get('cpu', '?')} ({machine.get('cpu_count', '?')} cores), "
-        f"{machine.get('platform', '?')}.",
-        "s/epoch: mean training time of epochs 2 onwards (epoch 1 includes tracing and compiling).",
-    ]
-    if versions:
-        lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".")
-    return "\n".join(lines) + "\n"
 
 
 def cmd_bench(args):

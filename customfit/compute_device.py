@@ -73,6 +73,13 @@ def hide_gpus(engine):
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
 
 
+def hide_if_asked(engine, wanted):
+    """--device cpu: hide the GPUs now, before anything starts the framework (joining JAX's
+    coordinator across hosts imports JAX, and must come before use() asks JAX what it sees)."""
+    if check(wanted) == "cpu":
+        hide_gpus(engine)
+
+
 def choose(task, engine, wanted, devices=1):
     """"cpu" or "gpu" for this run; a UsageError where `wanted` cannot be had."""
     if wanted == "cpu":

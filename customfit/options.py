@@ -65,7 +65,9 @@ def resolve(spec, given):
     """The task's options from `given` (name -> raw value, None or absent when not given):
     checked, with the spec's defaults filled in. Raises UsageError naming an option the task
     does not have."""
-    options = getattr(spec, "OPTIONS", {})
+    from customfit import registry
+
+    options = registry.hook(spec, "OPTIONS")
     for name, value in given.items():
         if value is not None and name not in options:
             has = ", ".join(o.cli_flag for o in options.values()) or "none"

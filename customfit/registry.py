@@ -57,19 +57,27 @@ def spec(task):
     return importlib.import_module(f"customfit.tasks.{task.replace('-', '_')}.spec")
 
 
+def hook(spec, name):
+    """A spec's hook, or the contract's default where the spec leaves it out
+    (customfit.engines.protocol.OPTIONAL)."""
+    from customfit.engines.protocol import OPTIONAL
+
+    return getattr(spec, name, OPTIONAL[name])
+
+
 def defaults(spec, model, task_options=None):
     """A task's default training settings for one of its models: DEFAULTS, then the model's
     MODEL_DEFAULTS, then, given the task's options, what training_defaults(options) says (score:
     each --method its own length)."""
-    settings = {**spec.DEFAULTS, **getattr(spec, "MODEL_DEFAULTS", {}).get(model, {})}
-    if task_options is not None and hasattr(spec, "training_defaults"):
-        settings.update(spec.training_defaults(task_options))
+    settings = {**spec.DEFAULTS, **hook(spec, "MODEL_DEFAULTS").get(model, {})}
+    if task_options is not None:
+        settings.update(hook(spec, "training_defaults")(task_options))
     return settings
 
 
 def all_option_names():
     """Every task's own option names (so that an option of another task gets its own error)."""
-    return {name for task in TASKS for name in getattr(spec(task), "OPTIONS", {})}
+    return {name for task in TASKS for name in hook(spec(task), "OPTIONS")}
 
 
 def trainer_class(task, engine):

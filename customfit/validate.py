@@ -146,8 +146,10 @@ def folder(field, value):
 def task_shapes(spec):
     """(input shape without batch, number of classes) for a task: from its spec if it says,
     else from its own data set."""
-    shape = getattr(spec, "INPUT_SHAPE", None)
-    classes = getattr(spec, "NUM_CLASSES", None)
+    from customfit import registry
+
+    shape = registry.hook(spec, "INPUT_SHAPE")
+    classes = registry.hook(spec, "NUM_CLASSES")
     if shape is None or classes is None:
         split = spec.load()
         shape, classes = split.input_shape, split.num_classes

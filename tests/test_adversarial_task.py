@@ -13,7 +13,8 @@ import pytest
 
 from customfit import checkpoint, registry
 from customfit.data import digits_split
-from customfit.engines import runner
+from customfit import runs
+from customfit.runs import launch
 from customfit.errors import UsageError
 from customfit.tasks.adversarial import rules, spec
 
@@ -102,14 +103,14 @@ class NumpyAttacker(NumpyTrainer):
 @pytest.fixture
 def numpy_engine(monkeypatch):
     monkeypatch.setattr(registry, "trainer_class", lambda task, engine: NumpyAttacker)
-    monkeypatch.setattr(runner, "needs_subprocess", lambda engine: False)
+    monkeypatch.setattr(launch, "needs_subprocess", lambda engine: False)
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     return NumpyAttacker
 
 
 def test_a_run_writes_perturbations_metrics_and_figures(numpy_engine, tmp_path):
     out = tmp_path / "adv"
-    result = runner.run("adversarial", "torch", epochs=2, lr=0.01, pairs=200, steps=20, eps=0.2,
+    result = runs.run("adversarial", "torch", epochs=2, lr=0.01, pairs=200, steps=20, eps=0.2,
                         out=str(out), verbose=False)
     assert result.config == {"epochs": 2, "batch_size": 64, "lr": 0.01, "seed": 0, "model": "default",
                              "data": "built-in", "method": "pgd", "eps": 0.2, "steps": 20,
@@ -138,8 +139,8 @@ def test_a_run_writes_perturbations_metrics_and_figures(numpy_engine, tmp_path):
 
 
 def test_from_a_digits_run_and_resume_keep_the_settings(numpy_engine, tmp_path):
-    digits = runner.run("digits", "torch", epochs=2, lr=0.01, out=str(tmp_path / "d"), verbose=False)
-    adv = runner.run("adversarial", "torch", from_run=str(tmp_path / "d"), pairs=90, method="lecture",
+    digits = runs.run("digits", "torch", epochs=2, lr=0.01, out=str(tmp_path / "d"), verbose=False)
+    adv = runs.run("adversarial", "torch", from_run=str(tmp_path / "d"), pairs=90, method="lecture",
                      out=str(tmp_path / "a"), verbose=False)
     assert adv.started_from == str(tmp_path / "d")
     assert adv.history == digits.history  # nothing trained again
@@ -150,14 +151,14 @@ def test_from_a_digits_run_and_resume_keep_the_settings(numpy_engine, tmp_path):
     assert meta["task"] == "adversarial" and meta["epoch"] == 2
     assert np.array_equal(arrays["w0"], checkpoint.load(tmp_path / "d" / "checkpoint.safetensors")[0]["w0"])
 
-    again = runner.run("adversarial", "torch", resume=True, out=str(tmp_path / "a"), verbose=False)
+    again = runs.run("adversarial", "torch", resume=True, out=str(tmp_path / "a"), verbose=False)
     assert again.config == adv.config and again.metrics == adv.metrics
     with pytest.raises(UsageError) as info:
-        runner.run("adversarial", "torch", resume=True, method="pgd", out=str(tmp_path / "a"), verbose=False)
+        runs.run("adversarial", "torch", resume=True, method="pgd", out=str(tmp_path / "a"), verbose=False)
     assert str(info.value) == ("method: expected 'lecture' as in the checkpoint being resumed "
                                "(or leave --method out); got 'pgd'")
     with pytest.raises(UsageError) as info:
-        runner.run("adversarial", "torch", from_run=str(tmp_path / "d"), epochs=5,
+        runs.run("adversarial", "torch", from_run=str(tmp_path / "d"), epochs=5,
                    out=str(tmp_path / "b"), verbose=False)
     assert str(info.value) == "epochs: expected 2 as in the run it starts from (or leave --epochs out); got 5"
     assert not (tmp_path / "b").exists()

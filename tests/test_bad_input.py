@@ -23,8 +23,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from customfit import cli, registry
-from customfit.engines import runner
+from customfit import cli, matrix, registry
+from customfit.runs import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -277,9 +277,9 @@ def _must_not_run(*args, **kwargs):
 
 @pytest.fixture
 def no_training(monkeypatch):
-    monkeypatch.setattr(runner, "_train", _must_not_run)
-    monkeypatch.setattr(runner, "_run_in_subprocess", _must_not_run)
-    monkeypatch.setattr(cli, "_matrix", _must_not_run)
+    monkeypatch.setattr(launch, "train", _must_not_run)
+    monkeypatch.setattr(launch, "in_subprocess", _must_not_run)
+    monkeypatch.setattr(matrix, "run_all", _must_not_run)
     monkeypatch.setattr(cli, "cmd_list", _must_not_run)  # `list` takes no arguments
 
 

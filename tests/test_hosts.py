@@ -66,13 +66,30 @@ def _env(**extra):
     return dict(env, **extra)
 
 
-def _slice(folder):
+def _slice(folder, train=256, test=128):
     """256 training samples (4 global batches of 64: nothing left out on either side)."""
     split = registry.spec("digits").load()
     path = folder / "slice.npz"
-    np.savez(path, x_train=split.x_train[:256], y_train=split.y_train[:256],
-             x_test=split.x_test[:128], y_test=split.y_test[:128])
+    np.savez(path, x_train=split.x_train[:train], y_train=split.y_train[:train],
+             x_test=split.x_test[:test], y_test=split.y_test[:test])
     return path
+
+
+def _two_hosts(engine, data, outs):
+    """`customfit run` as two hosts on 127.0.0.1, each its own launch; waits for both to end
+    with exit status 0. Returns the folders [the one process 0 wrote, the other one]."""
+    ports = _free_ports(2)
+    torch = engine in devices.TORCH_ENGINES
+    hosts = [subprocess.Popen(_command(engine, data, outs[i],
+                                       launcher=_torchrun(ports[0]) if torch else ()),
+                              cwd=ROOT, text=True,
+                              env=_env(**({} if torch else _host_env(engine, i, ports))),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(2)]
+    _finished(hosts)
+    if torch and outs[1].exists():
+        return outs[::-1]  # the second launcher's process got global rank 0
+    return list(outs)
 
 
 def _state(folder):
@@ -94,22 +111,11 @@ def test_two_hosts_train_as_one_device(tmp_path, engine):
     """torch: two torchrun launchers (--nnodes 2, c10d rendezvous); the rendezvous gives global
     rank 0 to either, and that one writes."""
     data = _slice(tmp_path)
-    ports = _free_ports(2)
-    outs = [tmp_path / "host0", tmp_path / "host1"]
-    torch = engine in devices.TORCH_ENGINES
-    hosts = [subprocess.Popen(_command(engine, data, outs[i],
-                                       launcher=_torchrun(ports[0]) if torch else ()),
-                              cwd=ROOT, text=True,
-                              env=_env(**({} if torch else _host_env(engine, i, ports))),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for i in range(2)]
-    _finished(hosts)
+    outs = _two_hosts(engine, data, [tmp_path / "host0", tmp_path / "host1"])
     one = subprocess.run(_command(engine, data, tmp_path / "one", "--devices", "1"), cwd=ROOT,
                          env=_env(), capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
 
-    if torch and outs[1].exists():
-        outs.reverse()  # the second launcher's process got global rank 0
     assert not outs[1].exists()  # process 1 wrote nothing there (JAX, TF: a scratch folder)
     assert sorted(p.name for p in outs[0].iterdir()) == [
         "checkpoint.safetensors", "curves.png", "history.csv", "metrics.json",
@@ -124,6 +130,24 @@ def test_two_hosts_train_as_one_device(tmp_path, engine):
     rows = [dict(zip(*(line.split(",") for line in h.read_text().splitlines()))) for h in history]
     for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert float(rows[0][name]) == pytest.approx(float(rows[1][name]), rel=1e-4), name
+
+
+# One engine per way of joining: JAX's coordinator, TF_CONFIG, torchrun.
+@pytest.mark.parametrize("engine", ["flax", "tensorflow", "torch"])
+def test_two_hosts_join_and_finish_together(tmp_path, engine):
+    """Every default run: the join itself, on a tiny slice (1 epoch, 2 global batches of 64),
+    so that a run path that breaks joining cannot land unseen (the slow test above compares
+    the result with one device's). Both processes end with status 0; process 0's state has
+    taken the 2 global steps the two took together, and the other wrote nothing."""
+    data = _slice(tmp_path, train=128, test=64)
+    outs = _two_hosts(engine, data, [tmp_path / "host0", tmp_path / "host1"])
+    assert not outs[1].exists()
+    assert sorted(p.name for p in outs[0].iterdir()) == [
+        "checkpoint.safetensors", "curves.png", "history.csv", "metrics.json",
+        "probabilities.png"]
+    metrics = json.loads((outs[0] / "metrics.json").read_text())
+    assert metrics["config"]["devices"] == 2
+    assert int(_state(outs[0])["adam/step"]) == 2
 
 
 # ---------------------------------------------------------------- bad settings

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from customfit import parity, registry, report
-from customfit.engines import runner
+from customfit.runs import run as run_task
+from customfit.runs import launch
 from test_resume import NumpyTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,12 +34,12 @@ def runs(tmp_path_factory):
     made = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(registry, "trainer_class", lambda task, engine: NumpyTrainer)
-        patch.setattr(runner, "needs_subprocess", lambda engine: False)
+        patch.setattr(launch, "needs_subprocess", lambda engine: False)
         patch.setenv("KERAS_BACKEND", "torch")
         patch.setattr(NumpyTrainer, "crash_in_epoch", None)
         for task, engine, epochs in (("toy", "torch", 10), ("toy", "flax", 2), ("digits", "torch", 1),
                                      ("digits", "keras-jax", 1)):
-            made[(task, engine)] = runner.run(task, engine, epochs=epochs,
+            made[(task, engine)] = run_task(task, engine, epochs=epochs,
                                               out=str(folder / f"{task}-{engine}"), verbose=False)
     rows = [{"task": t, "engine": e, "status": "passed" if r.passed else "below bar"}
             for (t, e), r in made.items()]

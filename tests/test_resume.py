@@ -20,7 +20,9 @@ import pytest
 
 from customfit import checkpoint, registry
 from customfit.data import epoch_permutation
-from customfit.engines import loop, runner
+from customfit import runs
+from customfit.engines import loop
+from customfit.runs import launch
 import cli_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -125,7 +127,7 @@ class NumpyTrainer:
 def numpy_engine(monkeypatch):
     """cf.run with the NumPy Trainer standing in for the torch engine, in this process."""
     monkeypatch.setattr(registry, "trainer_class", lambda task, engine: NumpyTrainer)
-    monkeypatch.setattr(runner, "needs_subprocess", lambda engine: False)
+    monkeypatch.setattr(launch, "needs_subprocess", lambda engine: False)
     monkeypatch.setenv("KERAS_BACKEND", "torch")  # run() sets it; monkeypatch puts it back
     monkeypatch.setattr(NumpyTrainer, "crash_in_epoch", None)
     monkeypatch.setattr(NumpyTrainer, "epochs_started", 0)
@@ -134,7 +136,7 @@ def numpy_engine(monkeypatch):
 
 def test_run_writes_its_files_and_result(numpy_engine, tmp_path):
     out = tmp_path / "toy"
-    result = runner.run("toy", "torch", epochs=3, lr=0.001, out=str(out), verbose=False)
+    result = runs.run("toy", "torch", epochs=3, lr=0.001, out=str(out), verbose=False)
 
     assert result.task == "toy" and result.engine == "torch"
     assert result.config == {"epochs": 3, "batch_size": 10, "lr": 0.001, "seed": 0,
@@ -184,7 +186,7 @@ def test_each_epoch_is_shuffled_by_its_own_seed(numpy_engine, tmp_path, monkeypa
         return original(self, x, y, batch_size, shuffle_seed, on_batch)
 
     monkeypatch.setattr(NumpyTrainer, "train_epoch", spy)
-    runner.run("toy", "torch", epochs=3, seed=7, out=str(tmp_path / "a"), verbose=False)
+    runs.run("toy", "torch", epochs=3, seed=7, out=str(tmp_path / "a"), verbose=False)
     from customfit.data import epoch_seed
 
     assert seen == [epoch_seed(7, 1), epoch_seed(7, 2), epoch_seed(7, 3)]
@@ -193,27 +195,27 @@ def test_each_epoch_is_shuffled_by_its_own_seed(numpy_engine, tmp_path, monkeypa
 
 
 def test_same_seed_same_history_other_seed_other_history(numpy_engine, tmp_path):
-    a = runner.run("toy", "torch", epochs=2, seed=1, out=str(tmp_path / "a"), verbose=False)
-    b = runner.run("toy", "torch", epochs=2, seed=1, out=str(tmp_path / "b"), verbose=False)
-    c = runner.run("toy", "torch", epochs=2, seed=2, out=str(tmp_path / "c"), verbose=False)
+    a = runs.run("toy", "torch", epochs=2, seed=1, out=str(tmp_path / "a"), verbose=False)
+    b = runs.run("toy", "torch", epochs=2, seed=1, out=str(tmp_path / "b"), verbose=False)
+    c = runs.run("toy", "torch", epochs=2, seed=2, out=str(tmp_path / "c"), verbose=False)
     assert _numbers(a.history) == _numbers(b.history)
     assert _numbers(a.history) != _numbers(c.history)
 
 
 def test_a_crash_in_epoch_3_resumes_to_the_same_end(numpy_engine, tmp_path):
-    straight = runner.run("toy", "torch", epochs=4, out=str(tmp_path / "straight"), verbose=False)
+    straight = runs.run("toy", "torch", epochs=4, out=str(tmp_path / "straight"), verbose=False)
 
     out = str(tmp_path / "crashed")
     NumpyTrainer.epochs_started = 0
     NumpyTrainer.crash_in_epoch = 3
     with pytest.raises(RuntimeError, match="simulated crash"):
-        runner.run("toy", "torch", epochs=4, out=out, verbose=False)
+        runs.run("toy", "torch", epochs=4, out=out, verbose=False)
     assert checkpoint.load(os.path.join(out, "checkpoint.safetensors"))[1]["epoch"] == 2
     assert len(loop.read_history_csv(os.path.join(out, "history.csv"))) == 2
     assert not os.path.exists(os.path.join(out, "metrics.json"))
 
     NumpyTrainer.crash_in_epoch = None
-    resumed = runner.run("toy", "torch", out=out, resume=True, verbose=False)  # epochs from the checkpoint
+    resumed = runs.run("toy", "torch", out=out, resume=True, verbose=False)  # epochs from the checkpoint
     assert resumed.resumed_from_epoch == 2
     assert resumed.config == straight.config
     assert _numbers(resumed.history) == _numbers(straight.history)
@@ -226,14 +228,14 @@ def test_a_crash_in_epoch_3_resumes_to_the_same_end(numpy_engine, tmp_path):
 
 
 def test_resume_can_extend_a_finished_run_and_a_finished_run_resumes_to_itself(numpy_engine, tmp_path):
-    straight = runner.run("toy", "torch", epochs=3, out=str(tmp_path / "straight"), verbose=False)
+    straight = runs.run("toy", "torch", epochs=3, out=str(tmp_path / "straight"), verbose=False)
     out = str(tmp_path / "short")
-    runner.run("toy", "torch", epochs=2, out=out, verbose=False)
+    runs.run("toy", "torch", epochs=2, out=out, verbose=False)
     NumpyTrainer.epochs_started = 0
-    again = runner.run("toy", "torch", out=out, resume=True, verbose=False)
+    again = runs.run("toy", "torch", out=out, resume=True, verbose=False)
     assert NumpyTrainer.epochs_started == 0 and again.resumed_from_epoch == 2
     assert len(again.history) == 2
-    longer = runner.run("toy", "torch", epochs=3, out=out, resume=True, verbose=False)
+    longer = runs.run("toy", "torch", epochs=3, out=out, resume=True, verbose=False)
     assert NumpyTrainer.epochs_started == 1
     assert _numbers(longer.history) == _numbers(straight.history)
 
@@ -242,7 +244,7 @@ def test_user_data_as_arrays(numpy_engine, tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 2)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64) * 3  # two of the five classes
-    result = runner.run("toy", "torch", epochs=3, batch_size=20, lr=0.05, out=str(tmp_path / "mine"),
+    result = runs.run("toy", "torch", epochs=3, batch_size=20, lr=0.05, out=str(tmp_path / "mine"),
                         data=(x[:150], y[:150], x[150:], y[150:]), verbose=False)
     assert result.config["data"] == "arrays"
     assert result.metrics["accuracy"] >= 0.9
@@ -326,9 +328,10 @@ import json, sys, types
 fake = types.ModuleType("keras")            # Keras already imported here, with the torch backend
 fake.backend = types.SimpleNamespace(backend=lambda: "torch")
 sys.modules["keras"] = fake
-from customfit.engines import runner
-assert runner.needs_subprocess("flax") and not runner.needs_subprocess("torch")
-r = runner.run("toy", "flax", epochs=2, out="sub", verbose=False)
+from customfit import runs
+from customfit.runs import launch
+assert launch.needs_subprocess("flax") and not launch.needs_subprocess("torch")
+r = runs.run("toy", "flax", epochs=2, out="sub", verbose=False)
 print(json.dumps({"accuracy": r.metrics["accuracy"], "epochs": len(r.history), "out": r.out_dir,
                   "paths": sorted(r.paths), "jax_here": any(m.split(".")[0] in ("jax", "flax") for m in sys.modules)}))
 """
@@ -344,10 +347,10 @@ print(json.dumps({"accuracy": r.metrics["accuracy"], "epochs": len(r.history), "
 
 
 def test_digits_figures(numpy_engine, tmp_path):
-    result = runner.run("digits", "torch", epochs=1, out=str(tmp_path / "d"), verbose=False)
+    result = runs.run("digits", "torch", epochs=1, out=str(tmp_path / "d"), verbose=False)
     assert sorted(result.paths) == ["checkpoint", "curves", "history", "metrics", "probabilities"]
     assert open(result.paths["probabilities"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert result.bars == {"accuracy": 0.985}
-    lecture = runner.run("digits", "torch", model="lecture", epochs=1, out=str(tmp_path / "l"), verbose=False)
+    lecture = runs.run("digits", "torch", model="lecture", epochs=1, out=str(tmp_path / "l"), verbose=False)
     assert lecture.bars == {"accuracy": 0.88}
     assert (lecture.config["batch_size"], lecture.config["model"]) == (10, "lecture")

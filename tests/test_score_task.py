@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from customfit.data import toy_clusters
-from customfit.engines.runner import meets
+from customfit.runs.results import meets
 from customfit.tasks import digit_judge
 from customfit.tasks.score import judge, layout, spec
 from customfit.tasks.score_digits import spec as digits_spec
@@ -197,10 +197,10 @@ def test_each_method_trains_its_own_default_length(config, epochs, tmp_path):
     """dsm trains 1600 epochs unless told (its cluster shares after long Langevin runs need the
     better-trained score; spec.py's docstring), the lecture's method 800."""
     from customfit import report
-    from customfit.engines import runner
+    from customfit.runs import plan as planning
 
-    plan = runner._plan("score", "torch", {**config, "out": str(tmp_path / "out")})
-    assert plan["settings"]["epochs"] == epochs
+    plan = planning.build("score", "torch", {**config, "out": str(tmp_path / "out")})
+    assert plan.settings["epochs"] == epochs
     method = config.get("method", "dsm")
     run = {"task": "score", "config": {"method": method, "epochs": 1000}}
     assert report._short(run) == ("short run: 1000 of 1600 epochs" if method == "dsm" else None)

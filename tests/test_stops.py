@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from customfit import checkpoint, faults, registry, run_folder
-from customfit.engines import loop, runner
+from customfit import runs
+from customfit.engines import loop
+from customfit.runs import launch
 from customfit.errors import Interrupted, NonFiniteLoss, UsageError
 from test_resume import NumpyTrainer
 
@@ -17,7 +19,7 @@ from test_resume import NumpyTrainer
 @pytest.fixture
 def numpy_engine(monkeypatch):
     monkeypatch.setattr(registry, "trainer_class", lambda task, engine: NumpyTrainer)
-    monkeypatch.setattr(runner, "needs_subprocess", lambda engine: False)
+    monkeypatch.setattr(launch, "needs_subprocess", lambda engine: False)
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     monkeypatch.setattr(NumpyTrainer, "crash_in_epoch", None)
     monkeypatch.delenv(faults.VARIABLE, raising=False)
@@ -44,7 +46,7 @@ def test_divergence_is_a_thousandfold_rise_of_a_loss():
 def test_an_infinite_loss_stops_and_resumes_at_a_lower_rate_as_a_fresh_run_at_that_rate(numpy_engine, tmp_path):
     out = str(tmp_path / "run")
     with pytest.raises(NonFiniteLoss) as info:
-        runner.run("toy", "torch", epochs=2, lr=1e30, out=out, verbose=False)
+        runs.run("toy", "torch", epochs=2, lr=1e30, out=out, verbose=False)
     message = str(info.value)
     assert info.value.exit_status == 3
     assert message.startswith("loss = inf at epoch 1, step 2 of 300 (lr 1e+30): training stopped; ")
@@ -53,8 +55,8 @@ def test_an_infinite_loss_stops_and_resumes_at_a_lower_rate_as_a_fresh_run_at_th
     _, meta = checkpoint.load(os.path.join(out, "checkpoint.safetensors"))
     assert meta["epoch"] == 0 and meta["stopped"] == {"why": "nonfinite", "epoch": 1, "step": 2}
 
-    resumed = runner.run("toy", "torch", lr=0.003, out=out, resume=True, verbose=False)
-    fresh = runner.run("toy", "torch", epochs=2, lr=0.003, out=str(tmp_path / "fresh"), verbose=False)
+    resumed = runs.run("toy", "torch", lr=0.003, out=out, resume=True, verbose=False)
+    fresh = runs.run("toy", "torch", epochs=2, lr=0.003, out=str(tmp_path / "fresh"), verbose=False)
     a, _ = checkpoint.load(resumed.paths["checkpoint"])
     b, _ = checkpoint.load(fresh.paths["checkpoint"])
     for name in b:
@@ -65,21 +67,21 @@ def test_an_infinite_loss_stops_and_resumes_at_a_lower_rate_as_a_fresh_run_at_th
     assert json.load(open(resumed.paths["metrics"]))["lr_changes"] == [{"epoch": 1, "lr": 0.003}]
     # A run that did not stop on a NaN keeps its rate on resume.
     with pytest.raises(UsageError, match="expected 0.003 as in the checkpoint being resumed"):
-        runner.run("toy", "torch", epochs=3, lr=0.001, out=out, resume=True, verbose=False)
+        runs.run("toy", "torch", epochs=3, lr=0.001, out=out, resume=True, verbose=False)
 
 
 def test_ctrl_c_stops_after_its_step_and_the_run_goes_on(numpy_engine, tmp_path, monkeypatch):
     out = str(tmp_path / "run")
     monkeypatch.setenv(faults.VARIABLE, "interrupt@step:2.7")
     with pytest.raises(Interrupted) as info:
-        runner.run("toy", "torch", epochs=3, out=out, verbose=False)
+        runs.run("toy", "torch", epochs=3, out=out, verbose=False)
     assert info.value.exit_status == 130
     assert str(info.value) == (f"Ctrl-C after step 7 of 300 in epoch 2; {out}/checkpoint.safetensors "
                                f"keeps epoch 1; go on with: customfit run toy --engine torch --out "
                                f"{out} --resume")
     monkeypatch.delenv(faults.VARIABLE)
-    resumed = runner.run("toy", "torch", out=out, resume=True, verbose=False)
-    fresh = runner.run("toy", "torch", epochs=3, out=str(tmp_path / "fresh"), verbose=False)
+    resumed = runs.run("toy", "torch", out=out, resume=True, verbose=False)
+    fresh = runs.run("toy", "torch", epochs=3, out=str(tmp_path / "fresh"), verbose=False)
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in fresh.history]
 
 

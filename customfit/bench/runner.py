@@ -91,9 +91,9 @@ def _run(args):
         cells += _engine(engine, tasks, batch_sizes, data, settings, len(cells), total)
     from customfit.bench import report
     from customfit.checkpoint import atomic_write
-    from customfit.engines.runner import _machine
+    from customfit.runs.results import machine
 
-    result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": _machine(),
+    result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine(),
               "load_average": os.getloadavg(), "seconds": time.time() - started,
               "settings": settings, "data": notes,
               "threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ}, "versions": _versions(), "cells": cells}

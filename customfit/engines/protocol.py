@@ -1,6 +1,6 @@
 """What the run loop asks of a task's spec and of every engine's Trainer.
 
-The run loop (customfit.engines.loop) and the runner (customfit.engines.runner) know no task: they
+The run loop (customfit.engines.loop) and the run path (customfit.runs) know no task: they
 train, checkpoint, resume, judge and write through the two contracts below. All arrays crossing
 these boundaries are NumPy.
 
@@ -34,10 +34,24 @@ A task's spec (customfit/tasks/<task>/spec.py) is a module holding:
     start_from(options, engine) -> None | (arrays, meta)   (optional)
                                  another run's checkpoint to start from instead of training
                                  (adversarial --from): its weights and its training settings
+    START_OPTION (optional)      the option naming the run folder start_from reads ("from_run"):
+                                 its errors and Result.started_from name it
     references(settings) -> dict name -> dict of floats   (optional)
                                  the judge's figures for what to compare a run with (real data, a
                                  simple baseline, the lecture's own model): printed beside the
                                  run's figures and kept in metrics.json as "references"
+    default_data() -> None | path | arrays   (optional)
+                                 the data when --data is not given, where it lives outside the
+                                 package (mnist: Keras's cache); None: load()'s built-in data
+    read_data(data) -> Split     (optional) data given in the task's own layout (mnist's IDX
+                                 folder, uint8); else customfit.validate checks an .npz
+    INPUT_SHAPE, NUM_CLASSES     (optional) what data given must hold (None: not checked)
+    BARS_BY_METHOD (optional)    --method -> bars, for a task whose bars follow its method
+                                 (`customfit list` shows them per method)
+    parity_inputs(...)           (optional) the inputs of the parity probe (customfit.parity)
+
+A hook left out has the default in OPTIONAL below; customfit.registry.hook(spec, name) gives the
+spec's or the default, so that no other code probes a spec.
 
 `settings` is the run's config: epochs, batch_size, lr, seed, model, data, and the task's options;
 with `--devices N` (N > 1) also devices, which the families in customfit.devices.FAMILIES hand
@@ -47,6 +61,23 @@ their Trainers as `devices=N` (see customfit/devices.py for what that asks of a 
 from typing import Callable, Protocol
 
 import numpy as np
+
+# The optional part of the spec contract: name -> what a spec that leaves it out has.
+OPTIONAL = {
+    "MODEL_DEFAULTS": {},
+    "training_defaults": lambda options: {},
+    "OPTIONS": {},
+    "after_epoch": None,
+    "start_from": lambda options, engine: None,
+    "START_OPTION": None,
+    "references": lambda settings: {},
+    "default_data": lambda: None,
+    "read_data": None,
+    "INPUT_SHAPE": None,
+    "NUM_CLASSES": None,
+    "BARS_BY_METHOD": None,
+    "parity_inputs": None,
+}
 
 
 class Trainer(Protocol):

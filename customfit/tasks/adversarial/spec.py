@@ -74,6 +74,10 @@ def bars(settings):
 # ----------------------------------------------------------------------------- starting point
 
 
+# The option naming the digits run that start_from reads (--from).
+START_OPTION = "from_run"
+
+
 def start_from(options, engine):
     """The checkpoint of a finished digits run of `engine` (default model) in options["from_run"],
     or None when --from is not given."""

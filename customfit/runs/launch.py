@@ -1,0 +1,157 @@
+"""Where a run trains: here; in a subprocess (Keras is already imported here with another
+backend); in N processes started the torchrun way (torch engines on several devices); or as one
+of several hosts. A subprocess runs `python -m customfit.runs REQUEST.json` and its Result is
+read back."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, replace
+
+from customfit import compute_device, cpu_memory, hosts, registry
+from customfit import devices as spreading
+from customfit.errors import (CheckpointError, CustomfitError, Interrupted, NonFiniteLoss,
+                              UsageError, WriteError)
+from customfit.runs.results import Result
+from customfit.runs.training import train
+
+
+def keras_backend_in_process():
+    """The backend of the Keras already imported here, or None if Keras is not imported."""
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return None
+    try:
+        return keras.backend.backend()
+    except Exception:
+        return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def needs_subprocess(engine):
+    """True when Keras is already imported in this process with a backend other than the one
+    this engine needs (a Keras backend cannot change inside a process)."""
+    current = keras_backend_in_process()
+    return current is not None and current != registry.KERAS_BACKEND[engine]
+
+
+def train_here(plan, started):
+    engine, devices = plan.engine, plan.settings.get("devices", 1)
+    os.environ["KERAS_BACKEND"] = registry.KERAS_BACKEND[engine]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines drown the bar
+    spreading.prepare(engine, devices)
+    # Before the framework starts: --device cpu hides the GPUs from it.
+    compute_device.hide_if_asked(engine, plan.device_wanted)
+    cluster = hosts.of(engine)
+    if cluster is not None and engine in spreading.JAX_ENGINES:
+        from customfit.parallel import coordinator
+
+        # Before anything asks JAX for its devices (choosing the device below does): JAX's
+        # coordinator must be joined before its backends start.
+        coordinator.join(engine, cluster)
+    device = compute_device.use(plan.task, engine, plan.device_wanted, devices)
+    cpu_memory.keep_freed()  # the torch engines' steps stop page-faulting their tensors in
+    return train(plan, started, device)
+
+
+def train_on_another_host(plan, started):
+    """A process other than process 0 of a run across hosts (customfit/hosts.py): it trains,
+    judges and writes as process 0 does, since every collective needs every process, but into
+    a scratch folder that goes when the run ends (as TensorFlow's guide to checkpoints under
+    MultiWorkerMirroredStrategy has the other workers do). Returns None."""
+    with tempfile.TemporaryDirectory(prefix="customfit-host-") as scratch:
+        train_here(replace(plan, out=scratch, verbose=False, tensorboard=None), started)
+    return None
+
+
+def torch_processes(entrypoint, task, engine, config, devices):
+    """The run in `devices` processes started the torchrun way, each calling
+    entrypoint(task, engine, config); rank 0's Result."""
+    from customfit.parallel import process_group
+
+    try:
+        results = process_group.launch(entrypoint, (task, engine, config), devices)
+    except Exception as e:  # a worker failed: its traceback is above, on stderr
+        raise CustomfitError(f"a {engine} process of {devices} failed "
+                             f"({' '.join(str(e).split())[:200]})") from None
+    return Result(**results[0])
+
+
+def in_subprocess(task, engine, config, plan):
+    config = dict(config)
+    with tempfile.TemporaryDirectory(prefix="customfit-") as tmp:
+        data = plan.data_given
+        if data is not None and not isinstance(data, (str, os.PathLike)):
+            import numpy as np
+
+            data_path = os.path.join(tmp, "data.npz")
+            split = plan.split
+            np.savez(data_path, x_train=split.x_train, y_train=split.y_train,
+                     x_test=split.x_test, y_test=split.y_test)
+            config["data"] = data_path
+            config["_data_label"] = "arrays"
+        elif data is not None:
+            config["data"] = os.fspath(data)
+        config["out"] = plan.out  # the child runs in this process's working folder
+        request = os.path.join(tmp, "request.json")
+        answer = os.path.join(tmp, "result.json")
+        with open(request, "w") as f:
+            json.dump({"task": task, "engine": engine, "config": config, "result": answer}, f)
+        env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine])
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        # Ctrl-C reaches the child too (one process group): the child stops at the end of its
+        # step and writes its checkpoint, while this process waits for its answer.
+        import signal
+
+        previous = _ignore_sigint(signal)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "customfit.runs", request],
+                                  env=env)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if not os.path.exists(answer):
+            raise CustomfitError(f"the {engine} subprocess ended with status {proc.returncode} and no result")
+        with open(answer) as f:
+            reply = json.load(f)
+    if "error" in reply:
+        kind = reply["kind"]
+        if kind in ("UsageError", "CheckpointError"):
+            cls = {"UsageError": UsageError, "CheckpointError": CheckpointError}[kind]
+            raise cls(reply["error"], field=reply.get("field"))
+        cls = {"NonFiniteLoss": NonFiniteLoss, "Interrupted": Interrupted,
+               "WriteError": WriteError}.get(kind, CustomfitError)
+        raise cls(reply["error"])
+    return None if reply["result"] is None else Result(**reply["result"])
+
+
+def _ignore_sigint(signal):
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def answer_request(request_path, run):
+    """The subprocess's side: run(...) the request in this (fresh) process, write the Result as
+    JSON; returns the exit status."""
+    with open(request_path) as f:
+        request = json.load(f)
+    answer = request["result"]
+    try:
+        result = run(request["task"], request["engine"], **request["config"])
+        # None: a process other than process 0 of a run across hosts, which writes nothing.
+        reply = {"result": None if result is None else asdict(result)}
+        status = 0
+    except UsageError as e:
+        reply = {"error": e.message, "field": e.field, "kind": type(e).__name__}
+        status = 2
+    except CustomfitError as e:
+        reply = {"error": str(e), "kind": type(e).__name__}
+        status = e.exit_status
+    with open(answer, "w") as f:
+        json.dump(reply, f)
+    return status
