@@ -22,7 +22,7 @@ import os
 from typing import NamedTuple
 
 from customfit import registry
-from customfit.errors import UsageError, _short
+from customfit.errors import UsageError, shortened
 
 JAX_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
                  "KERAS_DISTRIBUTION_PROCESS_ID")
@@ -53,7 +53,7 @@ def tf_config():
         if not all(isinstance(a, str) and ":" in a for a in addresses):
             raise ValueError(addresses)
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise UsageError.expected("TF_CONFIG", _TF_CONFIG_FORM, given=repr(_short(text, 80))) from None
+        raise UsageError.expected("TF_CONFIG", _TF_CONFIG_FORM, given=repr(shortened(text, 80))) from None
     if len(jobs) == 1:
         return None
     return Hosts(len(jobs), index, "TF_CONFIG")

@@ -4,12 +4,15 @@
 - probabilities: a few test digits, each beside a bar chart of the model's class probabilities
   (the lecture's figure for exercise 1).
 - curves: every figure in the history by epoch, training and held-out.
+
+The tasks' own figures (tasks/*/figures.py) draw with pyplot() and write with save_png().
 """
 
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -18,7 +21,8 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path):
+def save_png(fig, path):
+    """The figure as a PNG at `path`, written atomically; the figure is closed. Returns path."""
     import io
     import os
 
@@ -26,7 +30,7 @@ def _save(fig, path):
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     atomic_write(path, buffer.getvalue())
     return os.fspath(path)
 
@@ -34,7 +38,7 @@ def _save(fig, path):
 def decision_regions(predict_proba, x_train, y_train, x_test, y_test, path, num_classes=None,
                      title=None, resolution=300):
     """The 2-D points, coloured by label, over the regions where the model answers each class."""
-    plt = _pyplot()
+    plt = pyplot()
     x_all = np.concatenate([x_train, x_test])
     low, high = x_all.min(axis=0), x_all.max(axis=0)
     pad = 0.1 * (high - low) + 1e-3
@@ -74,14 +78,14 @@ def decision_regions(predict_proba, x_train, y_train, x_test, y_test, path, num_
     if title:
         ax.set_title(title)
     ax.legend(loc="best", fontsize=7, markerscale=2, framealpha=0.8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def probabilities(predict_proba, x_test, y_test, path, count=6, num_classes=10, title=None):
     """The first `count` test digits (the last replaced by the first misclassified one, if any),
     each beside a bar chart of the model's probabilities (the true class's bar in green, a wrong
     answer's in red)."""
-    plt = _pyplot()
+    plt = pyplot()
     count = min(count, len(x_test))
     all_proba = np.asarray(predict_proba(np.asarray(x_test, np.float32)))
     chosen = list(range(count))
@@ -113,13 +117,13 @@ def probabilities(predict_proba, x_test, y_test, path, count=6, num_classes=10, 
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def curves(history, path, title=None):
     """Each figure the engine reported (loss, accuracy, a GAN's two losses, ...) by epoch, one
     panel each, training beside held-out where there is one."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     names = [k for k in (history[0] if history else {})
              if k not in ("epoch", "seconds") and not k.startswith("val_")]
@@ -143,4 +147,4 @@ def curves(history, path, title=None):
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -90,7 +90,7 @@ def find_runs(folder):
     return rows, runs, parity
 
 
-def _short(metrics):
+def short_run(metrics):
     """Words saying how a run fell short of its task's default length, or None."""
     try:
         spec = registry.spec(metrics["task"])
@@ -119,7 +119,7 @@ def _cells(rows, runs):
         bar = (metrics.get("bar") or {}).get(headline)
         cells[(metrics["task"], metrics["engine"])] = {
             "value": metrics.get(headline), "headline": headline, "bar": bar,
-            "status": "passed" if metrics.get("passed") else "below", "short": _short(metrics),
+            "status": "passed" if metrics.get("passed") else "below", "short": short_run(metrics),
             "folder": folder, "anchor": f"run-{metrics['task']}-{metrics['engine']}",
         }
     for row in rows or []:
@@ -208,7 +208,7 @@ def _run_section(folder, metrics):
             figures.append(f"<figure style='display:inline-block'><img src='{_data_uri(path)}' "
                            f"alt='{html.escape(name)}'><figcaption>{html.escape(name)}"
                            "</figcaption></figure>")
-    short = _short(metrics)
+    short = short_run(metrics)
     status = "passed" if metrics.get("passed") else "below its bar"
     machine = metrics.get("machine") or {}
     return (

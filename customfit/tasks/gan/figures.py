@@ -10,7 +10,7 @@ import io
 
 import numpy as np
 
-from customfit.plots import _pyplot, _save
+from customfit.plots import pyplot, save_png
 
 
 def mosaic(images, columns=10, gap=1):
@@ -29,13 +29,13 @@ def mosaic(images, columns=10, gap=1):
 
 def grid(samples, path, title=None, count=100):
     """The first `count` samples as a 10 x 10 grid, dark strokes on white as the lecture draws."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 5.5))
     ax.imshow(mosaic(samples[:count]), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title or "generated digits", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def animation(frames, path, scale=4, milliseconds=400):

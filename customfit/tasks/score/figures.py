@@ -12,7 +12,7 @@ import io
 
 import numpy as np
 
-from customfit.plots import _pyplot, _save
+from customfit.plots import pyplot, save_png
 
 # The lecture's window: plt.xlim(-3, 3), plt.ylim(-4, 4).
 XLIM, YLIM = (-3.0, 3.0), (-4.0, 4.0)
@@ -36,7 +36,7 @@ def animation(frames, labels, data, path, milliseconds=250, size=(4.0, 4.8)):
 
     if len(frames) == 0:
         raise ValueError("animation: no frames")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=size, dpi=80)
     _axes_2d(ax, data, labels[0])
     points = ax.scatter(frames[0][:, 0], frames[0][:, 1], s=3, color="tab:orange", alpha=0.6,
@@ -60,20 +60,20 @@ def animation(frames, labels, data, path, milliseconds=250, size=(4.0, 4.8)):
 
 
 def scatter(samples, data, path, title):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.0, 6.0))
     _axes_2d(ax, data, title)
     ax.scatter(samples[:, 0], samples[:, 1], s=3, color="tab:orange", alpha=0.6, linewidths=0,
                label="samples")
     ax.legend(loc="upper right", fontsize=8, markerscale=3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def score_field(grid, fields, labels, data, path, title):
     """grid (G*G, 2) points in row-major order; fields (K, G*G, 2) the score there, one panel per
     field. Every arrow has the same length and shows where the score points; its colour is the
     score's size (log10), which spans orders of magnitude at a small noise level."""
-    plt = _pyplot()
+    plt = pyplot()
     side = int(round(np.sqrt(len(grid))))
     spacing = float(grid[1, 0] - grid[0, 0])
     fig, axes = plt.subplots(1, len(fields), figsize=(4.4 * len(fields), 5.2), squeeze=False)
@@ -89,7 +89,7 @@ def score_field(grid, fields, labels, data, path, title):
                            width=0.004)
         fig.colorbar(arrows, ax=ax, shrink=0.7, label="log10 |s|")
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def mosaic(images, columns=10, gap=1):
@@ -106,13 +106,13 @@ def mosaic(images, columns=10, gap=1):
 
 def grid(samples, path, title, count=100):
     """The first `count` digits as a 10 x 10 grid, dark strokes on white as the lecture draws."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 5.5))
     ax.imshow(mosaic(samples[:count]), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def grid_animation(frames, labels, path, scale=4, milliseconds=300):
