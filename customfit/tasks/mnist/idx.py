@@ -20,11 +20,6 @@ def names(stem, axes):
     return [f"{stem}{sep}idx{axes}-ubyte{gz}" for sep in ("-", ".") for gz in ("", ".gz")]
 
 
-def is_idx_folder(path):
-    return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, name))
-                                       for name in names(*FILES["x_train"]))
-
-
 def read_folder(folder):
     """{x_train, y_train, x_test, y_test} from the four IDX files in `folder`, as uint8."""
     arrays = {}
