@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from customfit import checkpoint, registry
-from customfit.data import epoch_permutation
 from customfit.engines import loop, runner
 import cli_runs
+from data_helpers import epoch_permutation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HISTORY_NUMBERS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
