@@ -69,25 +69,24 @@ def find_runs(folder):
     for candidate in candidates:
         path = os.path.join(candidate, "metrics.json")
         if os.path.isfile(path):
-            try:
-                with open(path) as f:
-                    metrics = json.load(f)
-            except (OSError, ValueError):
-                continue
+            metrics = _json_or_none(path)
             if isinstance(metrics, dict) and {"task", "engine", "headline"} <= set(metrics):
                 runs[candidate] = metrics
     if not runs and not rows:
         raise UsageError.expected("dir", "a folder of runs (metrics.json) or of a matrix "
                                   "(matrix.json)", given=f"{folder!r}, which holds neither")
-    parity = None
     parity_path = os.path.join(folder, "parity.json")
-    if os.path.isfile(parity_path):
-        try:
-            with open(parity_path) as f:
-                parity = json.load(f)
-        except (OSError, ValueError):
-            parity = None
+    parity = _json_or_none(parity_path) if os.path.isfile(parity_path) else None
     return rows, runs, parity
+
+
+def _json_or_none(path):
+    """A JSON file's contents, or None where it cannot be read (the report skips it)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def short_run(metrics):
