@@ -72,7 +72,3 @@ def epoch_seed(seed, epoch):
     """One integer per (run seed, epoch): every engine shuffles epoch e the same way on a rerun
     or a resume, without carrying a random-number generator's state in the checkpoint."""
     return int(np.random.default_rng([seed, epoch]).integers(2**31 - 1))
-
-
-def epoch_permutation(n, seed, epoch):
-    return np.random.default_rng(epoch_seed(seed, epoch)).permutation(n)

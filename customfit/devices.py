@@ -14,31 +14,34 @@ ones each epoch), as torch's DistributedSampler(drop_last=True) deals them.
 
 Across hosts (customfit/hosts.py) N counts every host's devices: one per TensorFlow worker, an
 equal share per JAX process, one per torchrun process.
+
+Floors: hosts.py and parallel/ lie below this module and never import it (parallel/ holds each
+framework's way, this module the checks over all of them); parallel/'s framework modules are
+imported here only inside functions, so that checking a run imports no framework.
 """
 
 import os
+import sys
 
 from customfit import hosts, registry, validate
 from customfit.errors import UsageError
+# LAUNCHED_HERE and epoch_order are read here too, by the runner and the engines.
+from customfit.parallel.shares import LAUNCHED_HERE, cores, epoch_order  # noqa: F401
 
 # Task families whose Trainers take `devices`. The adversarial task attacks a trained model (one
 # optimisation per image pair, no weights trained).
 FAMILIES = ("classifier", "gan", "vae")
-TORCH_ENGINES = ("torch", "keras-torch")
-JAX_ENGINES = ("flax", "keras-jax")
-TENSORFLOW_ENGINES = ("tensorflow", "keras-tensorflow")
+
+
+def _engines_on(framework):
+    """The engines whose process runs `framework` (its Keras backend), spread its way."""
+    return tuple(e for e in registry.ENGINES if registry.KERAS_BACKEND[e] == framework)
+
+
+TORCH_ENGINES = _engines_on("torch")
+JAX_ENGINES = _engines_on("jax")
+TENSORFLOW_ENGINES = _engines_on("tensorflow")
 _XLA_FLAG = "--xla_force_host_platform_device_count"
-# Set in the workers that customfit.parallel.process_group.launch starts: the process that
-# launched them holds their run folder; in a run torchrun started, global rank 0 holds it.
-LAUNCHED_HERE = "CUSTOMFIT_LAUNCHED_HERE"
-
-
-def cores():
-    """The CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def most():
@@ -129,8 +132,6 @@ def needs_fresh_process(engine, devices):
     than asked for (JAX's device count and TensorFlow's logical CPUs are fixed at start-up), or
     before joining the hosts' processes (jax.distributed.initialize and TensorFlow's
     MultiWorkerMirroredStrategy come before the framework's runtime starts)."""
-    import sys
-
     if hosts.of(engine) is not None:
         if engine in JAX_ENGINES and "jax" in sys.modules:
             import jax
@@ -148,8 +149,3 @@ def needs_fresh_process(engine, devices):
 
         return not mirrored.can_make(devices)
     return False
-
-
-def epoch_order(order, devices):
-    """An epoch's shuffled sample indices as N devices take them: the first multiple of N."""
-    return order[: len(order) - len(order) % devices]

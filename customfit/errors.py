@@ -36,7 +36,7 @@ class UsageError(CustomfitError, ValueError):
     def expected(cls, field, expected, got=None, *, given=None):
         """UsageError("expected <expected>; got <repr(got)>"), or "...; got <given>" where the
         given thing is better described in words (an array's shape, a file's state)."""
-        text = given if given is not None else _short(repr(got))
+        text = given if given is not None else shortened(repr(got))
         return cls(f"expected {expected}; got {text}", field=field)
 
 
@@ -71,6 +71,6 @@ class WriteError(RunStopped, OSError):
     OSError, for callers that catch those."""
 
 
-def _short(text, limit=200):
+def shortened(text, limit=200):
     text = _one_line(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."

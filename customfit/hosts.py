@@ -13,13 +13,16 @@ framework's own launch uses, and checked before anything starts. Imports no fram
 Every process runs the same command; process 0 (TF's chief: worker 0, or the "chief" task)
 writes the run's folder, the others train and judge alike (every collective needs them all)
 and write into a scratch folder that goes when the run ends.
+
+Below customfit/devices.py and parallel/ (both read this module); imports neither.
 """
 
 import json
 import os
 from typing import NamedTuple
 
-from customfit.errors import UsageError, _short
+from customfit import registry
+from customfit.errors import UsageError, shortened
 
 JAX_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
                  "KERAS_DISTRIBUTION_PROCESS_ID")
@@ -50,7 +53,7 @@ def tf_config():
         if not all(isinstance(a, str) and ":" in a for a in addresses):
             raise ValueError(addresses)
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise UsageError.expected("TF_CONFIG", _TF_CONFIG_FORM, given=repr(_short(text, 80))) from None
+        raise UsageError.expected("TF_CONFIG", _TF_CONFIG_FORM, given=repr(shortened(text, 80))) from None
     if len(jobs) == 1:
         return None
     return Hosts(len(jobs), index, "TF_CONFIG")
@@ -90,16 +93,15 @@ def keras_distribution():
 
 _ENGINES_OF = {"TF_CONFIG": "tensorflow or keras-tensorflow",
                "KERAS_DISTRIBUTION_*": "flax or keras-jax"}
+# The setting each framework's launch reads (torch's, torchrun's, is read by devices.py).
+_SETTING_OF = {"tensorflow": "TF_CONFIG", "jax": "KERAS_DISTRIBUTION_*"}
 
 
 def of(engine):
     """The hosts a run of `engine` spans (None: this host alone). A setting for another
     framework's launch is a mistake, not something to ignore."""
-    from customfit.devices import JAX_ENGINES, TENSORFLOW_ENGINES
-
     found = {"TF_CONFIG": tf_config(), "KERAS_DISTRIBUTION_*": keras_distribution()}
-    reads = ("TF_CONFIG" if engine in TENSORFLOW_ENGINES else
-             "KERAS_DISTRIBUTION_*" if engine in JAX_ENGINES else None)
+    reads = _SETTING_OF.get(registry.KERAS_BACKEND.get(engine))
     for setting, hosts in found.items():
         if hosts is not None and setting != reads:
             how = reads or "torchrun --nnodes"

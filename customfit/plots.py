@@ -4,12 +4,17 @@
 - probabilities: a few test digits, each beside a bar chart of the model's class probabilities
   (the lecture's figure for exercise 1).
 - curves: every figure in the history by epoch, training and held-out.
+- digit_grid, labelled_mosaic, save_gif: generated digits as one grid (PNG) and as the frames of
+  a GIF (Pillow), for the generative tasks.
+
+The tasks' own figures (tasks/*/figures.py) draw with pyplot() and write with save_png().
 """
 
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -18,7 +23,8 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path):
+def save_png(fig, path):
+    """The figure as a PNG at `path`, written atomically; the figure is closed. Returns path."""
     import io
     import os
 
@@ -26,15 +32,29 @@ def _save(fig, path):
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     atomic_write(path, buffer.getvalue())
     return os.fspath(path)
+
+
+def save_gif(pictures, path, durations):
+    """Pillow images as a looping GIF at `path`, written atomically; `durations` in milliseconds,
+    one for every frame or one each. Returns path."""
+    import io
+
+    from customfit.checkpoint import atomic_write
+
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:],
+                     duration=durations, loop=0)
+    atomic_write(path, buffer.getvalue())
+    return str(path)
 
 
 def decision_regions(predict_proba, x_train, y_train, x_test, y_test, path, num_classes=None,
                      title=None, resolution=300):
     """The 2-D points, coloured by label, over the regions where the model answers each class."""
-    plt = _pyplot()
+    plt = pyplot()
     x_all = np.concatenate([x_train, x_test])
     low, high = x_all.min(axis=0), x_all.max(axis=0)
     pad = 0.1 * (high - low) + 1e-3
@@ -74,14 +94,14 @@ def decision_regions(predict_proba, x_train, y_train, x_test, y_test, path, num_
     if title:
         ax.set_title(title)
     ax.legend(loc="best", fontsize=7, markerscale=2, framealpha=0.8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def probabilities(predict_proba, x_test, y_test, path, count=6, num_classes=10, title=None):
     """The first `count` test digits (the last replaced by the first misclassified one, if any),
     each beside a bar chart of the model's probabilities (the true class's bar in green, a wrong
     answer's in red)."""
-    plt = _pyplot()
+    plt = pyplot()
     count = min(count, len(x_test))
     all_proba = np.asarray(predict_proba(np.asarray(x_test, np.float32)))
     chosen = list(range(count))
@@ -113,13 +133,13 @@ def probabilities(predict_proba, x_test, y_test, path, count=6, num_classes=10, 
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def curves(history, path, title=None):
     """Each figure the engine reported (loss, accuracy, a GAN's two losses, ...) by epoch, one
     panel each, training beside held-out where there is one."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     names = [k for k in (history[0] if history else {})
              if k not in ("epoch", "seconds") and not k.startswith("val_")]
@@ -143,4 +163,43 @@ def curves(history, path, title=None):
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
+
+
+def mosaic(images, columns=10, gap=1):
+    """(n, h, w) in [0, 1] -> one 2-D array, the images in rows of `columns`, `gap` pixels apart
+    (the gaps are 0, white in the gray_r colour map)."""
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    n, h, w = images.shape
+    rows = -(-n // columns)
+    canvas = np.zeros((rows * (h + gap) + gap, columns * (w + gap) + gap), np.float32)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        top, left = gap + r * (h + gap), gap + c * (w + gap)
+        canvas[top:top + h, left:left + w] = image
+    return canvas
+
+
+def digit_grid(samples, path, title, count=100):
+    """The first `count` digits as a 10 x 10 grid, dark strokes on white as the lecture draws."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 5.5))
+    ax.imshow(mosaic(samples[:count]), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    return save_png(fig, path)
+
+
+def labelled_mosaic(images, label, scale=4):
+    """One GIF frame: the images' mosaic (ink dark, as gray_r draws it), `scale` times enlarged,
+    under a line of text."""
+    from PIL import Image, ImageDraw
+
+    canvas = 255 - np.round(255 * mosaic(images)).astype(np.uint8)
+    picture = Image.fromarray(canvas, mode="L").resize(
+        (canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
+    framed = Image.new("L", (picture.width, picture.height + 16), 255)
+    framed.paste(picture, (0, 16))
+    ImageDraw.Draw(framed).text((4, 2), label, fill=0)
+    return framed

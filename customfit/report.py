@@ -69,28 +69,27 @@ def find_runs(folder):
     for candidate in candidates:
         path = os.path.join(candidate, "metrics.json")
         if os.path.isfile(path):
-            try:
-                with open(path) as f:
-                    metrics = json.load(f)
-            except (OSError, ValueError):
-                continue
+            metrics = _json_or_none(path)
             if isinstance(metrics, dict) and {"task", "engine", "headline"} <= set(metrics):
                 runs[candidate] = metrics
     if not runs and not rows:
         raise UsageError.expected("dir", "a folder of runs (metrics.json) or of a matrix "
                                   "(matrix.json)", given=f"{folder!r}, which holds neither")
-    parity = None
     parity_path = os.path.join(folder, "parity.json")
-    if os.path.isfile(parity_path):
-        try:
-            with open(parity_path) as f:
-                parity = json.load(f)
-        except (OSError, ValueError):
-            parity = None
+    parity = _json_or_none(parity_path) if os.path.isfile(parity_path) else None
     return rows, runs, parity
 
 
-def _short(metrics):
+def _json_or_none(path):
+    """A JSON file's contents, or None where it cannot be read (the report skips it)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def short_run(metrics):
     """Words saying how a run fell short of its task's default length, or None."""
     try:
         spec = registry.spec(metrics["task"])
@@ -119,7 +118,7 @@ def _cells(rows, runs):
         bar = (metrics.get("bar") or {}).get(headline)
         cells[(metrics["task"], metrics["engine"])] = {
             "value": metrics.get(headline), "headline": headline, "bar": bar,
-            "status": "passed" if metrics.get("passed") else "below", "short": _short(metrics),
+            "status": "passed" if metrics.get("passed") else "below", "short": short_run(metrics),
             "folder": folder, "anchor": f"run-{metrics['task']}-{metrics['engine']}",
         }
     for row in rows or []:
@@ -208,7 +207,7 @@ def _run_section(folder, metrics):
             figures.append(f"<figure style='display:inline-block'><img src='{_data_uri(path)}' "
                            f"alt='{html.escape(name)}'><figcaption>{html.escape(name)}"
                            "</figcaption></figure>")
-    short = _short(metrics)
+    short = short_run(metrics)
     status = "passed" if metrics.get("passed") else "below its bar"
     machine = metrics.get("machine") or {}
     return (

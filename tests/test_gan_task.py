@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from customfit import checkpoint, registry
+from customfit import checkpoint, plots, registry
 from customfit.engines import loop
 from customfit.tasks.gan import figures, layout, spec
 import cli_runs
@@ -163,8 +163,8 @@ def test_judge_extras_and_refusals(monkeypatch):
 def test_figures_and_the_animation_of_the_epochs_run(tmp_path):
     from PIL import Image
 
-    assert figures.mosaic(np.ones((100, 8, 8))).shape == (91, 91)
-    assert figures.mosaic(np.ones((7, 8, 8)), columns=5).shape == (19, 46)
+    assert plots.mosaic(np.ones((100, 8, 8))).shape == (91, 91)
+    assert plots.mosaic(np.ones((7, 8, 8)), columns=5).shape == (19, 46)
 
     class Fixed:  # stands in for a trainer: generate() of the fixed latents, by epoch
         epoch = 0

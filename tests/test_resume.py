@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 
 from customfit import checkpoint, registry
-from customfit.data import epoch_permutation
 from customfit import runs
 from customfit.engines import loop
 from customfit.runs import launch
 import cli_runs
+from data_helpers import epoch_permutation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HISTORY_NUMBERS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")

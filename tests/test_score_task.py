@@ -203,4 +203,4 @@ def test_each_method_trains_its_own_default_length(config, epochs, tmp_path):
     assert plan.settings["epochs"] == epochs
     method = config.get("method", "dsm")
     run = {"task": "score", "config": {"method": method, "epochs": 1000}}
-    assert report._short(run) == ("short run: 1000 of 1600 epochs" if method == "dsm" else None)
+    assert report.short_run(run) == ("short run: 1000 of 1600 epochs" if method == "dsm" else None)

@@ -20,7 +20,7 @@ import contextlib
 import keras
 import numpy as np
 
-from customfit import devices as spreading
+from customfit.parallel import shares
 
 
 class DataParallel:
@@ -60,8 +60,8 @@ class DataParallel:
         if self.backend == "torch":
             from customfit.parallel import process_group
 
-            return np.asarray(process_group.share(spreading.epoch_order(order, self.devices)))
-        order = spreading.epoch_order(order, self.devices)
+            return np.asarray(process_group.share(shares.epoch_order(order, self.devices)))
+        order = shares.epoch_order(order, self.devices)
         if self._processes() == 1:
             return order
         # Across hosts Keras assembles each global batch from every process's share of it

@@ -7,6 +7,8 @@ import functools
 
 import tensorflow as tf
 
+from customfit import hosts
+
 
 def can_make(devices):
     """Whether this process has (or can still make) `devices` devices for MirroredStrategy."""
@@ -36,8 +38,6 @@ def strategy(devices):
     made in it (two strategies in one process would number their collectives alike). Where
     TF_CONFIG names several workers (hosts), the MultiWorkerMirroredStrategy over them all: it
     reads TF_CONFIG itself, and must be made before TensorFlow starts its runtime."""
-    from customfit import hosts
-
     if hosts.tf_config() is not None:
         made = tf.distribute.MultiWorkerMirroredStrategy()
         if made.num_replicas_in_sync != devices:

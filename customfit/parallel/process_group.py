@@ -15,7 +15,7 @@ import uuid
 import torch
 import torch.distributed as dist
 
-from customfit.devices import LAUNCHED_HERE
+from customfit.parallel.shares import LAUNCHED_HERE, cores
 
 
 def launch(entrypoint, args, processes):
@@ -29,7 +29,7 @@ def launch(entrypoint, args, processes):
         monitor_interval=1.0, start_method="spawn")
     # torchrun's default for several processes on one host: one thread each, unless asked.
     previous = os.environ.get("OMP_NUM_THREADS")
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores() // processes)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores() // processes)))
     os.environ[LAUNCHED_HERE] = "1"  # the workers inherit it: this process holds the run folder
     try:
         results = elastic_launch(config, entrypoint)(*args)
@@ -38,12 +38,6 @@ def launch(entrypoint, args, processes):
             os.environ.pop("OMP_NUM_THREADS", None)
         os.environ.pop(LAUNCHED_HERE, None)
     return [results[rank] for rank in sorted(results)]
-
-
-def _cores():
-    from customfit.devices import cores
-
-    return cores()
 
 
 def join():

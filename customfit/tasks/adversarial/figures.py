@@ -10,7 +10,7 @@
 
 import numpy as np
 
-from customfit.plots import _pyplot, _save
+from customfit.plots import pyplot, save_png
 
 
 def one_digit(outputs, path, title=None):
@@ -18,7 +18,7 @@ def one_digit(outputs, path, title=None):
     # The first digit attacked toward the most targets (all 9 of them when every pair is run).
     digits, counts = np.unique(outputs["index"], return_counts=True)
     rows = np.flatnonzero(outputs["index"] == digits[int(np.argmax(counts))])
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(3, len(rows), figsize=(1.25 * len(rows) + 0.6, 4.4), squeeze=False)
     dx = (x_adv - x)[rows]
     limit = float(np.abs(dx).max()) or 1.0
@@ -40,11 +40,11 @@ def one_digit(outputs, path, title=None):
     fig.colorbar(axes[1, -1].images[0], ax=axes[1, :].tolist(), shrink=0.9, pad=0.02)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def success_against_eps(outputs, path, title=None):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     if "sweep_eps" in outputs:
         eps = outputs["sweep_eps"]
@@ -65,4 +65,4 @@ def success_against_eps(outputs, path, title=None):
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -13,6 +13,11 @@ HEADLINE = "accuracy"
 OPTIONS = {}
 
 
+def fixed_bars(bars):
+    """The bars(settings) hook of a task whose bars are the same whatever its settings."""
+    return lambda settings: dict(bars)
+
+
 def build_trainer(trainer_class, split, settings, models):
     return trainer_class(models[settings["model"]], split.input_shape, split.num_classes,
                          settings["lr"], settings["seed"], devices=settings.get("devices", 1))

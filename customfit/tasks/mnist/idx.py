@@ -20,11 +20,6 @@ def names(stem, axes):
     return [f"{stem}{sep}idx{axes}-ubyte{gz}" for sep in ("-", ".") for gz in ("", ".gz")]
 
 
-def is_idx_folder(path):
-    return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, name))
-                                       for name in names(*FILES["x_train"]))
-
-
 def read_folder(folder):
     """{x_train, y_train, x_test, y_test} from the four IDX files in `folder`, as uint8."""
     arrays = {}
@@ -54,12 +49,3 @@ def read_file(path, axes):
                                           f"(shape {shape})", given=f"{len(raw) - header}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
-
-def write_file(path, array):
-    """The inverse of read_file, for tests and for turning arrays into the authors' format."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, UNSIGNED_BYTE, array.ndim]) + np.asarray(array.shape, ">i4").tobytes()
-    opener = gzip.open if os.fspath(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(header + array.tobytes())
-    return path

@@ -8,11 +8,9 @@
   the noise levels (GIF).
 """
 
-import io
-
 import numpy as np
 
-from customfit.plots import _pyplot, _save
+from customfit.plots import digit_grid, labelled_mosaic, pyplot, save_gif, save_png
 
 # The lecture's window: plt.xlim(-3, 3), plt.ylim(-4, 4).
 XLIM, YLIM = (-3.0, 3.0), (-4.0, 4.0)
@@ -32,11 +30,9 @@ def animation(frames, labels, data, path, milliseconds=250, size=(4.0, 4.8)):
     and its points moved frame by frame (much faster than a figure per frame)."""
     from PIL import Image
 
-    from customfit.checkpoint import atomic_write
-
     if len(frames) == 0:
         raise ValueError("animation: no frames")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=size, dpi=80)
     _axes_2d(ax, data, labels[0])
     points = ax.scatter(frames[0][:, 0], frames[0][:, 1], s=3, color="tab:orange", alpha=0.6,
@@ -51,29 +47,24 @@ def animation(frames, labels, data, path, milliseconds=250, size=(4.0, 4.8)):
         pictures.append(Image.fromarray(rgba[..., :3].copy()).convert(
             "P", palette=Image.ADAPTIVE, colors=64))
     plt.close(fig)
-    buffer = io.BytesIO()
-    durations = [milliseconds] * (len(pictures) - 1) + [4 * milliseconds]  # rest on the result
-    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:],
-                     duration=durations, loop=0)
-    atomic_write(path, buffer.getvalue())
-    return str(path)
+    return save_gif(pictures, path, _resting_on_the_last(milliseconds, len(pictures)))
 
 
 def scatter(samples, data, path, title):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.0, 6.0))
     _axes_2d(ax, data, title)
     ax.scatter(samples[:, 0], samples[:, 1], s=3, color="tab:orange", alpha=0.6, linewidths=0,
                label="samples")
     ax.legend(loc="upper right", fontsize=8, markerscale=3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def score_field(grid, fields, labels, data, path, title):
     """grid (G*G, 2) points in row-major order; fields (K, G*G, 2) the score there, one panel per
     field. Every arrow has the same length and shows where the score points; its colour is the
     score's size (log10), which spans orders of magnitude at a small noise level."""
-    plt = _pyplot()
+    plt = pyplot()
     side = int(round(np.sqrt(len(grid))))
     spacing = float(grid[1, 0] - grid[0, 0])
     fig, axes = plt.subplots(1, len(fields), figsize=(4.4 * len(fields), 5.2), squeeze=False)
@@ -89,52 +80,23 @@ def score_field(grid, fields, labels, data, path, title):
                            width=0.004)
         fig.colorbar(arrows, ax=ax, shrink=0.7, label="log10 |s|")
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
-
-def mosaic(images, columns=10, gap=1):
-    """(n, 8, 8) in [0, 1] -> one 2-D array, `columns` digits a row, `gap` pixels apart."""
-    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
-    n, h, w = images.shape
-    rows = -(-n // columns)
-    canvas = np.zeros((rows * (h + gap) + gap, columns * (w + gap) + gap), np.float32)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        canvas[gap + r * (h + gap):gap + r * (h + gap) + h, gap + c * (w + gap):gap + c * (w + gap) + w] = image
-    return canvas
 
 
 def grid(samples, path, title, count=100):
     """The first `count` digits as a 10 x 10 grid, dark strokes on white as the lecture draws."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.2, 5.5))
-    ax.imshow(mosaic(samples[:count]), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return digit_grid(samples, path, title, count)
 
 
 def grid_animation(frames, labels, path, scale=4, milliseconds=300):
     """frames (F, n, 8, 8) in [0, 1] (the first 100 of each shown), one label each: a GIF."""
-    from PIL import Image, ImageDraw
-
-    from customfit.checkpoint import atomic_write
-
-    pictures = []
-    for frame, label in zip(frames, labels):
-        canvas = 255 - np.round(255 * mosaic(frame[:100])).astype(np.uint8)  # ink is dark
-        picture = Image.fromarray(canvas, mode="L").resize(
-            (canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
-        framed = Image.new("L", (picture.width, picture.height + 16), 255)
-        framed.paste(picture, (0, 16))
-        ImageDraw.Draw(framed).text((4, 2), label, fill=0)
-        pictures.append(framed)
+    pictures = [labelled_mosaic(frame[:100], label, scale) for frame, label in zip(frames, labels)]
     if not pictures:
         raise ValueError("grid_animation: no frames")
-    buffer = io.BytesIO()
-    durations = [milliseconds] * (len(pictures) - 1) + [4 * milliseconds]
-    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:],
-                     duration=durations, loop=0)
-    atomic_write(path, buffer.getvalue())
-    return str(path)
+    return save_gif(pictures, path, _resting_on_the_last(milliseconds, len(pictures)))
+
+
+def _resting_on_the_last(milliseconds, frames):
+    """Every frame's duration, the last (the result) shown four times as long."""
+    return [milliseconds] * (frames - 1) + [4 * milliseconds]

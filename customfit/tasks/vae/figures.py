@@ -9,7 +9,7 @@
 
 import numpy as np
 
-from customfit.plots import _pyplot, _save
+from customfit.plots import pyplot, save_png
 
 
 def _show(ax, image):
@@ -19,18 +19,18 @@ def _show(ax, image):
 
 
 def grid(samples, path, title=None, n=10):
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(n, n, figsize=(n * 0.6, n * 0.6 + 0.3))
     for ax, image in zip(axes.ravel(), samples[:n * n]):
         _show(ax, image)
     fig.subplots_adjust(wspace=0.06, hspace=0.06)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def reconstructions(x, x_hat, path, title=None, columns=10, pairs_of_rows=2):
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2 * pairs_of_rows, columns,
                              figsize=(columns * 0.6 + 0.8, 2 * pairs_of_rows * 0.62 + 0.3),
                              squeeze=False)
@@ -44,11 +44,11 @@ def reconstructions(x, x_hat, path, title=None, columns=10, pairs_of_rows=2):
     fig.subplots_adjust(wspace=0.06, hspace=0.1)
     if title:
         fig.suptitle(title + ": held-out digits and their reconstructions", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def temperatures(scaled, scales, path, title=None, columns=10):
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(scales), columns, figsize=(columns * 0.6 + 0.9, len(scales) * 0.62 + 0.3),
                              squeeze=False)
     for row, (scale, images) in enumerate(zip(scales, scaled)):
@@ -58,4 +58,4 @@ def temperatures(scaled, scales, path, title=None, columns=10):
     fig.subplots_adjust(wspace=0.06, hspace=0.1)
     if title:
         fig.suptitle(title + ": z ~ N(0, std^2 I), the same draws scaled", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
