@@ -90,13 +90,14 @@ def stateless_value_and_grads(loss, trainable, variables=None, jit=False):
 
 
 class KerasTrainer:
-    """The base of every family's Keras Trainer. A subclass builds and compiles its cf.Model in
-    self.parallel.scope(), and may set figure_names (its figures in the native engines' order)."""
+    """The base of every family's Keras Trainer. A subclass builds and compiles its cf.Model,
+    as self.model, in self.parallel.scope(), and may set figure_names (its figures in the native
+    engines' order)."""
 
     figure_names = None
 
     def __init__(self, seed, devices=1):
-        self.engine = f"keras-{keras.backend.backend()}"
+        self.engine, self.seed = f"keras-{keras.backend.backend()}", seed
         # One device, or the backend's own data parallelism (customfit/parallel/keras_fit.py).
         self.parallel = DataParallel(devices)
         keras.utils.set_random_seed(seed)
@@ -129,6 +130,16 @@ class KerasTrainer:
     def evaluate_model(self, model, arrays, batch_size):
         figures = model.evaluate(*arrays, batch_size=batch_size, verbose=0, return_dict=True)
         return in_order(figures, self.figure_names)
+
+    def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
+        """An epoch of fit() over x, the model's noise (its SeedGenerator `noise`) reseeded from
+        the epoch's seed; a family that fits other arrays or draws otherwise says its own."""
+        reseed(self.model.noise, shuffle_seed)
+        return self.fit_epoch(self.model, (x,), batch_size, shuffle_seed, on_batch)
+
+    def evaluate(self, x, batch_size):
+        reseed(self.model.noise, self.seed)  # the same held-out draws at every call
+        return self.evaluate_model(self.model, (x,), batch_size)
 
     @staticmethod
     def value_and_grads(loss, trainable, *args):

@@ -8,10 +8,8 @@ Here the divergence is one call, cf.ops.divergence(self.net, x), exact (D input 
 "hutchinson" (one vector-Jacobian product with a Rademacher probe from a SeedGenerator), and
 fit() differentiates through it on all three backends. Compare with_tensorflow.py (nested tapes),
 with_torch.py (torch.func) and with_flax.py (jax.jacfwd): the same objective, written three times.
-
-The SeedGenerator's state is set from the loop's seed at the start of each epoch (and of each
-evaluation): an epoch's draws are then a function of the run's seed and the epoch alone, so a
-resumed run draws what an uninterrupted one drew.
+The plumbing around it (seeds, checkpoints, the parity hook) is
+customfit/trainers/keras_trainer.py's.
 """
 
 import keras
@@ -21,7 +19,7 @@ from keras import ops as K
 
 import customfit as cf
 from customfit.tasks.score import layout
-from customfit.trainers.keras_trainer import KerasTrainer, float32, reseed, tensor, to_numpy
+from customfit.trainers.keras_trainer import KerasTrainer, float32, tensor, to_numpy
 
 
 # --8<-- [start:model]
@@ -95,14 +93,15 @@ class ScoreModel(cf.Model):
 
 # --8<-- [start:step]
 class Trainer(KerasTrainer):
-    """The score model compiled with Adam (its rate cosine-decayed with decay_steps), and fit()
-    an epoch at a time, its draws reseeded each epoch."""
+    """The score model compiled with Adam (its rate cosine-decayed over decay_steps);
+    KerasTrainer.train_epoch fits it an epoch at a time, its draws reseeded from the epoch's
+    seed."""
 
     def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
                  decay_steps=None):
         layout.check(method, network, divergence, sigmas)
         super().__init__(seed)
-        self.method, self.network, self.seed = method, network, seed
+        self.method, self.network = method, network
         self.divergence = divergence if method == "lecture" else None
         self.data = layout.NETWORKS[network]["data"]
         self.figure_names = layout.FIGURES[method]
@@ -113,15 +112,7 @@ class Trainer(KerasTrainer):
         self.model.compile(optimizer=keras.optimizers.Adam(rate, **layout.ADAM))
         self.model.build_step((np.zeros((1, self.data), "float32"),))
         self._variables = self.trainable_of(self.model, self.model.net)
-
-    def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
-        reseed(self.model.noise, shuffle_seed)
-        return self.fit_epoch(self.model, (x,), batch_size, shuffle_seed, on_batch)
     # --8<-- [end:step]
-
-    def evaluate(self, x, batch_size):
-        reseed(self.model.noise, self.seed)  # the same held-out draws at every call
-        return self.evaluate_model(self.model, (x,), batch_size)
 
     # ---- the score and Langevin sampling
 

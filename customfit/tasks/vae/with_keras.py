@@ -1,13 +1,9 @@
 """The VAE as a cf.Model: its objective is written once, with keras.ops, and compile()/fit()
-train it on whichever Keras backend this process runs (the keras-tensorflow, keras-torch and
-keras-jax engines). It is the lecture's exercise 5 (and keras-io's VAE example) without a
-hand-written train_step: the encoder and decoder are keras.Model subclasses with named layers,
-the noise comes from a keras.random.SeedGenerator, and `objective` returns the loss with its
-parts, which fit() shows and evaluate() returns.
-
-The SeedGenerator's state is set from the loop's seed at the start of each epoch (and of each
-evaluation): an epoch's noise is then a function of the run's seed and the epoch alone, so a
-resumed run draws what an uninterrupted one drew.
+train it on whichever Keras backend this process runs (keras-tensorflow, keras-torch, keras-jax).
+It is the lecture's exercise 5 (and keras-io's VAE example) without a hand-written train_step:
+the encoder and decoder are keras.Model subclasses, the noise comes from a SeedGenerator, and
+`objective` returns the loss with its parts, which fit() shows and evaluate() returns. Seeds,
+devices, checkpoints and the parity hook: customfit/trainers/keras_trainer.py.
 """
 
 import keras
@@ -18,7 +14,7 @@ from keras import ops as K
 import customfit as cf
 from customfit.parallel.keras_fit import own_rows
 from customfit.tasks.vae import layout
-from customfit.trainers.keras_trainer import KerasTrainer, float32, reseed, tensor, to_numpy
+from customfit.trainers.keras_trainer import KerasTrainer, float32, tensor, to_numpy
 
 
 # --8<-- [start:model]
@@ -136,14 +132,15 @@ class VAE(cf.Model):
 
 # --8<-- [start:step]
 class Trainer(KerasTrainer):
-    """The VAE compiled with Adam, and fit() an epoch at a time, its noise reseeded each epoch."""
+    """The VAE compiled with Adam; KerasTrainer.train_epoch fits it an epoch at a time, its noise
+    reseeded from the epoch's seed."""
 
     figure_names = layout.FIGURES
 
     def __init__(self, network, objective, latent, temperature, lr, seed, devices=1):
         layout.check(network, objective)
         super().__init__(seed, devices)
-        self.network, self.objective, self.latent, self.seed = network, objective, latent, seed
+        self.network, self.objective, self.latent = network, objective, latent
         self._shapes = layout.canonical_shapes(network, latent)
         with self.parallel.scope():
             self.model = VAE(network, objective, latent, temperature, seed)
@@ -152,21 +149,12 @@ class Trainer(KerasTrainer):
             self.model.compile(optimizer=keras.optimizers.Adam(lr, **layout.ADAM))
             self.model.build_step((np.zeros((1, *layout.IMAGE), "float32"),))
         self._variables = self.trainable_of(self.model, self.model.encoder, self.model.decoder)
-
-    def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
-        reseed(self.model.noise, shuffle_seed)
-        return self.fit_epoch(self.model, (x,), batch_size, shuffle_seed, on_batch)
     # --8<-- [end:step]
-
-    def evaluate(self, x, batch_size):
-        reseed(self.model.noise, self.seed)  # the same held-out noise at every call
-        return self.evaluate_model(self.model, (x,), batch_size)
 
     # ---- what the spec asks after training
 
     def encode(self, x):
-        mu, logvar = self.model.encoder(tensor(x))
-        return to_numpy(mu), to_numpy(logvar)
+        return tuple(to_numpy(h) for h in self.model.encoder(tensor(x)))  # mu, log-variance
 
     def decode(self, z):
         return to_numpy(self.model.decoder(tensor(z)))[..., 0]
@@ -208,6 +196,5 @@ class Trainer(KerasTrainer):
     def load_state(self, arrays, meta):
         weights, first, second, step = layout.unpack_state(arrays, meta, self._shapes)
         self.set_weights(weights)
-        self.load_adam_state(self.model.optimizer, self._variables,
-                             first["encoder"] + first["decoder"],
-                             second["encoder"] + second["decoder"], step)
+        first, second = (m["encoder"] + m["decoder"] for m in (first, second))
+        self.load_adam_state(self.model.optimizer, self._variables, first, second, step)
