@@ -132,29 +132,6 @@ def unpack_adam_state(arrays, shapes):
     return groups[0], groups[1], groups[2], int(np.asarray(arrays["adam/step"]))
 
 
-def keras_adam_slots(optimizer, trainable):
-    """(momentums, velocities) of a Keras Adam, one per trainable variable, in order.
-
-    Keras's Adam keeps [iterations, learning_rate, then (momentum, velocity) per variable];
-    this checks that rather than trusting it silently.
-    """
-    # Under mixed_float16, Keras's LossScaleOptimizer wraps the Adam; its loss scale is not a
-    # slot of the Adam, and a resumed run starts it afresh, as Keras does from a new optimizer.
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-    variables = optimizer.variables[2:]
-    momentums, velocities = variables[0::2], variables[1::2]
-    ok = len(variables) == 2 * len(trainable) and all(
-        m.path.endswith("_momentum") and v.path.endswith("_velocity")
-        and tuple(m.shape) == tuple(w.shape) == tuple(v.shape)
-        for m, v, w in zip(momentums, velocities, trainable)
-    )
-    if not ok:
-        raise RuntimeError(
-            f"unexpected layout of Keras's Adam variables: {[v.path for v in optimizer.variables]}"
-        )
-    return list(momentums), list(velocities)
-
-
 def optax_adam_paths(flat, param_paths):
     """(first-moment paths, second-moment paths, step-count path) in a Flax NNX optimizer's flat
     state (nnx.to_flat_state), one moment per parameter path, in order.

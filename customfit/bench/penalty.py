@@ -79,11 +79,11 @@ def penalty_model_class():
 
 class _KerasTrainer:
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
-        from customfit.tasks.classifier.with_keras import _Progress
+        from customfit.trainers.keras_trainer import Progress
 
         order = np.random.default_rng(shuffle_seed).permutation(len(x))
         history = self.model.fit(x[order], batch_size=batch_size, epochs=1, shuffle=False,
-                                 verbose=0, callbacks=[_Progress(on_batch)])
+                                 verbose=0, callbacks=[Progress(on_batch)])
         return {k: float(v[-1]) for k, v in history.history.items()}
 
 

@@ -5,7 +5,8 @@ permutation, the same per-batch progress callback), so that the two differ in th
 import keras
 import numpy as np
 
-from customfit.tasks.classifier.with_keras import _Progress, build_network
+from customfit.tasks.classifier.with_keras import build_network
+from customfit.trainers.keras_trainer import Progress
 
 
 class StockTrainer:
@@ -20,5 +21,5 @@ class StockTrainer:
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
         order = np.random.default_rng(shuffle_seed).permutation(len(x))
         history = self.model.fit(x[order], y[order], batch_size=batch_size, epochs=1,
-                                 shuffle=False, verbose=0, callbacks=[_Progress(on_batch)])
+                                 shuffle=False, verbose=0, callbacks=[Progress(on_batch)])
         return {k: float(v[-1]) for k, v in history.history.items()}

@@ -80,8 +80,10 @@ def keras_probe_check(trainer, x):
     import keras
     from keras import ops as K
 
+    from customfit.trainers.keras_trainer import reseed
+
     x = K.convert_to_tensor(np.asarray(x, "float32"))
-    trainer._reseed(7)
+    reseed(trainer.model.noise, 7)
     via_divergence = float(K.convert_to_numpy(trainer.model.figures(x)["loss"]))
     bits = keras.random.randint(K.shape(x), 0, 2, seed=keras.random.SeedGenerator(7))
     probe = K.cast(bits, "float32") * 2.0 - 1.0

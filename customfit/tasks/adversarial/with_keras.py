@@ -17,6 +17,7 @@ from keras import ops as K
 import customfit as cf
 from customfit.tasks.adversarial import rules
 from customfit.tasks.classifier import with_keras as classifier
+from customfit.trainers.keras_trainer import tensor, to_numpy
 
 # Pairs per forward/backward pass, for the whole 3240-pair attack on 2 CPU cores. XLA on CPU runs
 # small batches faster per pair (1.2-1.6 s a step in batches of 128, 2.1 s in 1024s); TensorFlow
@@ -30,6 +31,7 @@ def absolute(dx):
     return dx * K.stop_gradient(K.sign(dx))
 
 
+# --8<-- [start:model]
 class Trainer(classifier.Trainer):
     """The classifier of with_keras.py, plus the attack on its current weights."""
 
@@ -38,7 +40,9 @@ class Trainer(classifier.Trainer):
         super().__init__(layers, input_shape, num_classes, lr, seed, devices=devices)
         self._attack_step = _compile(self._step, self.model.network.variables)
         self._value_and_grad = _compile(self._objective_and_grad, self.model.network.variables)
+    # --8<-- [end:model]
 
+    # --8<-- [start:objective]
     def _objective(self, method, x, dx, target):
         logits = self.model(x + dx, training=False)
         # A sum over pairs: each pair's gradient is its own, whatever else shares the batch.
@@ -47,10 +51,12 @@ class Trainer(classifier.Trainer):
         if method == "lecture":
             value = value + rules.LECTURE_C * K.sum(K.mean(absolute(dx), axis=(1, 2, 3)))
         return value
+    # --8<-- [end:objective]
 
     def _objective_and_grad(self, method, x, dx, target):
         return cf.ops.value_and_grad(lambda dx: self._objective(method, x, dx, target))(dx)
 
+    # --8<-- [start:step]
     def _step(self, method, x, dx, target, size, eps):
         grad = cf.ops.grad(lambda dx: self._objective(method, x, dx, target))(dx)
         if method == "pgd":
@@ -76,15 +82,13 @@ class Trainer(classifier.Trainer):
                 dx = self._attack_step(method, x_batch, dx, target_batch, size, bound)
             chunks.append(K.convert_to_numpy(x_batch + dx))
         return np.concatenate(chunks)
+    # --8<-- [end:step]
 
     def attack_objective_and_grad(self, x, dx, target, *, method):
         """The parity hook: the batch objective (a sum over pairs) and its gradient w.r.t. dx."""
         rules.check(method, 1.0, 1)
-        value, grad = self._value_and_grad(
-            method, K.convert_to_tensor(np.asarray(x, np.float32)),
-            K.convert_to_tensor(np.asarray(dx, np.float32)),
-            K.convert_to_tensor(np.asarray(target, np.int64)))
-        return float(K.convert_to_numpy(value)), np.asarray(K.convert_to_numpy(grad))
+        value, grad = self._value_and_grad(method, tensor(x), tensor(dx), tensor(target, "int64"))
+        return float(to_numpy(value)), to_numpy(grad)
 
 
 def _compile(function, variables):

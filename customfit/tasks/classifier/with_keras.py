@@ -9,9 +9,10 @@ from keras import ops as K
 
 import customfit as cf
 from customfit import precision, weights as layout
-from customfit.parallel.keras_fit import DataParallel
+from customfit.trainers.keras_trainer import KerasTrainer
 
 
+# --8<-- [start:model]
 def build_network(layers, input_shape):
     """A keras.Sequential from the architecture tuples (see architectures.py)."""
     network = keras.Sequential([keras.Input(shape=tuple(input_shape))], name="network")
@@ -34,6 +35,10 @@ def build_network(layers, input_shape):
     return network
 
 
+# --8<-- [end:model]
+
+
+# --8<-- [start:objective]
 class Classifier(cf.Model):
     def __init__(self, layers, input_shape):
         super().__init__()
@@ -48,51 +53,34 @@ class Classifier(cf.Model):
         loss = K.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
         hits = K.equal(K.argmax(logits, axis=-1), K.cast(y, "int32"))
         return {"loss": loss, "accuracy": K.mean(K.cast(hits, "float32"))}
+# --8<-- [end:objective]
 
 
-class _Progress(keras.callbacks.Callback):
-    def __init__(self, on_batch):
-        super().__init__()
-        self.on_batch = on_batch
+# --8<-- [start:step]
+class Trainer(KerasTrainer):
+    """The classifier compiled with Adam, and fit() an epoch at a time."""
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.on_batch({k: float(v) for k, v in (logs or {}).items()})
-
-
-class Trainer:
     def __init__(self, layers, input_shape, num_classes, lr, seed, devices=1):
-        self.engine = f"keras-{keras.backend.backend()}"
         self._shapes = layout.canonical_shapes(layers, input_shape, num_classes)
-        # One device, or the backend's own data parallelism (customfit/parallel/keras_fit.py).
-        self.parallel = DataParallel(devices)
-        keras.utils.set_random_seed(seed)
+        super().__init__(seed, devices)
         with self.parallel.scope():
             self.model = Classifier(layers, input_shape)
             self.model.compile(
                 optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7))
-            # Build the step (trackers, optimizer slots) now, so that load_state has them to fill.
-            probe = np.zeros((1, *input_shape), "float32"), np.zeros((1,), "int64")
-            self.model._symbolic_build(data_batch=probe)
+            self.model.build_step((np.zeros((1, *input_shape), "float32"), np.zeros((1,), "int64")))
 
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
-        # fit() shuffles from Keras's global random state; the permutation from shuffle_seed
-        # makes an epoch's batches a function of the seed alone, so a resumed run repeats them.
-        order = self.parallel.epoch_order(np.random.default_rng(shuffle_seed).permutation(len(x)),
-                                            batch_size)
-        with self.parallel.scope():
-            history = self.model.fit(
-                x[order], y[order], batch_size=self.parallel.batch_size(batch_size), epochs=1,
-                shuffle=False, verbose=0, callbacks=[_Progress(on_batch)],
-            )
-        return self.parallel.means_over_devices({k: float(v[-1]) for k, v in history.history.items()})
+        return self.fit_epoch(self.model, (x, y), batch_size, shuffle_seed, on_batch)
+    # --8<-- [end:step]
 
     def evaluate(self, x, y, batch_size):
-        result = self.model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
-        return {k: float(v) for k, v in result.items()}
+        return self.evaluate_model(self.model, (x, y), batch_size)
 
     def predict_proba(self, x):
         logits = self.model.predict(x, batch_size=512, verbose=0)
         return np.asarray(keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1)))
+
+    # ---- weights, the parity hook, state: Keras's layout is the canonical one (weights.py)
 
     def get_weights(self):
         return layout.to_canonical(self.engine, self.model.network.get_weights())
@@ -102,38 +90,22 @@ class Trainer:
         self.model.network.set_weights(layout.from_canonical(self.engine, weights))
 
     def objective_and_grads(self, batch, noise=None):
-        """The parity hook: mean cross-entropy and its gradients (Keras's layout) on batch
-        (x, y) at the current weights, no update. The classifier draws no noise."""
+        """The parity hook: mean cross-entropy and its gradients on batch (x, y) at the current
+        weights, no update. The classifier draws no noise."""
         x, y = batch
-        variables = self.model.trainable_variables
-
-        def loss_of(*values):
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return self.model.objective((K.convert_to_tensor(x), K.convert_to_tensor(y)))["loss"]
-
-        argnums = tuple(range(len(variables)))
-        loss, grads = cf.ops.value_and_grad(loss_of, argnums=argnums)(*[v.value for v in variables])
-        grads = [np.asarray(K.convert_to_numpy(g)) for g in grads]
-        return float(K.convert_to_numpy(loss)), layout.to_canonical(self.engine, grads)
+        loss, grads = self.value_and_grads(
+            lambda x, y: self.model.objective((x, y))["loss"], self.model.trainable_variables,
+            K.convert_to_tensor(x), K.convert_to_tensor(y))
+        return loss, layout.to_canonical(self.engine, grads)
 
     def state(self):
-        momentums, velocities = layout.keras_adam_slots(
-            self.model.optimizer, self.model.trainable_variables
-        )
-        numpy = lambda vs: [np.asarray(K.convert_to_numpy(v.value)) for v in vs]  # noqa: E731
-        arrays = layout.pack_adam_state(
-            self.get_weights(), numpy(momentums), numpy(velocities),
-            int(K.convert_to_numpy(self.model.optimizer.iterations.value)),
-        )
+        first, second, step = self.adam_state(self.model.optimizer, self.model.trainable_variables)
+        arrays = layout.pack_adam_state(self.get_weights(), first, second, step)
         return arrays, {"format": layout.STATE_FORMAT, "engine": self.engine}
 
     def load_state(self, arrays, meta):
         layout.check_state_meta(meta)
         weights, first, second, step = layout.unpack_adam_state(arrays, self._shapes)
         self.set_weights(weights)
-        momentums, velocities = layout.keras_adam_slots(
-            self.model.optimizer, self.model.trainable_variables
-        )
-        for variable, value in zip(momentums + velocities, first + second):
-            variable.assign(value)
-        self.model.optimizer.iterations.assign(step)
+        self.load_adam_state(self.model.optimizer, self.model.trainable_variables,
+                             first, second, step)

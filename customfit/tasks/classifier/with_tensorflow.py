@@ -9,6 +9,7 @@ import tensorflow as tf
 from customfit import precision, weights as layout
 from customfit.engines.native_checks import require_tensorflow_backend
 from customfit.tasks.classifier.tally import Tally
+from customfit.trainers.keras_adam import keras_adam_slots
 
 ENGINE = "tensorflow"
 
@@ -151,7 +152,7 @@ class Trainer:
         return float(loss), layout.to_canonical(ENGINE, [g.numpy() for g in grads])
 
     def _moments(self):
-        return layout.keras_adam_slots(self.optimizer, self.model.trainable_variables)
+        return keras_adam_slots(self.optimizer, self.model.trainable_variables)
 
     def state(self):
         momentums, velocities = self._moments()

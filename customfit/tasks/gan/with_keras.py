@@ -16,9 +16,10 @@ from keras import layers
 from keras import ops as K
 
 import customfit as cf
-from customfit import weights as classifier_weights
-from customfit.parallel.keras_fit import DataParallel, own_rows
+from customfit.parallel.keras_fit import own_rows
 from customfit.tasks.gan import layout
+from customfit.trainers.keras_trainer import (KerasTrainer, float32, reseed,
+                                              stateless_value_and_grads, tensor, to_numpy)
 
 
 def batch_norm(settings):
@@ -26,12 +27,7 @@ def batch_norm(settings):
                                      epsilon=settings["bn_epsilon"])
 
 
-def float32(h):
-    """--precision mixed computes in bfloat16 or float16 (Keras's dtype policy, set by
-    customfit/precision.py); what leaves a network, for the losses and the judge, is float32."""
-    return K.cast(h, "float32")
-
-
+# --8<-- [start:model]
 class LectureGenerator(keras.Model):
     """The lecture's generator: dense 256 -> 4x4x16, batch norm, transposed convolutions
     2x2 (8), 2x2 (4), 3x3 (1, sigmoid), each hidden one followed by ReLU then batch norm."""
@@ -119,6 +115,10 @@ NETWORKS = {"lecture": (LectureGenerator, LectureDiscriminator),
             "default": (Generator, Discriminator)}
 
 
+# --8<-- [end:model]
+
+
+# --8<-- [start:objective]
 class GAN(cf.Model):
     """Two networks, two objectives, two optimizers: compile(optimizer={"dis": ..., "gen": ...})."""
 
@@ -161,29 +161,18 @@ class GAN(cf.Model):
         # fresh latents, then one generator update. Logged as dis_loss and gen_loss.
         return [cf.Update("dis", self.dis_objective, self.dis, repeat=self.critic_steps),
                 cf.Update("gen", self.gen_objective, self.gen)]
+# --8<-- [end:objective]
 
 
-class _Progress(keras.callbacks.Callback):
-    def __init__(self, on_batch):
-        super().__init__()
-        self.on_batch = on_batch
+# --8<-- [start:step]
+class Trainer(KerasTrainer):
+    """The GAN compiled with one Adam per network, and fit() an epoch at a time."""
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.on_batch({k: float(v) for k, v in (logs or {}).items()})
-
-
-def _numpy(value):
-    return np.array(K.convert_to_numpy(value), copy=True)
-
-
-class Trainer:
     def __init__(self, model, latent, critic_steps, lr, seed, gan_class=GAN, devices=1):
-        self.engine = f"keras-{keras.backend.backend()}"
+        super().__init__(seed, devices)
         self.model, self.latent = model, latent
         self.entries = layout.entries(model, latent)
-        # One device, or the backend's own data parallelism (customfit/parallel/keras_fit.py).
-        self.parallel = DataParallel(devices)
-        keras.utils.set_random_seed(seed)
+        self.parity_functions = {}
 
         def adam():
             return keras.optimizers.Adam(lr, beta_1=layout.MODELS[model]["beta_1"],
@@ -193,29 +182,16 @@ class Trainer:
             self.gan = gan_class(model, latent, critic_steps, seed)
             self.parallel.synchronize_batch_norm(self.gan)
             self.gan.compile(optimizer={"dis": adam(), "gen": adam()})
-            # Build the step (trackers, optimizer slots) now, so that load_state can fill them.
-            self.gan._symbolic_build(data_batch=(np.zeros((1, *layout.IMAGE_SHAPE), "float32"),))
-
-    def _reseed(self, seed):
-        self.gan.noise.state.assign(np.array([seed, 0], dtype="uint32"))
+            self.gan.build_step((np.zeros((1, *layout.IMAGE_SHAPE), "float32"),))
 
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
-        # fit() would shuffle from Keras's global random state; a permutation from shuffle_seed
-        # and latents reseeded from it make the epoch a function of the seed alone.
-        order = self.parallel.epoch_order(np.random.default_rng(shuffle_seed).permutation(len(x)),
-                                            batch_size)
-        self._reseed(layout.noise_seed(shuffle_seed))
-        with self.parallel.scope():
-            history = self.gan.fit(x[order], batch_size=self.parallel.batch_size(batch_size),
-                                   epochs=1, shuffle=False, verbose=0,
-                                   callbacks=[_Progress(on_batch)])
-        return self.parallel.means_over_devices(
-            {k: float(v[-1]) for k, v in history.history.items()})
+        reseed(self.gan.noise, layout.noise_seed(shuffle_seed))
+        return self.fit_epoch(self.gan, (x,), batch_size, shuffle_seed, on_batch)
+    # --8<-- [end:step]
 
     def evaluate(self, x, batch_size):
-        self._reseed(layout.EVAL_SEED)
-        result = self.gan.evaluate(x, batch_size=batch_size, verbose=0, return_dict=True)
-        return {k: float(v) for k, v in result.items()}
+        reseed(self.gan.noise, layout.EVAL_SEED)
+        return self.evaluate_model(self.gan, (x,), batch_size)
 
     def generate(self, z):
         images = self.gan.predict(np.asarray(z, np.float32), batch_size=1000, verbose=0)
@@ -223,7 +199,7 @@ class Trainer:
 
     def sample(self, n, seed):
         """n digits from n latents drawn by Keras's random ops seeded with `seed`."""
-        return self.generate(_numpy(keras.random.normal((n, self.latent), seed=seed)))
+        return self.generate(to_numpy(keras.random.normal((n, self.latent), seed=seed)))
 
     # ---- weights, the parity hook, state: every array in the canonical layout (layout.py)
 
@@ -232,7 +208,7 @@ class Trainer:
         return [layout.find(getattr(self.gan, net), e, "keras") for e in chosen]
 
     def get_weights(self):
-        return {net: [_numpy(v.value) for v in self._variables(net)] for net in layout.NETWORKS}
+        return {net: [to_numpy(v.value) for v in self._variables(net)] for net in layout.NETWORKS}
 
     def set_weights(self, weights):
         layout.check_weights(self.model, self.latent, weights)
@@ -245,68 +221,30 @@ class Trainer:
         the objectives `noise` names, in training mode, nothing updated."""
         (x,) = batch
         noise = layout.check_noise(noise, self.latent)
-        x = K.convert_to_tensor(np.asarray(x, np.float32))
-        variables = self._all_variables()
+        x, values = tensor(x), [v.value for v in self._all_variables()]
         answers = {}
         for name, z in noise.items():
-            value, grads = self._parity_function(name)([v.value for v in variables], x,
-                                                       K.convert_to_tensor(z))
-            answers[name] = (float(_numpy(value)), [_numpy(g) for g in grads])
+            if name not in self.parity_functions:  # on JAX, one jitted function per objective
+                loss = self.gan.dis_loss if name == "dis" else lambda x, z: self.gan.gen_loss(z)
+                self.parity_functions[name] = stateless_value_and_grads(
+                    loss, self._variables(name, only_trainable=True),
+                    self._all_variables(), jit=True)
+            value, grads = self.parity_functions[name](values, x, K.convert_to_tensor(z))
+            answers[name] = (float(to_numpy(value)), [to_numpy(g) for g in grads])
         return answers
 
     def _all_variables(self):
         return list(self.gan.gen.variables) + list(self.gan.dis.variables)
 
-    def _parity_function(self, name):
-        """values, x, z -> (objective, gradients over its network's trainable entries), every
-        variable read from `values` through a StatelessScope: nothing is written to a variable
-        (the batch-norm statistics an update would move stay as they are), and on JAX the
-        function is jitted with the weights as arguments rather than baked-in constants."""
-        cache = self.__dict__.setdefault("_parity_functions", {})
-        if name not in cache:
-            variables = self._all_variables()
-            params = self._variables(name, only_trainable=True)
-            where = {id(v): i for i, v in enumerate(variables)}
-            learned = {id(p) for p in params}
-
-            def value_and_grads(values, x, z):
-                others = [(v, a) for v, a in zip(variables, values) if id(v) not in learned]
-
-                def loss_of(*own):
-                    with keras.StatelessScope(state_mapping=others + list(zip(params, own))):
-                        if name == "dis":
-                            return self.gan.dis_loss(x, z, training=True)
-                        return self.gan.gen_loss(z, training=True)
-
-                return cf.ops.value_and_grad(loss_of, argnums=tuple(range(len(params))))(
-                    *[values[where[id(p)]] for p in params])
-
-            if keras.backend.backend() == "jax":
-                import jax
-
-                value_and_grads = jax.jit(value_and_grads)
-            cache[name] = value_and_grads
-        return cache[name]
-
-    def _optimizer(self, net):
-        return self.gan.optimizer.members[net]
-
-    def _slots(self, net):
-        """Each trainable entry's (momentum, velocity) variables, in canonical order."""
-        network = getattr(self.gan, net)
-        built_for = list(network.trainable_variables)  # the order the optimizer was built in
-        momentums, velocities = classifier_weights.keras_adam_slots(self._optimizer(net), built_for)
-        where = {id(v): i for i, v in enumerate(built_for)}
-        order = [where[id(v)] for v in self._variables(net, only_trainable=True)]
-        return [momentums[i] for i in order], [velocities[i] for i in order]
+    def _adam(self, net):
+        """A network's Adam, the variables it was built for, and its canonical trainable ones."""
+        return (self.gan.optimizer.members[net], getattr(self.gan, net).trainable_variables,
+                self._variables(net, only_trainable=True))
 
     def state(self):
         moments, steps = {}, {}
         for net in layout.NETWORKS:
-            momentums, velocities = self._slots(net)
-            moments[net] = ([_numpy(v.value) for v in momentums],
-                            [_numpy(v.value) for v in velocities])
-            steps[net] = int(_numpy(self._optimizer(net).iterations.value))
+            *moments[net], steps[net] = self.adam_state(*self._adam(net))
         arrays = layout.pack_state(self.model, self.latent, self.get_weights(), moments, steps)
         return arrays, layout.state_meta(self.engine)
 
@@ -314,9 +252,7 @@ class Trainer:
         weights, moments, steps = layout.unpack_state(self.model, self.latent, arrays, meta)
         self.set_weights(weights)
         for net in layout.NETWORKS:
-            momentums, velocities = self._slots(net)
-            for variable, value in zip(momentums + velocities, moments[net][0] + moments[net][1]):
-                variable.assign(value)
-            self._optimizer(net).iterations.assign(steps[net])
+            optimizer, built_for, wanted = self._adam(net)
+            self.load_adam_state(optimizer, built_for, *moments[net], steps[net], wanted)
         # The group counts train steps: one generator update each.
         self.gan.optimizer.iterations.assign(steps["gen"])

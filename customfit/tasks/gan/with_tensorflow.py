@@ -13,9 +13,9 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 
-from customfit import weights as classifier_weights
 from customfit.engines.native_checks import require_tensorflow_backend
 from customfit.tasks.gan import layout
+from customfit.trainers.keras_adam import keras_adam_slots
 
 ENGINE = "tensorflow"
 layers = tf.keras.layers
@@ -345,7 +345,7 @@ class Trainer:
     def _slots(self, net):
         """Each trainable entry's (momentum, velocity) variables, in canonical order."""
         built_for = list(self._networks()[net].trainable_variables)
-        momentums, velocities = classifier_weights.keras_adam_slots(self._optimizers()[net],
+        momentums, velocities = keras_adam_slots(self._optimizers()[net],
                                                                     built_for)
         where = {id(v): i for i, v in enumerate(built_for)}
         order = [where[id(v)] for v in self._variables(net, only_trainable=True)]

@@ -144,21 +144,6 @@ def segments(plan, record):
     return out
 
 
-def keras_adam_slots(optimizer, trainable):
-    """(momentums, velocities) of a Keras Adam, one per trainable variable, in order, found by
-    name: with a learning-rate schedule Keras keeps no learning-rate variable, so the slots do not
-    sit at fixed places in optimizer.variables."""
-    momentums = [v for v in optimizer.variables if v.path.endswith("_momentum")]
-    velocities = [v for v in optimizer.variables if v.path.endswith("_velocity")]
-    ok = len(momentums) == len(velocities) == len(trainable) and all(
-        tuple(m.shape) == tuple(w.shape) == tuple(v.shape)
-        for m, v, w in zip(momentums, velocities, trainable))
-    if not ok:
-        raise RuntimeError(
-            f"unexpected layout of Keras's Adam variables: {[v.path for v in optimizer.variables]}")
-    return momentums, velocities
-
-
 def cosine_decay(step, decay_steps):
     """The learning rate's factor at optimizer step `step` (0 for the first update): cosine from
     1 to 0 over decay_steps updates, then 0 (Keras's CosineDecay, optax's cosine_decay_schedule)."""

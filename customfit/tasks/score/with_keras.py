@@ -8,10 +8,8 @@ Here the divergence is one call, cf.ops.divergence(self.net, x), exact (D input 
 "hutchinson" (one vector-Jacobian product with a Rademacher probe from a SeedGenerator), and
 fit() differentiates through it on all three backends. Compare with_tensorflow.py (nested tapes),
 with_torch.py (torch.func) and with_flax.py (jax.jacfwd): the same objective, written three times.
-
-The SeedGenerator's state is set from the loop's seed at the start of each epoch (and of each
-evaluation): an epoch's draws are then a function of the run's seed and the epoch alone, so a
-resumed run draws what an uninterrupted one drew.
+The plumbing around it (seeds, checkpoints, the parity hook) is
+customfit/trainers/keras_trainer.py's.
 """
 
 import keras
@@ -21,14 +19,10 @@ from keras import ops as K
 
 import customfit as cf
 from customfit.tasks.score import layout
+from customfit.trainers.keras_trainer import KerasTrainer, float32, tensor, to_numpy
 
 
-def float32(h):
-    """--precision mixed computes in bfloat16 or float16 (Keras's dtype policy, set by
-    customfit/precision.py); what leaves a network, for the losses and the judge, is float32."""
-    return K.cast(h, "float32")
-
-
+# --8<-- [start:model]
 class ScoreNet(keras.Model):
     """s(x) (the lecture's model), or s(x, sigma) = net([x, log sigma]) / sigma (dsm; the
     digits network scales x by 1 / sqrt(sigma^2 + sigma_data^2) first)."""
@@ -51,6 +45,10 @@ class ScoreNet(keras.Model):
         return h if sigma is None else h / float32(sigma)  # Keras cast sigma to the policy
 
 
+# --8<-- [end:model]
+
+
+# --8<-- [start:objective]
 class ScoreModel(cf.Model):
     def __init__(self, method, network, divergence, sigmas, seed):
         super().__init__()
@@ -90,64 +88,31 @@ class ScoreModel(cf.Model):
         squared_norm = K.mean(K.sum(K.square(s), axis=1))
         div = K.mean(div)
         return {"loss": squared_norm + 2.0 * div, "squared_norm": squared_norm, "divergence": div}
+# --8<-- [end:objective]
 
 
-class _Progress(keras.callbacks.Callback):
-    def __init__(self, on_batch, names):
-        super().__init__()
-        self.on_batch, self.names = on_batch, names
+# --8<-- [start:step]
+class Trainer(KerasTrainer):
+    """The score model compiled with Adam (its rate cosine-decayed over decay_steps);
+    KerasTrainer.train_epoch fits it an epoch at a time, its draws reseeded from the epoch's
+    seed."""
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.on_batch(_in_order(logs, self.names))
-
-
-def _in_order(figures, names):
-    # Keras hands the objective's dict back sorted by name; show it in the native engines' order.
-    return {k: float(figures[k]) for k in names}
-
-
-def _numpy(x):
-    return np.asarray(K.convert_to_numpy(x))
-
-
-class Trainer:
     def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
                  decay_steps=None):
         layout.check(method, network, divergence, sigmas)
-        self.engine = f"keras-{keras.backend.backend()}"
-        self.method, self.network, self.seed = method, network, seed
+        super().__init__(seed)
+        self.method, self.network = method, network
         self.divergence = divergence if method == "lecture" else None
         self.data = layout.NETWORKS[network]["data"]
-        self.names = layout.FIGURES[method]
-        keras.utils.set_random_seed(seed)
+        self.figure_names = layout.FIGURES[method]
         self.model = ScoreModel(method, network, self.divergence, sigmas, seed)
         self.sigmas = self.model.sigmas
         self.model.net(K.zeros((1, self.data)), None if sigmas is None else K.ones((1, 1)))
         rate = lr if not decay_steps else keras.optimizers.schedules.CosineDecay(lr, decay_steps)
         self.model.compile(optimizer=keras.optimizers.Adam(rate, **layout.ADAM))
-        # Build the step (trackers, optimizer slots) now, so that load_state has them to fill.
-        self.model._symbolic_build(data_batch=(np.zeros((1, self.data), "float32"),))
-        self._variables = self.model.net.trainable_variables
-        if [id(v) for v in self._variables] != [id(v) for v in self.model.trainable_variables]:
-            raise RuntimeError("the score model's trainable variables are not its network's")
-
-    def _reseed(self, seed):
-        state = self.model.noise.state
-        state.assign(np.asarray([seed, 0], dtype=state.dtype))
-
-    def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
-        # fit() shuffles from Keras's global random state; the permutation from shuffle_seed
-        # makes an epoch's batches a function of the seed alone, so a resumed run repeats them.
-        order = np.random.default_rng(shuffle_seed).permutation(len(x))
-        self._reseed(shuffle_seed)
-        history = self.model.fit(x[order], batch_size=batch_size, epochs=1, shuffle=False,
-                                 verbose=0, callbacks=[_Progress(on_batch, self.names)])
-        return _in_order({k: v[-1] for k, v in history.history.items()}, self.names)
-
-    def evaluate(self, x, batch_size):
-        self._reseed(self.seed)  # the same held-out draws at every call
-        figures = self.model.evaluate(x, batch_size=batch_size, verbose=0, return_dict=True)
-        return _in_order(figures, self.names)
+        self.model.build_step((np.zeros((1, self.data), "float32"),))
+        self._variables = self.trainable_of(self.model, self.model.net)
+    # --8<-- [end:step]
 
     # ---- the score and Langevin sampling
 
@@ -160,22 +125,22 @@ class Trainer:
         return K.stop_gradient(self.model.net(x, self._sigma(level, K.shape(x)[0])))
 
     def score(self, x, level=None):
-        return _numpy(self._score(K.convert_to_tensor(np.asarray(x, "float32")), level))
+        return to_numpy(self._score(tensor(x), level))
 
     def _step(self, x, eps, level, xi):
         return x + eps * self._score(x, level) + float(np.sqrt(2.0 * eps * layout.TEMPERATURE)) * xi
 
     def langevin_step(self, x, noise, eps, level=None):
         """One Langevin step from x with the given noise xi (the parity hook)."""
-        x, xi = (K.convert_to_tensor(np.asarray(a, "float32")) for a in (x, noise))
-        return _numpy(self._step(x, np.float32(eps), level, xi))
+        x, xi = (tensor(a) for a in (x, noise))
+        return to_numpy(self._step(x, np.float32(eps), level, xi))
 
     def _denoise(self, x):
         last = len(self.sigmas) - 1
         return x + float(self.sigmas[last]) ** 2 * self._score(x, last)
 
     def denoise(self, x):
-        return _numpy(self._denoise(K.convert_to_tensor(np.asarray(x, "float32"))))
+        return to_numpy(self._denoise(tensor(x)))
 
     def sample(self, n, seed, steps, step_size, start_std, record=()):
         """Langevin (lecture) or annealed Langevin and a last denoising step (dsm) from
@@ -190,10 +155,10 @@ class Trainer:
                 x = self._step(x, np.float32(eps), level,
                                keras.random.normal((n, self.data), seed=generator))
             if keep:
-                frames.append(_numpy(x))
+                frames.append(to_numpy(x))
         if self.method == "dsm":
             x = self._denoise(x)
-        return _numpy(x), np.asarray(frames, np.float32).reshape(len(frames), n, self.data)
+        return to_numpy(x), np.asarray(frames, np.float32).reshape(len(frames), n, self.data)
 
     # ---- weights, the parity hook, state
 
@@ -208,33 +173,19 @@ class Trainer:
         """The training objective and its gradients (canonical layout) on batch (x,), with the
         objective's draws given: None (exact divergence), {"probe"} or {"levels", "z"}."""
         (x,) = batch
-        x = K.convert_to_tensor(np.asarray(x, "float32"))
         given = None if noise is None else {
-            k: K.convert_to_tensor(np.asarray(v, "int32" if k == "levels" else "float32"))
-            for k, v in noise.items()}
-        variables = self._variables
-
-        def loss_of(*values):
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return self.model.figures(x, given)["loss"]
-
-        argnums = tuple(range(len(variables)))
-        loss, grads = cf.ops.value_and_grad(loss_of, argnums=argnums)(*[v.value for v in variables])
-        return float(_numpy(loss)), layout.copied([_numpy(g) for g in grads])
+            k: tensor(v, "int32" if k == "levels" else "float32") for k, v in noise.items()}
+        loss, grads = self.value_and_grads(lambda x: self.model.figures(x, given)["loss"],
+                                           self._variables, tensor(x))
+        return loss, layout.copied(grads)
 
     def state(self):
-        momentums, velocities = layout.keras_adam_slots(self.model.optimizer, self._variables)
-        arrays = layout.pack_state(self.get_weights(), [_numpy(m.value) for m in momentums],
-                                   [_numpy(v.value) for v in velocities],
-                                   int(_numpy(self.model.optimizer.iterations.value)))
+        first, second, step = self.adam_state(self.model.optimizer, self._variables)
+        arrays = layout.pack_state(self.get_weights(), first, second, step)
         return arrays, layout.state_meta(self.engine, self.method, self.network, self.divergence,
                                          self.sigmas)
 
     def load_state(self, arrays, meta):
         weights, first, second, step = layout.unpack_state(arrays, meta, self.network)
         self.set_weights(weights)
-        momentums, velocities = layout.keras_adam_slots(self.model.optimizer, self._variables)
-        for variables, values in ((momentums, first), (velocities, second)):
-            for variable, value in zip(variables, values):
-                variable.assign(value)
-        self.model.optimizer.iterations.assign(step)
+        self.load_adam_state(self.model.optimizer, self._variables, first, second, step)

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from customfit.tasks.score import layout
+from customfit.trainers.keras_adam import keras_adam_slots
 
 ENGINE = "tensorflow"
 
@@ -230,7 +231,7 @@ class Trainer:
         return float(loss), layout.copied([g.numpy() for g in grads])
 
     def state(self):
-        momentums, velocities = layout.keras_adam_slots(self.optimizer, self.variables)
+        momentums, velocities = keras_adam_slots(self.optimizer, self.variables)
         arrays = layout.pack_state(self.get_weights(), [m.numpy() for m in momentums],
                                    [v.numpy() for v in velocities],
                                    int(self.optimizer.iterations.numpy()))
@@ -240,7 +241,7 @@ class Trainer:
     def load_state(self, arrays, meta):
         weights, first, second, step = layout.unpack_state(arrays, meta, self.network)
         self.set_weights(weights)
-        momentums, velocities = layout.keras_adam_slots(self.optimizer, self.variables)
+        momentums, velocities = keras_adam_slots(self.optimizer, self.variables)
         for variables, values in ((momentums, first), (velocities, second)):
             for variable, value in zip(variables, values):
                 variable.assign(value)

@@ -1,13 +1,9 @@
 """The VAE as a cf.Model: its objective is written once, with keras.ops, and compile()/fit()
-train it on whichever Keras backend this process runs (the keras-tensorflow, keras-torch and
-keras-jax engines). It is the lecture's exercise 5 (and keras-io's VAE example) without a
-hand-written train_step: the encoder and decoder are keras.Model subclasses with named layers,
-the noise comes from a keras.random.SeedGenerator, and `objective` returns the loss with its
-parts, which fit() shows and evaluate() returns.
-
-The SeedGenerator's state is set from the loop's seed at the start of each epoch (and of each
-evaluation): an epoch's noise is then a function of the run's seed and the epoch alone, so a
-resumed run draws what an uninterrupted one drew.
+train it on whichever Keras backend this process runs (keras-tensorflow, keras-torch, keras-jax).
+It is the lecture's exercise 5 (and keras-io's VAE example) without a hand-written train_step:
+the encoder and decoder are keras.Model subclasses, the noise comes from a SeedGenerator, and
+`objective` returns the loss with its parts, which fit() shows and evaluate() returns. Seeds,
+devices, checkpoints and the parity hook: customfit/trainers/keras_trainer.py.
 """
 
 import keras
@@ -16,17 +12,12 @@ from keras import layers
 from keras import ops as K
 
 import customfit as cf
-from customfit import weights as keras_weights
-from customfit.parallel.keras_fit import DataParallel, own_rows
+from customfit.parallel.keras_fit import own_rows
 from customfit.tasks.vae import layout
+from customfit.trainers.keras_trainer import KerasTrainer, float32, tensor, to_numpy
 
 
-def float32(h):
-    """--precision mixed computes in bfloat16 or float16 (Keras's dtype policy, set by
-    customfit/precision.py); what leaves a network, for the losses and the judge, is float32."""
-    return K.cast(h, "float32")
-
-
+# --8<-- [start:model]
 class MLPEncoder(keras.Model):
     def __init__(self, latent):
         super().__init__(name="encoder")
@@ -94,6 +85,10 @@ class ConvDecoder(keras.Model):
         return float32(self.c3(h))
 
 
+# --8<-- [end:model]
+
+
+# --8<-- [start:objective]
 class VAE(cf.Model):
     def __init__(self, network, objective, latent, temperature, seed):
         super().__init__()
@@ -132,80 +127,44 @@ class VAE(cf.Model):
         neg_elbo = K.mean(kl_per_image + squares_per_image / (2.0 * T)) + layout.gaussian_constant(T)
         return {"loss": kl + reconstruction, "kl": kl, "reconstruction": reconstruction,
                 "neg_elbo": neg_elbo}
+# --8<-- [end:objective]
 
 
-class _Progress(keras.callbacks.Callback):
-    def __init__(self, on_batch):
-        super().__init__()
-        self.on_batch = on_batch
+# --8<-- [start:step]
+class Trainer(KerasTrainer):
+    """The VAE compiled with Adam; KerasTrainer.train_epoch fits it an epoch at a time, its noise
+    reseeded from the epoch's seed."""
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.on_batch(_in_order(logs))
+    figure_names = layout.FIGURES
 
-
-def _in_order(figures):
-    # Keras hands the objective's dict back sorted by name; show it in the native engines' order.
-    return {k: float(figures[k]) for k in layout.FIGURES}
-
-
-class Trainer:
     def __init__(self, network, objective, latent, temperature, lr, seed, devices=1):
         layout.check(network, objective)
-        self.engine = f"keras-{keras.backend.backend()}"
-        self.network, self.objective, self.latent, self.seed = network, objective, latent, seed
+        super().__init__(seed, devices)
+        self.network, self.objective, self.latent = network, objective, latent
         self._shapes = layout.canonical_shapes(network, latent)
-        # One device, or the backend's own data parallelism (customfit/parallel/keras_fit.py).
-        self.parallel = DataParallel(devices)
-        keras.utils.set_random_seed(seed)
         with self.parallel.scope():
             self.model = VAE(network, objective, latent, temperature, seed)
             self.model.encoder(K.zeros((1, *layout.IMAGE)))  # build the weights now
             self.model.decoder(K.zeros((1, latent)))
             self.model.compile(optimizer=keras.optimizers.Adam(lr, **layout.ADAM))
-            # Build the step (trackers, optimizer slots) now, so that load_state can fill them.
-            self.model._symbolic_build(data_batch=(np.zeros((1, *layout.IMAGE), "float32"),))
-        self._variables = (self.model.encoder.trainable_variables
-                           + self.model.decoder.trainable_variables)
-        if [id(v) for v in self._variables] != [id(v) for v in self.model.trainable_variables]:
-            raise RuntimeError("the VAE's trainable variables are not the encoder's then the decoder's")
-
-    def _reseed(self, seed):
-        state = self.model.noise.state
-        state.assign(np.asarray([seed, 0], dtype=state.dtype))
-
-    def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
-        # fit() shuffles from Keras's global random state; the permutation from shuffle_seed
-        # makes an epoch's batches a function of the seed alone, so a resumed run repeats them.
-        order = self.parallel.epoch_order(np.random.default_rng(shuffle_seed).permutation(len(x)),
-                                            batch_size)
-        self._reseed(shuffle_seed)
-        with self.parallel.scope():
-            history = self.model.fit(x[order], batch_size=self.parallel.batch_size(batch_size),
-                                     epochs=1, shuffle=False, verbose=0,
-                                     callbacks=[_Progress(on_batch)])
-        return _in_order(self.parallel.means_over_devices(
-            {k: v[-1] for k, v in history.history.items()}))
-
-    def evaluate(self, x, batch_size):
-        self._reseed(self.seed)  # the same held-out noise at every call
-        return _in_order(self.model.evaluate(x, batch_size=batch_size, verbose=0, return_dict=True))
+            self.model.build_step((np.zeros((1, *layout.IMAGE), "float32"),))
+        self._variables = self.trainable_of(self.model, self.model.encoder, self.model.decoder)
+    # --8<-- [end:step]
 
     # ---- what the spec asks after training
 
     def encode(self, x):
-        mu, logvar = self.model.encoder(K.convert_to_tensor(np.asarray(x, "float32")))
-        return np.asarray(K.convert_to_numpy(mu)), np.asarray(K.convert_to_numpy(logvar))
+        return tuple(to_numpy(h) for h in self.model.encoder(tensor(x)))  # mu, log-variance
 
     def decode(self, z):
-        x = self.model.decoder(K.convert_to_tensor(np.asarray(z, "float32")))
-        return np.asarray(K.convert_to_numpy(x))[..., 0]
+        return to_numpy(self.model.decoder(tensor(z)))[..., 0]
 
     def sample(self, n, seed, scale=1.0):
         """Decoder means of z ~ N(0, scale^2 I), z drawn by keras.random with seed."""
         z = keras.random.normal((n, self.latent), seed=keras.random.SeedGenerator(seed))
         return self.decode(scale * K.convert_to_numpy(z))
 
-    # ---- weights, the parity hook, state
+    # ---- weights, the parity hook, state: Keras's layout is the canonical one
 
     def _split(self, arrays):
         n = len(self.model.encoder.trainable_variables)
@@ -224,32 +183,18 @@ class Trainer:
         """The training objective and its gradients (canonical layout) on batch (x,) with the
         reparameterisation noise `noise` (B, latent) given; no update."""
         (x,) = batch
-        x, eps = K.convert_to_tensor(np.asarray(x, "float32")), K.convert_to_tensor(
-            np.asarray(noise, "float32"))
-        variables = self._variables
-
-        def loss_of(*values):
-            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return self.model.figures(x, eps=eps)["loss"]
-
-        argnums = tuple(range(len(variables)))
-        loss, grads = cf.ops.value_and_grad(loss_of, argnums=argnums)(*[v.value for v in variables])
-        grads = [np.asarray(K.convert_to_numpy(g)) for g in grads]
-        return float(K.convert_to_numpy(loss)), layout.copied(self._split(grads))
+        loss, grads = self.value_and_grads(lambda x, eps: self.model.figures(x, eps=eps)["loss"],
+                                           self._variables, tensor(x), tensor(noise))
+        return loss, layout.copied(self._split(grads))
 
     def state(self):
-        momentums, velocities = keras_weights.keras_adam_slots(self.model.optimizer, self._variables)
-        numpy = lambda vs: [np.asarray(K.convert_to_numpy(v.value)) for v in vs]  # noqa: E731
-        arrays = layout.pack_state(
-            self.get_weights(), self._split(numpy(momentums)), self._split(numpy(velocities)),
-            int(K.convert_to_numpy(self.model.optimizer.iterations.value)))
+        first, second, step = self.adam_state(self.model.optimizer, self._variables)
+        arrays = layout.pack_state(self.get_weights(), self._split(first), self._split(second),
+                                   step)
         return arrays, layout.state_meta(self.engine, self.network, self.objective, self.latent)
 
     def load_state(self, arrays, meta):
         weights, first, second, step = layout.unpack_state(arrays, meta, self._shapes)
         self.set_weights(weights)
-        momentums, velocities = keras_weights.keras_adam_slots(self.model.optimizer, self._variables)
-        for variables, values in ((momentums, first), (velocities, second)):
-            for variable, value in zip(variables, values["encoder"] + values["decoder"]):
-                variable.assign(value)
-        self.model.optimizer.iterations.assign(step)
+        first, second = (m["encoder"] + m["decoder"] for m in (first, second))
+        self.load_adam_state(self.model.optimizer, self._variables, first, second, step)

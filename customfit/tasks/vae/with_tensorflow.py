@@ -9,9 +9,9 @@ noise as an uninterrupted one.
 
 import tensorflow as tf
 
-from customfit import weights as keras_weights
 from customfit.engines.native_checks import require_tensorflow_backend
 from customfit.tasks.vae import layout
+from customfit.trainers.keras_adam import keras_adam_slots
 
 ENGINE = "tensorflow"
 
@@ -258,7 +258,7 @@ class Trainer:
         return float(loss), layout.copied(self._split([g.numpy() for g in grads]))
 
     def _moments(self):
-        return keras_weights.keras_adam_slots(self.optimizer, self.variables)
+        return keras_adam_slots(self.optimizer, self.variables)
 
     def state(self):
         momentums, velocities = self._moments()
