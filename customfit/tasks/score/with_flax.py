@@ -121,30 +121,31 @@ def eval_step(model, rngs, x, sigmas, method, divergence):
                    divergence)
 
 
+def at_level(model, x, sigma):
+    """s(x) for the lecture's unconditional model (sigma None), else s(x, sigma) at one level."""
+    return model(x) if sigma is None else model(x, jnp.full((x.shape[0], 1), sigma))
+
+
+@nnx.jit
+def langevin_step(model, x, xi, eps, sigma):
+    return x + eps * at_level(model, x, sigma) + jnp.sqrt(2.0 * eps * layout.TEMPERATURE) * xi
+
+
 @nnx.jit
 def langevin(model, x, key, eps, sigma, count):
-    """`count` Langevin steps of size eps from x, a fresh key split off at every step; sigma:
-    the noise level, or None for the lecture's unconditional model."""
+    """`count` Langevin steps of size eps from x, a fresh key split off at every step."""
     def step(_, carry):
         x, key = carry
         key, xi_key = jax.random.split(key)
-        s = model(x) if sigma is None else model(x, jnp.full((x.shape[0], 1), sigma))
         xi = jax.random.normal(xi_key, x.shape)
+        s = at_level(model, x, sigma)
         return x + eps * s + jnp.sqrt(2.0 * eps * layout.TEMPERATURE) * xi, key
 
     return jax.lax.fori_loop(0, count, step, (x, key))
 # --8<-- [end:step]
 
 
-@nnx.jit
-def langevin_step(model, x, xi, eps, sigma):
-    s = model(x) if sigma is None else model(x, jnp.full((x.shape[0], 1), sigma))
-    return x + eps * s + jnp.sqrt(2.0 * eps * layout.TEMPERATURE) * xi
-
-
-@nnx.jit
-def score(model, x, sigma):
-    return model(x) if sigma is None else model(x, jnp.full((x.shape[0], 1), sigma))
+score = nnx.jit(at_level)
 
 
 class Trainer(FlaxTrainer):
@@ -226,8 +227,9 @@ class Trainer(FlaxTrainer):
         objective's draws given: None (exact divergence), {"probe"} or {"levels", "z"}."""
         given = {} if noise is None else {
             k: jnp.asarray(v, jnp.int32 if k == "levels" else jnp.float32) for k, v in noise.items()}
-        value, grads = value_and_grads(loss, self.model, jnp.asarray(batch[0], jnp.float32), given,
-                                       self.sigmas, options=tuple(self.static().items()))
+        x = jnp.asarray(batch[0], jnp.float32)
+        value, grads = value_and_grads(loss, self.model, x, given, self.sigmas,
+                                       options=tuple(self.static().items()))
         return float(value), self.canonical_grads(grads)
 
     # ---- where the canonical arrays live (layout.py), for FlaxTrainer
