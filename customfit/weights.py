@@ -132,20 +132,3 @@ def unpack_adam_state(arrays, shapes):
     return groups[0], groups[1], groups[2], int(np.asarray(arrays["adam/step"]))
 
 
-def optax_adam_paths(flat, param_paths):
-    """(first-moment paths, second-moment paths, step-count path) in a Flax NNX optimizer's flat
-    state (nnx.to_flat_state), one moment per parameter path, in order.
-
-    Found by name rather than by position, so that the optax chain's structure (adam alone, or
-    adam followed by a scale) need not be assumed; anything but exactly one match is an error.
-    """
-    def find(name, path):
-        found = [key for key in flat if key[-len(path) - 1:] == (name, *path)]
-        if len(found) != 1:
-            raise RuntimeError(f"no single optax entry {name} for {path}: {list(flat)}")
-        return found[0]
-
-    counts = [key for key in flat if key[-1] == "count"]
-    if len(counts) != 1:
-        raise RuntimeError(f"no single optax step count in {list(flat)}")
-    return [find("mu", p) for p in param_paths], [find("nu", p) for p in param_paths], counts[0]

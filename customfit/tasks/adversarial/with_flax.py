@@ -5,7 +5,8 @@ The idiom: differentiation is a transformation of a function, so the objective i
 function of the perturbation alone (the model is closed over, hence held fixed), and
 jax.value_and_grad of it is the input gradient. The whole attack step is one jitted function; the
 model's weights travel into it as nnx.jit's graph state, so new weights need no retrace. The
-rules are in rules.py.
+rules are in rules.py; the classifier and its plumbing are classifier/with_flax.py's and
+customfit/trainers/flax_trainer.py's.
 """
 
 import jax
@@ -22,6 +23,7 @@ from customfit.tasks.classifier import with_flax as classifier
 BATCH_SIZE = 128
 
 
+# --8<-- [start:objective]
 def objective(model, x, dx, target, method):
     # A sum over pairs: each pair's gradient is its own, whatever else shares the batch.
     value = optax.softmax_cross_entropy_with_integer_labels(model(x + dx), target).sum()
@@ -32,6 +34,7 @@ def objective(model, x, dx, target, method):
         absolute = dx * jax.lax.stop_gradient(jnp.sign(dx))
         value += rules.LECTURE_C * absolute.mean(axis=(1, 2, 3)).sum()
     return value
+# --8<-- [end:objective]
 
 
 @nnx.jit(static_argnames="method")
@@ -39,6 +42,7 @@ def objective_and_grad(model, x, dx, target, method):
     return jax.value_and_grad(lambda dx: objective(model, x, dx, target, method))(dx)
 
 
+# --8<-- [start:step]
 @nnx.jit(static_argnames="method")
 def attack_step(model, x, dx, target, method, size, eps):
     grad = jax.grad(lambda dx: objective(model, x, dx, target, method))(dx)
@@ -47,15 +51,20 @@ def attack_step(model, x, dx, target, method, size, eps):
     else:
         dx = dx - size * grad
     return jnp.clip(x + dx, 0.0, 1.0) - x
+# --8<-- [end:step]
 
 
+# --8<-- [start:model]
 class Trainer(classifier.Trainer):
-    """The classifier of with_flax.py, plus the attack on its current weights."""
+    """The classifier of classifier/with_flax.py (the model under attack), plus the attack on
+    its current weights."""
+    # --8<-- [end:model]
 
+    # --8<-- [start:step]
     def attack(self, x, target, *, method, eps, steps, batch_size=None):
         rules.check(method, eps, steps)
         size = rules.pgd_step_size(eps, steps) if method == "pgd" else rules.LECTURE_STEP
-        x, target = np.asarray(x, np.float32), classifier._labels(target)
+        x, target = np.asarray(x, np.float32), classifier.labels(target)
         batch_size = batch_size or BATCH_SIZE
         chunks = []
         for start in range(0, len(x), batch_size):
@@ -66,11 +75,12 @@ class Trainer(classifier.Trainer):
                 dx = attack_step(self.model, x_batch, dx, target_batch, method, size, eps)
             chunks.append(np.asarray(x_batch + dx))
         return np.concatenate(chunks)
+    # --8<-- [end:step]
 
     def attack_objective_and_grad(self, x, dx, target, *, method):
         """The parity hook: the batch objective (a sum over pairs) and its gradient w.r.t. dx."""
         rules.check(method, 1.0, 1)
         value, grad = objective_and_grad(self.model, jnp.asarray(x, jnp.float32),
                                          jnp.asarray(dx, jnp.float32),
-                                         jnp.asarray(classifier._labels(target)), method)
+                                         jnp.asarray(classifier.labels(target)), method)
         return float(value), np.asarray(grad)

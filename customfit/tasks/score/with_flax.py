@@ -9,8 +9,8 @@ weights.
 Random numbers are JAX's own: an nnx.Rngs stream ("noise") handed to the training step, fresh
 from the epoch's seed at every epoch (so a resumed run needs no random state), and explicit
 jax.random keys, split at every step, for Langevin sampling (the lecture's code drew them from
-NumPy's global state). Batches come from a NumPy permutation: a JAX program has no reason to
-import TensorFlow.
+NumPy's global state). The plumbing (precision, batches, canonical weights and Adam state) is
+customfit/trainers/flax_trainer.py's; the Trainer here says where its arrays live.
 """
 
 import functools
@@ -18,15 +18,17 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
-from customfit import precision
 from customfit.tasks.score import layout
+from customfit.trainers.flax_trainer import FlaxTrainer, Group, adam, value_and_grads
+from customfit.trainers.running_means import RunningMeans
 
 ENGINE = "flax"
 ACTIVATIONS = {"softplus": nnx.softplus, "silu": nnx.silu}
 
+
+# --8<-- [start:model]
 
 class ScoreNet(nnx.Module):
     """s(x) (the lecture's ScoreModel), or s(x, sigma) = net([x, log sigma]) / sigma (dsm; the
@@ -51,8 +53,10 @@ class ScoreNet(nnx.Module):
             h = self.activation(layer(h))
         h = self.out(h).astype(jnp.float32)  # --precision mixed computes in bfloat16
         return h if sigma is None else h / sigma
+# --8<-- [end:model]
 
 
+# --8<-- [start:objective]
 def score_matching(model, x, divergence, probe=None):
     """The lecture's loss, mean |s|^2 + 2 div s, with its two parts."""
     s = model(x)
@@ -92,6 +96,12 @@ def draw(key, x, sigmas, method, divergence):
     return {}
 
 
+def loss(model, x, noise, sigmas, method, divergence):
+    return figures(model, x, noise, sigmas, method, divergence)["loss"]
+# --8<-- [end:objective]
+
+
+# --8<-- [start:step]
 @functools.partial(nnx.jit, static_argnames=("method", "divergence"))
 def train_step(model, optimizer, rngs, x, sigmas, method, divergence):
     noise = draw(rngs.noise(), x, sigmas, method, divergence)
@@ -111,72 +121,68 @@ def eval_step(model, rngs, x, sigmas, method, divergence):
                    divergence)
 
 
-@functools.partial(nnx.jit, static_argnames=("method", "divergence"))
-def loss_and_grads(model, x, noise, sigmas, method, divergence):
-    return nnx.value_and_grad(
-        lambda model: figures(model, x, noise, sigmas, method, divergence)["loss"])(model)
-
-
-@nnx.jit
-def langevin(model, x, key, eps, sigma, count):
-    """`count` Langevin steps of size eps from x, a fresh key split off at every step; sigma:
-    the noise level, or None for the lecture's unconditional model."""
-    def step(_, carry):
-        x, key = carry
-        key, xi_key = jax.random.split(key)
-        s = model(x) if sigma is None else model(x, jnp.full((x.shape[0], 1), sigma))
-        xi = jax.random.normal(xi_key, x.shape)
-        return x + eps * s + jnp.sqrt(2.0 * eps * layout.TEMPERATURE) * xi, key
-
-    return jax.lax.fori_loop(0, count, step, (x, key))
+def at_level(model, x, sigma):
+    """s(x) for the lecture's unconditional model (sigma None), else s(x, sigma) at one level."""
+    return model(x) if sigma is None else model(x, jnp.full((x.shape[0], 1), sigma))
 
 
 @nnx.jit
 def langevin_step(model, x, xi, eps, sigma):
-    s = model(x) if sigma is None else model(x, jnp.full((x.shape[0], 1), sigma))
-    return x + eps * s + jnp.sqrt(2.0 * eps * layout.TEMPERATURE) * xi
+    return x + eps * at_level(model, x, sigma) + jnp.sqrt(2.0 * eps * layout.TEMPERATURE) * xi
 
 
 @nnx.jit
-def score(model, x, sigma):
-    return model(x) if sigma is None else model(x, jnp.full((x.shape[0], 1), sigma))
+def langevin(model, x, key, eps, sigma, count):
+    """`count` Langevin steps of size eps from x, a fresh key split off at every step."""
+    def step(_, carry):
+        x, key = carry
+        key, xi_key = jax.random.split(key)
+        xi = jax.random.normal(xi_key, x.shape)
+        s = at_level(model, x, sigma)
+        return x + eps * s + jnp.sqrt(2.0 * eps * layout.TEMPERATURE) * xi, key
+
+    return jax.lax.fori_loop(0, count, step, (x, key))
+# --8<-- [end:step]
 
 
-class Trainer:
+score = nnx.jit(at_level)
+
+
+class Trainer(FlaxTrainer):
     def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
                  decay_steps=None):
         layout.check(method, network, divergence, sigmas)
+        super().__init__()
         self.method, self.network, self.seed = method, network, seed
         self.divergence = divergence if method == "lecture" else None
         self.sigmas = None if sigmas is None else jnp.asarray(np.asarray(sigmas, np.float32))
         self.data = layout.NETWORKS[network]["data"]
-        # --precision mixed: bfloat16 compute, float32 parameters (customfit/precision.py).
-        self.model = precision.compute_in(ScoreNet(network, rngs=nnx.Rngs(seed)))
-        rate = optax.cosine_decay_schedule(lr, decay_steps) if decay_steps else lr
-        tx = optax.adam(rate, b1=layout.ADAM["beta_1"], b2=layout.ADAM["beta_2"],
-                        eps=layout.ADAM["epsilon"])
+        self.model = ScoreNet(network, rngs=nnx.Rngs(seed))
+        tx = adam(lr, layout.ADAM["beta_1"], layout.ADAM["beta_2"], layout.ADAM["epsilon"],
+                  decay_steps)
         self.optimizer = nnx.Optimizer(self.model, tx, wrt=nnx.Param)
+        self.place(self.model, self.optimizer)
 
-    def _static(self):
+    def static(self):
         return {"method": self.method, "divergence": self.divergence}
 
+    # --8<-- [start:step]
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
-        order = np.random.default_rng(shuffle_seed).permutation(len(x))
         rngs = nnx.Rngs(noise=shuffle_seed)
-        means = layout.RunningMeans(self.method)
-        for start in range(0, len(x), batch_size):
-            batch = x[order[start:start + batch_size]]
-            out = train_step(self.model, self.optimizer, rngs, batch, self.sigmas, **self._static())
-            means.add(out, len(batch))
+        means = RunningMeans(layout.FIGURES[self.method])
+        for (batch,) in self.epoch_batches((x,), batch_size, shuffle_seed):
+            out = train_step(self.model, self.optimizer, rngs, batch, self.sigmas, **self.static())
+            means.add_all(out, len(batch))
             on_batch(means.means())
         return means.means()
+    # --8<-- [end:step]
 
     def evaluate(self, x, batch_size):
         rngs = nnx.Rngs(noise=self.seed)  # the same held-out draws at every call
-        means = layout.RunningMeans(self.method)
-        for start in range(0, len(x), batch_size):
-            batch = x[start:start + batch_size]
-            means.add(eval_step(self.model, rngs, batch, self.sigmas, **self._static()), len(batch))
+        means = RunningMeans(layout.FIGURES[self.method])
+        for (batch,) in self.held_out_batches((x,), batch_size):
+            means.add_all(eval_step(self.model, rngs, batch, self.sigmas, **self.static()),
+                          len(batch))
         return means.means()
 
     # ---- the score and Langevin sampling
@@ -216,71 +222,31 @@ class Trainer:
             x = self.denoise(x)
         return x, np.asarray(frames, np.float32).reshape(len(frames), n, self.data)
 
-    # ---- weights, the parity hook, state
-
-    def _paths(self):
-        """Each canonical weight's path in the model's state, in canonical order."""
-        layers = [("hidden", i) for i in range(len(self.model.hidden))] + [("out",)]
-        return [(*layer, kind) for layer in layers for kind in ("kernel", "bias")]
-
-    def _params(self):
-        flat = dict(nnx.to_flat_state(nnx.state(self.model, nnx.Param)))
-        return [flat[path] for path in self._paths()]
-
-    def get_weights(self):
-        return layout.copied([np.asarray(p.get_value()) for p in self._params()])
-
-    def set_weights(self, weights):
-        layout.check_weights(self.network, weights)
-        state = nnx.state(self.model, nnx.Param)
-        flat = dict(nnx.to_flat_state(state))
-        for path, value in zip(self._paths(), weights):
-            flat[path].set_value(jnp.asarray(value, jnp.float32))
-        nnx.update(self.model, state)
-
     def objective_and_grads(self, batch, noise=None):
         """The training objective and its gradients (canonical layout) on batch (x,), with the
         objective's draws given: None (exact divergence), {"probe"} or {"levels", "z"}."""
-        (x,) = batch
         given = {} if noise is None else {
             k: jnp.asarray(v, jnp.int32 if k == "levels" else jnp.float32) for k, v in noise.items()}
-        loss, grads = loss_and_grads(self.model, jnp.asarray(x, jnp.float32), given, self.sigmas,
-                                     **self._static())
-        flat = dict(nnx.to_flat_state(grads))
-        return float(loss), layout.copied([np.asarray(flat[p].get_value()) for p in self._paths()])
+        x = jnp.asarray(batch[0], jnp.float32)
+        value, grads = value_and_grads(loss, self.model, x, given, self.sigmas,
+                                       options=tuple(self.static().items()))
+        return float(value), self.canonical_grads(grads)
 
-    def _adam_paths(self, flat):
-        """Where optax keeps each weight's moments and its step counts (the schedule keeps one
-        of its own), found by name, so that the chain's structure need not be assumed."""
-        def find(name, path):
-            found = [key for key in flat if key[-len(path) - 1:] == (name, *path)]
-            if len(found) != 1:
-                raise RuntimeError(f"no single optax entry {name} for {path}: {list(flat)}")
-            return found[0]
+    # ---- where the canonical arrays live (layout.py), for FlaxTrainer
 
-        counts = [key for key in flat if key[-1] in ("count", "step")]
-        return ([find("mu", p) for p in self._paths()], [find("nu", p) for p in self._paths()],
-                counts)
+    def groups(self):
+        layers = [("hidden", i) for i in range(len(self.model.hidden))] + [("out",)]
+        paths = [(*layer, kind) for layer in layers for kind in ("kernel", "bias")]
+        return {"model": Group(self.model, paths, paths, self.optimizer)}
 
-    def state(self):
-        flat = dict(nnx.to_flat_state(nnx.state(self.optimizer)))
-        mu, nu, counts = self._adam_paths(flat)
-        read = lambda keys: [np.asarray(flat[k].get_value()) for k in keys]  # noqa: E731
-        step = int(flat[("step",)].get_value())
-        arrays = layout.pack_state(self.get_weights(), read(mu), read(nu), step)
+    def check_weights(self, weights):
+        layout.check_weights(self.network, weights)
+
+    def pack_state(self, weights, moments, step):
         sigmas = None if self.sigmas is None else np.asarray(self.sigmas)
-        return arrays, layout.state_meta(ENGINE, self.method, self.network, self.divergence, sigmas)
+        return (layout.pack_state(weights, *moments, step),
+                layout.state_meta(ENGINE, self.method, self.network, self.divergence, sigmas))
 
-    def load_state(self, arrays, meta):
+    def unpack_state(self, arrays, meta):
         weights, first, second, step = layout.unpack_state(arrays, meta, self.network)
-        self.set_weights(weights)
-        state = nnx.state(self.optimizer)
-        flat = dict(nnx.to_flat_state(state))
-        mu, nu, counts = self._adam_paths(flat)
-        for keys, values in ((mu, first), (nu, second)):
-            for key, value in zip(keys, values):
-                flat[key].set_value(jnp.asarray(value))
-        # Adam's bias correction, the schedule and nnx.Optimizer each count steps.
-        for key in counts:
-            flat[key].set_value(jnp.asarray(step, dtype=flat[key].get_value().dtype))
-        nnx.update(self.optimizer, state)
+        return weights, (first, second), step

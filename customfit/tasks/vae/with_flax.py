@@ -4,7 +4,8 @@ through nnx.Optimizer(model, tx, wrt=nnx.Param), @nnx.jit steps.
 The reparameterisation noise comes from an nnx.Rngs stream ("noise") handed to the step, as the
 Flax NNX guides do for dropout: a fresh nnx.Rngs(noise=epoch seed) per epoch makes an epoch's
 noise a function of the run's seed and the epoch alone, so a resumed run needs no random state.
-Batches come from a NumPy permutation: a JAX program has no reason to import TensorFlow.
+The plumbing (devices, precision, batches, canonical weights and Adam state) is
+customfit/trainers/flax_trainer.py's; the Trainer here says where its arrays live.
 """
 
 import functools
@@ -12,24 +13,25 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
-from customfit import precision
-from customfit.devices import epoch_order
 from customfit.tasks.vae import layout
-from customfit.weights import optax_adam_paths
+from customfit.trainers.flax_trainer import FlaxTrainer, Group, adam, value_and_grads
+from customfit.trainers.running_means import RunningMeans
 
 ENGINE = "flax"
 
 
+# --8<-- [start:model]
+# Under --precision mixed the layers compute in bfloat16; what leaves a network, for the losses
+# and the judge, is float32. Each network names its weighted layers in canonical order.
 def float32(h):
-    """--precision mixed computes in bfloat16 (customfit/precision.py); what leaves a network,
-    for the losses and the judge, is float32."""
     return h.astype(jnp.float32)
 
 
 class MLPEncoder(nnx.Module):
+    weighted = ("hidden1", "hidden2", "mu", "logvar")
+
     def __init__(self, latent, rngs: nnx.Rngs):
         h1, h2 = layout.MLP_HIDDEN
         self.hidden1 = nnx.Linear(layout.PIXELS, h1, rngs=rngs)
@@ -43,11 +45,10 @@ class MLPEncoder(nnx.Module):
         h = nnx.relu(self.hidden2(h))
         return float32(self.mu(h)), float32(self.logvar(h))
 
-    def weighted_layers(self):
-        return [self.hidden1, self.hidden2, self.mu, self.logvar]
-
 
 class MLPDecoder(nnx.Module):
+    weighted = ("hidden1", "hidden2", "out")
+
     def __init__(self, latent, rngs: nnx.Rngs):
         h1, h2 = layout.MLP_HIDDEN
         self.hidden1 = nnx.Linear(latent, h2, rngs=rngs)
@@ -59,12 +60,10 @@ class MLPDecoder(nnx.Module):
         h = nnx.relu(self.hidden2(h))
         return float32(nnx.sigmoid(self.out(h)).reshape(-1, *layout.IMAGE))
 
-    def weighted_layers(self):
-        return [self.hidden1, self.hidden2, self.out]
-
 
 class ConvEncoder(nnx.Module):
     """The lecture's encoder: three 3x3 valid convolutions (4, 8, 16), then mu and log-variance."""
+    weighted = ("conv1", "conv2", "conv3", "mu", "logvar")
 
     def __init__(self, latent, rngs: nnx.Rngs):
         f1, f2, f3 = layout.CONV_FILTERS
@@ -81,12 +80,10 @@ class ConvEncoder(nnx.Module):
         h = h.reshape(h.shape[0], -1)
         return float32(self.mu(h)), float32(self.logvar(h))
 
-    def weighted_layers(self):
-        return [self.conv1, self.conv2, self.conv3, self.mu, self.logvar]
-
 
 class ConvDecoder(nnx.Module):
     """The lecture's decoder: dense 256, reshape 4x4x16, conv-transposes 8, 4 (2x2), 1 (3x3)."""
+    weighted = ("dense", "deconv1", "deconv2", "deconv3")
 
     def __init__(self, latent, rngs: nnx.Rngs):
         spec = layout.CONV_DECODER
@@ -107,9 +104,6 @@ class ConvDecoder(nnx.Module):
         h = nnx.leaky_relu(self.deconv2(h), negative_slope=layout.LEAKY_SLOPE)
         return float32(nnx.sigmoid(self.deconv3(h)))
 
-    def weighted_layers(self):
-        return [self.dense, self.deconv1, self.deconv2, self.deconv3]
-
 
 class VAE(nnx.Module):
     def __init__(self, network, latent, rngs: nnx.Rngs):
@@ -121,8 +115,10 @@ class VAE(nnx.Module):
         """(x_hat, mu, logvar) for noise eps (B, latent); the encoder runs once."""
         mu, logvar = self.encoder(x)
         return self.decoder(mu + eps * jnp.exp(0.5 * logvar)), mu, logvar
+# --8<-- [end:model]
 
 
+# --8<-- [start:objective]
 def vae_figures(x, x_hat, mu, logvar, temperature, objective):
     """The figures of one batch (see layout's docstring): loss = kl + reconstruction, and the
     negative ELBO per image of the Gaussian decoder of variance T, constant included."""
@@ -142,6 +138,12 @@ def vae_figures(x, x_hat, mu, logvar, temperature, objective):
             "neg_elbo": neg_elbo}
 
 
+def vae_loss(model, x, eps, temperature, objective):
+    return vae_figures(x, *model(x, eps), temperature, objective)["loss"]
+# --8<-- [end:objective]
+
+
+# --8<-- [start:step]
 # The model has no dropout and no batch-norm: the same __call__ serves training and evaluation.
 
 @functools.partial(nnx.jit, static_argnames=("temperature", "objective"))
@@ -161,60 +163,40 @@ def train_step(model, optimizer, rngs, x, temperature, objective):
 def eval_step(model, rngs, x, temperature, objective):
     eps = jax.random.normal(rngs.noise(), (x.shape[0], model.latent))
     return vae_figures(x, *model(x, eps), temperature, objective)
+# --8<-- [end:step]
 
 
-@functools.partial(nnx.jit, static_argnames=("temperature", "objective"))
-def loss_and_grad_step(model, x, eps, temperature, objective):
-    return nnx.value_and_grad(
-        lambda model: vae_figures(x, *model(x, eps), temperature, objective)["loss"])(model)
-
-
-class Trainer:
+class Trainer(FlaxTrainer):
     def __init__(self, network, objective, latent, temperature, lr, seed, devices=1):
         layout.check(network, objective)
+        super().__init__(devices)
         self.network, self.objective, self.latent = network, objective, latent
         self.temperature, self.seed = float(temperature), seed
-        self._shapes = layout.canonical_shapes(network, latent)
-        # --precision mixed: bfloat16 compute, float32 parameters (customfit/precision.py).
-        self.model = precision.compute_in(VAE(network, latent, rngs=nnx.Rngs(seed)))
-        tx = optax.adam(lr, b1=layout.ADAM["beta_1"], b2=layout.ADAM["beta_2"],
-                        eps=layout.ADAM["epsilon"])
+        self.shapes = layout.canonical_shapes(network, latent)
+        self.model = VAE(network, latent, rngs=nnx.Rngs(seed))
+        tx = adam(lr, layout.ADAM["beta_1"], layout.ADAM["beta_2"], layout.ADAM["epsilon"])
         self.optimizer = nnx.Optimizer(self.model, tx, wrt=nnx.Param)
-        # On several devices: the weights and Adam's moments replicated over a mesh, each batch
-        # sharded along it; train_step is the same jitted function, whose noise is the global
-        # batch's (customfit/parallel/mesh.py).
-        self.mesh = None if devices == 1 else _batch_mesh(devices)
-        self._replicate()
+        self.place(self.model, self.optimizer)
 
-    def _replicate(self):
-        if self.mesh is not None:  # new values arrive on one device: spread them again
-            self.mesh.replicate(self.model, self.optimizer)
-
-    def _static(self):
+    def static(self):
         return {"temperature": self.temperature, "objective": self.objective}
 
+    # --8<-- [start:step]
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
-        order = np.random.default_rng(shuffle_seed).permutation(len(x))
-        if self.mesh is not None:
-            order = epoch_order(order, self.mesh.devices)
         rngs = nnx.Rngs(noise=shuffle_seed)
-        means = layout.RunningMeans()
-        for start in range(0, len(order), batch_size):
-            batch = x[order[start:start + batch_size]]
-            n = len(batch)
-            if self.mesh is not None:
-                batch = self.mesh.shard(batch)
-            figures = train_step(self.model, self.optimizer, rngs, batch, **self._static())
-            means.add(figures, n)
+        means = RunningMeans(layout.FIGURES)
+        for (batch,) in self.epoch_batches((x,), batch_size, shuffle_seed):
+            figures = train_step(self.model, self.optimizer, rngs, batch, **self.static())
+            means.add_all(figures, len(batch))
             on_batch(means.means())
         return means.means()
+    # --8<-- [end:step]
 
     def evaluate(self, x, batch_size):
         rngs = nnx.Rngs(noise=self.seed)  # the same held-out noise at every call
-        means = layout.RunningMeans()
-        for start in range(0, len(x), batch_size):
-            batch = x[start:start + batch_size]
-            means.add(eval_step(self.model, rngs, batch, **self._static()), len(batch))
+        means = RunningMeans(layout.FIGURES)
+        for (batch,) in self.held_out_batches((x,), batch_size):
+            means.add_all(eval_step(self.model, rngs, batch, **self.static()), len(batch))
         return means.means()
 
     # ---- what the spec asks after training
@@ -231,82 +213,32 @@ class Trainer:
         z = jax.random.normal(nnx.Rngs(sample=seed).sample(), (n, self.latent))
         return self.decode(scale * z)
 
-    # ---- weights, the parity hook, state
-
-    def _paths(self):
-        """Each canonical weight's path in the model's state, in canonical order."""
-        paths = {}
-        for net in layout.NETS:
-            module = getattr(self.model, net)
-            names = [name for name, value in vars(module).items() if isinstance(value, nnx.Module)]
-            by_id = {id(getattr(module, name)): name for name in names}
-            paths[net] = [(net, by_id[id(layer)], kind) for layer in module.weighted_layers()
-                          for kind in ("kernel", "bias")]
-        return paths
-
-    def _params(self):
-        """The nnx.Param variables, in canonical order: kernel, bias, kernel, ..."""
-        return {net: [getattr(layer, kind) for layer in getattr(self.model, net).weighted_layers()
-                      for kind in ("kernel", "bias")] for net in layout.NETS}
-
-    def get_weights(self):
-        return layout.copied({net: [np.asarray(p[...]) for p in params]
-                              for net, params in self._params().items()})
-
-    def set_weights(self, weights):
-        layout.check_weights(self._shapes, weights)
-        for net, params in self._params().items():
-            for param, value in zip(params, weights[net]):
-                param[...] = jnp.asarray(value)
-        self._replicate()
-
     def objective_and_grads(self, batch, noise=None):
         """The training objective and its gradients (canonical layout) on batch (x,) with the
         reparameterisation noise `noise` (B, latent) given; no update."""
-        (x,) = batch
-        loss, grads = loss_and_grad_step(self.model, jnp.asarray(x, jnp.float32),
-                                         jnp.asarray(noise, jnp.float32), **self._static())
-        flat = dict(nnx.to_flat_state(grads))
-        return float(loss), layout.copied(
-            {net: [np.asarray(flat[path].get_value()) for path in paths]
-             for net, paths in self._paths().items()})
+        loss, grads = value_and_grads(vae_loss, self.model, jnp.asarray(batch[0], jnp.float32),
+                                      jnp.asarray(noise, jnp.float32),
+                                      options=tuple(self.static().items()))
+        return float(loss), self.canonical_grads(grads)
 
-    def _adam_paths(self, flat):
-        paths = self._paths()
-        found = {net: optax_adam_paths(flat, paths[net]) for net in layout.NETS}
-        count = found[layout.NETS[0]][2]  # one optimizer for both networks: one step count
-        return ({net: found[net][0] for net in layout.NETS},
-                {net: found[net][1] for net in layout.NETS}, count)
+    # ---- where the canonical arrays live (layout.py), for FlaxTrainer
 
-    def state(self):
-        flat = dict(nnx.to_flat_state(nnx.state(self.optimizer)))
-        mu, nu, count = self._adam_paths(flat)
-        read = lambda keys: {net: [np.asarray(flat[k].get_value()) for k in keys[net]]  # noqa: E731
-                             for net in layout.NETS}
-        arrays = layout.pack_state(self.get_weights(), read(mu), read(nu),
-                                   int(flat[count].get_value()))
-        return arrays, layout.state_meta(ENGINE, self.network, self.objective, self.latent)
+    def groups(self):
+        paths = {net: [(net, name, kind) for name in getattr(self.model, net).weighted
+                       for kind in ("kernel", "bias")] for net in layout.NETS}
+        return {net: Group(self.model, paths[net], paths[net], self.optimizer)
+                for net in layout.NETS}
 
-    def load_state(self, arrays, meta):
-        weights, first, second, step = layout.unpack_state(arrays, meta, self._shapes)
-        self.set_weights(weights)
-        state = nnx.state(self.optimizer)
-        flat = dict(nnx.to_flat_state(state))
-        mu, nu, count = self._adam_paths(flat)
-        for keys, values in ((mu, first), (nu, second)):
-            for net in layout.NETS:
-                for key, value in zip(keys[net], values[net]):
-                    flat[key].set_value(jnp.asarray(value))
-        # optax counts steps for its bias correction; nnx.Optimizer counts them too.
-        for key in (count, ("step",)):
-            if key in flat:
-                old = flat[key].get_value()
-                flat[key].set_value(jnp.asarray(step, dtype=old.dtype))
-        nnx.update(self.optimizer, state)
-        self._replicate()
+    def check_weights(self, weights):
+        layout.check_weights(self.shapes, weights)
 
+    def pack_state(self, weights, moments, steps):
+        first, second = ({net: moments[net][i] for net in layout.NETS} for i in (0, 1))
+        step = steps[layout.NETS[0]]  # one optimizer for both networks: one step count
+        return (layout.pack_state(weights, first, second, step),
+                layout.state_meta(ENGINE, self.network, self.objective, self.latent))
 
-def _batch_mesh(devices):
-    from customfit.parallel.mesh import BatchMesh
-
-    return BatchMesh(devices)
+    def unpack_state(self, arrays, meta):
+        weights, first, second, step = layout.unpack_state(arrays, meta, self.shapes)
+        return (weights, {net: (first[net], second[net]) for net in layout.NETS},
+                dict.fromkeys(layout.NETS, step))

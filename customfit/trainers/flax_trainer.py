@@ -1,0 +1,212 @@
+"""What every family's Flax NNX Trainer needs besides its networks, losses and steps, written once.
+
+A family's engine file (customfit/tasks/<family>/with_flax.py) holds the nnx.Modules, the losses,
+the @nnx.jit steps and the epoch loop; its Trainer subclasses FlaxTrainer and says where its arrays
+live (`groups`) and how its layout.py packs them (`pack_state`, `unpack_state`, `check_weights`).
+From that, FlaxTrainer gives the workbench the rest:
+
+- several devices: models and optimizers replicated over a jax.sharding mesh, each batch sharded
+  along it (customfit/parallel/mesh.py); the jitted step is the same function on one device;
+- --precision mixed: dense and convolution layers computing in bfloat16 (customfit/precision.py);
+- batches: an epoch's NumPy permutation (a JAX program has no reason to import TensorFlow);
+- the canonical layout: weights and gradients (the parity hook) as NumPy arrays in canonical order,
+  and Adam's moments and step counts as named arrays for a checkpoint.
+"""
+
+import dataclasses
+import functools
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from customfit import precision
+from customfit.devices import epoch_order
+from customfit.parallel.mesh import BatchMesh
+
+
+@functools.cache
+def adam(lr, beta_1, beta_2, epsilon, decay_steps=None):
+    """optax's Adam, its learning rate on a cosine decay to 0 over `decay_steps` updates if given.
+    Stateless (each nnx.Optimizer keeps its own moments), so one object serves every Trainer of
+    the same settings, and nnx.jit reuses for a second Trainer the steps it compiled for the
+    first (the optimizer's transformation is part of what nnx.jit traces)."""
+    rate = optax.cosine_decay_schedule(lr, decay_steps) if decay_steps else lr
+    return optax.adam(rate, b1=beta_1, b2=beta_2, eps=epsilon)
+
+
+@functools.partial(nnx.jit, static_argnames=("loss", "options"))
+def value_and_grads(loss, model, *args, options=()):
+    """loss(model, *args, **dict(options)) and its gradients with respect to model's nnx.Params
+    (the parity hook's), with nothing moved: every module among the arguments gets its batch
+    statistics back. `options`: (name, value) pairs, static (a method's name, say)."""
+    modules = [m for m in (model, *args) if isinstance(m, nnx.Module)]
+    saved = [nnx.clone(nnx.state(m, nnx.BatchStat)) for m in modules]
+    value, grads = nnx.value_and_grad(functools.partial(loss, **dict(options)))(model, *args)
+    for module, statistics in zip(modules, saved):
+        nnx.update(module, statistics)
+    return value, grads
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """One group of canonical arrays (a network's, say): the module holding them, the path of each
+    in the module's state (parameters and batch statistics alike), in canonical order, the paths
+    of the trained ones (their gradients and Adam moments), and the optimizer that trains them."""
+
+    module: nnx.Module
+    paths: list
+    trained: list
+    optimizer: nnx.Optimizer
+
+
+def read(tree, paths):
+    """Float32 NumPy copies of the arrays at `paths` of an nnx.State (weights, gradients)."""
+    flat = dict(nnx.to_flat_state(tree))
+    return [np.array(flat[path].get_value(), dtype=np.float32) for path in paths]
+
+
+def write(target, values):
+    """Set the variables of `target` (an nnx.Module or nnx.Optimizer) at the given paths, each
+    in the dtype it has: {path: array}."""
+    state = nnx.state(target)
+    flat = dict(nnx.to_flat_state(state))
+    for path, value in values.items():
+        flat[path].set_value(jnp.asarray(value, dtype=flat[path].get_value().dtype))
+    nnx.update(target, state)
+
+
+def adam_paths(flat, trained):
+    """(first-moment paths, second-moment paths, step-count paths) in an nnx.Optimizer's flat
+    state. Found by name rather than by position, so that the optax chain's structure need not be
+    assumed; anything but exactly one moment per parameter is an error. Adam's bias correction,
+    a learning-rate schedule and nnx.Optimizer each count steps: all of them are step counts."""
+    def find(name, path):
+        found = [key for key in flat if key[-len(path) - 1:] == (name, *path)]
+        if len(found) != 1:
+            raise RuntimeError(f"no single optax entry {name} for {path}: {list(flat)}")
+        return found[0]
+
+    counts = [key for key in flat if key[-1] in ("count", "step")]
+    if ("step",) not in counts:
+        raise RuntimeError(f"no nnx.Optimizer step count in {list(flat)}")
+    return [find("mu", p) for p in trained], [find("nu", p) for p in trained], counts
+
+
+class FlaxTrainer:
+    """The base of every family's Flax NNX Trainer (see the module's docstring).
+
+    Arrays cross the Trainer's boundary in the family's canonical layout: {group: arrays} for a
+    family of several groups (a GAN's generator and discriminator), the arrays alone for a family
+    of one group (a classifier)."""
+
+    def __init__(self, devices=1):
+        # On several devices the step is the same jitted function: jit compiles one program for
+        # the global batch and XLA inserts the all-reduces (customfit/parallel/mesh.py).
+        self.mesh = None if devices == 1 else BatchMesh(devices)
+        self.placed = ()
+
+    def place(self, *objects):
+        """The family's models and optimizers, once built: under --precision mixed the models'
+        layers compute in bfloat16 (float32 parameters); on several devices all are replicated."""
+        for obj in objects:
+            if isinstance(obj, nnx.Module):
+                precision.compute_in(obj)
+        self.placed = objects
+        self.replicate()
+
+    def replicate(self):
+        if self.mesh is not None:  # new values arrive on one device: spread them again
+            self.mesh.replicate(*self.placed)
+
+    # ---- batches
+
+    def epoch_batches(self, arrays, batch_size, shuffle_seed):
+        """One epoch's batches (tuples of `arrays`' rows) in a NumPy permutation of the samples;
+        on N devices only the first multiple of N samples, each batch sharded along the mesh."""
+        order = np.random.default_rng(shuffle_seed).permutation(len(arrays[0]))
+        if self.mesh is not None:
+            order = epoch_order(order, self.mesh.devices)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            batch = tuple(a[rows] for a in arrays)
+            yield batch if self.mesh is None else tuple(self.mesh.shard(b) for b in batch)
+
+    @staticmethod
+    def held_out_batches(arrays, batch_size):
+        """The held-out arrays in order, batch by batch (tuples of rows)."""
+        for start in range(0, len(arrays[0]), batch_size):
+            yield tuple(a[start:start + batch_size] for a in arrays)
+
+    # ---- what a family tells
+
+    def groups(self):
+        """{name: Group} of the family's canonical arrays, in the layout's order."""
+        raise NotImplementedError
+
+    def check_weights(self, weights):
+        """Raise ValueError unless `weights` has the family's canonical names and shapes."""
+        raise NotImplementedError
+
+    def pack_state(self, weights, moments, steps):
+        """(arrays, meta) for a checkpoint from the weights, (first, second) Adam moments and
+        the step count, each shaped as get_weights's arrays are (by group, or alone)."""
+        raise NotImplementedError
+
+    def unpack_state(self, arrays, meta):
+        """(weights, moments, steps) as pack_state takes them, every name and shape checked."""
+        raise NotImplementedError
+
+    # ---- the canonical layout
+
+    def bare(self, by_group):
+        """{group: value} as the family hands it out: the value alone for a family of one."""
+        return next(iter(by_group.values())) if len(by_group) == 1 else by_group
+
+    def by_group(self, value):
+        """bare's inverse: {group: value}."""
+        names = list(self.groups())
+        return {names[0]: value} if len(names) == 1 else value
+
+    def get_weights(self):
+        return self.bare({name: read(nnx.state(g.module), g.paths)
+                          for name, g in self.groups().items()})
+
+    def set_weights(self, weights):
+        self.check_weights(weights)
+        weights = self.by_group(weights)
+        for name, g in self.groups().items():
+            write(g.module, dict(zip(g.paths, weights[name], strict=True)))
+        self.replicate()
+
+    def canonical_grads(self, grads, name=None):
+        """nnx.value_and_grad's gradients (an nnx.State) in canonical order: group `name`'s, or
+        every group's, shaped as get_weights's arrays."""
+        groups = self.groups()
+        if name is not None:
+            return read(grads, groups[name].trained)
+        return self.bare({n: read(grads, g.trained) for n, g in groups.items()})
+
+    def state(self):
+        moments, steps = {}, {}
+        for name, g in self.groups().items():
+            tree = nnx.state(g.optimizer)
+            flat = dict(nnx.to_flat_state(tree))
+            mu, nu, _ = adam_paths(flat, g.trained)
+            moments[name] = (read(tree, mu), read(tree, nu))
+            steps[name] = int(flat[("step",)].get_value())
+        return self.pack_state(self.get_weights(), self.bare(moments), self.bare(steps))
+
+    def load_state(self, arrays, meta):
+        weights, moments, steps = self.unpack_state(arrays, meta)
+        self.set_weights(weights)
+        moments, steps = self.by_group(moments), self.by_group(steps)
+        for name, g in self.groups().items():
+            flat = dict(nnx.to_flat_state(nnx.state(g.optimizer)))
+            mu, nu, counts = adam_paths(flat, g.trained)
+            first, second = moments[name]
+            write(g.optimizer, {**dict(zip(mu, first, strict=True)),
+                                **dict(zip(nu, second, strict=True)),
+                                **dict.fromkeys(counts, steps[name])})
+        self.replicate()
