@@ -19,6 +19,7 @@ family's canonical weights are.
 """
 
 import contextlib
+import functools
 import warnings
 
 import numpy as np
@@ -35,6 +36,17 @@ ENGINE = "torch"
 def tensor(x, dtype=torch.float32):
     """A NumPy array (or anything np.asarray takes) as a CPU tensor of `dtype`."""
     return torch.from_numpy(np.asarray(x)).to(dtype)
+
+
+def nchw(x):
+    """NHWC images (every engine's data) as the NCHW tensor nn.Conv2d takes."""
+    return tensor(x).permute(0, 3, 1, 2).contiguous()
+
+
+def flatten_channels_last(h):
+    """(N, C, H, W) flattened in (H, W, C) order, as Keras flattens: the dense layer after it
+    takes its inputs in the same order on every engine, its weights Keras's (transposed)."""
+    return h.permute(0, 2, 3, 1).flatten(1)
 
 
 def per_group(function, *groups):
@@ -95,17 +107,33 @@ class TorchTrainer:
 
     # ---- what a family says
 
-    def weight_tensors(self):
-        """Every tensor of the canonical weights (parameters and buffers), in canonical order."""
+    def networks(self):
+        """The family's networks: one nn.Module (its canonical weights are a list), or a dict of
+        them by name (a dict of lists)."""
         raise NotImplementedError
-
-    def trainable_tensors(self):
-        """The parameters the optimizer moves, in canonical order (the gradients' order)."""
-        return self.weight_tensors()
 
     def check_weights(self, weights):
         """Raise ValueError naming the first array that does not fit."""
         raise NotImplementedError
+
+    def weight_tensors(self):
+        """Every parameter and buffer of each network (batch norm's running statistics, not its
+        batch count), in the order the network registers them: the canonical order, as each
+        network builds its layers in the order layout.py lists them (Keras's order too)."""
+        return self.per_network(lambda network: [
+            tensor for name, tensor in network.state_dict(keep_vars=True).items()
+            if not name.endswith("num_batches_tracked")])
+
+    def trainable_tensors(self):
+        """The parameters the optimizers move, in the same order: the gradients' order."""
+        return self.per_network(lambda network: list(network.parameters()))
+
+    def per_network(self, function):
+        """function(network), or {name: function(network)} for a dict of networks."""
+        networks = self.networks()
+        if isinstance(networks, dict):
+            return {name: function(network) for name, network in networks.items()}
+        return function(networks)
 
     # ---- weights in the canonical layout
 
@@ -177,6 +205,16 @@ class TorchTrainer:
             each.zero_grad()
         return loss.item(), grads
 
+    def losses_and_gradients(self, losses, noise):
+        """The parity hook of one loss per network (a GAN's): {name: loss_and_gradients()} of
+        losses[name](noise[name]) for each name in `noise`, w.r.t. that network's trainable
+        tensors, every network in training mode with its running statistics frozen."""
+        networks, trainable = self.networks(), self.trainable_tensors()
+        return {name: self.loss_and_gradients(
+                    functools.partial(losses[name], tensor(z)), networks[name], trainable[name],
+                    frozen=tuple(networks.values()))
+                for name, z in noise.items()}
+
     # ---- the held-out figures
 
     def held_out_means(self, tensors, batch_size, figures):
@@ -191,6 +229,12 @@ class TorchTrainer:
                 means.add_all(found, len(batch[0]))
         return means.means()
 
+    def infer(self, network, *inputs):
+        """network(*inputs) in inference mode, without a graph, as a NumPy array."""
+        network.eval()
+        with torch.no_grad():
+            return network(*(tensor(x) for x in inputs)).numpy().copy()
+
     # ---- precision
 
     def backward_and_step(self, loss, optimizer, scaler):
@@ -203,11 +247,14 @@ class TorchTrainer:
 
     # ---- several devices: one process each (customfit/parallel/process_group.py)
 
-    def spread(self, network, **options):
-        """`network` wrapped in DistributedDataParallel, which averages its gradients over the
-        processes during backward(); the network itself on one device."""
+    def spread(self, *networks, **options):
+        """The networks as the updates call them: on one device themselves, on several each
+        wrapped in DistributedDataParallel (with `options`), which averages its gradients over
+        the processes during backward(). Batch norm stays per process there (torch's SyncBatchNorm
+        runs on GPUs only); forward_sync_buffers=False keeps its running statistics each
+        process's, rather than rank 0's before every forward pass."""
         if self.devices == 1:
-            return network
+            return list(networks)
         from customfit.parallel import process_group
 
         process_group.check_world(self.devices)
@@ -215,7 +262,7 @@ class TorchTrainer:
         # order, its weight does not: DDP warns that it copies it into its bucket. It does,
         # correctly.
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        return nn.parallel.DistributedDataParallel(network, **options)
+        return [nn.parallel.DistributedDataParallel(network, **options) for network in networks]
 
     def epoch_batches(self, tensors, batch_size, shuffle_seed):
         """One epoch's shuffled batches; on several devices this process's share of every global
