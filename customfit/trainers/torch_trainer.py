@@ -33,9 +33,9 @@ from customfit.trainers.running_means import RunningMeans
 ENGINE = "torch"
 
 
-def tensor(x, dtype=torch.float32):
-    """A NumPy array (or anything np.asarray takes) as a CPU tensor of `dtype`."""
-    return torch.from_numpy(np.asarray(x)).to(dtype)
+def tensor(x, dtype=np.float32):
+    """A NumPy array (or anything np.asarray takes) as a CPU tensor of NumPy's `dtype`."""
+    return torch.from_numpy(np.asarray(x, dtype=dtype))
 
 
 def nchw(x):
@@ -102,6 +102,12 @@ def frozen_statistics(network):
             setattr(module, name, buffer)
 
 
+def held_out_batches(tensors, batch_size):
+    """The held-out set in order, in batches. It is whole on every process: each process's copy
+    of the model is the same, so their figures are too and nothing needs gathering."""
+    return DataLoader(TensorDataset(*tensors), batch_size=batch_size)
+
+
 class TorchTrainer:
     devices = 1  # processes, one per device; a subclass that spreads sets its own
 
@@ -158,6 +164,15 @@ class TorchTrainer:
 
         steps = [int(slots["step"].item()) for slots in optimizer.state.values() if slots]
         return slot("exp_avg"), slot("exp_avg_sq"), max(steps, default=0)
+
+    def weights_and_adam_state(self):
+        """(weights, first moments, second moments, step count), all canonical, of a family that
+        trains with one Adam, `self.optimizer`: what its layout.py packs into a checkpoint."""
+        return (self.get_weights(), *self.adam_state(self.optimizer, self.trainable_tensors()))
+
+    def load_weights_and_adam_state(self, weights, first, second, step):
+        self.set_weights(weights)
+        self.load_adam_state(self.optimizer, self.trainable_tensors(), first, second, step)
 
     def adam_states(self, optimizers):
         """adam_state() for one optimizer per network ({net: optimizer}), each over that network's
@@ -218,22 +233,24 @@ class TorchTrainer:
     # ---- the held-out figures
 
     def held_out_means(self, tensors, batch_size, figures):
-        """The means of figures(*batch) (a dict of scalars) over the held-out set, weighted by
-        batch size, computed without a graph. The set is whole on every process: each process's
-        copy of the model is the same, so their figures are too and nothing needs gathering."""
+        """The means of figures(*batch) (a dict of scalars) over held_out_batches(), weighted by
+        batch size, computed without a graph."""
         means = None
         with torch.no_grad():
-            for batch in DataLoader(TensorDataset(*tensors), batch_size=batch_size):
+            for batch in held_out_batches(tensors, batch_size):
                 found = figures(*batch)
                 means = RunningMeans(found) if means is None else means
                 means.add_all(found, len(batch[0]))
         return means.means()
 
     def infer(self, network, *inputs):
-        """network(*inputs) in inference mode, without a graph, as a NumPy array."""
+        """network(*inputs) in inference mode, without a graph, as NumPy arrays (copies)."""
         network.eval()
         with torch.no_grad():
-            return network(*(tensor(x) for x in inputs)).numpy().copy()
+            outputs = network(*(tensor(x) for x in inputs))
+        if isinstance(outputs, tuple):
+            return tuple(output.cpu().numpy().copy() for output in outputs)
+        return outputs.cpu().numpy().copy()
 
     # ---- precision
 
