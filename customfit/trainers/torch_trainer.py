@@ -1,9 +1,9 @@
 """What every PyTorch engine file needs besides its networks, losses and loop, written once.
 
 A family's customfit/tasks/<family>/with_torch.py subclasses TorchTrainer, as each Keras backend
-subclasses one Trainer (keras/src/backend/torch/trainer.py), and says two things: which tensors
-make its canonical weights (`weight_tensors`, `trainable_tensors`) and how to check weights handed
-in (`check_weights`). From those this base gives it:
+subclasses one Trainer (keras/src/backend/torch/trainer.py), and says two things: its networks
+(`networks`; their registration order is the canonical order of their weights) and how to check
+weights handed in (`check_weights`). From those this base gives it:
 
 - get_weights / set_weights in the canonical layout (Keras's; customfit/weights.py converts);
 - Adam's moments and step count as canonical arrays and back (`adam_state`, `load_adam_state`),
@@ -14,8 +14,10 @@ in (`check_weights`). From those this base gives it:
   an epoch's batches and of its random draws, running means averaged over the processes;
 - --precision: backward and step through torch.amp.GradScaler (`backward_and_step`).
 
-Tensors and arrays go in groups: a list, or a dict of lists (one per network), whichever the
-family's canonical weights are.
+Tensors and arrays go in groups (customfit/trainers/torch_layout.py): a list, or a dict of lists
+(one per network), whichever the family's canonical weights are. The small pieces the engine files
+share (tensors from NumPy, Keras-alike initialisation and flattening, frozen batch-norm statistics,
+held-out batches) are the module functions below.
 """
 
 import contextlib
@@ -29,8 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from customfit import weights as canonical
 from customfit.trainers.running_means import RunningMeans
-
-ENGINE = "torch"
+from customfit.trainers.torch_layout import ENGINE, flat, from_canonical, per_group, to_canonical
 
 
 def tensor(x, dtype=np.float32):
@@ -47,33 +48,6 @@ def flatten_channels_last(h):
     """(N, C, H, W) flattened in (H, W, C) order, as Keras flattens: the dense layer after it
     takes its inputs in the same order on every engine, its weights Keras's (transposed)."""
     return h.permute(0, 2, 3, 1).flatten(1)
-
-
-def per_group(function, *groups):
-    """function(*lists) for groups that are lists, or {name: function(*lists)} for dicts of lists
-    (the first one's names, in its order)."""
-    if isinstance(groups[0], dict):
-        return {name: function(*(g[name] for g in groups)) for name in groups[0]}
-    return function(*groups)
-
-
-def flat(*groups):
-    """The groups' elements side by side, as tuples, every list of a dict in its order."""
-    if isinstance(groups[0], dict):
-        return [row for name in groups[0] for row in zip(*(g[name] for g in groups))]
-    return list(zip(*groups))
-
-
-def to_canonical(tensors):
-    """NumPy copies of `tensors` (a group) in the canonical layout."""
-    return per_group(lambda group: canonical.to_canonical(
-        ENGINE, [t.detach().cpu().numpy() for t in group]), tensors)
-
-
-def from_canonical(array):
-    """A canonical array as a float32 CPU tensor in torch's layout (a copy)."""
-    (array,) = canonical.from_canonical(ENGINE, [np.asarray(array, np.float32)])
-    return torch.from_numpy(array)
 
 
 def init_like_keras(module):
