@@ -2,30 +2,29 @@
 
 This is the lecture's PyTorch workflow, with its two slips fixed: the model switches mode with
 train()/eval() instead of taking a `training=` argument, and the loss is F.cross_entropy on logits
-instead of log(softmax(.)), which overflows where cross_entropy does not.
+instead of log(softmax(.)), which overflows where cross_entropy does not. The plumbing (canonical
+weights, Adam state, the parity hook's gradients, several processes, float16) is TorchTrainer's:
+customfit/trainers/torch_trainer.py.
 """
-
-import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
-from customfit import compute_device, precision, weights as layout
+from customfit import compute_device, precision, weights as canonical
 from customfit.tasks.classifier.architectures import output_shape
-from customfit.tasks.classifier.tally import Tally
+from customfit.trainers.running_means import RunningMeans
+from customfit.trainers.torch_trainer import (TorchTrainer, flatten_channels_last,
+                                              held_out_batches, tensor)
 
-ENGINE = "torch"
 
-
-def _tensors(x, y=None):
+def tensors(x, y=None):
     """float32 inputs and int64 labels, as nn.Linear and F.cross_entropy expect."""
-    x = torch.from_numpy(np.asarray(x, dtype=np.float32))
-    return x if y is None else (x, torch.from_numpy(np.asarray(y, dtype=np.int64)))
+    return tensor(x) if y is None else (tensor(x), tensor(y, np.int64))
 
 
+# --8<-- [start:model]
 class ChannelsFirst(nn.Module):
     """NHWC -> NCHW: the data (and every other engine) is channels-last; nn.Conv2d is not."""
 
@@ -39,7 +38,7 @@ class FlattenChannelsLast(nn.Module):
     map 1:1 to Keras's (only transposed), with no shuffling of rows."""
 
     def forward(self, x):
-        return x.permute(0, 2, 3, 1).flatten(1)
+        return flatten_channels_last(x)
 
 
 def build_model(layers, input_shape):
@@ -68,11 +67,22 @@ def build_model(layers, input_shape):
             modules.append(nn.ReLU())
         shape = out_shape
     return nn.Sequential(*modules)
+# --8<-- [end:model]
 
 
-class Trainer:
+# --8<-- [start:objective]
+def objective(model, x, y):
+    """(mean cross-entropy, logits) on a batch; logits computed under --precision mixed's
+    autocast, then widened to float32 for the loss."""
+    with precision.autocast():
+        logits = model(x).float()
+        return F.cross_entropy(logits, y), logits
+# --8<-- [end:objective]
+
+
+class Trainer(TorchTrainer):
     def __init__(self, layers, input_shape, num_classes, lr, seed, devices=1):
-        self._shapes = layout.canonical_shapes(layers, input_shape, num_classes)
+        self.shapes = canonical.canonical_shapes(layers, input_shape, num_classes)
         # nn.Linear and nn.Conv2d initialise themselves from torch's global generator.
         torch.manual_seed(seed)
         # --device: the model and each batch on the run's device (torch moves nothing itself);
@@ -80,9 +90,7 @@ class Trainer:
         self.device = compute_device.torch_device()
         self.model = build_model(layers, input_shape).to(self.device)
         self.devices = devices
-        # On several devices: one process each (customfit/parallel/process_group.py), the model
-        # wrapped in DistributedDataParallel, which averages the gradients during backward().
-        self.trained = self.model if devices == 1 else _distributed(self.model, devices)
+        [self.trained] = self.spread(self.model)  # DistributedDataParallel on several devices
         # eps=1e-7: Keras's default, so that every engine runs the same Adam settings.
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr,
                                           betas=(0.9, 0.999), eps=1e-7)
@@ -90,111 +98,59 @@ class Trainer:
         # only under float16 (otherwise it passes everything through).
         self.scaler = precision.grad_scaler()
 
-    def _loader(self, dataset, batch_size, shuffle_seed):
-        from customfit.parallel import process_group
-
-        return process_group.epoch_loader(dataset, batch_size, shuffle_seed, self.devices)
-
+    # --8<-- [start:step]
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
-        loader = self._loader(TensorDataset(*_tensors(x, y)), batch_size, shuffle_seed)
+        loader = self.epoch_batches(tensors(x, y), batch_size, shuffle_seed)
         self.model.train()
-        tally = Tally()
+        means = RunningMeans(("loss", "accuracy"))
         for x_batch, y_batch in loader:
             x_batch, y_batch = x_batch.to(self.device), y_batch.to(self.device)
             self.optimizer.zero_grad()
-            with precision.autocast():
-                logits = self.trained(x_batch).float()
-                loss = F.cross_entropy(logits, y_batch)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            tally.add(loss.item(), (logits.argmax(dim=1) == y_batch).sum().item(), len(x_batch))
-            on_batch(tally.means())
-        return mean_over_processes(tally.means()) if self.devices > 1 else tally.means()
+            loss, logits = objective(self.trained, x_batch, y_batch)
+            self.backward_and_step(loss, self.optimizer, self.scaler)
+            means.add("loss", loss.item(), len(x_batch))
+            means.add_total("accuracy", (logits.argmax(dim=1) == y_batch).sum().item(),
+                            len(x_batch))
+            on_batch(means.means())
+        return self.mean_over_processes(means.means())
+    # --8<-- [end:step]
 
-    # Held-out figures and predictions: every process computes them on the whole held-out set
-    # with its own copy of the model (the copies are equal), so nothing needs gathering.
     def evaluate(self, x, y, batch_size):
-        loader = DataLoader(TensorDataset(*_tensors(x, y)),
-                            batch_size=batch_size)
         self.model.eval()
-        tally = Tally()
-        with torch.no_grad(), precision.autocast():  # no graph: nothing is differentiated
-            for x_batch, y_batch in loader:
+        means = RunningMeans(("loss", "accuracy"))
+        with torch.no_grad():  # no graph: nothing is differentiated
+            for x_batch, y_batch in held_out_batches(tensors(x, y), batch_size):
                 x_batch, y_batch = x_batch.to(self.device), y_batch.to(self.device)
-                logits = self.model(x_batch).float()
-                tally.add(F.cross_entropy(logits, y_batch).item(),
-                          (logits.argmax(dim=1) == y_batch).sum().item(), len(x_batch))
-        return tally.means()
+                loss, logits = objective(self.model, x_batch, y_batch)
+                means.add("loss", loss.item(), len(x_batch))
+                means.add_total("accuracy", (logits.argmax(dim=1) == y_batch).sum().item(),
+                                len(x_batch))
+        return means.means()
 
     def predict_proba(self, x):
         self.model.eval()
         with torch.no_grad(), precision.autocast():
-            return F.softmax(self.model(_tensors(x).to(self.device)).float(), dim=1).cpu().numpy()
+            return F.softmax(self.model(tensors(x).to(self.device)).float(), dim=1).cpu().numpy()
 
-    def get_weights(self):
-        return layout.to_canonical(ENGINE, [p.detach().cpu().numpy()
-                                            for p in self.model.parameters()])
+    # ---- for TorchTrainer; the parity hook and the checkpoint, as weights.py says
 
-    def set_weights(self, weights):
-        layout.check_shapes(self._shapes, weights)
-        with torch.no_grad():
-            for parameter, value in zip(self.model.parameters(),
-                                        layout.from_canonical(ENGINE, weights)):
-                parameter.copy_(torch.from_numpy(value))
+    def networks(self):
+        return self.model
+
+    def check_weights(self, weights):
+        canonical.check_shapes(self.shapes, weights)
 
     def objective_and_grads(self, batch, noise=None):
         """The parity hook: mean cross-entropy and its gradients (Keras's layout) on batch
         (x, y) at the current weights, no update. The classifier draws no noise."""
-        x, y = batch
-        self.model.train()
-        self.model.zero_grad()
-        x, y = (t.to(self.device) for t in _tensors(x, y))
-        with precision.autocast():
-            loss = F.cross_entropy(self.model(x).float(), y)
-        loss.backward()
-        grads = [p.grad.cpu().numpy().copy() for p in self.model.parameters()]
-        self.model.zero_grad()  # leave nothing behind for the next optimizer step to see
-        return loss.item(), layout.to_canonical(ENGINE, grads)
+        x, y = (t.to(self.device) for t in tensors(*batch))
+        return self.loss_and_gradients(lambda: objective(self.model, x, y)[0], self.model,
+                                       self.trainable_tensors())
 
     def state(self):
-        parameters = list(self.model.parameters())
-        adam = [self.optimizer.state.get(p, {}) for p in parameters]
-        # Before the first step torch has no Adam state yet: its moments are zeros then.
-        first = [s["exp_avg"].cpu().numpy() if s else np.zeros(p.shape, np.float32)
-                 for s, p in zip(adam, parameters)]
-        second = [s["exp_avg_sq"].cpu().numpy() if s else np.zeros(p.shape, np.float32)
-                  for s, p in zip(adam, parameters)]
-        step = int(adam[0]["step"].item()) if adam[0] else 0
-        arrays = layout.pack_adam_state(self.get_weights(), layout.to_canonical(ENGINE, first),
-                                        layout.to_canonical(ENGINE, second), step)
-        return arrays, {"format": layout.STATE_FORMAT, "engine": ENGINE}
+        arrays = canonical.pack_adam_state(*self.weights_and_adam_state())
+        return arrays, {"format": canonical.STATE_FORMAT, "engine": "torch"}
 
     def load_state(self, arrays, meta):
-        layout.check_state_meta(meta)
-        weights, first, second, step = layout.unpack_adam_state(arrays, self._shapes)
-        self.set_weights(weights)
-        saved = self.optimizer.state_dict()
-        saved["state"] = {} if step == 0 else {
-            i: {"step": torch.tensor(float(step)), "exp_avg": torch.from_numpy(m),
-                "exp_avg_sq": torch.from_numpy(v)}
-            for i, (m, v) in enumerate(zip(layout.from_canonical(ENGINE, first),
-                                           layout.from_canonical(ENGINE, second)))}
-        self.optimizer.load_state_dict(saved)
-
-
-def _distributed(model, devices):
-    from customfit.parallel import process_group
-
-    process_group.check_world(devices)
-    # The first convolution's gradient comes out channels-last (the input is permuted from
-    # NHWC), its weight is not: DDP warns that it copies it into its bucket. It does, correctly.
-    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    return torch.nn.parallel.DistributedDataParallel(model)
-
-
-
-def mean_over_processes(means):
-    from customfit.parallel import process_group
-
-    return process_group.mean_over_processes(means)
+        canonical.check_state_meta(meta)
+        self.load_weights_and_adam_state(*canonical.unpack_adam_state(arrays, self.shapes))

@@ -6,7 +6,7 @@ the same everywhere:
 
 - the sizes of the two models (`lecture`, `default`) and their batch-norm settings;
 - every array of each network, in one canonical order and layout (Keras's): `entries()`;
-- the conversion to and from PyTorch's layout, and each framework's name for each array;
+- each framework's name for each array (PyTorch's layout: customfit/weights.py converts);
 - the checkpoint's array names (`pack_state`/`unpack_state`);
 - the parity hook's noise and answer (below);
 - how noise is seeded (`noise_seed`, EVAL_SEED, FIXED_SEED).
@@ -176,27 +176,6 @@ ROLES = {
 def find(network, entry, framework):
     """The framework's variable (parameter, buffer) holding `entry` in `network`."""
     return getattr(getattr(network, entry.layer), ROLES[framework][entry.role])
-
-
-# ----------------------------------------------------------------------------- conversion
-
-
-def to_torch(entry, array):
-    array = np.asarray(array)
-    if entry.kind == "dense":
-        array = array.T
-    elif entry.kind in ("conv", "conv_transpose"):
-        array = array.transpose(3, 2, 0, 1)
-    return np.array(array, dtype=np.float32, order="C", copy=True)
-
-
-def from_torch(entry, array):
-    array = np.asarray(array)
-    if entry.kind == "dense":
-        array = array.T
-    elif entry.kind in ("conv", "conv_transpose"):
-        array = array.transpose(2, 3, 1, 0)
-    return np.array(array, dtype=np.float32, order="C", copy=True)
 
 
 def check_weights(model, latent, weights, what="weights"):

@@ -99,28 +99,6 @@ def check_weights(shapes, weights, what="weights"):
                                  f"given {tuple(np.shape(array))}")
 
 
-# ----------------------------------------------------------------------------- torch's layout
-# Both directions copy: torch's .numpy() shares memory with the live parameter.
-
-def torch_from_canonical(array):
-    array = np.asarray(array)
-    if array.ndim == 2:
-        array = array.T                       # (in, out) -> Linear (out, in)
-    elif array.ndim == 4:
-        array = array.transpose(3, 2, 0, 1)   # conv (kh,kw,in,out) -> (out,in,kh,kw);
-        #                                       conv-transpose (kh,kw,out,in) -> (in,out,kh,kw)
-    return np.array(array, dtype=np.float32, order="C", copy=True)
-
-
-def canonical_from_torch(array):
-    array = np.asarray(array)
-    if array.ndim == 2:
-        array = array.T
-    elif array.ndim == 4:
-        array = array.transpose(2, 3, 1, 0)
-    return np.array(array, dtype=np.float32, order="C", copy=True)
-
-
 def copied(weights):
     """{"encoder": [...], "decoder": [...]} as new float32 arrays (no views of live memory)."""
     return {net: [np.array(a, dtype=np.float32, order="C", copy=True) for a in weights[net]]
