@@ -8,10 +8,10 @@ be chosen (KERAS_BACKEND) before Keras is imported.
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Model": ("customfit.model", "Model"),
-    "Update": ("customfit.update", "Update"),
-    "ops": ("customfit.ops", None),
-    "frozen": ("customfit.ops", "frozen"),
+    "Model": ("customfit.core.model", "Model"),
+    "Update": ("customfit.core.update", "Update"),
+    "ops": ("customfit.core.ops", None),
+    "frozen": ("customfit.core.ops", "frozen"),
     "run": ("customfit.runs", "run"),
     "Result": ("customfit.runs", "Result"),
 }

@@ -3,7 +3,7 @@
     python docs/make_api.py            # rewrite docs/api.md
     python docs/make_api.py --check    # exit 1 if docs/api.md is not what the docstrings give
 
-The public names are customfit.__all__ (with the members of customfit.ops.__all__ for `ops`) and
+The public names are customfit.__all__ (with the members of customfit.core.ops.__all__ for `ops`) and
 the methods cf.Model defines itself. Docstrings use Args / Returns / Raises / Attributes /
 Example sections (Google style); the Example section comes last and holds a ```python block.
 """

@@ -56,7 +56,7 @@ def test_the_site_builds_with_every_page(tmp_path):
 
 @pytest.mark.parametrize("page, broken, said", [
     ("docs/index.md", "\nSee [the missing page](nowhere.md).\n", "nowhere.md"),
-    ("docs/reference.md", "\n::: customfit.ops.no_such_name\n", "no_such_name"),
+    ("docs/reference.md", "\n::: customfit.core.ops.no_such_name\n", "no_such_name"),
     ("docs/examples.md", '\n```python\n--8<-- "examples/no_such_example.py"\n```\n', "no_such_example"),
 ])
 def test_a_broken_reference_fails_the_build(page, broken, said, tmp_path):

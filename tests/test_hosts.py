@@ -274,7 +274,7 @@ def test_two_hosts_train_the_gan_and_vae_as_one_device(tmp_path, engine, task):
 
 @pytest.mark.slow
 def test_keras_fit_does_not_train_under_multi_worker_mirrored_strategy(tmp_path):
-    """What cf.Model's TensorFlow step works around (customfit/backends/tensorflow_step.py):
+    """What cf.Model's TensorFlow step works around (customfit/core/backends/tensorflow_step.py):
     Keras's own fit() fails under MultiWorkerMirroredStrategy for a stock model (Keras 3.15,
     TensorFlow 2.21; keras-team/keras#20585), where a cf.Model trains as one device does
     (test_two_hosts_train_as_one_device[keras-tensorflow]). When this test fails, Keras has

@@ -225,7 +225,7 @@ def test_error_compile_with_loss():
 def test_the_torch_tracker_sums_as_keras_mean_does():
     import torch
 
-    from customfit.backends import torch_step
+    from customfit.core.backends import torch_step
 
     fast, stock = torch_step.Mean(name="fast"), keras.metrics.Mean(name="stock")
     assert type(fast).update_state is not keras.metrics.Mean.update_state

@@ -11,7 +11,7 @@ import pytest
 from conftest import to_numpy
 from training import CUSTOM, assert_same_state, fit, make, outputs
 
-from customfit.model import OptimizerGroup
+from customfit.core.model import OptimizerGroup
 
 
 def load_strictly(load):

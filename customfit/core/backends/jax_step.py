@@ -7,8 +7,8 @@ import warnings
 import jax
 import keras
 
-from customfit.loss_scale import LossScaleOptimizer
-from customfit.scopes import record_frozen, run_stateless
+from customfit.core.loss_scale import LossScaleOptimizer
+from customfit.core.scopes import record_frozen, run_stateless
 
 
 def value_and_grad(fn, args, argnums):

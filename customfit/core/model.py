@@ -1,5 +1,5 @@
 """cf.Model: write `objective(self, data, training=True)` once; fit()/evaluate() train it on
-the tensorflow, torch and jax backends (the step itself is in customfit/backends/)."""
+the tensorflow, torch and jax backends (the step itself is in customfit/core/backends/)."""
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -9,9 +9,9 @@ from keras import ops as K
 from keras import tree
 from keras.src.backend import compute_output_spec
 
-from customfit import loss_scale
-from customfit.backends import backend_module
-from customfit.update import Update
+from customfit.core import loss_scale
+from customfit.core.backends import backend_module
+from customfit.core.update import Update
 
 
 @keras.saving.register_keras_serializable(package="customfit")

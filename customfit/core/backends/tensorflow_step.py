@@ -5,7 +5,7 @@ import tensorflow as tf
 from keras.src.backend.tensorflow.trainer import _collective_all_reduce_multi_worker
 from keras.src.losses.loss import scale_loss_for_distribution
 
-from customfit.scopes import record_frozen
+from customfit.core.scopes import record_frozen
 
 
 def value_and_grad(fn, args, argnums):

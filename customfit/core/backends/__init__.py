@@ -12,9 +12,9 @@ Each module defines
 import importlib
 
 _MODULES = {
-    "tensorflow": "customfit.backends.tensorflow_step",
-    "torch": "customfit.backends.torch_step",
-    "jax": "customfit.backends.jax_step",
+    "tensorflow": "customfit.core.backends.tensorflow_step",
+    "torch": "customfit.core.backends.torch_step",
+    "jax": "customfit.core.backends.jax_step",
 }
 
 

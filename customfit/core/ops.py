@@ -11,8 +11,8 @@ import contextlib
 import keras
 from keras import ops as K
 
-from customfit.backends import backend_module
-from customfit.scopes import ChildScope, note_frozen, replay
+from customfit.core.backends import backend_module
+from customfit.core.scopes import ChildScope, note_frozen, replay
 
 __all__ = ["grad", "value_and_grad", "divergence", "frozen"]
 

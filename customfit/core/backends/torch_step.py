@@ -6,7 +6,7 @@ import keras
 import torch
 from keras.src.backend.common.stateless_scope import in_stateless_scope
 
-from customfit.scopes import record_frozen
+from customfit.core.scopes import record_frozen
 
 
 def value_and_grad(fn, args, argnums):
