@@ -3,7 +3,8 @@
 The idiom: the perturbation is a plain tensor, so the tape must be told to watch it
 (tape.watch); the tape is also told not to watch the weights it reads, since only the gradient
 with respect to the input is wanted. One attack step (objective, gradient, update, projection) is
-one traced graph. The rules are in rules.py.
+one traced graph. The rules are in rules.py. The model is the classifier of
+customfit/tasks/classifier/with_tensorflow.py; its plumbing is in customfit/trainers/.
 """
 
 import numpy as np
@@ -17,9 +18,12 @@ from customfit.tasks.classifier import with_tensorflow as classifier
 BATCH_SIZE = 1024
 
 
+# --8<-- [start:model]
 class Trainer(classifier.Trainer):
     """The classifier of with_tensorflow.py, plus the attack on its current weights."""
+    # --8<-- [end:model]
 
+    # --8<-- [start:objective]
     def _objective(self, x, dx, target, method):
         logits = self.model(x + dx, training=False)
         # A sum over pairs: each pair's gradient is its own, whatever else shares the batch.
@@ -29,7 +33,9 @@ class Trainer(classifier.Trainer):
             # tf.abs's gradient at 0 is 0, the subgradient rules.py asks for.
             value += rules.LECTURE_C * tf.reduce_sum(tf.reduce_mean(tf.abs(dx), axis=[1, 2, 3]))
         return value
+    # --8<-- [end:objective]
 
+    # --8<-- [start:step]
     def _objective_and_grad(self, x, dx, target, method):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(dx)
@@ -67,6 +73,7 @@ class Trainer(classifier.Trainer):
                 dx = self._attack_step(x_batch, dx, target_batch, method, size, bound)
             chunks.append((x_batch + dx).numpy())
         return np.concatenate(chunks)
+    # --8<-- [end:step]
 
     def attack_objective_and_grad(self, x, dx, target, *, method):
         """The parity hook: the batch objective (a sum over pairs) and its gradient w.r.t. dx."""

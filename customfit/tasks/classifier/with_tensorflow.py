@@ -1,19 +1,22 @@
 """The classifier in TensorFlow: tf.keras layers, tf.GradientTape, @tf.function and tf.data.
 
 This is the lecture's TensorFlow workflow: Keras only builds the layers; the training step is
-written by hand, so any objective could stand where the cross-entropy is.
+written by hand, so any objective could stand where the cross-entropy is. Read top to bottom: the
+model, the objective, the step (on one device, and on N replicas as TensorFlow's guide "Custom
+training with tf.distribute.Strategy" writes it) and the epoch loop. The plumbing (the seed, the
+replicas, checkpoint arrays, the parity hook's gradients) is in customfit/trainers/.
 """
 
 import tensorflow as tf
 
 from customfit import precision, weights as layout
-from customfit.engines.native_checks import require_tensorflow_backend
-from customfit.tasks.classifier.tally import Tally
-from customfit.trainers.keras_adam import keras_adam_slots
+from customfit.trainers.running_means import RunningMeans
+from customfit.trainers.tensorflow_trainer import ENGINE, TensorFlowTrainer
 
-ENGINE = "tensorflow"
+FIGURES = ("loss", "accuracy")
 
 
+# --8<-- [start:model]
 def build_model(layers, input_shape):
     """A tf.keras.Sequential from the architecture tuples (see architectures.py)."""
     model = tf.keras.Sequential([tf.keras.Input(shape=tuple(input_shape))])
@@ -36,24 +39,26 @@ def build_model(layers, input_shape):
         # Keras's mixed-precision guide: the output in float32, so that softmax and the loss are.
         model.add(tf.keras.layers.Activation("linear", dtype="float32"))
     return model
+# --8<-- [end:model]
 
 
+# --8<-- [start:objective]
 def cross_entropy(labels, logits):
     # On logits, never log(softmax): TF fuses the two stably.
     return tf.reduce_mean(
         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
-class Trainer:
+def correct_count(labels, logits):
+    predicted = tf.argmax(logits, axis=-1, output_type=labels.dtype)
+    return tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.int32))
+# --8<-- [end:objective]
+
+
+class Trainer(TensorFlowTrainer):
     def __init__(self, layers, input_shape, num_classes, lr, seed, devices=1):
-        require_tensorflow_backend()
-        self._shapes = layout.canonical_shapes(layers, input_shape, num_classes)
-        # One device, or N replicas of a MirroredStrategy: the model and optimizer are made in
-        # its scope (mirrored variables), and each batch is split over the replicas.
-        self.devices = devices
-        self.strategy = tf.distribute.get_strategy() if devices == 1 else _mirrored(devices)
-        # Keras's initializers draw from the global seed: set it, and the weights follow `seed`.
-        tf.keras.utils.set_random_seed(seed)
+        super().__init__(seed, devices)
+        self.shapes = layout.canonical_shapes(layers, input_shape, num_classes)
         with self.strategy.scope():
             self.model = build_model(layers, input_shape)
             # Under mixed_float16 (a GPU), Keras's LossScaleOptimizer around Adam.
@@ -62,9 +67,10 @@ class Trainer:
             # The Adam moments now rather than at the first step, so load_state can fill them.
             self.optimizer.build(self.model.trainable_variables)
 
+    # --8<-- [start:step]
     # reduce_retracing: the last, shorter batch reuses the trace instead of making a new one.
     @tf.function(reduce_retracing=True)
-    def _train_step(self, x, y):
+    def _train_step(self, x, y):  # customfit/bench/modes.py traces it again with XLA
         with tf.GradientTape() as tape:
             logits = self.model(x, training=True)
             loss = cross_entropy(y, logits)
@@ -72,13 +78,12 @@ class Trainer:
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, self.model.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
-        return loss, _correct(y, logits)
+        return loss, correct_count(y, logits)
 
-    # The same step on N replicas, as TensorFlow's guide "Custom training with
-    # tf.distribute.Strategy" writes it: each replica's loss is its share of the global batch's
-    # mean (compute_average_loss), the optimizer sums the replicas' gradients.
+    # The same step on N replicas: each replica's loss is its share of the global batch's mean
+    # (compute_average_loss), the optimizer sums the replicas' gradients.
     @tf.function(reduce_retracing=True)
-    def _distributed_train_step(self, x, y):
+    def distributed_train_step(self, x, y):
         def replica_step(x, y):
             with tf.GradientTape() as tape:
                 logits = self.model(x, training=True)
@@ -88,99 +93,67 @@ class Trainer:
                 scaled = self.optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, self.model.trainable_variables)
             self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
-            return loss, _correct(y, logits)
+            return loss, correct_count(y, logits)
 
-        loss, correct = self.strategy.run(replica_step, args=(x, y))
-        total = tf.distribute.ReduceOp.SUM
-        return self.strategy.reduce(total, loss, None), self.strategy.reduce(total, correct, None)
+        return self.on_replicas(replica_step, x, y, reduce=tf.distribute.ReduceOp.SUM)
 
     @tf.function(reduce_retracing=True)
-    def _eval_step(self, x, y):
+    def eval_step(self, x, y):
         logits = self.model(x, training=False)
-        return cross_entropy(y, logits), _correct(y, logits)
+        return cross_entropy(y, logits), correct_count(y, logits)
 
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
-        # A seeded shuffle's order also depends on TF's global seed: pin it, so that the order is
-        # a function of shuffle_seed alone and a resumed run sees the same batches.
-        tf.random.set_seed(shuffle_seed)
-        dataset = (tf.data.Dataset.from_tensor_slices((x, y))
-                   .shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=False))
-        tally = Tally()
-        if self.devices == 1:
-            for x_batch, y_batch in dataset.batch(batch_size):
-                loss, correct = self._train_step(x_batch, y_batch)
-                tally.add(loss, correct, x_batch.shape[0])
-                on_batch(tally.means())
-            return tally.means()
-        # Every global batch splits evenly over the replicas (customfit/devices.py).
-        dataset = dataset.take(len(x) - len(x) % self.devices).batch(batch_size)
-        for x_batch, y_batch in self.strategy.experimental_distribute_dataset(dataset):
-            loss, correct = self._distributed_train_step(x_batch, y_batch)
-            # The replicas hold equal shares; across hosts only this worker's are local.
-            share = self.strategy.experimental_local_results(y_batch)[0]
-            tally.add(loss, correct, int(share.shape[0]) * self.strategy.num_replicas_in_sync)
-            on_batch(tally.means())
-        return tally.means()
+        dataset = self.seeded_shuffle((x, y), shuffle_seed)
+        step = self._train_step if self.devices == 1 else self.distributed_train_step
+        means = RunningMeans(FIGURES)
+        for x_batch, y_batch in self.batches(dataset, len(x), batch_size):
+            loss, correct = step(x_batch, y_batch)
+            n = int(self.global_rows(y_batch))
+            means.add("loss", loss, n)
+            means.add_total("accuracy", correct, n)
+            on_batch(means.means())
+        return means.means()
 
     def evaluate(self, x, y, batch_size):
-        dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-        tally = Tally()
-        for x_batch, y_batch in dataset:
-            loss, correct = self._eval_step(x_batch, y_batch)
-            tally.add(loss, correct, x_batch.shape[0])
-        return tally.means()
+        means = RunningMeans(FIGURES)
+        for x_batch, y_batch in tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size):
+            loss, correct = self.eval_step(x_batch, y_batch)
+            means.add("loss", loss, x_batch.shape[0])
+            means.add_total("accuracy", correct, x_batch.shape[0])
+        return means.means()
+    # --8<-- [end:step]
 
     def predict_proba(self, x):
         logits = self.model(tf.convert_to_tensor(x), training=False)
         return tf.nn.softmax(logits).numpy()
 
+    # ---- weights, the parity hook, state: canonical (customfit/weights.py), as tf.keras's are
+
     def get_weights(self):
         return layout.to_canonical(ENGINE, self.model.get_weights())
 
     def set_weights(self, weights):
-        layout.check_shapes(self._shapes, weights)
+        layout.check_shapes(self.shapes, weights)
         self.model.set_weights(layout.from_canonical(ENGINE, weights))
 
     def objective_and_grads(self, batch, noise=None):
         """The parity hook: mean cross-entropy and its gradients (Keras's layout) on batch
         (x, y) at the current weights, no update. The classifier draws no noise."""
-        x, y = batch
-        with tf.GradientTape() as tape:
-            loss = cross_entropy(tf.convert_to_tensor(y),
-                                 self.model(tf.convert_to_tensor(x), training=True))
-        grads = tape.gradient(loss, self.model.trainable_variables)
-        return float(loss), layout.to_canonical(ENGINE, [g.numpy() for g in grads])
-
-    def _moments(self):
-        return keras_adam_slots(self.optimizer, self.model.trainable_variables)
+        x, y = (tf.convert_to_tensor(a) for a in batch)
+        loss, grads = self.loss_and_gradients(
+            lambda: cross_entropy(y, self.model(x, training=True)), self.model.trainable_variables)
+        return loss, layout.to_canonical(ENGINE, grads)
 
     def state(self):
-        momentums, velocities = self._moments()
-        arrays = layout.pack_adam_state(
-            self.get_weights(),
-            layout.to_canonical(ENGINE, [m.numpy() for m in momentums]),
-            layout.to_canonical(ENGINE, [v.numpy() for v in velocities]),
-            int(self.optimizer.iterations.numpy()))
+        first, second, step = self.adam_moments(self.optimizer, self.model.trainable_variables)
+        arrays = layout.pack_adam_state(self.get_weights(), layout.to_canonical(ENGINE, first),
+                                        layout.to_canonical(ENGINE, second), step)
         return arrays, {"format": layout.STATE_FORMAT, "engine": ENGINE}
 
     def load_state(self, arrays, meta):
         layout.check_state_meta(meta)
-        weights, first, second, step = layout.unpack_adam_state(arrays, self._shapes)
+        weights, first, second, step = layout.unpack_adam_state(arrays, self.shapes)
         self.set_weights(weights)
-        momentums, velocities = self._moments()
-        for variable, value in zip(momentums, layout.from_canonical(ENGINE, first)):
-            variable.assign(value)
-        for variable, value in zip(velocities, layout.from_canonical(ENGINE, second)):
-            variable.assign(value)
-        self.optimizer.iterations.assign(step)
-
-
-def _correct(labels, logits):
-    predicted = tf.argmax(logits, axis=-1, output_type=labels.dtype)
-    return tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.int32))
-
-
-def _mirrored(devices):
-    from customfit.parallel import mirrored
-
-    return mirrored.strategy(devices)
+        self.load_adam_moments(self.optimizer, self.model.trainable_variables,
+                               layout.from_canonical(ENGINE, first),
+                               layout.from_canonical(ENGINE, second), step)
