@@ -11,6 +11,7 @@ is the canonical one (customfit/weights.py): tf.keras needs no conversion.
 import numpy as np
 import tensorflow as tf
 
+from customfit.trainers.keras_adam import adam_slots_for
 from customfit.trainers.running_means import RunningMeans
 from customfit.trainers.tensorflow_checks import require_tensorflow_backend
 
@@ -146,25 +147,9 @@ class TensorFlowTrainer:
 
 def adam_slots(optimizer, variables, built_for=None):
     """(momentums, velocities) of a Keras Adam, one per variable of `variables`, in their order;
-    `built_for`: the variables the optimizer was built for, in that order (default: `variables`).
-
-    Found by name, not by place: with a learning-rate schedule Keras keeps no learning-rate
-    variable. Under mixed_float16 Keras's LossScaleOptimizer wraps the Adam; its loss scale is
-    not a slot of the Adam (customfit/loss_scale_state.py keeps it).
-    """
+    `built_for`: the variables the optimizer was built for, in that order (default: `variables`)."""
     built_for = list(variables if built_for is None else built_for)
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-    momentums = [v for v in optimizer.variables if v.path.endswith("_momentum")]
-    velocities = [v for v in optimizer.variables if v.path.endswith("_velocity")]
-    ok = len(momentums) == len(velocities) == len(built_for) and all(
-        tuple(m.shape) == tuple(w.shape) == tuple(v.shape)
-        for m, v, w in zip(momentums, velocities, built_for))
-    if not ok:
-        raise RuntimeError(
-            f"unexpected layout of Keras's Adam variables: {[v.path for v in optimizer.variables]}")
-    where = {id(v): i for i, v in enumerate(built_for)}
-    order = [where[id(v)] for v in variables]
-    return [momentums[i] for i in order], [velocities[i] for i in order]
+    return adam_slots_for(optimizer, built_for, variables)
 
 
 def mirrored(devices):

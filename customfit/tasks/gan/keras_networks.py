@@ -21,6 +21,7 @@ def float32(h):
     return ops.cast(h, "float32")
 
 
+# --8<-- [start:model]
 class LectureGenerator(keras.Model):
     """The lecture's generator: dense 256 -> 4x4x16, batch norm, transposed convolutions
     2x2 (8), 2x2 (4), 3x3 (1, sigmoid), each hidden one followed by ReLU then batch norm."""
@@ -103,6 +104,8 @@ class Discriminator(keras.Model):
         h = ops.leaky_relu(self.norm(self.conv2(h), training=training), self.slope)
         return float32(self.logit(self.flatten(h)))
 
+
+# --8<-- [end:model]
 
 NETWORKS = {"lecture": (LectureGenerator, LectureDiscriminator),
             "default": (Generator, Discriminator)}
