@@ -32,7 +32,8 @@ import pytest
 
 from worker_jobs import reports_of, run_worker, worker_path
 
-from customfit import registry, weights as layout
+from customfit import registry
+from customfit.tasks.classifier import layout
 from customfit.data import digits_split
 from customfit.tasks.adversarial import rules
 from customfit.tasks.classifier.architectures import DIGITS_DEFAULT

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from customfit import checkpoint, plots, registry
-from customfit.weights import from_canonical, to_canonical
+from customfit.trainers.canonical import from_canonical, to_canonical
 from customfit.engines import loop
 from customfit.tasks.gan import figures, layout, spec
 import cli_runs

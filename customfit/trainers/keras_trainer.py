@@ -9,7 +9,7 @@ hook's gradients read out without touching a variable, and Adam's moments as arr
 checkpoint (found by customfit/trainers/keras_adam.py; a LossScaleOptimizer's scale is kept by
 customfit/loss_scale_state.py, which finds it on the Trainer).
 
-The canonical weight layout is Keras's own (customfit/weights.py), so a Keras model's
+The canonical weight layout is Keras's own (customfit/trainers/canonical.py), so a Keras model's
 get_weights() and set_weights() already speak it.
 """
 

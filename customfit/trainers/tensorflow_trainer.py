@@ -5,7 +5,7 @@ hold (tf.keras networks, the losses, a tf.GradientTape step, the epoch loop); it
 subclasses TensorFlowTrainer for the rest: the process check, the seed, one device or the replicas
 of a tf.distribute strategy, the epoch's batches, Adam's moments as named arrays, and the
 gradients the parity hook reads. Every array that leaves is a NumPy copy in Keras's layout, which
-is the canonical one (customfit/weights.py): tf.keras needs no conversion.
+is the canonical one (customfit/trainers/canonical.py): tf.keras needs no conversion.
 """
 
 import numpy as np

@@ -1,11 +1,11 @@
-"""PyTorch tensors to and from the canonical layout (Keras's; customfit/weights.py converts), in
+"""PyTorch tensors to and from the canonical layout (Keras's; customfit/trainers/canonical.py converts), in
 groups: a list, or a dict of lists (one per network), whichever a family's canonical weights are.
 """
 
 import numpy as np
 import torch
 
-from customfit import weights as canonical
+from customfit.trainers import canonical
 
 ENGINE = "torch"
 

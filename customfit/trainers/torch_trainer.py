@@ -5,7 +5,7 @@ subclasses one Trainer (keras/src/backend/torch/trainer.py), and says two things
 (`networks`; their registration order is the canonical order of their weights) and how to check
 weights handed in (`check_weights`). From those this base gives it:
 
-- get_weights / set_weights in the canonical layout (Keras's; customfit/weights.py converts);
+- get_weights / set_weights in the canonical layout (Keras's; customfit/trainers/canonical.py converts);
 - Adam's moments and step count as canonical arrays and back (`adam_state`, `load_adam_state`),
   for the family's layout.py to name in a checkpoint (a GradScaler's scale is kept by
   customfit/loss_scale_state.py, which finds it among the trainer's attributes);
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from customfit import weights as canonical
+from customfit.trainers import canonical
 from customfit.trainers.running_means import RunningMeans
 from customfit.trainers.torch_layout import ENGINE, flat, from_canonical, per_group, to_canonical
 

@@ -8,7 +8,7 @@ Each entry is a tuple:
 The last layer gives logits: the loss is a cross-entropy on logits, never log(softmax(.)).
 
 Weights move between frameworks in Keras's layout (the canonical one): a dense kernel is
-(in, out), a conv kernel (kh, kw, in, out), each followed by its bias; see customfit.weights.
+(in, out), a conv kernel (kh, kw, in, out), each followed by its bias; see customfit.trainers.canonical.
 """
 
 TOY_MLP = (

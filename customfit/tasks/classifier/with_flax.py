@@ -13,7 +13,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from customfit import weights as layout
+from customfit.tasks.classifier import layout
+from customfit.trainers import canonical
 from customfit.tasks.classifier.architectures import output_shape
 from customfit.trainers.flax_trainer import FlaxTrainer, Group, adam, value_and_grads
 from customfit.trainers.running_means import RunningMeans
@@ -137,7 +138,7 @@ class Trainer(FlaxTrainer):
         value, grads = value_and_grads(loss, self.model, x, labels(y))
         return float(value), self.canonical_grads(grads)
 
-    # ---- where the canonical arrays live (customfit/weights.py), for FlaxTrainer
+    # ---- where the canonical arrays live (customfit/trainers/canonical.py), for FlaxTrainer
 
     def groups(self):
         paths = [("net", "layers", i, kind) for i in self.model.weighted()
@@ -145,13 +146,13 @@ class Trainer(FlaxTrainer):
         return {"model": Group(self.model, paths, paths, self.optimizer)}
 
     def check_weights(self, weights):
-        layout.check_shapes(self.shapes, weights)
+        canonical.check_shapes(self.shapes, weights)
 
     def pack_state(self, weights, moments, step):
-        arrays = layout.pack_adam_state(weights, *moments, step)
+        arrays = canonical.pack_adam_state(weights, *moments, step)
         return arrays, {"format": layout.STATE_FORMAT, "engine": ENGINE}
 
     def unpack_state(self, arrays, meta):
-        layout.check_state_meta(meta)
-        weights, first, second, step = layout.unpack_adam_state(arrays, self.shapes)
+        canonical.check_state_meta(meta)
+        weights, first, second, step = canonical.unpack_adam_state(arrays, self.shapes)
         return weights, (first, second), step

@@ -8,7 +8,9 @@ import numpy as np
 from keras import ops as K
 
 import customfit as cf
-from customfit import precision, weights as layout
+from customfit import precision
+from customfit.tasks.classifier import layout
+from customfit.trainers import canonical
 from customfit.trainers.keras_trainer import KerasTrainer
 
 
@@ -83,11 +85,11 @@ class Trainer(KerasTrainer):
     # ---- weights, the parity hook, state: Keras's layout is the canonical one (weights.py)
 
     def get_weights(self):
-        return layout.to_canonical(self.engine, self.model.network.get_weights())
+        return canonical.to_canonical(self.engine, self.model.network.get_weights())
 
     def set_weights(self, weights):
-        layout.check_shapes(self._shapes, weights)
-        self.model.network.set_weights(layout.from_canonical(self.engine, weights))
+        canonical.check_shapes(self._shapes, weights)
+        self.model.network.set_weights(canonical.from_canonical(self.engine, weights))
 
     def objective_and_grads(self, batch, noise=None):
         """The parity hook: mean cross-entropy and its gradients on batch (x, y) at the current
@@ -96,16 +98,16 @@ class Trainer(KerasTrainer):
         loss, grads = self.value_and_grads(
             lambda x, y: self.model.objective((x, y))["loss"], self.model.trainable_variables,
             K.convert_to_tensor(x), K.convert_to_tensor(y))
-        return loss, layout.to_canonical(self.engine, grads)
+        return loss, canonical.to_canonical(self.engine, grads)
 
     def state(self):
         first, second, step = self.adam_state(self.model.optimizer, self.model.trainable_variables)
-        arrays = layout.pack_adam_state(self.get_weights(), first, second, step)
+        arrays = canonical.pack_adam_state(self.get_weights(), first, second, step)
         return arrays, {"format": layout.STATE_FORMAT, "engine": self.engine}
 
     def load_state(self, arrays, meta):
-        layout.check_state_meta(meta)
-        weights, first, second, step = layout.unpack_adam_state(arrays, self._shapes)
+        canonical.check_state_meta(meta)
+        weights, first, second, step = canonical.unpack_adam_state(arrays, self._shapes)
         self.set_weights(weights)
         self.load_adam_state(self.model.optimizer, self.model.trainable_variables,
                              first, second, step)

@@ -9,7 +9,9 @@ replicas, checkpoint arrays, the parity hook's gradients) is in customfit/traine
 
 import tensorflow as tf
 
-from customfit import precision, weights as layout
+from customfit import precision
+from customfit.tasks.classifier import layout
+from customfit.trainers import canonical
 from customfit.trainers.running_means import RunningMeans
 from customfit.trainers.tensorflow_trainer import ENGINE, TensorFlowTrainer
 
@@ -127,14 +129,14 @@ class Trainer(TensorFlowTrainer):
         logits = self.model(tf.convert_to_tensor(x), training=False)
         return tf.nn.softmax(logits).numpy()
 
-    # ---- weights, the parity hook, state: canonical (customfit/weights.py), as tf.keras's are
+    # ---- weights, the parity hook, state: canonical (customfit/trainers/canonical.py), as tf.keras's are
 
     def get_weights(self):
-        return layout.to_canonical(ENGINE, self.model.get_weights())
+        return canonical.to_canonical(ENGINE, self.model.get_weights())
 
     def set_weights(self, weights):
-        layout.check_shapes(self.shapes, weights)
-        self.model.set_weights(layout.from_canonical(ENGINE, weights))
+        canonical.check_shapes(self.shapes, weights)
+        self.model.set_weights(canonical.from_canonical(ENGINE, weights))
 
     def objective_and_grads(self, batch, noise=None):
         """The parity hook: mean cross-entropy and its gradients (Keras's layout) on batch
@@ -142,18 +144,18 @@ class Trainer(TensorFlowTrainer):
         x, y = (tf.convert_to_tensor(a) for a in batch)
         loss, grads = self.loss_and_gradients(
             lambda: cross_entropy(y, self.model(x, training=True)), self.model.trainable_variables)
-        return loss, layout.to_canonical(ENGINE, grads)
+        return loss, canonical.to_canonical(ENGINE, grads)
 
     def state(self):
         first, second, step = self.adam_moments(self.optimizer, self.model.trainable_variables)
-        arrays = layout.pack_adam_state(self.get_weights(), layout.to_canonical(ENGINE, first),
-                                        layout.to_canonical(ENGINE, second), step)
+        arrays = canonical.pack_adam_state(self.get_weights(), canonical.to_canonical(ENGINE, first),
+                                        canonical.to_canonical(ENGINE, second), step)
         return arrays, {"format": layout.STATE_FORMAT, "engine": ENGINE}
 
     def load_state(self, arrays, meta):
-        layout.check_state_meta(meta)
-        weights, first, second, step = layout.unpack_adam_state(arrays, self.shapes)
+        canonical.check_state_meta(meta)
+        weights, first, second, step = canonical.unpack_adam_state(arrays, self.shapes)
         self.set_weights(weights)
         self.load_adam_moments(self.optimizer, self.model.trainable_variables,
-                               layout.from_canonical(ENGINE, first),
-                               layout.from_canonical(ENGINE, second), step)
+                               canonical.from_canonical(ENGINE, first),
+                               canonical.from_canonical(ENGINE, second), step)

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from customfit import compute_device, precision, weights as canonical
+from customfit import compute_device, precision
+from customfit.trainers import canonical
+from customfit.tasks.classifier import layout
 from customfit.tasks.classifier.architectures import output_shape
 from customfit.trainers.running_means import RunningMeans
 from customfit.trainers.torch_trainer import (TorchTrainer, flatten_channels_last,
@@ -82,7 +84,7 @@ def objective(model, x, y):
 
 class Trainer(TorchTrainer):
     def __init__(self, layers, input_shape, num_classes, lr, seed, devices=1):
-        self.shapes = canonical.canonical_shapes(layers, input_shape, num_classes)
+        self.shapes = layout.canonical_shapes(layers, input_shape, num_classes)
         # nn.Linear and nn.Conv2d initialise themselves from torch's global generator.
         torch.manual_seed(seed)
         # --device: the model and each batch on the run's device (torch moves nothing itself);

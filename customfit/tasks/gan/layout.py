@@ -6,7 +6,7 @@ the same everywhere:
 
 - the sizes of the two models (`lecture`, `default`) and their batch-norm settings;
 - every array of each network, in one canonical order and layout (Keras's): `entries()`;
-- each framework's name for each array (PyTorch's layout: customfit/weights.py converts);
+- each framework's name for each array (PyTorch's layout: customfit/trainers/canonical.py converts);
 - the checkpoint's array names (`pack_state`/`unpack_state`);
 - the parity hook's noise and answer (below);
 - how noise is seeded (`noise_seed`, EVAL_SEED, FIXED_SEED).

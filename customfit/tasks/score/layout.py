@@ -28,14 +28,14 @@ Networks (`network`), multi-layer perceptrons, every hidden layer followed by th
 
 Canonical weights: a list, every dense kernel (in, out) followed by its bias (out,), hidden layers
 first, the output layer last: Keras's layout, which TensorFlow, the Keras engines and Flax NNX hold
-already; torch's nn.Linear stores (out, in) (customfit.weights converts).
+already; torch's nn.Linear stores (out, in) (customfit.trainers.canonical converts).
 """
 
 import math
 
 import numpy as np
 
-from customfit import weights as canonical
+from customfit.trainers import canonical
 
 METHODS = ("dsm", "lecture")
 DIVERGENCES = ("exact", "hutchinson")
