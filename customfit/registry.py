@@ -59,8 +59,8 @@ def spec(task):
 
 def hook(spec, name):
     """A spec's hook, or the contract's default where the spec leaves it out
-    (customfit.engines.protocol.OPTIONAL)."""
-    from customfit.engines.protocol import OPTIONAL
+    (customfit.protocol.OPTIONAL)."""
+    from customfit.protocol import OPTIONAL
 
     return getattr(spec, name, OPTIONAL[name])
 
@@ -81,7 +81,7 @@ def all_option_names():
 
 
 def trainer_class(task, engine):
-    """The engine's Trainer for a task (see customfit.engines.protocol)."""
+    """The engine's Trainer for a task (see customfit.protocol)."""
     family = spec(task).FAMILY
     module = importlib.import_module(f"customfit.tasks.{family}.{_MODULE[engine]}")
     return module.Trainer

@@ -45,7 +45,7 @@ def _numbers(history):
 
 
 class NumpyTrainer:
-    """Softmax regression with Adam, in NumPy: follows customfit.engines.protocol exactly, so the
+    """Softmax regression with Adam, in NumPy: follows customfit.protocol exactly, so the
     loop and the runner can be tested without a framework."""
 
     crash_in_epoch = None  # set to an epoch number to raise inside that epoch's training pass

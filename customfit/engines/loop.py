@@ -1,6 +1,6 @@
 """The run loop around every engine: epochs, a progress bar, history, checkpoints, resume.
 
-A Trainer (customfit.engines.protocol) owns its framework; this loop owns everything else, so the
+A Trainer (customfit.protocol) owns its framework; this loop owns everything else, so the
 six engines look and behave alike: the same progress bar, the same history rows, the same
 checkpoint file, and the same shuffling of each epoch (epoch e, counted from 1 as in the history,
 is shuffled by customfit.data.epoch_seed(seed, e)), which is why a resumed run ends exactly where a

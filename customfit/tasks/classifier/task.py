@@ -1,4 +1,4 @@
-"""What toy and digits share as tasks (see customfit.engines.protocol, the spec contract): how
+"""What toy and digits share as tasks (see customfit.protocol, the spec contract): how
 their Trainer is built, what the judge reads, the judge, and the figures. Imports no framework.
 
 The judge reads only the model's probabilities on the held-out inputs and computes accuracy and
