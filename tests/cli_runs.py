@@ -7,8 +7,9 @@ import subprocess
 import sys
 import time
 
-from customfit import checkpoint
 from history_helpers import read_history_csv
+
+from customfit import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

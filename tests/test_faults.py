@@ -24,10 +24,10 @@ import sys
 
 import numpy as np
 import pytest
-
-from customfit import checkpoint, registry, run_folder
 from forkserver import Server
 from history_helpers import read_history_csv
+
+from customfit import checkpoint, registry, run_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILLED = -9

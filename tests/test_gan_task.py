@@ -18,14 +18,14 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import cli_runs
 import numpy as np
 import pytest
+from history_helpers import read_history_csv
+from layout_helpers import gan_random_weights
 
 from customfit import checkpoint, plots, registry
 from customfit.tasks.gan import figures, layout, spec
-import cli_runs
-from history_helpers import read_history_csv
-from layout_helpers import gan_random_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ["--epochs", "2", "--batch-size", "256"]

@@ -15,15 +15,14 @@ import signal
 import subprocess
 import sys
 
+import cli_runs
 import numpy as np
 import pytest
-
-from customfit import checkpoint, registry
-from customfit import runs
-from customfit.runs import launch
-import cli_runs
 from data_helpers import epoch_permutation
 from history_helpers import read_history_csv
+
+from customfit import checkpoint, registry, runs
+from customfit.runs import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HISTORY_NUMBERS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")

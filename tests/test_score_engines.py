@@ -19,12 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from layout_helpers import score_glorot_weights
+from worker_jobs import reports_of
 
 from customfit import registry
 from customfit.data import digits_split, toy_split
 from customfit.tasks.score import layout
-from layout_helpers import score_glorot_weights
-from worker_jobs import reports_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "workers", "score_worker.py")

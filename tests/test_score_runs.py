@@ -14,14 +14,14 @@ import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
+import cli_runs
 import numpy as np
 import pytest
+from history_helpers import read_history_csv
 
 from customfit import checkpoint, registry
 from customfit.tasks.score import layout, spec
 from customfit.tasks.score_digits import spec as digits_spec
-import cli_runs
-from history_helpers import read_history_csv
 
 SHORT = 3
 QUICK = ["--sampling-steps", "1", "--samples", "300"]

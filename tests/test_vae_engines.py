@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 from layout_helpers import vae_glorot_weights
 from worker_jobs import reports_of, run_worker, worker_path
 

@@ -12,13 +12,13 @@ import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
+import cli_runs
 import numpy as np
 import pytest
+from history_helpers import read_history_csv
 
 from customfit import checkpoint, registry
 from customfit.tasks.vae import layout, spec
-import cli_runs
-from history_helpers import read_history_csv
 
 SHORT = 4
 RESUMED = ("torch", "keras-jax")
