@@ -43,7 +43,8 @@ def probe(task, engine, weights_path, result_path):
     from customfit import registry
 
     spec = registry.spec(task)
-    if not hasattr(spec, "parity_inputs"):
+    parity_inputs = registry.hook(spec, "parity_inputs")
+    if parity_inputs is None:
         return False
     settings = registry.defaults(spec, spec.DEFAULTS["model"])
     from customfit import options
@@ -60,7 +61,7 @@ def probe(task, engine, weights_path, result_path):
                                   for k, v in _flatten(own).items()})
     with np.load(weights_path) as shared:
         trainer.set_weights(_unflatten_like(own, dict(shared)))
-    batch, noise = spec.parity_inputs(split, settings)
+    batch, noise = parity_inputs(split, settings)
     np.savez(result_path, **_flatten(trainer.objective_and_grads(batch, noise)))
     return True
 

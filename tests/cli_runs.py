@@ -7,8 +7,9 @@ import subprocess
 import sys
 import time
 
+from history_helpers import read_history_csv
+
 from customfit import checkpoint
-from customfit.engines import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,6 +72,6 @@ def killed_and_resumed(task, engine, folder, epochs, *flags):
     _, meta = checkpoint.load(os.path.join(out, "checkpoint.safetensors"))
     state = {"killed": killed, "killed_epoch": meta["epoch"],
              "metrics_before_resume": os.path.exists(os.path.join(out, "metrics.json")),
-             "history_rows": len(loop.read_history_csv(os.path.join(out, "history.csv")))}
+             "history_rows": len(read_history_csv(os.path.join(out, "history.csv")))}
     state["resumed"] = run(task, engine, out, "--resume")
     return state

@@ -24,10 +24,10 @@ import sys
 
 import numpy as np
 import pytest
+from forkserver import Server
+from history_helpers import read_history_csv
 
 from customfit import checkpoint, registry, run_folder
-from customfit.engines import loop
-from forkserver import Server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILLED = -9
@@ -165,7 +165,7 @@ def assert_same_end(run, straight, resumed):
     assert sorted(r_arrays) == sorted(a_arrays)
     for name in a_arrays:
         np.testing.assert_array_equal(r_arrays[name], a_arrays[name], err_msg=name)
-    csv = loop.read_history_csv(run.path(resumed, "history.csv"))
+    csv = read_history_csv(run.path(resumed, "history.csv"))
     assert numbers(csv) == numbers(a_meta["history"])
     a_metrics = json.load(open(run.path(straight, "metrics.json")))
     r_metrics = json.load(open(run.path(resumed, "metrics.json")))

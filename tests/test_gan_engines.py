@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
+from layout_helpers import gan_random_weights
 from worker_jobs import reports_of, run_worker, worker_path
 
 from customfit import registry
@@ -158,7 +158,7 @@ def inputs():
     for i, model in enumerate(MODELS):
         cases[model] = {
             "x": x,
-            "weights": layout.random_weights(model, LATENT, seed=i + 1),
+            "weights": gan_random_weights(model, LATENT, seed=i + 1),
             "z_dis": rng.standard_normal((32, LATENT)).astype(np.float32),
             "z_gen": rng.standard_normal((24, LATENT)).astype(np.float32),
         }

@@ -18,14 +18,15 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import cli_runs
 import numpy as np
 import pytest
+from history_helpers import read_history_csv
+from layout_helpers import gan_random_weights
 
 from customfit import checkpoint, plots, registry
 from customfit.trainers.canonical import from_canonical, to_canonical
-from customfit.engines import loop
 from customfit.tasks.gan import figures, layout, spec
-import cli_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ["--epochs", "2", "--batch-size", "256"]
@@ -85,7 +86,7 @@ def test_torch_layout_round_trips_and_is_pytorchs():
 
 
 def test_state_packs_and_unpacks_with_names_checked():
-    weights = layout.random_weights("default", 10, seed=3)
+    weights = gan_random_weights("default", 10, seed=3)
     entries = layout.entries("default", 10)
     moments = {net: ([np.full(e.shape, 0.5, np.float32) for e in layout.trainable(entries[net])],
                      [np.full(e.shape, 0.25, np.float32) for e in layout.trainable(entries[net])])
@@ -256,7 +257,7 @@ def test_short_run_writes_its_files_and_sane_metrics(engine, short_runs):
     assert metrics["passed"] == (metrics["fd"] <= metrics["bar"]["fd"][1]
                                  and metrics["coverage"] >= 0.9)
 
-    history = loop.read_history_csv(out / "history.csv")
+    history = read_history_csv(out / "history.csv")
     assert list(history[0]) == COLUMNS and [r["epoch"] for r in history] == [1, 2]
     for row in history:
         assert all(0.0 < row[c] < 50.0 for c in COLUMNS[1:5]), row

@@ -15,15 +15,14 @@ import signal
 import subprocess
 import sys
 
+import cli_runs
 import numpy as np
 import pytest
-
-from customfit import checkpoint, registry
-from customfit import runs
-from customfit.engines import loop
-from customfit.runs import launch
-import cli_runs
 from data_helpers import epoch_permutation
+from history_helpers import read_history_csv
+
+from customfit import checkpoint, registry, runs
+from customfit.runs import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HISTORY_NUMBERS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
@@ -169,7 +168,7 @@ def test_run_writes_its_files_and_result(numpy_engine, tmp_path):
 
     rows = list(csv.DictReader(open(out / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert loop.read_history_csv(out / "history.csv") == result.history  # exact, via repr
+    assert read_history_csv(out / "history.csv") == result.history  # exact, via repr
 
     arrays, meta = checkpoint.load(out / "checkpoint.safetensors")
     assert (meta["task"], meta["engine"], meta["model"], meta["epoch"]) == ("toy", "torch", "lecture", 3)
@@ -211,7 +210,7 @@ def test_a_crash_in_epoch_3_resumes_to_the_same_end(numpy_engine, tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         runs.run("toy", "torch", epochs=4, out=out, verbose=False)
     assert checkpoint.load(os.path.join(out, "checkpoint.safetensors"))[1]["epoch"] == 2
-    assert len(loop.read_history_csv(os.path.join(out, "history.csv"))) == 2
+    assert len(read_history_csv(os.path.join(out, "history.csv"))) == 2
     assert not os.path.exists(os.path.join(out, "metrics.json"))
 
     NumpyTrainer.crash_in_epoch = None
@@ -301,7 +300,7 @@ def test_killed_run_resumes_to_the_same_weights_and_history(engine, tmp_path):
     # descheduled for a whole epoch between the bar appearing and the kill.
     assert meta["epoch"] in (2, 3)
     assert not os.path.exists(os.path.join(out, "metrics.json"))
-    assert len(loop.read_history_csv(os.path.join(out, "history.csv"))) == meta["epoch"]
+    assert len(read_history_csv(os.path.join(out, "history.csv"))) == meta["epoch"]
 
     resumed = subprocess.run(
         [sys.executable, "-m", "customfit", "run", "toy", "--engine", engine, "--out", out,
@@ -312,7 +311,7 @@ def test_killed_run_resumes_to_the_same_weights_and_history(engine, tmp_path):
     a_arrays, a_meta = _load(tmp_path / "straight" / "a")
     r_arrays, r_meta = _load(out)
     assert _numbers(r_meta["history"]) == _numbers(a_meta["history"]) == _numbers(first)
-    assert _numbers(loop.read_history_csv(os.path.join(out, "history.csv"))) == _numbers(first)
+    assert _numbers(read_history_csv(os.path.join(out, "history.csv"))) == _numbers(first)
     assert sorted(r_arrays) == sorted(a_arrays)
     for name in a_arrays:  # weights and the optimizer's state, bit for bit
         np.testing.assert_array_equal(r_arrays[name], a_arrays[name], err_msg=name)

@@ -19,11 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from layout_helpers import score_glorot_weights
+from worker_jobs import reports_of
 
 from customfit import registry
 from customfit.data import digits_split, toy_split
 from customfit.tasks.score import layout
-from worker_jobs import reports_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "workers", "score_worker.py")
@@ -154,7 +155,7 @@ def inputs():
         elif case["divergence"] == "hutchinson":
             draws = {"probe": rng.choice([-1.0, 1.0], size=x.shape).astype(np.float32)}
         xi = rng.standard_normal(x.shape).astype(np.float32)
-        made[name] = (x, layout.glorot_weights(case["network"], i), draws, xi)
+        made[name] = (x, score_glorot_weights(case["network"], i), draws, xi)
     return made
 
 

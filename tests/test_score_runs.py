@@ -14,14 +14,14 @@ import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
+import cli_runs
 import numpy as np
 import pytest
+from history_helpers import read_history_csv
 
 from customfit import checkpoint, registry
-from customfit.engines import loop
 from customfit.tasks.score import layout, spec
 from customfit.tasks.score_digits import spec as digits_spec
-import cli_runs
 
 SHORT = 3
 QUICK = ["--sampling-steps", "1", "--samples", "300"]
@@ -102,7 +102,7 @@ def test_a_short_run_writes_its_files_and_sane_figures(engine, short_runs):
         assert sum(metrics[f"cluster_shares{suffix}"]) == pytest.approx(1.0)
         assert metrics[f"cluster_share_min{suffix}"] <= 0.2 <= metrics[f"cluster_share_max{suffix}"]
     assert metrics["sampling_steps_10x"] == 10
-    history = loop.read_history_csv(out / "history.csv")
+    history = read_history_csv(out / "history.csv")
     assert list(history[0]) == ["epoch", "loss", "val_loss", "seconds"]
     assert [row["epoch"] for row in history] == list(range(1, SHORT + 1))
     # | sigma s + z |^2 over 2 dimensions: 2 for s = 0, less once it learns.
@@ -125,7 +125,7 @@ def test_the_lecture_method_trains_through_cf_ops_divergence(short_runs):
     assert metrics["bar"] == {"energy_distance": ["<=", 0.15]}
     assert metrics["sampling_steps_10x"] == 50
     assert _gif_frames(out / "langevin.gif") == 5
-    history = loop.read_history_csv(out / "history.csv")
+    history = read_history_csv(out / "history.csv")
     assert list(history[0]) == ["epoch", *layout.FIGURES["lecture"],
                                 *[f"val_{k}" for k in layout.FIGURES["lecture"]], "seconds"]
     row = history[0]

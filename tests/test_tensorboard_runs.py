@@ -8,10 +8,10 @@ import sys
 
 import pytest
 from event_logs import read_scalars
+from history_helpers import read_history_csv
 from test_cli import assert_usage_error
 
 from customfit import registry
-from customfit.engines.loop import read_history_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

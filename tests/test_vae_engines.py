@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
+from layout_helpers import vae_glorot_weights
 from worker_jobs import reports_of, run_worker, worker_path
 
 from customfit import registry
@@ -139,7 +139,7 @@ def inputs():
     made = {}
     for i, (name, case) in enumerate(CASES.items()):
         eps = np.random.default_rng(100 + i).standard_normal((BATCH, case["latent"])).astype(np.float32)
-        made[name] = (x, eps, layout.glorot_weights(case["network"], case["latent"], i))
+        made[name] = (x, eps, vae_glorot_weights(case["network"], case["latent"], i))
     return made
 
 

@@ -12,13 +12,13 @@ import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
+import cli_runs
 import numpy as np
 import pytest
+from history_helpers import read_history_csv
 
 from customfit import checkpoint, registry
-from customfit.engines import loop
 from customfit.tasks.vae import layout, spec
-import cli_runs
 
 SHORT = 4
 RESUMED = ("torch", "keras-jax")
@@ -78,7 +78,7 @@ def test_a_short_run_writes_its_files_and_sane_figures(engine, short_runs):
     assert metrics["bar"] == {"fd": ["<=", spec.PIXEL_GAUSSIAN_FD], "confidence": 0.85}
     assert 0.0 < metrics["fd"] < 500.0 and 0.1 <= metrics["confidence"] <= 1.0
     assert 0.0 <= metrics["coverage"] <= 1.0
-    history = loop.read_history_csv(out / "history.csv")
+    history = read_history_csv(out / "history.csv")
     assert list(history[0]) == COLUMNS and [row["epoch"] for row in history] == list(range(1, SHORT + 1))
     assert history[-1]["loss"] < history[0]["loss"]  # it learns
     # The judge's negative ELBO (NumPy, from encode()/decode(), 10 draws per image) and the
@@ -105,7 +105,7 @@ def test_the_lecture_model_runs_with_its_own_settings(short_runs):
                                  "latent": 10}
     assert metrics["effective_temperature"] == pytest.approx(0.064)
     assert np.isfinite(metrics["neg_elbo"]) and np.isfinite(metrics["neg_elbo_at_effective_temperature"])
-    history = loop.read_history_csv(folder / "lecture" / "history.csv")
+    history = read_history_csv(folder / "lecture" / "history.csv")
     row = history[0]
     # The lecture's means: loss = mean KL term + mean squared error / (2T), 1/latent and 1/64 of
     # the per-image sums that make the negative ELBO.

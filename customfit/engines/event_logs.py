@@ -38,65 +38,62 @@ class _Keras:
         self.callback.on_train_end()
 
 
-class _TensorFlow:
-    def __init__(self, folder, trainer):
-        import tensorflow as tf
+class _RunWriters:
+    """One framework writer per TensorBoard run (train, validation), each row split between them;
+    `write_figures(writer, figures, step)` is the framework's way of writing a row's scalars."""
 
-        self.tf = tf
-        self.writers = {run: tf.summary.create_file_writer(os.path.join(folder, run))
-                        for run in ("train", "validation")}
+    RUNS = ("train", "validation")
+
+    def __init__(self, folder, open_writer, write_figures):
+        self.writers = {run: open_writer(os.path.join(folder, run)) for run in self.RUNS}
+        self.write_figures = write_figures
 
     def write(self, row):
-        for run, figures in zip(("train", "validation"), _split(row)):
-            with self.writers[run].as_default(step=row["epoch"]):
-                for name, value in figures.items():
-                    self.tf.summary.scalar(f"epoch_{name}", value)
-            self.writers[run].flush()
+        for run, figures in zip(self.RUNS, _split(row)):
+            self.write_figures(self.writers[run], figures, row["epoch"])
 
     def close(self):
         for writer in self.writers.values():
             writer.close()
 
 
-class _Torch:
-    def __init__(self, folder, trainer):
-        from torch.utils.tensorboard import SummaryWriter
+def _tensorflow(folder, trainer):
+    import tensorflow as tf
 
-        self.writers = {run: SummaryWriter(os.path.join(folder, run))
-                        for run in ("train", "validation")}
-
-    def write(self, row):
-        for run, figures in zip(("train", "validation"), _split(row)):
+    def write_figures(writer, figures, step):
+        with writer.as_default(step=step):
             for name, value in figures.items():
-                self.writers[run].add_scalar(f"epoch_{name}", value, row["epoch"])
-            self.writers[run].flush()
+                tf.summary.scalar(f"epoch_{name}", value)
+        writer.flush()
 
-    def close(self):
-        for writer in self.writers.values():
-            writer.close()
+    return _RunWriters(folder, tf.summary.create_file_writer, write_figures)
 
 
-class _Flax:
-    def __init__(self, folder, trainer):
-        from flax.metrics.tensorboard import SummaryWriter
+def _torch(folder, trainer):
+    from torch.utils.tensorboard import SummaryWriter
 
-        self.writers = {run: SummaryWriter(os.path.join(folder, run))
-                        for run in ("train", "validation")}
+    def write_figures(writer, figures, step):
+        for name, value in figures.items():
+            writer.add_scalar(f"epoch_{name}", value, step)
+        writer.flush()
 
-    def write(self, row):
-        for run, figures in zip(("train", "validation"), _split(row)):
-            for name, value in figures.items():
-                self.writers[run].scalar(f"epoch_{name}", value, row["epoch"])
+    return _RunWriters(folder, SummaryWriter, write_figures)
 
-    def close(self):
-        for writer in self.writers.values():
-            writer.close()
+
+def _flax(folder, trainer):
+    from flax.metrics.tensorboard import SummaryWriter
+
+    def write_figures(writer, figures, step):
+        for name, value in figures.items():
+            writer.scalar(f"epoch_{name}", value, step)
+
+    return _RunWriters(folder, SummaryWriter, write_figures)
 
 
 _WRITERS = {
-    "tensorflow": _TensorFlow,
-    "torch": _Torch,
-    "flax": _Flax,
+    "tensorflow": _tensorflow,
+    "torch": _torch,
+    "flax": _flax,
     "keras-tensorflow": _Keras,
     "keras-torch": _Keras,
     "keras-jax": _Keras,

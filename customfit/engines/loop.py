@@ -213,13 +213,3 @@ def history_csv(history):
     for row in history:
         lines.append(",".join(repr(row[c]) if isinstance(row[c], float) else str(row[c]) for c in columns))
     return "\n".join(lines) + "\n"
-
-
-def read_history_csv(path):
-    import csv
-
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [
-        {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows
-    ]

@@ -66,3 +66,18 @@ def check(method, eps, steps):
     if method == "pgd" and not (isinstance(eps, (int, float, np.integer, np.floating))
                                 and np.isfinite(eps) and eps > 0):
         raise ValueError(f"pgd needs a positive, finite eps; got {eps!r}")
+
+
+def attack_in_batches(x, target, *, steps, batch_size, step, to_tensor, zeros_like, to_numpy):
+    """x_adv for every pair, `batch_size` pairs at a time: each batch starts at dx = zeros_like(x)
+    and takes `steps` of dx = step(x, dx, target), in the framework that `to_tensor`, `zeros_like`
+    and `to_numpy` (its array back as NumPy) belong to. Batches are independent: see above."""
+    chunks = []
+    for start in range(0, len(x), batch_size):
+        x_batch = to_tensor(x[start:start + batch_size])
+        target_batch = to_tensor(target[start:start + batch_size])
+        dx = zeros_like(x_batch)
+        for _ in range(steps):
+            dx = step(x_batch, dx, target_batch)
+        chunks.append(to_numpy(x_batch + dx))
+    return np.concatenate(chunks)

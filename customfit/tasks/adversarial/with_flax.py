@@ -65,16 +65,10 @@ class Trainer(classifier.Trainer):
         rules.check(method, eps, steps)
         size = rules.pgd_step_size(eps, steps) if method == "pgd" else rules.LECTURE_STEP
         x, target = np.asarray(x, np.float32), classifier.labels(target)
-        batch_size = batch_size or BATCH_SIZE
-        chunks = []
-        for start in range(0, len(x), batch_size):
-            x_batch = jnp.asarray(x[start:start + batch_size])
-            target_batch = jnp.asarray(target[start:start + batch_size])
-            dx = jnp.zeros_like(x_batch)
-            for _ in range(steps):
-                dx = attack_step(self.model, x_batch, dx, target_batch, method, size, eps)
-            chunks.append(np.asarray(x_batch + dx))
-        return np.concatenate(chunks)
+        return rules.attack_in_batches(
+            x, target, steps=steps, batch_size=batch_size or BATCH_SIZE,
+            step=lambda x, dx, target: attack_step(self.model, x, dx, target, method, size, eps),
+            to_tensor=jnp.asarray, zeros_like=jnp.zeros_like, to_numpy=np.asarray)
     # --8<-- [end:step]
 
     def attack_objective_and_grad(self, x, dx, target, *, method):

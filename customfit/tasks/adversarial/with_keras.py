@@ -72,16 +72,10 @@ class Trainer(classifier.Trainer):
         size = K.convert_to_tensor(size, "float32")
         bound = K.convert_to_tensor(eps if method == "pgd" else 0.0, "float32")
         x, target = np.asarray(x, np.float32), np.asarray(target, np.int64)
-        batch_size = batch_size or BATCH_SIZE
-        chunks = []
-        for start in range(0, len(x), batch_size):
-            x_batch = K.convert_to_tensor(x[start:start + batch_size])
-            target_batch = K.convert_to_tensor(target[start:start + batch_size])
-            dx = K.zeros_like(x_batch)
-            for _ in range(steps):
-                dx = self._attack_step(method, x_batch, dx, target_batch, size, bound)
-            chunks.append(K.convert_to_numpy(x_batch + dx))
-        return np.concatenate(chunks)
+        return rules.attack_in_batches(
+            x, target, steps=steps, batch_size=batch_size or BATCH_SIZE,
+            step=lambda x, dx, target: self._attack_step(method, x, dx, target, size, bound),
+            to_tensor=K.convert_to_tensor, zeros_like=K.zeros_like, to_numpy=K.convert_to_numpy)
     # --8<-- [end:step]
 
     def attack_objective_and_grad(self, x, dx, target, *, method):

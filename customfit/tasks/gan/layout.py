@@ -195,29 +195,6 @@ def check_weights(model, latent, weights, what="weights"):
                                  f"given {tuple(np.shape(array))}")
 
 
-def random_weights(model, latent, seed=0):
-    """Canonical weights for the parity tests, from NumPy alone: Glorot-uniform kernels, small
-    nonzero biases and betas, gammas near 1, positive moving variances."""
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for net, entry_list in entries(model, latent).items():
-        arrays = []
-        for e in entry_list:
-            if e.role == "kernel":
-                receptive = int(np.prod(e.shape[:-2])) if len(e.shape) > 2 else 1
-                limit = np.sqrt(6.0 / (receptive * (e.shape[-2] + e.shape[-1])))
-                a = rng.uniform(-limit, limit, e.shape)
-            elif e.role == "gamma":
-                a = rng.uniform(0.8, 1.2, e.shape)
-            elif e.role == "variance":
-                a = rng.uniform(0.5, 1.5, e.shape)
-            else:  # bias, beta, mean
-                a = rng.normal(0.0, 0.1, e.shape)
-            arrays.append(a.astype(np.float32))
-        weights[net] = arrays
-    return weights
-
-
 # ----------------------------------------------------------------------------- state
 
 STATE_FORMAT = "customfit.gan.adam/1"

@@ -93,20 +93,6 @@ def copied(arrays):
     return [np.array(a, dtype=np.float32, order="C", copy=True) for a in arrays]
 
 
-def glorot_weights(network, seed):
-    """Canonical weights for parity tests: Glorot-uniform kernels and small nonzero biases, from
-    NumPy, so that every engine starts from the same numbers."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for shape in canonical_shapes(network):
-        if len(shape) == 1:
-            out.append(rng.normal(0.0, 0.1, size=shape).astype(np.float32))
-        else:
-            limit = math.sqrt(6.0 / (shape[0] + shape[1]))
-            out.append(rng.uniform(-limit, limit, size=shape).astype(np.float32))
-    return out
-
-
 # ----------------------------------------------------------------------------- noise and sampling
 
 

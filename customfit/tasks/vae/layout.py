@@ -105,24 +105,6 @@ def copied(weights):
             for net in NETS}
 
 
-def glorot_weights(network, latent, seed):
-    """Canonical weights for parity tests: Glorot-uniform kernels and small nonzero biases,
-    from NumPy, so that every engine starts from the same numbers."""
-    rng = np.random.default_rng(seed)
-    weights = {}
-    for net, shapes in canonical_shapes(network, latent).items():
-        weights[net] = []
-        for shape in shapes:
-            if len(shape) == 1:
-                weights[net].append(rng.normal(0.0, 0.1, size=shape).astype(np.float32))
-                continue
-            receptive = int(np.prod(shape[:-2])) if len(shape) == 4 else 1
-            fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
-            limit = math.sqrt(6.0 / (fan_in + fan_out))
-            weights[net].append(rng.uniform(-limit, limit, size=shape).astype(np.float32))
-    return weights
-
-
 # ----------------------------------------------------------------------------- state
 
 
