@@ -10,6 +10,7 @@ Imports NumPy and safetensors only (safetensors.numpy needs no framework).
 """
 
 import hashlib
+import io
 import json
 import os
 import struct
@@ -66,6 +67,14 @@ def atomic_write(path, data):
             raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
         raise
     _fsync_folder(folder)
+
+
+def atomic_save_npy(path, array):
+    """Write `array` to `path` as .npy (no pickle), whole or not at all; returns the path."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    atomic_write(path, buffer.getvalue())
+    return path
 
 
 def _mode_for(path):

@@ -28,16 +28,10 @@ _MODULE = {
 }
 
 
-# The extra (`pip install 'customfit[EXTRA]'`) that brings each engine's framework, and the
-# modules the engine imports from it. Looked up with find_spec, so that asking imports nothing.
-EXTRA = {
-    "tensorflow": "tensorflow",
-    "torch": "torch",
-    "flax": "jax",
-    "keras-tensorflow": "tensorflow",
-    "keras-torch": "torch",
-    "keras-jax": "jax",
-}
+# The extra (`pip install 'customfit[EXTRA]'`) that brings each engine's framework: named after
+# the Keras backend the engine runs on. And the modules the engine imports from it, looked up with
+# find_spec, so that asking imports nothing.
+EXTRA = dict(KERAS_BACKEND)
 _FRAMEWORK_MODULES = {
     "tensorflow": ("tensorflow",),
     "torch": ("torch",),

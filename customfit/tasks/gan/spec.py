@@ -37,6 +37,8 @@ import os
 
 import numpy as np
 
+from customfit.data import unlabelled_digits_split
+from customfit.tasks import digit_judge
 from customfit.options import Option
 from customfit.tasks.gan import layout
 
@@ -69,15 +71,10 @@ BARS = {"coverage": 0.9}
 SAMPLES = 1000
 
 
-def load():
-    from customfit.data import unlabelled_digits_split
-
-    return unlabelled_digits_split()
+load = unlabelled_digits_split
 
 
 def references(settings):
-    from customfit.tasks import digit_judge
-
     return digit_judge.beside("the lecture's GAN (keras-torch, seed 0)", LECTURE_FIGURES)
 
 
@@ -129,7 +126,6 @@ def nearest_l2(a, b):
 
 
 def judge(outputs, split, settings):
-    from customfit.tasks import digit_judge
 
     samples = outputs["samples"]
     if samples.shape != (SAMPLES, 8, 8) or not np.isfinite(samples).all() \
@@ -147,10 +143,8 @@ def write(outputs, trainer, split, history, out, title):
     from customfit import checkpoint
     from customfit.tasks.gan import figures
 
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(outputs["samples"], np.float32), allow_pickle=False)
-    path = os.path.join(out, "samples.npy")
-    checkpoint.atomic_write(path, buffer.getvalue())
+    path = checkpoint.atomic_save_npy(os.path.join(out, "samples.npy"),
+                                      np.asarray(outputs["samples"], np.float32))
     paths = {"samples": path,
              "samples_grid": figures.grid(outputs["samples"], os.path.join(out, "samples.png"),
                                           title)}

@@ -40,12 +40,13 @@ NumPy's generator seeded by the run's seed (the history's val_neg_elbo is the tr
 evaluate(): one draw per image from its framework's generator).
 """
 
-import io
 import math
 import os
 
 import numpy as np
 
+from customfit.data import unlabelled_digits_split
+from customfit.tasks import digit_judge
 from customfit.options import Option
 
 NAME = "vae"
@@ -85,15 +86,10 @@ SCALED = 100
 ELBO_DRAWS = 10
 
 
-def load():
-    from customfit.data import unlabelled_digits_split
-
-    return unlabelled_digits_split()
+load = unlabelled_digits_split
 
 
 def references(settings):
-    from customfit.tasks import digit_judge
-
     return digit_judge.beside("the lecture's VAE (keras-tensorflow, seed 0)", LECTURE_FIGURES)
 
 
@@ -169,7 +165,6 @@ def negative_elbo(x, mu, logvar, decoded, temperature):
 
 
 def judge(outputs, split, settings):
-    from customfit.tasks import digit_judge
 
     settings = filled(settings)
     samples = outputs["samples"]
@@ -204,10 +199,8 @@ def write(outputs, trainer, split, history, out, title):
     from customfit import checkpoint
     from customfit.tasks.vae import figures
 
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(outputs["samples"], np.float32), allow_pickle=False)
-    path = os.path.join(out, "samples.npy")
-    checkpoint.atomic_write(path, buffer.getvalue())
+    path = checkpoint.atomic_save_npy(os.path.join(out, "samples.npy"),
+                                      np.asarray(outputs["samples"], np.float32))
     return {
         "samples": path,
         "samples_grid": figures.grid(outputs["samples"], os.path.join(out, "samples.png"), title),
