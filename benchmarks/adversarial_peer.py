@@ -142,11 +142,10 @@ def compare(trainer, x, target, eps, steps, batch_size, repeats=REPEATS, classif
 
 
 def main(argv=None):
+    import art
     import torch
 
-    import art
-    from customfit.tasks.adversarial import rules
-    from customfit.tasks.adversarial import with_torch
+    from customfit.tasks.adversarial import rules, with_torch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="360 pairs, 1 repeat, nothing written (a smoke run)")

@@ -17,7 +17,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import devices_worker  # noqa: E402
-from customfit import devices as spreading, hosts  # noqa: E402
+
+from customfit import devices as spreading  # noqa: E402
+from customfit import hosts
 
 
 def _unflat(arrays):
