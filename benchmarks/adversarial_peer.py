@@ -142,10 +142,11 @@ def compare(trainer, x, target, eps, steps, batch_size, repeats=REPEATS, classif
 
 
 def main(argv=None):
-    import art
     import torch
 
-    from customfit.tasks.adversarial import rules, with_torch
+    import art
+    from customfit.tasks.adversarial import rules
+    from customfit.tasks.adversarial import with_torch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="360 pairs, 1 repeat, nothing written (a smoke run)")

@@ -22,10 +22,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from cli_run import metrics_of_run  # noqa: E402  (beside this script)
-
 from customfit import registry  # noqa: E402
 from customfit.tasks.mnist import spec  # noqa: E402
+from cli_run import metrics_of_run  # noqa: E402  (beside this script)
 
 
 def one(engine, data, folder):

@@ -175,8 +175,7 @@ def build_parser():
                     "each engine in its own process, beside stock Keras fit() on the same network "
                     "and backend; write bench.json and bench.md under --out and print the table.",
     )
-    from customfit.bench.runner import DEFAULT_BATCH_SIZES, DEFAULT_TASKS
-    from customfit.bench.runner import TASKS as BENCH_TASKS
+    from customfit.bench.runner import DEFAULT_BATCH_SIZES, DEFAULT_TASKS, TASKS as BENCH_TASKS
 
     bench.add_argument("--tasks", nargs="+", metavar="TASK", default=list(DEFAULT_TASKS),
                        help=f"among {' '.join(BENCH_TASKS)} (default: {' '.join(DEFAULT_TASKS)})")

@@ -25,7 +25,6 @@ import sys
 
 from customfit import hosts, registry, validate
 from customfit.errors import UsageError
-
 # LAUNCHED_HERE and epoch_order are read here too, by the runner and the engines.
 from customfit.parallel.shares import LAUNCHED_HERE, cores, epoch_order  # noqa: F401
 

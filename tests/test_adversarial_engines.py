@@ -29,12 +29,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+
 from worker_jobs import reports_of, run_worker, worker_path
 
 from customfit import registry
+from customfit.tasks.classifier import layout
 from customfit.data import digits_split
 from customfit.tasks.adversarial import rules
-from customfit.tasks.classifier import layout
 from customfit.tasks.classifier.architectures import DIGITS_DEFAULT
 
 WORKER = worker_path("adversarial")

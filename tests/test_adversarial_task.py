@@ -10,14 +10,17 @@ import os
 
 import numpy as np
 import pytest
+
+from customfit import checkpoint, registry
+from customfit.data import digits_split
+from customfit import runs
+from customfit.runs import launch
+from customfit.errors import UsageError
+from customfit.tasks.adversarial import rules, spec
+
 from test_cli import _fake_checkpoint, assert_usage_error, customfit
 from test_resume import NumpyTrainer
 
-from customfit import checkpoint, registry, runs
-from customfit.data import digits_split
-from customfit.errors import UsageError
-from customfit.runs import launch
-from customfit.tasks.adversarial import rules, spec
 
 # ----------------------------------------------------------------------------- the judge
 

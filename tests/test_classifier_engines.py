@@ -12,11 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+
 from worker_jobs import reports_of, run_worker, worker_path
 
 from customfit import registry
-from customfit.data import digits_split, toy_split
 from customfit.tasks.classifier import layout
+from customfit.data import digits_split, toy_split
 from customfit.tasks.classifier.architectures import DIGITS_DEFAULT, DIGITS_LECTURE, TOY_MLP
 
 WORKER = worker_path("classifier")

@@ -15,9 +15,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from worker_jobs import reports_of
 
 from customfit import cli, devices, registry
+from worker_jobs import reports_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "workers", "devices_worker.py")

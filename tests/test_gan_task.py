@@ -25,8 +25,8 @@ from history_helpers import read_history_csv
 from layout_helpers import gan_random_weights
 
 from customfit import checkpoint, plots, registry
-from customfit.tasks.gan import layout, spec
 from customfit.trainers.canonical import from_canonical, to_canonical
+from customfit.tasks.gan import layout, spec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ["--epochs", "2", "--batch-size", "256"]

@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from data_helpers import write_idx_file
 
 from customfit import registry
 from customfit.errors import UsageError
 from customfit.tasks.mnist import idx, spec, standin
+from data_helpers import write_idx_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What the lecture's CNN must reach on the stand-in (chance is 0.1; measured 0.94-0.97).

@@ -19,6 +19,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
 from worker_jobs import run_worker, worker_path
 
 from customfit import precision, registry

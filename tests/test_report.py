@@ -18,11 +18,11 @@ import sys
 
 import numpy as np
 import pytest
-from test_resume import NumpyTrainer
 
 from customfit import parity, registry, report
-from customfit.runs import launch
 from customfit.runs import run as run_task
+from customfit.runs import launch
+from test_resume import NumpyTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

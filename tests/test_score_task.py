@@ -6,13 +6,14 @@ import math
 
 import numpy as np
 import pytest
-from test_cli import assert_usage_error, customfit
 
 from customfit.data import toy_clusters
 from customfit.runs.results import meets
 from customfit.tasks import digit_judge
 from customfit.tasks.score import judge, layout, spec
 from customfit.tasks.score_digits import spec as digits_spec
+
+from test_cli import assert_usage_error, customfit
 
 RUN = ["run", "score", "--engine", "torch", "--out", "out"]
 

@@ -7,12 +7,13 @@ import signal
 
 import numpy as np
 import pytest
-from test_resume import NumpyTrainer
 
-from customfit import checkpoint, faults, registry, run_folder, runs
+from customfit import checkpoint, faults, registry, run_folder
+from customfit import runs
 from customfit.engines import loop
-from customfit.errors import Interrupted, NonFiniteLoss, UsageError
 from customfit.runs import launch
+from customfit.errors import Interrupted, NonFiniteLoss, UsageError
+from test_resume import NumpyTrainer
 
 
 @pytest.fixture

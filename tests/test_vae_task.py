@@ -5,11 +5,12 @@ import math
 
 import numpy as np
 import pytest
-from test_cli import assert_usage_error, customfit
 
 from customfit.data import digits_split
 from customfit.tasks import digit_judge
 from customfit.tasks.vae import spec
+
+from test_cli import assert_usage_error, customfit
 
 RUN = ["run", "vae", "--engine", "torch", "--out", "out"]
 

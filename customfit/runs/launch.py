@@ -12,14 +12,8 @@ from dataclasses import asdict, replace
 
 from customfit import compute_device, cpu_memory, hosts, registry
 from customfit import devices as spreading
-from customfit.errors import (
-    CheckpointError,
-    CustomfitError,
-    Interrupted,
-    NonFiniteLoss,
-    UsageError,
-    WriteError,
-)
+from customfit.errors import (CheckpointError, CustomfitError, Interrupted, NonFiniteLoss,
+                              UsageError, WriteError)
 from customfit.runs.results import Result
 from customfit.runs.training import train
 

@@ -5,8 +5,7 @@ and leaves the output folder as it was."""
 import os
 from dataclasses import dataclass
 
-from customfit import compute_device, options, precision, registry, validate
-from customfit import devices as spreading
+from customfit import compute_device, devices as spreading, options, precision, registry, validate
 from customfit.errors import CheckpointError, UsageError
 
 CONFIG_KEYS = ("epochs", "batch_size", "lr", "seed", "model", "out", "resume", "data", "verbose",

@@ -3,14 +3,8 @@ checkpoint keeps and how to go on; the kept checkpoint marked where a loss went 
 
 import os
 
-from customfit.errors import (
-    CheckpointError,
-    Interrupted,
-    NonFiniteLoss,
-    RunStopped,
-    UsageError,
-    WriteError,
-)
+from customfit.errors import (CheckpointError, Interrupted, NonFiniteLoss, RunStopped,
+                              UsageError, WriteError)
 
 
 def resume_command(plan, lr=None):

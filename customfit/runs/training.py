@@ -4,8 +4,8 @@ then the results (customfit.runs.results)."""
 
 import os
 
-from customfit import devices as spreading
 from customfit import precision, registry
+from customfit import devices as spreading
 from customfit.errors import CheckpointError, CustomfitError
 from customfit.runs.plan import CHECKPOINT, HISTORY, METRICS
 from customfit.runs.results import finish

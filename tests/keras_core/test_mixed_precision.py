@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import to_numpy
 from keras import ops as K
+
 from models import Parts, PenalisedCritic, Regressor, Score, f32
 
 RNG = np.random.default_rng(11)

@@ -17,9 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import devices_worker  # noqa: E402
-
-from customfit import devices as spreading  # noqa: E402
-from customfit import hosts
+from customfit import devices as spreading, hosts  # noqa: E402
 
 
 def _unflat(arrays):

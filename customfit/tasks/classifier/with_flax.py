@@ -14,8 +14,8 @@ import optax
 from flax import nnx
 
 from customfit.tasks.classifier import layout
-from customfit.tasks.classifier.architectures import output_shape
 from customfit.trainers import canonical
+from customfit.tasks.classifier.architectures import output_shape
 from customfit.trainers.flax_trainer import FlaxTrainer, Group, adam, value_and_grads
 from customfit.trainers.running_means import RunningMeans
 

@@ -13,16 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from customfit import compute_device, precision
+from customfit.trainers import canonical
 from customfit.tasks.classifier import layout
 from customfit.tasks.classifier.architectures import output_shape
-from customfit.trainers import canonical
 from customfit.trainers.running_means import RunningMeans
-from customfit.trainers.torch_trainer import (
-    TorchTrainer,
-    flatten_channels_last,
-    held_out_batches,
-    tensor,
-)
+from customfit.trainers.torch_trainer import (TorchTrainer, flatten_channels_last,
+                                              held_out_batches, tensor)
 
 
 def tensors(x, y=None):

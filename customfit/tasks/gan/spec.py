@@ -38,8 +38,8 @@ import os
 import numpy as np
 
 from customfit.data import unlabelled_digits_split
-from customfit.options import Option
 from customfit.tasks import digit_judge
+from customfit.options import Option
 from customfit.tasks.gan import layout
 
 NAME = "gan"

@@ -17,17 +17,11 @@ from keras import ops as K
 import customfit as cf
 from customfit.parallel.keras_fit import own_rows
 from customfit.tasks.gan import layout
-
 # The generator and the discriminator (the docs' "model" section) are plain Keras models, shared
 # with the native TensorFlow engine, which trains them with tf.GradientTape: keras_networks.py.
 from customfit.tasks.gan.keras_networks import NETWORKS
-from customfit.trainers.keras_trainer import (
-    KerasTrainer,
-    reseed,
-    stateless_value_and_grads,
-    tensor,
-    to_numpy,
-)
+from customfit.trainers.keras_trainer import (KerasTrainer, reseed,
+                                              stateless_value_and_grads, tensor, to_numpy)
 
 
 # --8<-- [start:objective]

@@ -21,12 +21,8 @@ import tensorflow as tf
 from customfit.tasks.gan import layout
 from customfit.tasks.gan.keras_networks import NETWORKS
 from customfit.trainers.running_means import RunningMeans
-from customfit.trainers.tensorflow_trainer import (
-    ENGINE,
-    TensorFlowTrainer,
-    numpy_copies,
-    synchronize_batch_norm,
-)
+from customfit.trainers.tensorflow_trainer import (ENGINE, TensorFlowTrainer, numpy_copies,
+                                                   synchronize_batch_norm)
 
 FIGURES = ("dis_loss", "gen_loss")
 

@@ -12,14 +12,8 @@ from torch import nn
 from customfit import precision
 from customfit.tasks.gan import layout
 from customfit.trainers.running_means import RunningMeans
-from customfit.trainers.torch_trainer import (
-    ENGINE,
-    TorchTrainer,
-    flatten_channels_last,
-    frozen_statistics,
-    init_like_keras,
-    nchw,
-)
+from customfit.trainers.torch_trainer import (ENGINE, TorchTrainer, flatten_channels_last,
+                                              frozen_statistics, init_like_keras, nchw)
 
 
 # --8<-- [start:model]

@@ -16,7 +16,6 @@ from customfit import validate
 from customfit.errors import UsageError
 from customfit.tasks.classifier import task as classifier
 from customfit.tasks.classifier.architectures import MNIST_LECTURE
-
 # The classifier family's hooks, this task's as they are.
 from customfit.tasks.classifier.task import HEADLINE, OPTIONS, judge, produce, write  # noqa: F401
 from customfit.tasks.mnist import idx

@@ -55,8 +55,9 @@ import numpy as np
 
 from customfit.errors import UsageError
 from customfit.options import Option
-from customfit.tasks.score import figures, layout
+from customfit.tasks.score import figures
 from customfit.tasks.score import judge as score_judge
+from customfit.tasks.score import layout
 
 NAME = "score"
 FAMILY = "score"

@@ -46,8 +46,8 @@ import os
 import numpy as np
 
 from customfit.data import unlabelled_digits_split
-from customfit.options import Option
 from customfit.tasks import digit_judge
+from customfit.options import Option
 
 NAME = "vae"
 FAMILY = "vae"

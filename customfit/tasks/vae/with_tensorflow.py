@@ -12,7 +12,6 @@ from customfit.tasks.vae import layout
 from customfit.trainers.running_means import RunningMeans
 from customfit.trainers.tensorflow_trainer import ENGINE, TensorFlowTrainer, built_adam, float32
 
-
 # --8<-- [start:model]
 class MLPEncoder(tf.keras.Model):
     def __init__(self, latent):
