@@ -17,6 +17,7 @@ from worker_jobs import reports_of, run_worker, worker_path
 
 from customfit import registry
 from customfit.tasks.classifier import layout
+from customfit.trainers import canonical
 from customfit.data import digits_split, toy_split
 from customfit.tasks.classifier.architectures import DIGITS_DEFAULT, DIGITS_LECTURE, TOY_MLP
 
@@ -245,7 +246,7 @@ def _batches_per_epoch():
 @pytest.mark.parametrize("engine", NATIVE)
 def test_resumed_run_equals_uninterrupted_run(engine, results):
     report = results(engine)
-    assert report["state_meta"]["format"] == layout.STATE_FORMAT
+    assert report["state_meta"]["format"] == canonical.STATE_FORMAT
     assert report["state_step"] == _batches_per_epoch()  # Adam's step count travelled
     assert report["state_kept"], "the arrays state() returned changed as training went on"
     assert report["C"][0]["batches"] == report["A"][1]["batches"]

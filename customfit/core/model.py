@@ -328,13 +328,6 @@ class Model(backend_module().Step):
         if spec is not None:
             self._symbolic_build(data_batch=spec)
 
-    def build_step(self, data_batch):
-        """Build the train step now, from one example batch (only its shapes and dtypes are read):
-        the updates resolved, the metric trackers and the optimizers' slots made. fit() builds
-        it at its first batch; call this after compile() when the optimizers' state is to be
-        read or loaded before any training (a checkpoint's Adam moments, say)."""
-        self._symbolic_build(data_batch=data_batch)
-
     # ---- build: resolve the updates, find the objective's metric names, make trackers ----
 
     def _symbolic_build(self, iterator=None, data_batch=None):
@@ -532,3 +525,12 @@ class Model(backend_module().Step):
     def _logs(self, training=True):
         names = self._cf_logged + (self._cf_counted if training else [])
         return {name: self._cf_trackers[name].result() for name in names}
+
+
+def build_train_step(model, data_batch):
+    """Build a compiled cf.Model's train step now, from one example batch (only its shapes and
+    dtypes are read): the updates resolved, the metric trackers and the optimizers' slots made.
+    fit() builds it at its first batch; the workbench calls this when the optimizers' state is to
+    be read or loaded before any training (a checkpoint's Adam moments, say). A function, not a
+    method: it is not part of cf.Model's public API."""
+    model._symbolic_build(data_batch=data_batch)

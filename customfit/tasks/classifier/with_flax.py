@@ -150,7 +150,7 @@ class Trainer(FlaxTrainer):
 
     def pack_state(self, weights, moments, step):
         arrays = canonical.pack_adam_state(weights, *moments, step)
-        return arrays, {"format": layout.STATE_FORMAT, "engine": ENGINE}
+        return arrays, {"format": canonical.STATE_FORMAT, "engine": ENGINE}
 
     def unpack_state(self, arrays, meta):
         canonical.check_state_meta(meta)

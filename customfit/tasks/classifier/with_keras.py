@@ -8,6 +8,7 @@ import numpy as np
 from keras import ops as K
 
 import customfit as cf
+from customfit.core.model import build_train_step
 from customfit import precision
 from customfit.tasks.classifier import layout
 from customfit.trainers import canonical
@@ -69,7 +70,7 @@ class Trainer(KerasTrainer):
             self.model = Classifier(layers, input_shape)
             self.model.compile(
                 optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7))
-            self.model.build_step((np.zeros((1, *input_shape), "float32"), np.zeros((1,), "int64")))
+            build_train_step(self.model, (np.zeros((1, *input_shape), "float32"), np.zeros((1,), "int64")))
 
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
         return self.fit_epoch(self.model, (x, y), batch_size, shuffle_seed, on_batch)
@@ -103,7 +104,7 @@ class Trainer(KerasTrainer):
     def state(self):
         first, second, step = self.adam_state(self.model.optimizer, self.model.trainable_variables)
         arrays = canonical.pack_adam_state(self.get_weights(), first, second, step)
-        return arrays, {"format": layout.STATE_FORMAT, "engine": self.engine}
+        return arrays, {"format": canonical.STATE_FORMAT, "engine": self.engine}
 
     def load_state(self, arrays, meta):
         canonical.check_state_meta(meta)

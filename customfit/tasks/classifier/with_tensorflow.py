@@ -150,7 +150,7 @@ class Trainer(TensorFlowTrainer):
         first, second, step = self.adam_moments(self.optimizer, self.model.trainable_variables)
         arrays = canonical.pack_adam_state(self.get_weights(), canonical.to_canonical(ENGINE, first),
                                         canonical.to_canonical(ENGINE, second), step)
-        return arrays, {"format": layout.STATE_FORMAT, "engine": ENGINE}
+        return arrays, {"format": canonical.STATE_FORMAT, "engine": ENGINE}
 
     def load_state(self, arrays, meta):
         canonical.check_state_meta(meta)

@@ -15,6 +15,7 @@ import numpy as np
 from keras import ops as K
 
 import customfit as cf
+from customfit.core.model import build_train_step
 from customfit.parallel.keras_fit import own_rows
 from customfit.tasks.gan import layout
 # The generator and the discriminator (the docs' "model" section) are plain Keras models, shared
@@ -88,7 +89,7 @@ class Trainer(KerasTrainer):
             self.gan = gan_class(model, latent, critic_steps, seed)
             self.parallel.synchronize_batch_norm(self.gan)
             self.gan.compile(optimizer={"dis": adam(), "gen": adam()})
-            self.gan.build_step((np.zeros((1, *layout.IMAGE_SHAPE), "float32"),))
+            build_train_step(self.gan, (np.zeros((1, *layout.IMAGE_SHAPE), "float32"),))
 
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
         reseed(self.gan.noise, layout.noise_seed(shuffle_seed))

@@ -18,6 +18,7 @@ from keras import layers
 from keras import ops as K
 
 import customfit as cf
+from customfit.core.model import build_train_step
 from customfit.tasks.score import layout
 from customfit.trainers.keras_trainer import KerasTrainer, float32, tensor, to_numpy
 
@@ -110,7 +111,7 @@ class Trainer(KerasTrainer):
         self.model.net(K.zeros((1, self.data)), None if sigmas is None else K.ones((1, 1)))
         rate = lr if not decay_steps else keras.optimizers.schedules.CosineDecay(lr, decay_steps)
         self.model.compile(optimizer=keras.optimizers.Adam(rate, **layout.ADAM))
-        self.model.build_step((np.zeros((1, self.data), "float32"),))
+        build_train_step(self.model, (np.zeros((1, self.data), "float32"),))
         self._variables = self.trainable_of(self.model, self.model.net)
     # --8<-- [end:step]
 

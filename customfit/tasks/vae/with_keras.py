@@ -12,6 +12,7 @@ from keras import layers
 from keras import ops as K
 
 import customfit as cf
+from customfit.core.model import build_train_step
 from customfit.parallel.keras_fit import own_rows
 from customfit.tasks.vae import layout
 from customfit.trainers.keras_trainer import KerasTrainer, float32, tensor, to_numpy
@@ -147,7 +148,7 @@ class Trainer(KerasTrainer):
             self.model.encoder(K.zeros((1, *layout.IMAGE)))  # build the weights now
             self.model.decoder(K.zeros((1, latent)))
             self.model.compile(optimizer=keras.optimizers.Adam(lr, **layout.ADAM))
-            self.model.build_step((np.zeros((1, *layout.IMAGE), "float32"),))
+            build_train_step(self.model, (np.zeros((1, *layout.IMAGE), "float32"),))
         self._variables = self.trainable_of(self.model, self.model.encoder, self.model.decoder)
     # --8<-- [end:step]
 
