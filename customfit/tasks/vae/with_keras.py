@@ -3,8 +3,7 @@ train it on whichever Keras backend this process runs (keras-tensorflow, keras-t
 It is the lecture's exercise 5 (and keras-io's VAE example) without a hand-written train_step:
 the encoder and decoder are keras.Model subclasses, the noise comes from a SeedGenerator, and
 `objective` returns the loss with its parts, which fit() shows and evaluate() returns. Seeds,
-devices, checkpoints and the parity hook: customfit/trainers/keras_trainer.py.
-"""
+devices, checkpoints and the parity hook: customfit/trainers/keras_trainer.py."""
 
 import keras
 import numpy as np
