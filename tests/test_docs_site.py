@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -129,15 +128,14 @@ def test_a_broken_reference_fails_the_build(page, broken, said, tmp_path):
 
 
 # Injected first into <head> of a copy of each page: records console errors and uncaught
-# exceptions from the start, then, once the page has loaded, clicks every tab and writes what
-# it saw into the DOM as JSON (which --dump-dom prints).
+# exceptions from the start; probePage() clicks every tab and says what it saw.
 PROBE = """<script>
 window.probeErrors = [];
 const reported = console.error.bind(console);
 console.error = (...args) => { window.probeErrors.push(args.map(String).join(' ')); reported(...args); };
 window.addEventListener('error', e => window.probeErrors.push('error: ' + (e.message || e.target.src || e.target.href)), true);
 window.addEventListener('unhandledrejection', e => window.probeErrors.push('rejection: ' + e.reason));
-window.addEventListener('load', () => setTimeout(() => {
+window.probePage = () => {
   const tabs = [];
   for (const set of document.querySelectorAll('.tabbed-set')) {
     const blocks = Array.from(set.querySelectorAll(':scope > .tabbed-content > .tabbed-block'));
@@ -150,14 +148,35 @@ window.addEventListener('load', () => setTimeout(() => {
     });
   }
   const images = Array.from(document.images);
-  const probe = document.createElement('pre');
-  probe.id = 'probe';
-  probe.textContent = JSON.stringify({tabs, images: images.length,
-    failed: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
-    errors: window.probeErrors});
-  document.body.appendChild(probe);
-}, 200));
+  return {tabs, images: images.length, errors: window.probeErrors,
+          failed: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)};
+};
 </script>"""
+
+# One browser for every page (a browser's start is most of the time): this page opens each in
+# an iframe in turn, asks its probe, and writes the answers into the DOM as JSON (which
+# --dump-dom prints).
+VISITOR = """<!doctype html><html><body><script>
+(async () => {
+  const seen = {};
+  try {
+    for (const page of PAGES) {
+      const frame = document.createElement('iframe');
+      frame.width = 1200; frame.height = 900;
+      const loaded = new Promise(resolve => frame.addEventListener('load', resolve));
+      frame.src = page;
+      document.body.appendChild(frame);
+      await loaded;
+      await new Promise(resolve => setTimeout(resolve, 200));
+      seen[page] = frame.contentWindow.probePage();
+    }
+  } catch (e) { seen.visitor = String(e); }
+  const out = document.createElement('pre');
+  out.id = 'probe';
+  out.textContent = JSON.stringify(seen);
+  document.body.appendChild(out);
+})();
+</script></body></html>"""
 
 
 def chromium():
@@ -184,7 +203,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def open_in_chromium(browser, url):
-    """What the probe saw on the page at url."""
+    """What the visitor page at url wrote into the DOM."""
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]
     flags += [
         "--virtual-time-budget=10000",
@@ -203,16 +222,19 @@ def test_every_exercise_page_in_headless_chromium(site, served):
             "no Chromium on this machine (`./run tests` installs Debian's package "
             "`chromium` where it may): the HTML checks above read the pages instead"
         )
+    pages = {}
     for name in EXERCISES:
         index = site / "exercises" / name / "index.html"
         probed = index.with_name("probed.html")  # a copy beside it: the same relative links
         probed.write_text(index.read_text().replace("<head>", "<head>" + PROBE, 1))
-    # Three browsers at a time: each mostly waits for its virtual time to run out.
-    with ThreadPoolExecutor(3) as pool:
-        pages = [f"{served}/exercises/{name}/probed.html" for name in EXERCISES]
-        seen_on = dict(
-            zip(EXERCISES, pool.map(functools.partial(open_in_chromium, browser), pages))
-        )
+        pages[f"/exercises/{name}/probed.html"] = name
+    visitor = VISITOR.replace("PAGES", json.dumps(list(pages)))
+    (site / "visitor.html").write_text(visitor)
+    seen_on = {
+        pages.get(page, page): seen
+        for page, seen in open_in_chromium(browser, f"{served}/visitor.html").items()
+    }
+    assert sorted(seen_on) == sorted(EXERCISES), seen_on
     for name, seen in seen_on.items():
         assert [tab["label"] for tab in seen["tabs"]] == TABS, (name, seen)
         for tab in seen["tabs"]:
