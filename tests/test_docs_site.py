@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from test_report import chromium  # Debian's package, or another Chromium on PATH
 
 ROOT = Path(__file__).resolve().parent.parent
 READS = ("mkdocs.yml", "docs", "examples", "customfit", "README.md")
@@ -177,14 +178,6 @@ VISITOR = """<!doctype html><html><body><script>
   document.body.appendChild(out);
 })();
 </script></body></html>"""
-
-
-def chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 @pytest.fixture(scope="module")
