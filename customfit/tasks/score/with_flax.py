@@ -10,7 +10,7 @@ Random numbers are JAX's own: an nnx.Rngs stream ("noise") handed to the trainin
 from the epoch's seed at every epoch (so a resumed run needs no random state), and explicit
 jax.random keys, split at every step, for Langevin sampling (the lecture's code drew them from
 NumPy's global state). The plumbing (precision, batches, canonical weights and Adam state) is
-customfit/trainers/flax_trainer.py's; the Trainer here says where its arrays live.
+customfit/trainers/flax_trainer.py's.
 """
 
 import functools
@@ -21,14 +21,14 @@ import numpy as np
 from flax import nnx
 
 from customfit.tasks.score import layout
-from customfit.trainers.flax_trainer import FlaxTrainer, Group, adam, value_and_grads
-from customfit.trainers.running_means import RunningMeans
+from customfit.trainers.flax_trainer import FlaxTrainer, RunningMeans, adam
 
 ENGINE = "flax"
 ACTIVATIONS = {"softplus": nnx.softplus, "silu": nnx.silu}
 
 
 # --8<-- [start:model]
+
 
 class ScoreNet(nnx.Module):
     """s(x) (the lecture's ScoreModel), or s(x, sigma) = net([x, log sigma]) / sigma (dsm; the
@@ -46,13 +46,18 @@ class ScoreNet(nnx.Module):
         self.out = nnx.Linear(width, out, rngs=rngs)
 
     def __call__(self, x, sigma=None):
-        if sigma is not None and self.sigma_data is not None:
-            x = x / jnp.sqrt(sigma ** 2 + self.sigma_data ** 2)
-        h = x if sigma is None else jnp.concatenate([x, jnp.log(sigma)], axis=-1)
+        if sigma is None:
+            return self.mlp(x)
+        if self.sigma_data is not None:
+            x = x / jnp.sqrt(sigma**2 + self.sigma_data**2)
+        return self.mlp(jnp.concatenate([x, jnp.log(sigma)], axis=-1)) / sigma
+
+    def mlp(self, h):
         for layer in self.hidden:
             h = self.activation(layer(h))
-        h = self.out(h).astype(jnp.float32)  # --precision mixed computes in bfloat16
-        return h if sigma is None else h / sigma
+        return self.out(h).astype(jnp.float32)  # --precision mixed computes in bfloat16
+
+
 # --8<-- [end:model]
 
 
@@ -61,13 +66,13 @@ def score_matching(model, x, divergence, probe=None):
     """The lecture's loss, mean |s|^2 + 2 div s, with its two parts."""
     s = model(x)
     if divergence == "exact":
-        one = lambda xi: model(xi[None])[0]                 # (D,) -> (D,)  # noqa: E731
-        jacobians = jax.vmap(jax.jacfwd(one))(x)            # (B, D, D)
+        one = lambda xi: model(xi[None])[0]  # (D,) -> (D,)  # noqa: E731
+        jacobians = jax.vmap(jax.jacfwd(one))(x)  # (B, D, D)
         div = jnp.trace(jacobians, axis1=1, axis2=2)
     else:
-        _, jv = jax.jvp(model, (x,), (probe,))              # J v, sample by sample
+        _, jv = jax.jvp(model, (x,), (probe,))  # J v, sample by sample
         div = jnp.sum(probe * jv, axis=1)
-    squared_norm = jnp.mean(jnp.sum(s ** 2, axis=1))
+    squared_norm = jnp.mean(jnp.sum(s**2, axis=1))
     div = jnp.mean(div)
     return {"loss": squared_norm + 2.0 * div, "squared_norm": squared_norm, "divergence": div}
 
@@ -89,8 +94,10 @@ def draw(key, x, sigmas, method, divergence):
     """The objective's random draws for batch x: {} (exact), a probe, or levels and noise."""
     if method == "dsm":
         levels_key, z_key = jax.random.split(key)
-        return {"levels": jax.random.randint(levels_key, (x.shape[0],), 0, sigmas.shape[0]),
-                "z": jax.random.normal(z_key, x.shape)}
+        return {
+            "levels": jax.random.randint(levels_key, (x.shape[0],), 0, sigmas.shape[0]),
+            "z": jax.random.normal(z_key, x.shape),
+        }
     if divergence == "hutchinson":
         return {"probe": jax.random.rademacher(key, x.shape, dtype=jnp.float32)}
     return {}
@@ -98,6 +105,8 @@ def draw(key, x, sigmas, method, divergence):
 
 def loss(model, x, noise, sigmas, method, divergence):
     return figures(model, x, noise, sigmas, method, divergence)["loss"]
+
+
 # --8<-- [end:objective]
 
 
@@ -117,8 +126,9 @@ def train_step(model, optimizer, rngs, x, sigmas, method, divergence):
 
 @functools.partial(nnx.jit, static_argnames=("method", "divergence"))
 def eval_step(model, rngs, x, sigmas, method, divergence):
-    return figures(model, x, draw(rngs.noise(), x, sigmas, method, divergence), sigmas, method,
-                   divergence)
+    return figures(
+        model, x, draw(rngs.noise(), x, sigmas, method, divergence), sigmas, method, divergence
+    )
 
 
 def at_level(model, x, sigma):
@@ -134,6 +144,7 @@ def langevin_step(model, x, xi, eps, sigma):
 @nnx.jit
 def langevin(model, x, key, eps, sigma, count):
     """`count` Langevin steps of size eps from x, a fresh key split off at every step."""
+
     def step(_, carry):
         x, key = carry
         key, xi_key = jax.random.split(key)
@@ -142,6 +153,8 @@ def langevin(model, x, key, eps, sigma, count):
         return x + eps * s + jnp.sqrt(2.0 * eps * layout.TEMPERATURE) * xi, key
 
     return jax.lax.fori_loop(0, count, step, (x, key))
+
+
 # --8<-- [end:step]
 
 
@@ -149,41 +162,43 @@ score = nnx.jit(at_level)
 
 
 class Trainer(FlaxTrainer):
-    def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
-                 decay_steps=None):
+    def __init__(
+        self, method, network, lr, seed, *, sigmas=None, divergence="exact", decay_steps=None
+    ):
         layout.check(method, network, divergence, sigmas)
         super().__init__()
-        self.method, self.network, self.seed = method, network, seed
-        self.divergence = divergence if method == "lecture" else None
+        self.method, self.seed, self.data = method, seed, layout.NETWORKS[network]["data"]
+        divergence = divergence if method == "lecture" else None
+        self.static = {"method": method, "divergence": divergence}
         self.sigmas = None if sigmas is None else jnp.asarray(np.asarray(sigmas, np.float32))
-        self.data = layout.NETWORKS[network]["data"]
-        self.model = ScoreNet(network, rngs=nnx.Rngs(seed))
-        tx = adam(lr, layout.ADAM["beta_1"], layout.ADAM["beta_2"], layout.ADAM["epsilon"],
-                  decay_steps)
-        self.optimizer = nnx.Optimizer(self.model, tx, wrt=nnx.Param)
-        self.place(self.model, self.optimizer)
-
-    def static(self):
-        return {"method": self.method, "divergence": self.divergence}
+        model = self.model = ScoreNet(network, rngs=nnx.Rngs(seed))
+        beta_1, beta_2, epsilon = (layout.ADAM[k] for k in ("beta_1", "beta_2", "epsilon"))
+        self.optimizer = nnx.Optimizer(
+            model, adam(lr, beta_1, beta_2, epsilon, decay_steps), wrt=nnx.Param
+        )
+        self.place(model, self.optimizer)
+        layers = [("hidden", i) for i in range(len(model.hidden))] + [("out",)]
+        paths = [(*layer, kind) for layer in layers for kind in ("kernel", "bias")]
+        sigma_list = None if sigmas is None else np.asarray(self.sigmas)
+        codec = layout.state_codec(ENGINE, method, network, divergence, sigma_list)
+        self.keep({"model": (model, self.optimizer)}, {"model": paths}, codec)
 
     # --8<-- [start:step]
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
         rngs = nnx.Rngs(noise=shuffle_seed)
         means = RunningMeans(layout.FIGURES[self.method])
         for (batch,) in self.epoch_batches((x,), batch_size, shuffle_seed):
-            out = train_step(self.model, self.optimizer, rngs, batch, self.sigmas, **self.static())
+            out = train_step(self.model, self.optimizer, rngs, batch, self.sigmas, **self.static)
             means.add_all(out, len(batch))
             on_batch(means.means())
         return means.means()
+
     # --8<-- [end:step]
 
     def evaluate(self, x, batch_size):
         rngs = nnx.Rngs(noise=self.seed)  # the same held-out draws at every call
-        means = RunningMeans(layout.FIGURES[self.method])
-        for (batch,) in self.held_out_batches((x,), batch_size):
-            means.add_all(eval_step(self.model, rngs, batch, self.sigmas, **self.static()),
-                          len(batch))
-        return means.means()
+        step = lambda batch: eval_step(self.model, rngs, batch, self.sigmas, **self.static)  # noqa: E731
+        return self.held_out_means((x,), batch_size, layout.FIGURES[self.method], step)
 
     # ---- the score and Langevin sampling
 
@@ -195,14 +210,20 @@ class Trainer(FlaxTrainer):
 
     def langevin_step(self, x, noise, eps, level=None):
         """One Langevin step from x with the given noise xi (the parity hook)."""
-        return np.asarray(langevin_step(self.model, jnp.asarray(x, jnp.float32),
-                                        jnp.asarray(noise, jnp.float32),
-                                        jnp.float32(eps), self._sigma(level)))
+        return np.asarray(
+            langevin_step(
+                self.model,
+                jnp.asarray(x, jnp.float32),
+                jnp.asarray(noise, jnp.float32),
+                jnp.float32(eps),
+                self._sigma(level),
+            )
+        )
 
     def denoise(self, x):
         x = jnp.asarray(x, jnp.float32)
         last = self.sigmas[-1]
-        return np.asarray(x + last ** 2 * score(self.model, x, last))
+        return np.asarray(x + last**2 * score(self.model, x, last))
 
     def sample(self, n, seed, steps, step_size, start_std, record=()):
         """Langevin (lecture) or annealed Langevin and a last denoising step (dsm) from
@@ -225,28 +246,13 @@ class Trainer(FlaxTrainer):
     def objective_and_grads(self, batch, noise=None):
         """The training objective and its gradients (canonical layout) on batch (x,), with the
         objective's draws given: None (exact divergence), {"probe"} or {"levels", "z"}."""
-        given = {} if noise is None else {
-            k: jnp.asarray(v, jnp.int32 if k == "levels" else jnp.float32) for k, v in noise.items()}
+        given = (
+            {}
+            if noise is None
+            else {
+                k: jnp.asarray(v, jnp.int32 if k == "levels" else jnp.float32)
+                for k, v in noise.items()
+            }
+        )
         x = jnp.asarray(batch[0], jnp.float32)
-        value, grads = value_and_grads(loss, self.model, x, given, self.sigmas,
-                                       options=tuple(self.static().items()))
-        return float(value), self.canonical_grads(grads)
-
-    # ---- where the canonical arrays live (layout.py), for FlaxTrainer
-
-    def groups(self):
-        layers = [("hidden", i) for i in range(len(self.model.hidden))] + [("out",)]
-        paths = [(*layer, kind) for layer in layers for kind in ("kernel", "bias")]
-        return {"model": Group(self.model, paths, paths, self.optimizer)}
-
-    def check_weights(self, weights):
-        layout.check_weights(self.network, weights)
-
-    def pack_state(self, weights, moments, step):
-        sigmas = None if self.sigmas is None else np.asarray(self.sigmas)
-        return (layout.pack_state(weights, *moments, step),
-                layout.state_meta(ENGINE, self.method, self.network, self.divergence, sigmas))
-
-    def unpack_state(self, arrays, meta):
-        weights, first, second, step = layout.unpack_state(arrays, meta, self.network)
-        return weights, (first, second), step
+        return self.parity(loss, self.model, x, given, self.sigmas, options=self.static.items())

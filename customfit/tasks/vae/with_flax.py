@@ -5,7 +5,7 @@ The reparameterisation noise comes from an nnx.Rngs stream ("noise") handed to t
 Flax NNX guides do for dropout: a fresh nnx.Rngs(noise=epoch seed) per epoch makes an epoch's
 noise a function of the run's seed and the epoch alone, so a resumed run needs no random state.
 The plumbing (devices, precision, batches, canonical weights and Adam state) is
-customfit/trainers/flax_trainer.py's; the Trainer here says where its arrays live.
+customfit/trainers/flax_trainer.py's.
 """
 
 import functools
@@ -16,8 +16,7 @@ import numpy as np
 from flax import nnx
 
 from customfit.tasks.vae import layout
-from customfit.trainers.flax_trainer import FlaxTrainer, Group, adam, value_and_grads
-from customfit.trainers.running_means import RunningMeans
+from customfit.trainers.flax_trainer import FlaxTrainer, RunningMeans, adam
 
 ENGINE = "flax"
 
@@ -63,6 +62,7 @@ class MLPDecoder(nnx.Module):
 
 class ConvEncoder(nnx.Module):
     """The lecture's encoder: three 3x3 valid convolutions (4, 8, 16), then mu and log-variance."""
+
     weighted = ("conv1", "conv2", "conv3", "mu", "logvar")
 
     def __init__(self, latent, rngs: nnx.Rngs):
@@ -83,6 +83,7 @@ class ConvEncoder(nnx.Module):
 
 class ConvDecoder(nnx.Module):
     """The lecture's decoder: dense 256, reshape 4x4x16, conv-transposes 8, 4 (2x2), 1 (3x3)."""
+
     weighted = ("dense", "deconv1", "deconv2", "deconv3")
 
     def __init__(self, latent, rngs: nnx.Rngs):
@@ -92,15 +93,18 @@ class ConvDecoder(nnx.Module):
         self.dense = nnx.Linear(latent, spec["dense"], rngs=rngs)
         # transpose_kernel=True: the gradient of a convolution, as Keras's and torch's
         # conv-transposes are, with the kernel stored (kh, kw, out, in) as Keras stores it.
-        deconv = functools.partial(nnx.ConvTranspose, padding="VALID", transpose_kernel=True,
-                                   rngs=rngs)
+        deconv = functools.partial(
+            nnx.ConvTranspose, padding="VALID", transpose_kernel=True, rngs=rngs
+        )
         self.deconv1 = deconv(channels, f1, (k1, k1))
         self.deconv2 = deconv(f1, f2, (k2, k2))
         self.deconv3 = deconv(f2, f3, (k3, k3))
 
     def __call__(self, z):
         h = nnx.relu(self.dense(z)).reshape(-1, *layout.CONV_DECODER["reshape"])
-        h = nnx.leaky_relu(self.deconv1(h), negative_slope=layout.LEAKY_SLOPE)  # Flax's default: 0.01
+        h = nnx.leaky_relu(
+            self.deconv1(h), negative_slope=layout.LEAKY_SLOPE
+        )  # Flax's default: 0.01
         h = nnx.leaky_relu(self.deconv2(h), negative_slope=layout.LEAKY_SLOPE)
         return float32(nnx.sigmoid(self.deconv3(h)))
 
@@ -115,6 +119,8 @@ class VAE(nnx.Module):
         """(x_hat, mu, logvar) for noise eps (B, latent); the encoder runs once."""
         mu, logvar = self.encoder(x)
         return self.decoder(mu + eps * jnp.exp(0.5 * logvar)), mu, logvar
+
+
 # --8<-- [end:model]
 
 
@@ -122,7 +128,7 @@ class VAE(nnx.Module):
 def vae_figures(x, x_hat, mu, logvar, temperature, objective):
     """The figures of one batch (see layout's docstring): loss = kl + reconstruction, and the
     negative ELBO per image of the Gaussian decoder of variance T, constant included."""
-    kl_terms = 0.5 * (mu ** 2 + jnp.exp(logvar) - 1.0 - logvar)
+    kl_terms = 0.5 * (mu**2 + jnp.exp(logvar) - 1.0 - logvar)
     squares = (x - x_hat) ** 2
     kl_per_image = kl_terms.sum(axis=1)
     squares_per_image = squares.reshape(squares.shape[0], -1).sum(axis=1)
@@ -132,19 +138,27 @@ def vae_figures(x, x_hat, mu, logvar, temperature, objective):
     else:  # the lecture's: means over the batch and the dimensions alike
         kl = kl_terms.mean()
         reconstruction = squares.mean() / (2.0 * temperature)
-    neg_elbo = ((kl_per_image + squares_per_image / (2.0 * temperature)).mean()
-                + layout.gaussian_constant(temperature))
-    return {"loss": kl + reconstruction, "kl": kl, "reconstruction": reconstruction,
-            "neg_elbo": neg_elbo}
+    neg_elbo = (
+        kl_per_image + squares_per_image / (2.0 * temperature)
+    ).mean() + layout.gaussian_constant(temperature)
+    return {
+        "loss": kl + reconstruction,
+        "kl": kl,
+        "reconstruction": reconstruction,
+        "neg_elbo": neg_elbo,
+    }
 
 
 def vae_loss(model, x, eps, temperature, objective):
     return vae_figures(x, *model(x, eps), temperature, objective)["loss"]
+
+
 # --8<-- [end:objective]
 
 
 # --8<-- [start:step]
 # The model has no dropout and no batch-norm: the same __call__ serves training and evaluation.
+
 
 @functools.partial(nnx.jit, static_argnames=("temperature", "objective"))
 def train_step(model, optimizer, rngs, x, temperature, objective):
@@ -163,6 +177,8 @@ def train_step(model, optimizer, rngs, x, temperature, objective):
 def eval_step(model, rngs, x, temperature, objective):
     eps = jax.random.normal(rngs.noise(), (x.shape[0], model.latent))
     return vae_figures(x, *model(x, eps), temperature, objective)
+
+
 # --8<-- [end:step]
 
 
@@ -170,34 +186,43 @@ class Trainer(FlaxTrainer):
     def __init__(self, network, objective, latent, temperature, lr, seed, devices=1):
         layout.check(network, objective)
         super().__init__(devices)
-        self.network, self.objective, self.latent = network, objective, latent
-        self.temperature, self.seed = float(temperature), seed
-        self.shapes = layout.canonical_shapes(network, latent)
-        self.model = VAE(network, latent, rngs=nnx.Rngs(seed))
+        self.latent, self.seed = latent, seed
+        self.static = {"temperature": float(temperature), "objective": objective}
+        model = self.model = VAE(network, latent, rngs=nnx.Rngs(seed))
         tx = adam(lr, layout.ADAM["beta_1"], layout.ADAM["beta_2"], layout.ADAM["epsilon"])
-        self.optimizer = nnx.Optimizer(self.model, tx, wrt=nnx.Param)
-        self.place(self.model, self.optimizer)
-
-    def static(self):
-        return {"temperature": self.temperature, "objective": self.objective}
+        self.place(model, optimizer := nnx.Optimizer(model, tx, wrt=nnx.Param))
+        self.optimizer = optimizer
+        # Each network's weighted layers, kernel then bias, in canonical order; one optimizer.
+        paths = {
+            net: [
+                (net, layer, kind)
+                for layer in getattr(model, net).weighted
+                for kind in ("kernel", "bias")
+            ]
+            for net in layout.NETS
+        }
+        self.keep(
+            dict.fromkeys(layout.NETS, (model, optimizer)),
+            paths,
+            layout.state_codec(network, objective, latent, ENGINE),
+        )
 
     # --8<-- [start:step]
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
         rngs = nnx.Rngs(noise=shuffle_seed)
         means = RunningMeans(layout.FIGURES)
         for (batch,) in self.epoch_batches((x,), batch_size, shuffle_seed):
-            figures = train_step(self.model, self.optimizer, rngs, batch, **self.static())
+            figures = train_step(self.model, self.optimizer, rngs, batch, **self.static)
             means.add_all(figures, len(batch))
             on_batch(means.means())
         return means.means()
+
     # --8<-- [end:step]
 
     def evaluate(self, x, batch_size):
         rngs = nnx.Rngs(noise=self.seed)  # the same held-out noise at every call
-        means = RunningMeans(layout.FIGURES)
-        for (batch,) in self.held_out_batches((x,), batch_size):
-            means.add_all(eval_step(self.model, rngs, batch, **self.static()), len(batch))
-        return means.means()
+        step = functools.partial(eval_step, self.model, rngs, **self.static)
+        return self.held_out_means((x,), batch_size, layout.FIGURES, step)
 
     # ---- what the spec asks after training
 
@@ -216,29 +241,5 @@ class Trainer(FlaxTrainer):
     def objective_and_grads(self, batch, noise=None):
         """The training objective and its gradients (canonical layout) on batch (x,) with the
         reparameterisation noise `noise` (B, latent) given; no update."""
-        loss, grads = value_and_grads(vae_loss, self.model, jnp.asarray(batch[0], jnp.float32),
-                                      jnp.asarray(noise, jnp.float32),
-                                      options=tuple(self.static().items()))
-        return float(loss), self.canonical_grads(grads)
-
-    # ---- where the canonical arrays live (layout.py), for FlaxTrainer
-
-    def groups(self):
-        paths = {net: [(net, name, kind) for name in getattr(self.model, net).weighted
-                       for kind in ("kernel", "bias")] for net in layout.NETS}
-        return {net: Group(self.model, paths[net], paths[net], self.optimizer)
-                for net in layout.NETS}
-
-    def check_weights(self, weights):
-        layout.check_weights(self.shapes, weights)
-
-    def pack_state(self, weights, moments, steps):
-        first, second = ({net: moments[net][i] for net in layout.NETS} for i in (0, 1))
-        step = steps[layout.NETS[0]]  # one optimizer for both networks: one step count
-        return (layout.pack_state(weights, first, second, step),
-                layout.state_meta(ENGINE, self.network, self.objective, self.latent))
-
-    def unpack_state(self, arrays, meta):
-        weights, first, second, step = layout.unpack_state(arrays, meta, self.shapes)
-        return (weights, {net: (first[net], second[net]) for net in layout.NETS},
-                dict.fromkeys(layout.NETS, step))
+        x, eps = jnp.asarray(batch[0], jnp.float32), jnp.asarray(noise, jnp.float32)
+        return self.parity(vae_loss, self.model, x, eps, options=self.static.items())
