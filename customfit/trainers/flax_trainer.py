@@ -32,7 +32,15 @@ from customfit.parallel.mesh import BatchMesh
 from customfit.trainers import canonical
 from customfit.trainers.running_means import RunningMeans
 
-__all__ = ["Codec", "FlaxTrainer", "RunningMeans", "adam", "frozen_statistics", "value_and_grads"]
+__all__ = [
+    "Codec",
+    "FlaxTrainer",
+    "RunningMeans",
+    "adam",
+    "frozen_statistics",
+    "kernels_and_biases",
+    "value_and_grads",
+]
 
 
 @functools.cache
@@ -56,14 +64,22 @@ def frozen_statistics(network):
         nnx.update(network, saved)
 
 
+def objective(loss, *args, **options):
+    """loss(*args, **options), or its "loss" where it returns a family's figures (a dict)."""
+    value = loss(*args, **options)
+    return value["loss"] if isinstance(value, dict) else value
+
+
 @functools.partial(nnx.jit, static_argnames=("loss", "options"))
 def value_and_grads(loss, model, *args, options=()):
-    """loss(model, *args, **dict(options)) and its gradients with respect to model's nnx.Params
-    (the parity hook's), with nothing moved: every module among the arguments gets its batch
-    statistics back. `options`: (name, value) pairs, static (a method's name, say)."""
+    """The objective of loss(model, *args, **dict(options)) and its gradients with respect to
+    model's nnx.Params (the parity hook's), with nothing moved: every module among the arguments
+    gets its batch statistics back. `options`: (name, value) pairs, static (a method's name, say).
+    """
     modules = [m for m in (model, *args) if isinstance(m, nnx.Module)]
     saved = [nnx.clone(nnx.state(m, nnx.BatchStat)) for m in modules]
-    value, grads = nnx.value_and_grad(functools.partial(loss, **dict(options)))(model, *args)
+    value_of = functools.partial(objective, loss, **dict(options))
+    value, grads = nnx.value_and_grad(value_of)(model, *args)
     for module, statistics in zip(modules, saved):
         nnx.update(module, statistics)
     return value, grads
@@ -96,6 +112,14 @@ class Codec:
     pack: Callable
     unpack: Callable
     meta: dict
+
+
+def kernels_and_biases(layers, within=()):
+    """The paths of each layer's kernel then its bias, layer by layer: the canonical order of a
+    network of nnx.Linear, nnx.Conv and nnx.ConvTranspose layers (Flax stores their kernels as
+    Keras does). `layers`: the layers' names or paths in the module at path `within`."""
+    paths = [(*within, *(layer if isinstance(layer, tuple) else (layer,))) for layer in layers]
+    return [(*path, kind) for path in paths for kind in ("kernel", "bias")]
 
 
 def read(tree, paths):
@@ -206,7 +230,11 @@ class FlaxTrainer:
     def keep(self, networks, paths, codec):
         """Where the family's canonical arrays live, in the layout's order: networks {group:
         (module, optimizer)}; paths {group: (paths, trained paths)} in the modules' states, or
-        {group: paths} where every array is trained; the layout's Codec (or its fields)."""
+        {group: paths} where every array is trained; the layout's Codec (or its fields). The
+        modules and optimizers are placed (`place`)."""
+        modules = {id(m): m for m, _ in networks.values()}
+        optimizers = {id(o): o for _, o in networks.values()}
+        self.place(*modules.values(), *optimizers.values())
         self.groups = {}
         for name, (module, optimizer) in networks.items():
             every, trained = paths[name] if isinstance(paths[name], tuple) else (paths[name],) * 2

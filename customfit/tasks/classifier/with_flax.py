@@ -14,7 +14,13 @@ from flax import nnx
 
 from customfit.tasks.classifier import layout
 from customfit.tasks.classifier.architectures import output_shape
-from customfit.trainers.flax_trainer import FlaxTrainer, RunningMeans, adam, canonical_codec
+from customfit.trainers.flax_trainer import (
+    FlaxTrainer,
+    RunningMeans,
+    adam,
+    canonical_codec,
+    kernels_and_biases,
+)
 
 ENGINE = "flax"
 
@@ -120,16 +126,9 @@ class Trainer(FlaxTrainer):
         shapes = layout.canonical_shapes(layers, input_shape, num_classes)
         self.model = Classifier(layers, input_shape, rngs=nnx.Rngs(seed))
         self.optimizer = nnx.Optimizer(self.model, adam(lr, 0.9, 0.999, 1e-7), wrt=nnx.Param)
-        self.place(self.model, self.optimizer)
-        # The weighted layers' kernels and biases, in order: Keras's layout already.
-        paths = [
-            ("net", "layers", i, kind) for i in self.model.weighted() for kind in ("kernel", "bias")
-        ]
-        self.keep(
-            {"model": (self.model, self.optimizer)},
-            {"model": paths},
-            canonical_codec(shapes, ENGINE),
-        )
+        paths = kernels_and_biases(self.model.weighted(), within=("net", "layers"))
+        codec = canonical_codec(shapes, ENGINE)
+        self.keep({"model": (self.model, self.optimizer)}, {"model": paths}, codec)
 
     # --8<-- [start:step]
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
