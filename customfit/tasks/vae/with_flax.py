@@ -1,12 +1,7 @@
-"""The VAE in JAX with Flax NNX: nnx.Module encoder and decoder, nnx.value_and_grad, optax's Adam
-through nnx.Optimizer(model, tx, wrt=nnx.Param), @nnx.jit steps.
-
-The reparameterisation noise comes from an nnx.Rngs stream ("noise") handed to the step, as the
-Flax NNX guides do for dropout: a fresh nnx.Rngs(noise=epoch seed) per epoch makes an epoch's
-noise a function of the run's seed and the epoch alone, so a resumed run needs no random state.
-The plumbing (devices, precision, batches, canonical weights and Adam state) is
-customfit/trainers/flax_trainer.py's.
-"""
+"""The VAE in Flax NNX: nnx.Module encoder and decoder, nnx.value_and_grad, optax's Adam through
+nnx.Optimizer, @nnx.jit steps. The reparameterisation noise comes from an nnx.Rngs stream ("noise")
+handed to the step, as the Flax NNX guides do for dropout, fresh from the epoch's seed at every
+epoch: a resumed run needs no random state. Plumbing: customfit/trainers/flax_trainer.py."""
 
 import functools
 
@@ -16,7 +11,7 @@ import numpy as np
 from flax import nnx
 
 from customfit.tasks.vae import layout
-from customfit.trainers.flax_trainer import FlaxTrainer, RunningMeans, adam
+from customfit.trainers.flax_trainer import FlaxTrainer, RunningMeans, adam, kernels_and_biases
 
 ENGINE = "flax"
 
@@ -24,10 +19,6 @@ ENGINE = "flax"
 # --8<-- [start:model]
 # Under --precision mixed the layers compute in bfloat16; what leaves a network, for the losses
 # and the judge, is float32. Each network names its weighted layers in canonical order.
-def float32(h):
-    return h.astype(jnp.float32)
-
-
 class MLPEncoder(nnx.Module):
     weighted = ("hidden1", "hidden2", "mu", "logvar")
 
@@ -42,7 +33,7 @@ class MLPEncoder(nnx.Module):
         h = x.reshape(x.shape[0], -1)  # NHWC -> (N, H*W*C): Keras's order
         h = nnx.relu(self.hidden1(h))
         h = nnx.relu(self.hidden2(h))
-        return float32(self.mu(h)), float32(self.logvar(h))
+        return self.mu(h).astype(jnp.float32), self.logvar(h).astype(jnp.float32)
 
 
 class MLPDecoder(nnx.Module):
@@ -57,7 +48,7 @@ class MLPDecoder(nnx.Module):
     def __call__(self, z):
         h = nnx.relu(self.hidden1(z))
         h = nnx.relu(self.hidden2(h))
-        return float32(nnx.sigmoid(self.out(h)).reshape(-1, *layout.IMAGE))
+        return nnx.sigmoid(self.out(h)).reshape(-1, *layout.IMAGE).astype(jnp.float32)
 
 
 class ConvEncoder(nnx.Module):
@@ -78,7 +69,7 @@ class ConvEncoder(nnx.Module):
         h = nnx.relu(self.conv2(h))
         h = nnx.relu(self.conv3(h))
         h = h.reshape(h.shape[0], -1)
-        return float32(self.mu(h)), float32(self.logvar(h))
+        return self.mu(h).astype(jnp.float32), self.logvar(h).astype(jnp.float32)
 
 
 class ConvDecoder(nnx.Module):
@@ -93,20 +84,16 @@ class ConvDecoder(nnx.Module):
         self.dense = nnx.Linear(latent, spec["dense"], rngs=rngs)
         # transpose_kernel=True: the gradient of a convolution, as Keras's and torch's
         # conv-transposes are, with the kernel stored (kh, kw, out, in) as Keras stores it.
-        deconv = functools.partial(
-            nnx.ConvTranspose, padding="VALID", transpose_kernel=True, rngs=rngs
-        )
-        self.deconv1 = deconv(channels, f1, (k1, k1))
-        self.deconv2 = deconv(f1, f2, (k2, k2))
-        self.deconv3 = deconv(f2, f3, (k3, k3))
+        deconv = functools.partial(nnx.ConvTranspose, padding="VALID", transpose_kernel=True)
+        self.deconv1 = deconv(channels, f1, (k1, k1), rngs=rngs)
+        self.deconv2 = deconv(f1, f2, (k2, k2), rngs=rngs)
+        self.deconv3 = deconv(f2, f3, (k3, k3), rngs=rngs)
 
     def __call__(self, z):
         h = nnx.relu(self.dense(z)).reshape(-1, *layout.CONV_DECODER["reshape"])
-        h = nnx.leaky_relu(
-            self.deconv1(h), negative_slope=layout.LEAKY_SLOPE
-        )  # Flax's default: 0.01
+        h = nnx.leaky_relu(self.deconv1(h), negative_slope=layout.LEAKY_SLOPE)  # not Flax's 0.01
         h = nnx.leaky_relu(self.deconv2(h), negative_slope=layout.LEAKY_SLOPE)
-        return float32(nnx.sigmoid(self.deconv3(h)))
+        return nnx.sigmoid(self.deconv3(h)).astype(jnp.float32)
 
 
 class VAE(nnx.Module):
@@ -122,12 +109,11 @@ class VAE(nnx.Module):
 
 
 # --8<-- [end:model]
-
-
 # --8<-- [start:objective]
-def vae_figures(x, x_hat, mu, logvar, temperature, objective):
-    """The figures of one batch (see layout's docstring): loss = kl + reconstruction, and the
-    negative ELBO per image of the Gaussian decoder of variance T, constant included."""
+def vae_figures(model, x, eps, temperature, objective):
+    """The figures of batch x with noise eps (see layout's docstring): loss = kl + reconstruction,
+    and the negative ELBO per image of the Gaussian decoder of variance T, constant included."""
+    x_hat, mu, logvar = model(x, eps)
     kl_terms = 0.5 * (mu**2 + jnp.exp(logvar) - 1.0 - logvar)
     squares = (x - x_hat) ** 2
     kl_per_image = kl_terms.sum(axis=1)
@@ -138,34 +124,20 @@ def vae_figures(x, x_hat, mu, logvar, temperature, objective):
     else:  # the lecture's: means over the batch and the dimensions alike
         kl = kl_terms.mean()
         reconstruction = squares.mean() / (2.0 * temperature)
-    neg_elbo = (
-        kl_per_image + squares_per_image / (2.0 * temperature)
-    ).mean() + layout.gaussian_constant(temperature)
-    return {
-        "loss": kl + reconstruction,
-        "kl": kl,
-        "reconstruction": reconstruction,
-        "neg_elbo": neg_elbo,
-    }
-
-
-def vae_loss(model, x, eps, temperature, objective):
-    return vae_figures(x, *model(x, eps), temperature, objective)["loss"]
+    neg_elbo_per_image = kl_per_image + squares_per_image / (2.0 * temperature)
+    neg_elbo = neg_elbo_per_image.mean() + layout.gaussian_constant(temperature)
+    return dict(loss=kl + reconstruction, kl=kl, reconstruction=reconstruction, neg_elbo=neg_elbo)
 
 
 # --8<-- [end:objective]
-
-
 # --8<-- [start:step]
 # The model has no dropout and no batch-norm: the same __call__ serves training and evaluation.
-
-
 @functools.partial(nnx.jit, static_argnames=("temperature", "objective"))
 def train_step(model, optimizer, rngs, x, temperature, objective):
     eps = jax.random.normal(rngs.noise(), (x.shape[0], model.latent))
 
     def loss_fn(model):
-        figures = vae_figures(x, *model(x, eps), temperature, objective)
+        figures = vae_figures(model, x, eps, temperature, objective)
         return figures["loss"], figures
 
     (_, figures), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
@@ -176,36 +148,22 @@ def train_step(model, optimizer, rngs, x, temperature, objective):
 @functools.partial(nnx.jit, static_argnames=("temperature", "objective"))
 def eval_step(model, rngs, x, temperature, objective):
     eps = jax.random.normal(rngs.noise(), (x.shape[0], model.latent))
-    return vae_figures(x, *model(x, eps), temperature, objective)
+    return vae_figures(model, x, eps, temperature, objective)
 
 
 # --8<-- [end:step]
-
-
 class Trainer(FlaxTrainer):
     def __init__(self, network, objective, latent, temperature, lr, seed, devices=1):
         layout.check(network, objective)
         super().__init__(devices)
         self.latent, self.seed = latent, seed
         self.static = {"temperature": float(temperature), "objective": objective}
-        model = self.model = VAE(network, latent, rngs=nnx.Rngs(seed))
+        self.model = model = VAE(network, latent, rngs=nnx.Rngs(seed))
         tx = adam(lr, layout.ADAM["beta_1"], layout.ADAM["beta_2"], layout.ADAM["epsilon"])
-        self.place(model, optimizer := nnx.Optimizer(model, tx, wrt=nnx.Param))
-        self.optimizer = optimizer
-        # Each network's weighted layers, kernel then bias, in canonical order; one optimizer.
-        paths = {
-            net: [
-                (net, layer, kind)
-                for layer in getattr(model, net).weighted
-                for kind in ("kernel", "bias")
-            ]
-            for net in layout.NETS
-        }
-        self.keep(
-            dict.fromkeys(layout.NETS, (model, optimizer)),
-            paths,
-            layout.state_codec(network, objective, latent, ENGINE),
-        )
+        self.optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)  # one for both networks
+        paths = {n: kernels_and_biases(getattr(model, n).weighted, (n,)) for n in layout.NETS}
+        codec = layout.state_codec(network, objective, latent, ENGINE)
+        self.keep(dict.fromkeys(layout.NETS, (model, self.optimizer)), paths, codec)
 
     # --8<-- [start:step]
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
@@ -216,15 +174,12 @@ class Trainer(FlaxTrainer):
             means.add_all(figures, len(batch))
             on_batch(means.means())
         return means.means()
-
-    # --8<-- [end:step]
+        # --8<-- [end:step]
 
     def evaluate(self, x, batch_size):
         rngs = nnx.Rngs(noise=self.seed)  # the same held-out noise at every call
         step = functools.partial(eval_step, self.model, rngs, **self.static)
         return self.held_out_means((x,), batch_size, layout.FIGURES, step)
-
-    # ---- what the spec asks after training
 
     def encode(self, x):
         mu, logvar = self.model.encoder(jnp.asarray(x, jnp.float32))
@@ -242,4 +197,4 @@ class Trainer(FlaxTrainer):
         """The training objective and its gradients (canonical layout) on batch (x,) with the
         reparameterisation noise `noise` (B, latent) given; no update."""
         x, eps = jnp.asarray(batch[0], jnp.float32), jnp.asarray(noise, jnp.float32)
-        return self.parity(vae_loss, self.model, x, eps, options=self.static.items())
+        return self.parity(vae_figures, self.model, x, eps, options=self.static.items())
