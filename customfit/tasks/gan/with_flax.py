@@ -1,6 +1,5 @@
 """The GAN in Flax NNX: two nnx.Modules, two nnx.Optimizers (optax's Adam), an @nnx.jit step per
-batch, nnx.Rngs for the latents. The network not trained runs in training mode, its batch
-statistics put back after (`frozen_statistics`). Plumbing: trainers/flax_trainer.py."""
+batch, nnx.Rngs for the latents. Plumbing: customfit/trainers/flax_trainer.py."""
 
 import functools
 
@@ -22,6 +21,7 @@ dense = functools.partial(nnx.Linear, kernel_init=glorot)
 conv = functools.partial(nnx.Conv, kernel_init=glorot)
 # transpose_kernel=True: Keras's and PyTorch's transposed convolution, kernel (kh, kw, out, in).
 conv_transpose = functools.partial(nnx.ConvTranspose, transpose_kernel=True, kernel_init=glorot)
+halving = dict(strides=(2, 2), padding="SAME", use_bias=False)  # batch norm's beta is the bias
 
 
 def batch_norm(channels, s, rngs):
@@ -70,8 +70,7 @@ class Generator(nnx.Module):
         w = self.width = s["width"]
         self.dense = dense(latent, 4 * 4 * w, rngs=rngs)
         self.norm0 = batch_norm(w, s, rngs)
-        up = dict(strides=(2, 2), padding="SAME", use_bias=False)  # batch norm's beta is the bias
-        self.up = conv_transpose(w, w // 2, (4, 4), **up, rngs=rngs)
+        self.up = conv_transpose(w, w // 2, (4, 4), **halving, rngs=rngs)
         self.norm1 = batch_norm(w // 2, s, rngs)
         self.out = conv_transpose(w // 2, 1, (3, 3), padding="SAME", rngs=rngs)
 
@@ -88,8 +87,7 @@ class Discriminator(nnx.Module):
         s = layout.DEFAULT
         w, self.slope = s["width"], s["leaky_slope"]
         self.conv1 = conv(1, w // 2, (3, 3), padding="SAME", rngs=rngs)
-        down = dict(strides=(2, 2), padding="SAME", use_bias=False)
-        self.conv2 = conv(w // 2, w, (4, 4), **down, rngs=rngs)
+        self.conv2 = conv(w // 2, w, (4, 4), **halving, rngs=rngs)
         self.norm = batch_norm(w, s, rngs)
         self.logit = dense(4 * 4 * w, 1, rngs=rngs)
 
@@ -99,32 +97,25 @@ class Discriminator(nnx.Module):
         return self.logit(h.reshape(h.shape[0], -1)).astype(jnp.float32)
 
 
-NETWORKS = dict(
-    lecture=(LectureGenerator, LectureDiscriminator), default=(Generator, Discriminator)
-)
+NETS = dict(lecture=(LectureGenerator, LectureDiscriminator), default=(Generator, Discriminator))
 # --8<-- [end:model]
 
 
 # --8<-- [start:objective]
-def dis_loss(dis, real, fake):
-    """mean softplus(-D(x)) + mean softplus(D(G(z))): real digits' logits up, fakes' down."""
-    return nnx.softplus(-dis(real)).mean() + nnx.softplus(dis(fake)).mean()
-
-
-def gen_loss(gen, dis, z):
-    """mean softplus(-D(G(z))): the non-saturating generator loss."""
-    return nnx.softplus(-dis(gen(z))).mean()
-
-
 def fakes(gen, z):
     """The generator's digits for the discriminator's step: it is not trained there."""
     with frozen_statistics(gen):
         return jax.lax.stop_gradient(gen(z))
 
 
-def dis_objective(dis, gen, real, z):
-    """The discriminator's loss on the generator's digits from latents z."""
-    return dis_loss(dis, real, fakes(gen, z))
+def dis_loss(dis, gen, real, z):
+    """mean softplus(-D(x)) + mean softplus(D(G(z))): real digits' logits up, fakes' down."""
+    return nnx.softplus(-dis(real)).mean() + nnx.softplus(dis(fakes(gen, z))).mean()
+
+
+def gen_loss(gen, dis, z):
+    """mean softplus(-D(G(z))): the non-saturating generator loss."""
+    return nnx.softplus(-dis(gen(z))).mean()
     # --8<-- [end:objective]
 
 
@@ -134,8 +125,8 @@ def train_step(gen, dis, opt_gen, opt_dis, rngs, real, critic_steps, latent):
     n = real.shape[0]
     dis_losses = []
     for _ in range(critic_steps):  # unrolled in the trace
-        fake = fakes(gen, jax.random.normal(rngs.noise(), (n, latent)))
-        loss_d, grads = nnx.value_and_grad(dis_loss)(dis, real, fake)
+        z = jax.random.normal(rngs.noise(), (n, latent))
+        loss_d, grads = nnx.value_and_grad(dis_loss)(dis, gen, real, z)
         opt_dis.update(dis, grads)
         dis_losses.append(loss_d)
     z = jax.random.normal(rngs.noise(), (n, latent))
@@ -147,10 +138,8 @@ def train_step(gen, dis, opt_gen, opt_dis, rngs, real, critic_steps, latent):
 
 @functools.partial(nnx.jit, static_argnames=("latent",))
 def eval_step(gen, dis, rngs, real, latent):
-    n = real.shape[0]
-    loss_d = dis_loss(dis, real, gen(jax.random.normal(rngs.noise(), (n, latent))))
-    loss_g = gen_loss(gen, dis, jax.random.normal(rngs.noise(), (n, latent)))
-    return {"dis_loss": loss_d, "gen_loss": loss_g}
+    z_dis, z_gen = (jax.random.normal(rngs.noise(), (real.shape[0], latent)) for _ in range(2))
+    return {"dis_loss": dis_loss(dis, gen, real, z_dis), "gen_loss": gen_loss(gen, dis, z_gen)}
     # --8<-- [end:step]
 
 
@@ -161,20 +150,18 @@ class Trainer(FlaxTrainer):
     def __init__(self, model, latent, critic_steps, lr, seed, devices=1):
         super().__init__(devices)
         self.latent, self.critic_steps = latent, critic_steps
-        (Gen, Dis), rngs = NETWORKS[model], nnx.Rngs(seed)
+        (Gen, Dis), rngs = NETS[model], nnx.Rngs(seed)
         self.gen, self.dis = Gen(latent, rngs=rngs), Dis(rngs=rngs)
         tx = adam(lr, layout.MODELS[model]["beta_1"], layout.BETA_2, layout.ADAM_EPSILON)
         optimizer = functools.partial(nnx.Optimizer, tx=tx, wrt=nnx.Param)
         self.opt_gen, self.opt_dis = optimizer(self.gen), optimizer(self.dis)
-        self.place(self.gen, self.dis, self.opt_gen, self.opt_dis)
         nets = {"gen": (self.gen, self.opt_gen), "dis": (self.dis, self.opt_dis)}
         paths = layout.framework_paths(model, latent, ENGINE)
         self.keep(nets, paths, layout.state_codec(model, latent, ENGINE))
 
     # --8<-- [start:step]
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
-        # The epoch's latents come from Rngs seeded here: a resumed epoch draws the same.
-        rngs = nnx.Rngs(noise=layout.noise_seed(shuffle_seed))
+        rngs = nnx.Rngs(noise=layout.noise_seed(shuffle_seed))  # a resumed epoch draws the same
         self.gen.train()
         self.dis.train()
         models = (self.gen, self.dis, self.opt_gen, self.opt_dis)
@@ -201,7 +188,6 @@ class Trainer(FlaxTrainer):
         return np.array(generate_step(self.gen, jnp.asarray(z, jnp.float32)))[..., 0]
 
     def sample(self, n, seed):
-        """n digits from n latents drawn with jax.random from `seed`."""
         return self.generate(jax.random.normal(jax.random.key(seed), (n, self.latent)))
 
     def objective_and_grads(self, batch, noise=None):
@@ -210,5 +196,5 @@ class Trainer(FlaxTrainer):
         gen, dis, real = self.gen, self.dis, jnp.asarray(batch[0], jnp.float32)
         gen.train()
         dis.train()
-        objectives = {"dis": (dis_objective, dis, gen, real), "gen": (gen_loss, gen, dis)}
+        objectives = {"dis": (dis_loss, dis, gen, real), "gen": (gen_loss, gen, dis)}
         return {n: self.parity(*objectives[n], jnp.asarray(z), group=n) for n, z in noise.items()}
