@@ -34,6 +34,8 @@ def objective(model, x, dx, target, method):
         absolute = dx * jax.lax.stop_gradient(jnp.sign(dx))
         value += rules.LECTURE_C * absolute.mean(axis=(1, 2, 3)).sum()
     return value
+
+
 # --8<-- [end:objective]
 
 
@@ -51,6 +53,8 @@ def attack_step(model, x, dx, target, method, size, eps):
     else:
         dx = dx - size * grad
     return jnp.clip(x + dx, 0.0, 1.0) - x
+
+
 # --8<-- [end:step]
 
 
@@ -58,6 +62,7 @@ def attack_step(model, x, dx, target, method, size, eps):
 class Trainer(classifier.Trainer):
     """The classifier of classifier/with_flax.py (the model under attack), plus the attack on
     its current weights."""
+
     # --8<-- [end:model]
 
     # --8<-- [start:step]
@@ -66,15 +71,26 @@ class Trainer(classifier.Trainer):
         size = rules.pgd_step_size(eps, steps) if method == "pgd" else rules.LECTURE_STEP
         x, target = np.asarray(x, np.float32), classifier.labels(target)
         return rules.attack_in_batches(
-            x, target, steps=steps, batch_size=batch_size or BATCH_SIZE,
+            x,
+            target,
+            steps=steps,
+            batch_size=batch_size or BATCH_SIZE,
             step=lambda x, dx, target: attack_step(self.model, x, dx, target, method, size, eps),
-            to_tensor=jnp.asarray, zeros_like=jnp.zeros_like, to_numpy=np.asarray)
+            to_tensor=jnp.asarray,
+            zeros_like=jnp.zeros_like,
+            to_numpy=np.asarray,
+        )
+
     # --8<-- [end:step]
 
     def attack_objective_and_grad(self, x, dx, target, *, method):
         """The parity hook: the batch objective (a sum over pairs) and its gradient w.r.t. dx."""
         rules.check(method, 1.0, 1)
-        value, grad = objective_and_grad(self.model, jnp.asarray(x, jnp.float32),
-                                         jnp.asarray(dx, jnp.float32),
-                                         jnp.asarray(classifier.labels(target)), method)
+        value, grad = objective_and_grad(
+            self.model,
+            jnp.asarray(x, jnp.float32),
+            jnp.asarray(dx, jnp.float32),
+            jnp.asarray(classifier.labels(target)),
+            method,
+        )
         return float(value), np.asarray(grad)

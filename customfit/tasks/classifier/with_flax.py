@@ -2,8 +2,7 @@
 
 This is the lecture's Flax workflow on the current API: `nnx.Optimizer(model, tx, wrt=nnx.Param)`
 and `optimizer.update(model, grads)`. The plumbing (devices, precision, batches from a NumPy
-permutation, canonical weights and Adam state) is customfit/trainers/flax_trainer.py's; the
-Trainer here says where its arrays live.
+permutation, canonical weights and Adam state) is customfit/trainers/flax_trainer.py's.
 """
 
 import functools
@@ -14,10 +13,14 @@ import optax
 from flax import nnx
 
 from customfit.tasks.classifier import layout
-from customfit.trainers import canonical
 from customfit.tasks.classifier.architectures import output_shape
-from customfit.trainers.flax_trainer import FlaxTrainer, Group, adam, value_and_grads
-from customfit.trainers.running_means import RunningMeans
+from customfit.trainers.flax_trainer import (
+    FlaxTrainer,
+    RunningMeans,
+    adam,
+    canonical_codec,
+    kernels_and_biases,
+)
 
 ENGINE = "flax"
 
@@ -40,12 +43,18 @@ class Classifier(nnx.Module):
                 steps.append(nnx.Linear(shape[-1], layer[1], rngs=rngs))
             elif kind == "conv":
                 _, filters, kernel, padding, _ = layer
-                steps.append(nnx.Conv(shape[-1], filters, (kernel, kernel),
-                                      padding=padding.upper(), rngs=rngs))
+                steps.append(
+                    nnx.Conv(
+                        shape[-1], filters, (kernel, kernel), padding=padding.upper(), rngs=rngs
+                    )
+                )
             elif kind == "maxpool":
                 size = (layer[1], layer[1])
-                steps.append(functools.partial(nnx.max_pool, window_shape=size, strides=size,
-                                               padding="VALID"))
+                steps.append(
+                    functools.partial(
+                        nnx.max_pool, window_shape=size, strides=size, padding="VALID"
+                    )
+                )
             elif kind == "flatten":
                 steps.append(flatten)
             if kind in ("dense", "conv") and layer[-1] == "relu":
@@ -59,8 +68,13 @@ class Classifier(nnx.Module):
 
     def weighted(self):
         """The indices of the layers holding weights, in order."""
-        return [i for i, layer in enumerate(self.net.layers)
-                if isinstance(layer, (nnx.Linear, nnx.Conv))]
+        return [
+            i
+            for i, layer in enumerate(self.net.layers)
+            if isinstance(layer, (nnx.Linear, nnx.Conv))
+        ]
+
+
 # --8<-- [end:model]
 
 
@@ -72,12 +86,15 @@ def cross_entropy(logits, labels):
 
 def loss(model, x, y):
     return cross_entropy(model(x), y)
+
+
 # --8<-- [end:objective]
 
 
 # --8<-- [start:step]
 # No layer here behaves differently in training and inference (no dropout, no batch-norm), so
 # the model needs no train()/eval() switch: the same __call__ serves both.
+
 
 @nnx.jit
 def train_step(model, optimizer, x, y):
@@ -94,6 +111,8 @@ def train_step(model, optimizer, x, y):
 def eval_step(model, x, y):
     logits = model(x)
     return cross_entropy(logits, y), jnp.sum(jnp.argmax(logits, axis=-1) == y)
+
+
 # --8<-- [end:step]
 
 
@@ -104,10 +123,12 @@ def labels(y):
 class Trainer(FlaxTrainer):
     def __init__(self, layers, input_shape, num_classes, lr, seed, devices=1):
         super().__init__(devices)
-        self.shapes = layout.canonical_shapes(layers, input_shape, num_classes)
+        shapes = layout.canonical_shapes(layers, input_shape, num_classes)
         self.model = Classifier(layers, input_shape, rngs=nnx.Rngs(seed))
         self.optimizer = nnx.Optimizer(self.model, adam(lr, 0.9, 0.999, 1e-7), wrt=nnx.Param)
-        self.place(self.model, self.optimizer)
+        paths = kernels_and_biases(self.model.weighted(), within=("net", "layers"))
+        codec = canonical_codec(shapes, ENGINE)
+        self.keep({"model": (self.model, self.optimizer)}, {"model": paths}, codec)
 
     # --8<-- [start:step]
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
@@ -118,6 +139,7 @@ class Trainer(FlaxTrainer):
             means.add_total("accuracy", correct, len(x_batch))
             on_batch(means.means())
         return means.means()
+
     # --8<-- [end:step]
 
     def evaluate(self, x, y, batch_size):
@@ -135,24 +157,4 @@ class Trainer(FlaxTrainer):
         """The parity hook: mean cross-entropy and its gradients (Keras's layout) on batch
         (x, y) at the current weights, no update. The classifier draws no noise."""
         x, y = batch
-        value, grads = value_and_grads(loss, self.model, x, labels(y))
-        return float(value), self.canonical_grads(grads)
-
-    # ---- where the canonical arrays live (customfit/trainers/canonical.py), for FlaxTrainer
-
-    def groups(self):
-        paths = [("net", "layers", i, kind) for i in self.model.weighted()
-                 for kind in ("kernel", "bias")]
-        return {"model": Group(self.model, paths, paths, self.optimizer)}
-
-    def check_weights(self, weights):
-        canonical.check_shapes(self.shapes, weights)
-
-    def pack_state(self, weights, moments, step):
-        arrays = canonical.pack_adam_state(weights, *moments, step)
-        return arrays, {"format": canonical.STATE_FORMAT, "engine": ENGINE}
-
-    def unpack_state(self, arrays, meta):
-        canonical.check_state_meta(meta)
-        weights, first, second, step = canonical.unpack_adam_state(arrays, self.shapes)
-        return weights, (first, second), step
+        return self.parity(loss, self.model, x, labels(y))

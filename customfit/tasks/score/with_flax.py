@@ -1,17 +1,8 @@
-"""Score models in JAX with Flax NNX: an nnx.Module, nnx.value_and_grad, optax's Adam through
-nnx.Optimizer(model, tx, wrt=nnx.Param), @nnx.jit steps. This is the lecture's exercise 9.
-
-The exact divergence is the lecture's: jax.jacfwd of the one-sample score (D,) -> (D,), vmapped
-over the batch, and its trace; the sliced (Hutchinson) estimate is a Jacobian-vector product,
-jax.jvp. Both sit inside the loss that nnx.value_and_grad differentiates with respect to the
-weights.
-
-Random numbers are JAX's own: an nnx.Rngs stream ("noise") handed to the training step, fresh
-from the epoch's seed at every epoch (so a resumed run needs no random state), and explicit
-jax.random keys, split at every step, for Langevin sampling (the lecture's code drew them from
-NumPy's global state). The plumbing (precision, batches, canonical weights and Adam state) is
-customfit/trainers/flax_trainer.py's; the Trainer here says where its arrays live.
-"""
+"""Score models in Flax NNX (the lecture's exercise 9): an nnx.Module, nnx.value_and_grad, optax's
+Adam through nnx.Optimizer, @nnx.jit steps. The exact divergence is the lecture's, the trace of
+jax.jacfwd of the one-sample score (D,) -> (D,), vmapped; the sliced (Hutchinson) one a jax.jvp.
+Random numbers: an nnx.Rngs stream fresh from each epoch's seed (a resumed run needs no random
+state), jax.random keys split at every Langevin step. Plumbing: trainers/flax_trainer.py."""
 
 import functools
 
@@ -21,53 +12,51 @@ import numpy as np
 from flax import nnx
 
 from customfit.tasks.score import layout
-from customfit.trainers.flax_trainer import FlaxTrainer, Group, adam, value_and_grads
-from customfit.trainers.running_means import RunningMeans
+from customfit.trainers.flax_trainer import FlaxTrainer, RunningMeans, adam, kernels_and_biases
 
 ENGINE = "flax"
-ACTIVATIONS = {"softplus": nnx.softplus, "silu": nnx.silu}
 
 
 # --8<-- [start:model]
-
 class ScoreNet(nnx.Module):
     """s(x) (the lecture's ScoreModel), or s(x, sigma) = net([x, log sigma]) / sigma (dsm; the
     digits network scales x by 1 / sqrt(sigma^2 + sigma_data^2) first)."""
 
     def __init__(self, network, rngs: nnx.Rngs):
         width, hidden, out = layout.dims(network)
-        self.activation = ACTIVATIONS[layout.NETWORKS[network]["activation"]]
+        self.activation = getattr(nnx, layout.NETWORKS[network]["activation"])  # nnx.softplus
         self.sigma_data = layout.NETWORKS[network]["sigma_data"]
-        layers = []
-        for units in hidden:
-            layers.append(nnx.Linear(width, units, rngs=rngs))
-            width = units
-        self.hidden = nnx.List(layers)
-        self.out = nnx.Linear(width, out, rngs=rngs)
+        widths = [width, *hidden]
+        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths, hidden)])
+        self.out = nnx.Linear(widths[-1], out, rngs=rngs)
 
     def __call__(self, x, sigma=None):
-        if sigma is not None and self.sigma_data is not None:
-            x = x / jnp.sqrt(sigma ** 2 + self.sigma_data ** 2)
-        h = x if sigma is None else jnp.concatenate([x, jnp.log(sigma)], axis=-1)
+        if sigma is None:
+            return self.mlp(x)
+        if jnp.ndim(sigma) == 0:  # one level for the whole batch (sampling)
+            sigma = jnp.full((x.shape[0], 1), sigma)
+        if self.sigma_data is not None:
+            x = x / jnp.sqrt(sigma**2 + self.sigma_data**2)
+        return self.mlp(jnp.concatenate([x, jnp.log(sigma)], axis=-1)) / sigma
+
+    def mlp(self, h):
         for layer in self.hidden:
             h = self.activation(layer(h))
-        h = self.out(h).astype(jnp.float32)  # --precision mixed computes in bfloat16
-        return h if sigma is None else h / sigma
+        return self.out(h).astype(jnp.float32)  # --precision mixed computes in bfloat16
+
+
 # --8<-- [end:model]
-
-
 # --8<-- [start:objective]
 def score_matching(model, x, divergence, probe=None):
     """The lecture's loss, mean |s|^2 + 2 div s, with its two parts."""
     s = model(x)
     if divergence == "exact":
-        one = lambda xi: model(xi[None])[0]                 # (D,) -> (D,)  # noqa: E731
-        jacobians = jax.vmap(jax.jacfwd(one))(x)            # (B, D, D)
+        jacobians = jax.vmap(jax.jacfwd(lambda xi: model(xi[None])[0]))(x)  # (B, D, D)
         div = jnp.trace(jacobians, axis1=1, axis2=2)
     else:
-        _, jv = jax.jvp(model, (x,), (probe,))              # J v, sample by sample
+        _, jv = jax.jvp(model, (x,), (probe,))  # J v, sample by sample
         div = jnp.sum(probe * jv, axis=1)
-    squared_norm = jnp.mean(jnp.sum(s ** 2, axis=1))
+    squared_norm = jnp.mean(jnp.sum(s**2, axis=1))
     div = jnp.mean(div)
     return {"loss": squared_norm + 2.0 * div, "squared_norm": squared_norm, "divergence": div}
 
@@ -89,18 +78,14 @@ def draw(key, x, sigmas, method, divergence):
     """The objective's random draws for batch x: {} (exact), a probe, or levels and noise."""
     if method == "dsm":
         levels_key, z_key = jax.random.split(key)
-        return {"levels": jax.random.randint(levels_key, (x.shape[0],), 0, sigmas.shape[0]),
-                "z": jax.random.normal(z_key, x.shape)}
+        levels = jax.random.randint(levels_key, (x.shape[0],), 0, sigmas.shape[0])
+        return {"levels": levels, "z": jax.random.normal(z_key, x.shape)}
     if divergence == "hutchinson":
         return {"probe": jax.random.rademacher(key, x.shape, dtype=jnp.float32)}
     return {}
 
 
-def loss(model, x, noise, sigmas, method, divergence):
-    return figures(model, x, noise, sigmas, method, divergence)["loss"]
 # --8<-- [end:objective]
-
-
 # --8<-- [start:step]
 @functools.partial(nnx.jit, static_argnames=("method", "divergence"))
 def train_step(model, optimizer, rngs, x, sigmas, method, divergence):
@@ -117,136 +102,99 @@ def train_step(model, optimizer, rngs, x, sigmas, method, divergence):
 
 @functools.partial(nnx.jit, static_argnames=("method", "divergence"))
 def eval_step(model, rngs, x, sigmas, method, divergence):
-    return figures(model, x, draw(rngs.noise(), x, sigmas, method, divergence), sigmas, method,
-                   divergence)
+    noise = draw(rngs.noise(), x, sigmas, method, divergence)
+    return figures(model, x, noise, sigmas, method, divergence)
 
 
-def at_level(model, x, sigma):
-    """s(x) for the lecture's unconditional model (sigma None), else s(x, sigma) at one level."""
-    return model(x) if sigma is None else model(x, jnp.full((x.shape[0], 1), sigma))
-
-
-@nnx.jit
-def langevin_step(model, x, xi, eps, sigma):
-    return x + eps * at_level(model, x, sigma) + jnp.sqrt(2.0 * eps * layout.TEMPERATURE) * xi
+def langevin_move(model, x, xi, eps, sigma):
+    """One step of Langevin dynamics at temperature T: x + eps s(x) + sqrt(2 eps T) xi."""
+    return x + eps * model(x, sigma) + jnp.sqrt(2.0 * eps * layout.TEMPERATURE) * xi
 
 
 @nnx.jit
 def langevin(model, x, key, eps, sigma, count):
     """`count` Langevin steps of size eps from x, a fresh key split off at every step."""
+
     def step(_, carry):
         x, key = carry
         key, xi_key = jax.random.split(key)
-        xi = jax.random.normal(xi_key, x.shape)
-        s = at_level(model, x, sigma)
-        return x + eps * s + jnp.sqrt(2.0 * eps * layout.TEMPERATURE) * xi, key
+        return langevin_move(model, x, jax.random.normal(xi_key, x.shape), eps, sigma), key
 
     return jax.lax.fori_loop(0, count, step, (x, key))
+
+
 # --8<-- [end:step]
-
-
-score = nnx.jit(at_level)
+score = nnx.jit(ScoreNet.__call__)  # s(x), or s(x, sigma) at one level sigma
+langevin_step = nnx.jit(langevin_move)
 
 
 class Trainer(FlaxTrainer):
-    def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
-                 decay_steps=None):
+    def __init__(
+        self, method, network, lr, seed, *, sigmas=None, divergence="exact", decay_steps=None
+    ):
         layout.check(method, network, divergence, sigmas)
         super().__init__()
-        self.method, self.network, self.seed = method, network, seed
-        self.divergence = divergence if method == "lecture" else None
-        self.sigmas = None if sigmas is None else jnp.asarray(np.asarray(sigmas, np.float32))
-        self.data = layout.NETWORKS[network]["data"]
-        self.model = ScoreNet(network, rngs=nnx.Rngs(seed))
-        tx = adam(lr, layout.ADAM["beta_1"], layout.ADAM["beta_2"], layout.ADAM["epsilon"],
-                  decay_steps)
-        self.optimizer = nnx.Optimizer(self.model, tx, wrt=nnx.Param)
-        self.place(self.model, self.optimizer)
-
-    def static(self):
-        return {"method": self.method, "divergence": self.divergence}
+        self.method, self.seed, self.data = method, seed, layout.NETWORKS[network]["data"]
+        divergence = divergence if method == "lecture" else None
+        self.static = {"method": method, "divergence": divergence}
+        self.sigma_list = None if sigmas is None else np.asarray(sigmas, np.float32)
+        self.sigmas = None if sigmas is None else jnp.asarray(self.sigma_list)
+        self.model = model = ScoreNet(network, rngs=nnx.Rngs(seed))
+        tx = adam(lr, *(layout.ADAM[k] for k in ("beta_1", "beta_2", "epsilon")), decay_steps)
+        self.optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+        paths = kernels_and_biases([*(("hidden", i) for i in range(len(model.hidden))), "out"])
+        codec = layout.state_codec(ENGINE, method, network, divergence, self.sigma_list)
+        self.keep({"model": (model, self.optimizer)}, {"model": paths}, codec)
 
     # --8<-- [start:step]
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
         rngs = nnx.Rngs(noise=shuffle_seed)
         means = RunningMeans(layout.FIGURES[self.method])
         for (batch,) in self.epoch_batches((x,), batch_size, shuffle_seed):
-            out = train_step(self.model, self.optimizer, rngs, batch, self.sigmas, **self.static())
+            out = train_step(self.model, self.optimizer, rngs, batch, self.sigmas, **self.static)
             means.add_all(out, len(batch))
             on_batch(means.means())
         return means.means()
-    # --8<-- [end:step]
+        # --8<-- [end:step]
 
     def evaluate(self, x, batch_size):
         rngs = nnx.Rngs(noise=self.seed)  # the same held-out draws at every call
-        means = RunningMeans(layout.FIGURES[self.method])
-        for (batch,) in self.held_out_batches((x,), batch_size):
-            means.add_all(eval_step(self.model, rngs, batch, self.sigmas, **self.static()),
-                          len(batch))
-        return means.means()
+        step = functools.partial(eval_step, self.model, rngs, sigmas=self.sigmas, **self.static)
+        return self.held_out_means((x,), batch_size, layout.FIGURES[self.method], step)
 
-    # ---- the score and Langevin sampling
-
-    def _sigma(self, level):
+    def sigma(self, level):
         return None if level is None else self.sigmas[level]
 
     def score(self, x, level=None):
-        return np.asarray(score(self.model, jnp.asarray(x, jnp.float32), self._sigma(level)))
+        return np.asarray(score(self.model, jnp.asarray(x, jnp.float32), self.sigma(level)))
 
     def langevin_step(self, x, noise, eps, level=None):
         """One Langevin step from x with the given noise xi (the parity hook)."""
-        return np.asarray(langevin_step(self.model, jnp.asarray(x, jnp.float32),
-                                        jnp.asarray(noise, jnp.float32),
-                                        jnp.float32(eps), self._sigma(level)))
+        x, xi = jnp.asarray(x, jnp.float32), jnp.asarray(noise, jnp.float32)
+        return np.asarray(langevin_step(self.model, x, xi, jnp.float32(eps), self.sigma(level)))
 
     def denoise(self, x):
-        x = jnp.asarray(x, jnp.float32)
-        last = self.sigmas[-1]
-        return np.asarray(x + last ** 2 * score(self.model, x, last))
+        x, last = jnp.asarray(x, jnp.float32), self.sigmas[-1]
+        return np.asarray(x + last**2 * score(self.model, x, last))
 
     def sample(self, n, seed, steps, step_size, start_std, record=()):
-        """Langevin (lecture) or annealed Langevin and a last denoising step (dsm) from
-        N(0, start_std^2 I), every draw from jax.random.key(seed), split as it goes. Returns the
-        samples and the states after the steps numbered in `record` (frames, 1 = the first)."""
+        """Langevin (annealed, then a denoising step, for dsm) from N(0, start_std^2 I), keys split
+        off jax.random.key(seed): the samples, and frames after the steps in `record` (1-based)."""
         key, start_key = jax.random.split(jax.random.key(seed))
         x = start_std * jax.random.normal(start_key, (n, self.data))
         frames = []
-        sigmas = None if self.sigmas is None else np.asarray(self.sigmas)
-        plan = layout.langevin_plan(self.method, steps, step_size, sigmas)
+        plan = layout.langevin_plan(self.method, steps, step_size, self.sigma_list)
         for level, eps, count, keep in layout.segments(plan, record):
-            x, key = langevin(self.model, x, key, jnp.float32(eps), self._sigma(level), count)
+            x, key = langevin(self.model, x, key, jnp.float32(eps), self.sigma(level), count)
             if keep:
                 frames.append(np.asarray(x))
-        x = np.asarray(x)
-        if self.method == "dsm":
-            x = self.denoise(x)
+        x = self.denoise(x) if self.method == "dsm" else np.asarray(x)
         return x, np.asarray(frames, np.float32).reshape(len(frames), n, self.data)
 
     def objective_and_grads(self, batch, noise=None):
         """The training objective and its gradients (canonical layout) on batch (x,), with the
         objective's draws given: None (exact divergence), {"probe"} or {"levels", "z"}."""
-        given = {} if noise is None else {
-            k: jnp.asarray(v, jnp.int32 if k == "levels" else jnp.float32) for k, v in noise.items()}
+        dtypes = {"levels": jnp.int32}  # the other draws are float32
+        given = {k: jnp.asarray(v, dtypes.get(k, jnp.float32)) for k, v in (noise or {}).items()}
         x = jnp.asarray(batch[0], jnp.float32)
-        value, grads = value_and_grads(loss, self.model, x, given, self.sigmas,
-                                       options=tuple(self.static().items()))
-        return float(value), self.canonical_grads(grads)
-
-    # ---- where the canonical arrays live (layout.py), for FlaxTrainer
-
-    def groups(self):
-        layers = [("hidden", i) for i in range(len(self.model.hidden))] + [("out",)]
-        paths = [(*layer, kind) for layer in layers for kind in ("kernel", "bias")]
-        return {"model": Group(self.model, paths, paths, self.optimizer)}
-
-    def check_weights(self, weights):
-        layout.check_weights(self.network, weights)
-
-    def pack_state(self, weights, moments, step):
-        sigmas = None if self.sigmas is None else np.asarray(self.sigmas)
-        return (layout.pack_state(weights, *moments, step),
-                layout.state_meta(ENGINE, self.method, self.network, self.divergence, sigmas))
-
-    def unpack_state(self, arrays, meta):
-        weights, first, second, step = layout.unpack_state(arrays, meta, self.network)
-        return weights, (first, second), step
+        return self.parity(figures, self.model, x, given, self.sigmas, options=self.static.items())

@@ -171,3 +171,16 @@ class RunningMeans:
 
     def means(self):
         return {key: value / self.seen for key, value in self.sums.items()}
+
+
+# ----------------------------------------------------------------------------- for one engine
+
+
+def state_codec(network, objective, latent, engine):
+    """The checkpoint in one uniform shape: check(weights); pack(weights, first, second, step),
+    Adam's moments shaped as the weights; unpack(arrays, meta) -> (weights, first, second, step);
+    meta."""
+    shapes = canonical_shapes(network, latent)
+    return {"check": lambda weights: check_weights(shapes, weights), "pack": pack_state,
+            "unpack": lambda arrays, meta: unpack_state(arrays, meta, shapes),
+            "meta": state_meta(engine, network, objective, latent)}
