@@ -1,9 +1,6 @@
 """cf.Model: write `objective(self, data, training=True)` once; fit()/evaluate() train it on
 the tensorflow, torch and jax backends (the step itself is in customfit/core/backends/)."""
 
-from dataclasses import dataclass, field
-from types import MappingProxyType
-
 import keras
 from keras import ops as K
 from keras import tree
@@ -11,141 +8,10 @@ from keras.src.backend import compute_output_spec
 
 from customfit.core import loss_scale
 from customfit.core.backends import backend_module
+from customfit.core.data_spec import first_batch, spec_from_config, spec_to_config
+from customfit.core.optimizer_group import OptimizerGroup
+from customfit.core.plan import build_optimizers, metric_names, resolve_updates
 from customfit.core.update import Update
-
-
-@keras.saving.register_keras_serializable(package="customfit")
-class OptimizerGroup(keras.optimizers.Optimizer):
-    """Several named optimizers behind the one `model.optimizer` Keras knows about.
-
-    Keras's JAX trainer carries `model.optimizer.variables` as the optimizer state, so every
-    member's variables must be reachable from here, in a fixed order, each exactly once: the
-    members are kept sorted by name, in a mapping Keras does not track as an attribute. Like
-    keras.optimizers.MultiOptimizer, the group lists its members as `optimizers` (which
-    ReduceLROnPlateau and TensorBoard look for) and has no learning rate of its own; each member
-    is named after its key, so that their learning rates are logged as learning_rate_<key>.
-    """
-
-    def __init__(self, optimizers, name="optimizer_group"):
-        super().__init__(learning_rate=0.0, name=name)
-        members = {}
-        for key in sorted(optimizers):
-            member = keras.optimizers.get(optimizers[key])
-            if not member.built:
-                member.name = key
-            members[key] = member
-        # Read-only, and not a dict: Keras's saving walk visits the members through
-        # `optimizers` only.
-        object.__setattr__(self, "_members", MappingProxyType(members))
-
-    @property
-    def members(self):
-        return self._members
-
-    @property
-    def optimizers(self):
-        return list(self._members.values())
-
-    @property
-    def variables(self):
-        own = self._variables[:]
-        return own + [v for member in self._members.values() for v in member.variables]
-
-    def _no_learning_rate(self):
-        return AttributeError(
-            f"an OptimizerGroup has no learning rate of its own; its members "
-            f"({', '.join(self._members)}) each have theirs: optimizer.members[name].learning_rate"
-        )
-
-    @property
-    def learning_rate(self):
-        raise self._no_learning_rate()
-
-    @learning_rate.setter
-    def learning_rate(self, value):
-        raise self._no_learning_rate()
-
-    def build(self, var_list):
-        # Members are built by cf.Model, each with the variables of its own sub-model.
-        self.built = True
-
-    def apply(self, grads, trainable_variables=None):
-        raise TypeError("an OptimizerGroup does not update variables itself; its members do")
-
-    # The members save and load their own slots (Keras walks `optimizers`); the group keeps
-    # only its own step count, so that nothing is stored twice.
-    def save_own_variables(self, store):
-        for i, variable in enumerate(self._variables):
-            store[str(i)] = variable.numpy()
-
-    def load_own_variables(self, store):
-        if len(store.keys()) != len(self._variables):
-            raise ValueError(
-                f"optimizer group {self.name!r}: expected {len(self._variables)} saved variables "
-                f"of its own; got {len(store.keys())}"
-            )
-        for i, variable in enumerate(self._variables):
-            variable.assign(store[str(i)])
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "optimizers": {k: keras.optimizers.serialize(v) for k, v in self._members.items()},
-        }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        members = {
-            k: keras.optimizers.deserialize(v, custom_objects=custom_objects)
-            for k, v in config["optimizers"].items()
-        }
-        return cls(members, name=config.get("name", "optimizer_group"))
-
-
-@dataclass
-class _Plan:
-    """One update, resolved: which objective, which optimizer, which variables, which metrics."""
-
-    name: str
-    objective: object
-    # Here, not in a list attribute of the model: Keras's saving walk follows a model's list
-    # attributes, and one holding the model itself sent load_weights into endless recursion.
-    submodel: object
-    optimizer: object
-    variables: list
-    repeat: int
-    metric_names: dict = field(default_factory=dict)  # objective's key -> logged name
-    skip_name: str = None  # the logged count of steps its LossScaleOptimizer skipped
-
-
-def _spec_to_config(spec):
-    """A batch's structure of KerasTensors as JSON-able data (tuples stay tuples)."""
-    if spec is None:
-        return None
-    if isinstance(spec, (tuple, list)):
-        return {type(spec).__name__: [_spec_to_config(s) for s in spec]}
-    if isinstance(spec, dict):
-        return {"dict": {k: _spec_to_config(v) for k, v in spec.items()}}
-    return {"shape": list(spec.shape), "dtype": spec.dtype}
-
-
-def _spec_from_config(config):
-    if config is None:
-        return None
-    if "tuple" in config:
-        return tuple(_spec_from_config(c) for c in config["tuple"])
-    if "list" in config:
-        return [_spec_from_config(c) for c in config["list"]]
-    if "dict" in config:
-        return {k: _spec_from_config(v) for k, v in config["dict"].items()}
-    return keras.KerasTensor(tuple(config["shape"]), config["dtype"])
-
-
-def _first_batch(iterator):
-    for _, _, data_or_iterator in iterator:
-        if isinstance(data_or_iterator, (list, tuple)):
-            return data_or_iterator[0]
-        return next(data_or_iterator)
 
 
 class Model(backend_module().Step):
@@ -301,7 +167,7 @@ class Model(backend_module().Step):
         config = dict(super().get_build_config() or {})
         spec = getattr(self, "_cf_data_spec", None)
         if spec is not None:
-            config["data_spec"] = _spec_to_config(spec)
+            config["data_spec"] = spec_to_config(spec)
         return config or None
 
     def build_from_config(self, config):
@@ -310,7 +176,7 @@ class Model(backend_module().Step):
         if config:
             super().build_from_config(config)  # call()'s input shape, as Keras records it
         if spec is not None:
-            spec = _spec_from_config(spec)
+            spec = spec_from_config(spec)
             object.__setattr__(self, "_cf_data_spec", spec)
             # The sub-models' variables now; the optimizers' once compile_from_config has them.
             updates = self.updates() or [Update("loss", self.objective, self)]
@@ -333,14 +199,14 @@ class Model(backend_module().Step):
     def _symbolic_build(self, iterator=None, data_batch=None):
         if getattr(self, "_plans", None) is None:
             if data_batch is None:
-                data_batch = _first_batch(iterator)
+                data_batch = first_batch(iterator)
             spec = tree.map_structure(
                 lambda v: None
                 if v is None
                 else keras.KerasTensor(v.shape, keras.backend.standardize_dtype(v.dtype)),
                 data_batch,
             )
-            plans = self._resolve_updates()
+            plans = resolve_updates(self)
             object.__setattr__(self, "_cf_data_spec", spec)
             keys = [
                 list(
@@ -353,7 +219,7 @@ class Model(backend_module().Step):
             ]
             for plan, own in zip(plans, keys):
                 others = {k for other in keys if other is not own for k in other}
-                plan.metric_names = self._metric_names(plan, own, others, len(plans))
+                plan.metric_names = metric_names(plan, own, others, len(plans))
                 if isinstance(plan.optimizer, loss_scale.LossScaleOptimizer):
                     alone = len(plans) == 1 and plan.name == "loss"
                     plan.skip_name = "skipped_steps" if alone else f"{plan.name}_skipped_steps"
@@ -361,54 +227,10 @@ class Model(backend_module().Step):
                 [n for p in plans for n in p.metric_names.values()],
                 counters=[p.skip_name for p in plans if p.skip_name],
             )
-            self._build_optimizers(plans)
+            build_optimizers(self, plans)
             self.built = True
             object.__setattr__(self, "_plans", plans)
         self._post_build()
-
-    def _resolve_updates(self):
-        if getattr(self, "optimizer", None) is None:
-            raise ValueError(f"{type(self).__name__} must be compiled before fit()/evaluate()")
-        group = self.optimizer if isinstance(self.optimizer, OptimizerGroup) else None
-        updates = self.updates()
-        if updates is None:
-            if group is not None:
-                raise ValueError(
-                    f"compile() got several optimizers ({', '.join(group.members)}); define "
-                    "updates() to say which objective and sub-model each one trains"
-                )
-            updates = [Update("loss", self.objective, self)]
-        updates = list(updates)
-        if not updates or not all(isinstance(u, Update) for u in updates):
-            raise ValueError(
-                f"updates() must return a non-empty list of cf.Update; got {updates!r}"
-            )
-        layers = {id(layer) for layer in self._flatten_layers(include_self=True)}
-        plans = []
-        for u in updates:
-            if group is not None and u.name not in group.members:
-                raise ValueError(
-                    f"updates() names optimizer {u.name!r}, but compile() got "
-                    f"{', '.join(repr(n) for n in group.members)}"
-                )
-            if id(u.submodel) not in layers:
-                raise ValueError(
-                    f"Update {u.name!r}: its sub-model {getattr(u.submodel, 'name', u.submodel)!r} "
-                    f"is not part of {self.name!r}; expected one of its layers or the model itself"
-                )
-            optimizer = group.members[u.name] if group is not None else self.optimizer
-            plans.append(_Plan(u.name, u.objective, u.submodel, optimizer, [], u.repeat))
-        return plans
-
-    @staticmethod
-    def _metric_names(plan, keys, others, n_plans):
-        """The objective's keys as logged: a lone default update logs them as they are; with
-        several updates, "loss" becomes "<name>_loss" and a key two updates share is prefixed."""
-        if n_plans == 1 and plan.name == "loss":
-            return {key: key for key in keys}
-        return {
-            key: f"{plan.name}_{key}" if key == "loss" or key in others else key for key in keys
-        }
 
     def _make_trackers(self, names, counters=()):
         """A Mean per objective entry; a Sum per counter (skipped steps: an epoch's count,
@@ -430,18 +252,6 @@ class Model(backend_module().Step):
         object.__setattr__(self, "_cf_trackers", trackers)
         object.__setattr__(self, "_cf_logged", list(dict.fromkeys(names)))
         object.__setattr__(self, "_cf_counted", list(dict.fromkeys(counters)))
-
-    def _build_optimizers(self, plans):
-        variables_of = {}
-        for plan in plans:
-            plan.variables = list(plan.submodel.trainable_variables)
-            known = variables_of.setdefault(id(plan.optimizer), (plan.optimizer, {}))[1]
-            known.update({id(v): v for v in plan.variables})
-        for optimizer, known in variables_of.values():
-            if not optimizer.built:
-                optimizer.build(list(known.values()))
-        if isinstance(self.optimizer, OptimizerGroup) and not self.optimizer.built:
-            self.optimizer.build([])
 
     # ---- the pieces every backend's step is made of ----
 
