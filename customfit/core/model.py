@@ -181,7 +181,9 @@ class Model(backend_module().Step):
             # The sub-models' variables now; the optimizers' once compile_from_config has them.
             updates = self.updates() or [Update("loss", self.objective, self)]
             for u in updates:
-                compute_output_spec(lambda d, u=u: u.objective(d, training=True), self._unpack(spec))
+                compute_output_spec(
+                    lambda d, u=u: u.objective(d, training=True), self._unpack(spec)
+                )
         self.built = True
 
     # get_compile_config() is Keras's own: the optimizer (an OptimizerGroup serialises too) and
@@ -201,9 +203,11 @@ class Model(backend_module().Step):
             if data_batch is None:
                 data_batch = first_batch(iterator)
             spec = tree.map_structure(
-                lambda v: None
-                if v is None
-                else keras.KerasTensor(v.shape, keras.backend.standardize_dtype(v.dtype)),
+                lambda v: (
+                    None
+                    if v is None
+                    else keras.KerasTensor(v.shape, keras.backend.standardize_dtype(v.dtype))
+                ),
                 data_batch,
             )
             plans = resolve_updates(self)
@@ -310,7 +314,9 @@ class Model(backend_module().Step):
             self._count_skipped(plan, before, loss_scale.scale_of(plan.optimizer))
 
     def _count_skipped(self, plan, scale_before, scale_after):
-        self._cf_trackers[plan.skip_name].update_state(loss_scale.skipped(scale_before, scale_after))
+        self._cf_trackers[plan.skip_name].update_state(
+            loss_scale.skipped(scale_before, scale_after)
+        )
 
     def _record(self, plan, entries, data):
         # Weighted by batch size, as Keras weights its loss: an epoch's figure is then the

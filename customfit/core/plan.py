@@ -37,9 +37,7 @@ def resolve_updates(model):
         updates = [Update("loss", model.objective, model)]
     updates = list(updates)
     if not updates or not all(isinstance(u, Update) for u in updates):
-        raise ValueError(
-            f"updates() must return a non-empty list of cf.Update; got {updates!r}"
-        )
+        raise ValueError(f"updates() must return a non-empty list of cf.Update; got {updates!r}")
     layers = {id(layer) for layer in model._flatten_layers(include_self=True)}
     plans = []
     for u in updates:
@@ -57,14 +55,13 @@ def resolve_updates(model):
         plans.append(Plan(u.name, u.objective, u.submodel, optimizer, [], u.repeat))
     return plans
 
+
 def metric_names(plan, keys, others, n_plans):
     """The objective's keys as logged: a lone default update logs them as they are; with
     several updates, "loss" becomes "<name>_loss" and a key two updates share is prefixed."""
     if n_plans == 1 and plan.name == "loss":
         return {key: key for key in keys}
-    return {
-        key: f"{plan.name}_{key}" if key == "loss" or key in others else key for key in keys
-    }
+    return {key: f"{plan.name}_{key}" if key == "loss" or key in others else key for key in keys}
 
 
 def build_optimizers(model, plans):

@@ -70,7 +70,9 @@ class Step(keras.Model):
         def loss_fn(params, values):
             values = {**values, **dict(zip(ids, params))}
             with record_frozen() as log:
-                (entries, loss), values = run_stateless(variables, values, objective_and_scaled_loss)
+                (entries, loss), values = run_stateless(
+                    variables, values, objective_and_scaled_loss
+                )
             frozen.update(log)
             return loss, (entries, values)
 

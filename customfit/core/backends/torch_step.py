@@ -58,8 +58,12 @@ class Mean(keras.metrics.Mean):
     few percent of a small step; the sums are the same float32 operations."""
 
     def update_state(self, values, sample_weight=None):
-        if not (isinstance(values, torch.Tensor) and values.ndim == 0
-                and isinstance(sample_weight, int) and not in_stateless_scope()):
+        if not (
+            isinstance(values, torch.Tensor)
+            and values.ndim == 0
+            and isinstance(sample_weight, int)
+            and not in_stateless_scope()
+        ):
             return super().update_state(values, sample_weight=sample_weight)
         with torch.no_grad():
             total = self.total.value
