@@ -32,3 +32,13 @@ def first_batch(iterator):
         if isinstance(data_or_iterator, (list, tuple)):
             return data_or_iterator[0]
         return next(data_or_iterator)
+
+
+def keep_spec(model, spec):
+    """Remember the structure of the batch `model`'s step was built from (for its build config)."""
+    object.__setattr__(model, "_cf_data_spec", spec)
+
+
+def kept_spec(model):
+    """The batch structure keep_spec remembered, or None."""
+    return getattr(model, "_cf_data_spec", None)

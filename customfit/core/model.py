@@ -2,15 +2,20 @@
 the tensorflow, torch and jax backends (the step itself is in customfit/core/backends/)."""
 
 import keras
-from keras import ops as K
-from keras import tree
 from keras.src.backend import compute_output_spec
 
 from customfit.core import loss_scale
 from customfit.core.backends import backend_module
-from customfit.core.data_spec import first_batch, spec_from_config, spec_to_config
+from customfit.core.data_spec import (
+    first_batch,
+    keep_spec,
+    kept_spec,
+    spec_from_config,
+    spec_to_config,
+)
 from customfit.core.optimizer_group import OptimizerGroup
-from customfit.core.plan import build_optimizers, metric_names, resolve_updates
+from customfit.core.plan import build, forget_plan, plan_of
+from customfit.core.step_plan import unpack
 from customfit.core.update import Update
 
 
@@ -154,7 +159,7 @@ class Model(backend_module().Step):
             auto_scale_loss = False
         super().compile(optimizer=optimizer, auto_scale_loss=auto_scale_loss, **kwargs)
         self._loss_tracker = None  # the objective's own "loss" tracker replaces Keras's
-        object.__setattr__(self, "_plans", None)
+        forget_plan(self)
 
     # ---- saving: what load_model needs to rebuild the step before it loads the state ----
     # Keras saves get_build_config() and get_compile_config() beside the weights, and on
@@ -165,7 +170,7 @@ class Model(backend_module().Step):
 
     def get_build_config(self):
         config = dict(super().get_build_config() or {})
-        spec = getattr(self, "_cf_data_spec", None)
+        spec = kept_spec(self)
         if spec is not None:
             config["data_spec"] = spec_to_config(spec)
         return config or None
@@ -177,13 +182,11 @@ class Model(backend_module().Step):
             super().build_from_config(config)  # call()'s input shape, as Keras records it
         if spec is not None:
             spec = spec_from_config(spec)
-            object.__setattr__(self, "_cf_data_spec", spec)
+            keep_spec(self, spec)
             # The sub-models' variables now; the optimizers' once compile_from_config has them.
             updates = self.updates() or [Update("loss", self.objective, self)]
             for u in updates:
-                compute_output_spec(
-                    lambda d, u=u: u.objective(d, training=True), self._unpack(spec)
-                )
+                compute_output_spec(lambda d, u=u: u.objective(d, training=True), unpack(spec))
         self.built = True
 
     # get_compile_config() is Keras's own: the optimizer (an OptimizerGroup serialises too) and
@@ -192,155 +195,16 @@ class Model(backend_module().Step):
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)
         self.compile(**config)
-        spec = getattr(self, "_cf_data_spec", None)
+        spec = kept_spec(self)
         if spec is not None:
-            self._symbolic_build(data_batch=spec)
+            build_train_step(self, spec)
 
-    # ---- build: resolve the updates, find the objective's metric names, make trackers ----
+    # ---- build: Keras's trainers call this hook at fit()'s and evaluate()'s first batch ----
 
     def _symbolic_build(self, iterator=None, data_batch=None):
-        if getattr(self, "_plans", None) is None:
-            if data_batch is None:
-                data_batch = first_batch(iterator)
-            spec = tree.map_structure(
-                lambda v: (
-                    None
-                    if v is None
-                    else keras.KerasTensor(v.shape, keras.backend.standardize_dtype(v.dtype))
-                ),
-                data_batch,
-            )
-            plans = resolve_updates(self)
-            object.__setattr__(self, "_cf_data_spec", spec)
-            keys = [
-                list(
-                    compute_output_spec(
-                        lambda d, plan=plan: self._run_objective(plan, d, training=True),
-                        self._unpack(spec),
-                    )
-                )
-                for plan in plans
-            ]
-            for plan, own in zip(plans, keys):
-                others = {k for other in keys if other is not own for k in other}
-                plan.metric_names = metric_names(plan, own, others, len(plans))
-                if isinstance(plan.optimizer, loss_scale.LossScaleOptimizer):
-                    alone = len(plans) == 1 and plan.name == "loss"
-                    plan.skip_name = "skipped_steps" if alone else f"{plan.name}_skipped_steps"
-            self._make_trackers(
-                [n for p in plans for n in p.metric_names.values()],
-                counters=[p.skip_name for p in plans if p.skip_name],
-            )
-            build_optimizers(self, plans)
-            self.built = True
-            object.__setattr__(self, "_plans", plans)
+        if plan_of(self) is None:
+            build(self, first_batch(iterator) if data_batch is None else data_batch)
         self._post_build()
-
-    def _make_trackers(self, names, counters=()):
-        """A Mean per objective entry; a Sum per counter (skipped steps: an epoch's count,
-        logged by fit() only)."""
-        trackers = getattr(self, "_cf_trackers", None) or {}
-        mean = backend_module().Mean
-        kinds = {**{n: mean for n in names}, **{n: keras.metrics.Sum for n in counters}}
-        missing = [n for n in kinds if n not in trackers]
-        if missing:
-            # Keras locks a built model's state; trackers must exist before the step is traced.
-            was_locked = self._tracker.locked
-            self._tracker.unlock()
-            for name in missing:
-                tracker = kinds[name](name=name)
-                self._tracker.add_to_store("metrics", tracker)
-                trackers[name] = tracker
-            if was_locked:
-                self._lock_state()
-        object.__setattr__(self, "_cf_trackers", trackers)
-        object.__setattr__(self, "_cf_logged", list(dict.fromkeys(names)))
-        object.__setattr__(self, "_cf_counted", list(dict.fromkeys(counters)))
-
-    # ---- the pieces every backend's step is made of ----
-
-    @staticmethod
-    def _unpack(data):
-        # fit(x) yields (x,); hand the objective x itself.
-        if isinstance(data, tuple) and len(data) == 1:
-            return data[0]
-        return data
-
-    def _run_objective(self, plan, data, training):
-        out = plan.objective(data, training=training)
-        if isinstance(out, dict):
-            if "loss" not in out:
-                raise ValueError(
-                    "objective must return a scalar loss or a dict holding 'loss'; got a dict "
-                    f"with keys {sorted(out)}"
-                )
-            entries = dict(out)
-        elif out is None or isinstance(out, (str, list, tuple)):
-            raise ValueError(
-                "objective must return a scalar loss or a dict holding 'loss'; got "
-                f"{type(out).__name__}"
-            )
-        else:
-            entries = {"loss": out}
-        shape = tuple(K.shape(entries["loss"]))
-        if shape != ():
-            raise ValueError(
-                f"objective's loss must be a scalar (shape ()); got shape {shape}: reduce it, "
-                "e.g. with keras.ops.mean"
-            )
-        return entries
-
-    def _scaled_loss(self, plan, loss):
-        """The loss to differentiate: times the loss scale under a LossScaleOptimizer (its
-        apply() divides the gradients by it again), times loss_scale_factor if one is set."""
-        return plan.optimizer.scale_loss(loss)
-
-    @staticmethod
-    def _applied(plan, grads, frozen_ids):
-        """(gradient, variable) pairs an update applies: none for frozen or unused variables."""
-        return [
-            (g, v)
-            for g, v in zip(grads, plan.variables)
-            if g is not None and id(v) not in frozen_ids
-        ]
-
-    def _apply(self, plan, grads, frozen_ids):
-        pairs = self._applied(plan, grads, frozen_ids)
-        if not pairs:
-            return
-        before = loss_scale.scale_of(plan.optimizer) if plan.skip_name else None
-        plan.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-        if plan.skip_name:
-            self._count_skipped(plan, before, loss_scale.scale_of(plan.optimizer))
-
-    def _count_skipped(self, plan, scale_before, scale_after):
-        self._cf_trackers[plan.skip_name].update_state(
-            loss_scale.skipped(scale_before, scale_after)
-        )
-
-    def _record(self, plan, entries, data):
-        # Weighted by batch size, as Keras weights its loss: an epoch's figure is then the
-        # mean over samples even when the last batch is short.
-        leaves = [t for t in tree.flatten(data) if t is not None and len(K.shape(t)) > 0]
-        weight = K.shape(leaves[0])[0] if leaves else 1
-        for key, name in plan.metric_names.items():
-            self._cf_trackers[name].update_state(entries[key], sample_weight=weight)
-
-    def _stateful_test_step(self, data):
-        """test_step where variables hold their own state (tensorflow, torch): each update's
-        objective with training=False, recorded as metrics."""
-        data = self._unpack(data)
-        for plan in self._plans:
-            self._record(plan, self._run_objective(plan, data, training=False), data)
-        return self._logs(training=False)
-
-    def _count_step(self):
-        if isinstance(self.optimizer, OptimizerGroup):
-            self.optimizer.iterations.assign_add(1)
-
-    def _logs(self, training=True):
-        names = self._cf_logged + (self._cf_counted if training else [])
-        return {name: self._cf_trackers[name].result() for name in names}
 
 
 def build_train_step(model, data_batch):
@@ -349,4 +213,7 @@ def build_train_step(model, data_batch):
     fit() builds it at its first batch; the workbench calls this when the optimizers' state is to
     be read or loaded before any training (a checkpoint's Adam moments, say). A function, not a
     method: it is not part of cf.Model's public API."""
+    # Keras offers no public way to build a model's step before fit(): its trainers call this
+    # hook, which cf.Model overrides (and in which Keras's torch backend registers the
+    # variables as the module's parameters). The one call of it from outside the model.
     model._symbolic_build(data_batch=data_batch)

@@ -1,9 +1,20 @@
-"""The plan of a cf.Model's step: its updates resolved (objective, sub-model, optimizer,
-variables) and the names their objectives' entries are logged under."""
+"""The plan of a cf.Model's step, made once from one batch: its updates resolved (objective,
+sub-model, optimizer, variables), the names their objectives' entries are logged under, their
+metric trackers and their optimizers built."""
 
+import contextlib
 from dataclasses import dataclass, field
 
+import keras
+from keras import tree
+from keras.src.backend import compute_output_spec
+
+from customfit.core import loss_scale
+from customfit.core.backends import backend_module
+from customfit.core.data_spec import keep_spec
+from customfit.core.layers import all_layers
 from customfit.core.optimizer_group import OptimizerGroup
+from customfit.core.step_plan import StepPlan, run_objective, unpack
 from customfit.core.update import Update
 
 
@@ -21,6 +32,93 @@ class Plan:
     repeat: int
     metric_names: dict = field(default_factory=dict)  # objective's key -> logged name
     skip_name: str = None  # the logged count of steps its LossScaleOptimizer skipped
+    # The variables its optimizer was built on, in that order (the union of the variables of
+    # the updates sharing that optimizer): what a stateless_apply takes.
+    built_on: list = field(default_factory=list)
+
+
+def plan_of(model):
+    """The model's StepPlan, or None before its step is built (or after compile())."""
+    return getattr(model, "_cf_plan", None)
+
+
+def forget_plan(model):
+    object.__setattr__(model, "_cf_plan", None)
+
+
+def build(model, data_batch):
+    """Resolve the updates of a compiled cf.Model against one batch (only its shapes and dtypes
+    are read): find each objective's entries, make their trackers, build the optimizers."""
+    spec = tree.map_structure(
+        lambda v: (
+            None
+            if v is None
+            else keras.KerasTensor(v.shape, keras.backend.standardize_dtype(v.dtype))
+        ),
+        data_batch,
+    )
+    plans = resolve_updates(model)
+    keep_spec(model, spec)
+    keys = [
+        list(
+            compute_output_spec(
+                lambda d, plan=plan: run_objective(plan, d, training=True),
+                unpack(spec),
+            )
+        )
+        for plan in plans
+    ]
+    for plan, own in zip(plans, keys):
+        others = {k for other in keys if other is not own for k in other}
+        plan.metric_names = metric_names(plan, own, others, len(plans))
+        if isinstance(plan.optimizer, loss_scale.LossScaleOptimizer):
+            alone = len(plans) == 1 and plan.name == "loss"
+            plan.skip_name = "skipped_steps" if alone else f"{plan.name}_skipped_steps"
+    logged = [n for p in plans for n in p.metric_names.values()]
+    counted = [p.skip_name for p in plans if p.skip_name]
+    trackers = make_trackers(model, logged, counted)
+    build_optimizers(model, plans)
+    model.built = True
+    step_plan = StepPlan(
+        plans,
+        trackers,
+        list(dict.fromkeys(logged)),
+        list(dict.fromkeys(counted)),
+        model.optimizer,
+    )
+    object.__setattr__(model, "_cf_plan", step_plan)
+    return step_plan
+
+
+def make_trackers(model, names, counters=()):
+    """A Mean per objective entry; a Sum per counter (skipped steps: an epoch's count, logged by
+    fit() only). Kept across compile() calls: a name is tracked once."""
+    trackers = getattr(model, "_cf_trackers", None) or {}
+    mean = backend_module().Mean
+    kinds = {**{n: mean for n in names}, **{n: keras.metrics.Sum for n in counters}}
+    missing = [n for n in kinds if n not in trackers]
+    if missing:
+        with _state_unlocked(model) as store:
+            for name in missing:
+                tracker = kinds[name](name=name)
+                store.add_to_store("metrics", tracker)
+                trackers[name] = tracker
+    object.__setattr__(model, "_cf_trackers", trackers)
+    return trackers
+
+
+@contextlib.contextmanager
+def _state_unlocked(model):
+    # Keras locks a built model's state, and offers no public way to add a metric to a built
+    # model; the trackers must exist before the step is traced. Keras's own tracker, unlocked
+    # for the while, and locked again as Keras locks it.
+    was_locked = model._tracker.locked
+    model._tracker.unlock()
+    try:
+        yield model._tracker
+    finally:
+        if was_locked:
+            model._lock_state()
 
 
 def resolve_updates(model):
@@ -38,7 +136,7 @@ def resolve_updates(model):
     updates = list(updates)
     if not updates or not all(isinstance(u, Update) for u in updates):
         raise ValueError(f"updates() must return a non-empty list of cf.Update; got {updates!r}")
-    layers = {id(layer) for layer in model._flatten_layers(include_self=True)}
+    layers = {id(layer) for layer in all_layers(model)}
     plans = []
     for u in updates:
         if group is not None and u.name not in group.members:
@@ -65,13 +163,16 @@ def metric_names(plan, keys, others, n_plans):
 
 
 def build_optimizers(model, plans):
+    """Each optimizer built on the variables of the updates it makes, each variable once; an
+    OptimizerGroup told which variables each member holds (for its EMA at the end of fit())."""
     variables_of = {}
     for plan in plans:
         plan.variables = list(plan.submodel.trainable_variables)
-        known = variables_of.setdefault(id(plan.optimizer), (plan.optimizer, {}))[1]
+        known = variables_of.setdefault(id(plan.optimizer), {})
         known.update({id(v): v for v in plan.variables})
-    for optimizer, known in variables_of.values():
-        if not optimizer.built:
-            optimizer.build(list(known.values()))
+    for plan in plans:
+        plan.built_on = list(variables_of[id(plan.optimizer)].values())
+        if not plan.optimizer.built:
+            plan.optimizer.build(plan.built_on)
     if isinstance(model.optimizer, OptimizerGroup) and not model.optimizer.built:
         model.optimizer.build([])

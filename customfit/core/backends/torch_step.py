@@ -6,7 +6,9 @@ import keras
 import torch
 from keras.src.backend.common.stateless_scope import in_stateless_scope
 
+from customfit.core.plan import plan_of
 from customfit.core.scopes import record_frozen
+from customfit.core.step_plan import run_objective, scaled_loss, unpack
 
 
 def value_and_grad(fn, args, argnums):
@@ -109,23 +111,24 @@ class Step(keras.Model):
         return self.train_function
 
     def train_step(self, data):
-        data = self._unpack(data)
-        for plan in self._plans:
-            for _ in range(plan.repeat):
+        plan = plan_of(self)
+        data = unpack(data)
+        for update in plan.updates:
+            for _ in range(update.repeat):
                 with record_frozen() as frozen_ids:
-                    entries = self._run_objective(plan, data, training=True)
-                loss = self._scaled_loss(plan, entries["loss"])
-                params = [v.value for v in plan.variables]
+                    entries = run_objective(update, data, training=True)
+                loss = scaled_loss(update, entries["loss"])
+                params = [v.value for v in update.variables]
                 if loss.requires_grad and params:
                     grads = torch.autograd.grad(loss, params, allow_unused=True)
                 else:
                     grads = [None] * len(params)
                 grads = _averaged_over_processes(grads)
                 with torch.no_grad():
-                    self._apply(plan, grads, frozen_ids)
-                self._record(plan, {k: v.detach() for k, v in entries.items()}, data)
-        self._count_step()
-        return self._logs()
+                    plan.apply(update, grads, frozen_ids)
+                plan.record(update, {k: v.detach() for k, v in entries.items()}, data)
+        plan.count_step()
+        return plan.logs()
 
     def test_step(self, data):
-        return self._stateful_test_step(data)
+        return plan_of(self).stateful_test_step(data)
