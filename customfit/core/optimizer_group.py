@@ -28,6 +28,7 @@ class OptimizerGroup(keras.optimizers.Optimizer):
         # Read-only, and not a dict: Keras's saving walk visits the members through
         # `optimizers` only.
         object.__setattr__(self, "_members", MappingProxyType(members))
+        object.__setattr__(self, "_built_on", MappingProxyType({}))
 
     @property
     def members(self):
@@ -56,9 +57,20 @@ class OptimizerGroup(keras.optimizers.Optimizer):
     def learning_rate(self, value):
         raise self._no_learning_rate()
 
-    def build(self, var_list):
-        # Members are built by cf.Model, each with the variables of its own sub-model.
+    def build(self, var_list, members_variables=None):
+        """Mark the group built. Its members are built by cf.Model, each on the variables of its
+        own sub-model: `members_variables` ({key: those variables, in the order the member was
+        built on them}) is what finalize_variable_values hands each member."""
+        object.__setattr__(self, "_built_on", MappingProxyType(dict(members_variables or {})))
         self.built = True
+
+    def finalize_variable_values(self, var_list):
+        """At the end of fit() (Keras calls this with the model's trainable variables), each
+        member finalizes its own variables: one with use_ema=True swaps its averages in, as
+        Keras does with one optimizer."""
+        for key, member in self._members.items():
+            if key in self._built_on:
+                member.finalize_variable_values(self._built_on[key])
 
     def apply(self, grads, trainable_variables=None):
         raise TypeError("an OptimizerGroup does not update variables itself; its members do")

@@ -174,5 +174,5 @@ def build_optimizers(model, plans):
         plan.built_on = list(variables_of[id(plan.optimizer)].values())
         if not plan.optimizer.built:
             plan.optimizer.build(plan.built_on)
-    if isinstance(model.optimizer, OptimizerGroup) and not model.optimizer.built:
-        model.optimizer.build([])
+    if isinstance(model.optimizer, OptimizerGroup):
+        model.optimizer.build([], {plan.name: plan.built_on for plan in plans})
