@@ -9,9 +9,14 @@ from customfit.core.optimizer_group import OptimizerGroup
 
 
 def unpack(data):
-    """The batch as the objective gets it: fit(x) yields (x,); the objective gets x itself."""
-    if isinstance(data, tuple) and len(data) == 1:
-        return data[0]
+    """The batch as the objective gets it, as fit() gives it: fit(x) yields (x,), and the
+    objective gets x itself; train_on_batch(x, y) and test_on_batch hand the step
+    (x, y, None), and the objective gets (x, y)."""
+    if isinstance(data, tuple):
+        while len(data) > 1 and data[-1] is None:
+            data = data[:-1]
+        if len(data) == 1:
+            return data[0]
     return data
 
 

@@ -3,6 +3,7 @@
 import warnings
 
 import keras
+import numpy as np
 import torch
 from keras.src.backend.common.stateless_scope import in_stateless_scope
 
@@ -35,6 +36,15 @@ def value_and_grad(fn, args, argnums):
     if not outer_needs_graph:
         value, grads = value.detach(), [g.detach() for g in grads]
     return value, aux, grads
+
+
+def _as_tensors(data):
+    """The batch with its NumPy arrays made tensors. fit() hands the step tensors already;
+    train_on_batch() and test_on_batch() hand it the arrays they got, which an objective's
+    arithmetic cannot mix with tensors on torch (as tf.function and jax.jit convert them)."""
+    return keras.tree.map_structure(
+        lambda t: keras.ops.convert_to_tensor(t) if isinstance(t, np.ndarray) else t, data
+    )
 
 
 def _averaged_over_processes(grads):
@@ -112,7 +122,7 @@ class Step(keras.Model):
 
     def train_step(self, data):
         plan = plan_of(self)
-        data = unpack(data)
+        data = unpack(_as_tensors(data))
         for update in plan.updates:
             for _ in range(update.repeat):
                 with record_frozen() as frozen_ids:
@@ -131,4 +141,4 @@ class Step(keras.Model):
         return plan.logs()
 
     def test_step(self, data):
-        return plan_of(self).stateful_test_step(data)
+        return plan_of(self).stateful_test_step(_as_tensors(data))
