@@ -61,7 +61,8 @@ class OptimizerGroup(keras.optimizers.Optimizer):
         """Mark the group built. Its members are built by cf.Model, each on the variables of its
         own sub-model: `members_variables` ({key: those variables, in the order the member was
         built on them}) is what finalize_variable_values hands each member."""
-        object.__setattr__(self, "_built_on", MappingProxyType(dict(members_variables or {})))
+        if members_variables is not None:
+            object.__setattr__(self, "_built_on", MappingProxyType(dict(members_variables)))
         self.built = True
 
     def finalize_variable_values(self, var_list):
