@@ -1,151 +1,22 @@
 """cf.Model: write `objective(self, data, training=True)` once; fit()/evaluate() train it on
 the tensorflow, torch and jax backends (the step itself is in customfit/core/backends/)."""
 
-from dataclasses import dataclass, field
-from types import MappingProxyType
-
 import keras
-from keras import ops as K
-from keras import tree
 from keras.src.backend import compute_output_spec
 
 from customfit.core import loss_scale
 from customfit.core.backends import backend_module
+from customfit.core.data_spec import (
+    first_batch,
+    keep_spec,
+    kept_spec,
+    spec_from_config,
+    spec_to_config,
+)
+from customfit.core.optimizer_group import OptimizerGroup
+from customfit.core.plan import build, forget_plan, plan_of
+from customfit.core.step_plan import unpack
 from customfit.core.update import Update
-
-
-@keras.saving.register_keras_serializable(package="customfit")
-class OptimizerGroup(keras.optimizers.Optimizer):
-    """Several named optimizers behind the one `model.optimizer` Keras knows about.
-
-    Keras's JAX trainer carries `model.optimizer.variables` as the optimizer state, so every
-    member's variables must be reachable from here, in a fixed order, each exactly once: the
-    members are kept sorted by name, in a mapping Keras does not track as an attribute. Like
-    keras.optimizers.MultiOptimizer, the group lists its members as `optimizers` (which
-    ReduceLROnPlateau and TensorBoard look for) and has no learning rate of its own; each member
-    is named after its key, so that their learning rates are logged as learning_rate_<key>.
-    """
-
-    def __init__(self, optimizers, name="optimizer_group"):
-        super().__init__(learning_rate=0.0, name=name)
-        members = {}
-        for key in sorted(optimizers):
-            member = keras.optimizers.get(optimizers[key])
-            if not member.built:
-                member.name = key
-            members[key] = member
-        # Read-only, and not a dict: Keras's saving walk visits the members through
-        # `optimizers` only.
-        object.__setattr__(self, "_members", MappingProxyType(members))
-
-    @property
-    def members(self):
-        return self._members
-
-    @property
-    def optimizers(self):
-        return list(self._members.values())
-
-    @property
-    def variables(self):
-        own = self._variables[:]
-        return own + [v for member in self._members.values() for v in member.variables]
-
-    def _no_learning_rate(self):
-        return AttributeError(
-            f"an OptimizerGroup has no learning rate of its own; its members "
-            f"({', '.join(self._members)}) each have theirs: optimizer.members[name].learning_rate"
-        )
-
-    @property
-    def learning_rate(self):
-        raise self._no_learning_rate()
-
-    @learning_rate.setter
-    def learning_rate(self, value):
-        raise self._no_learning_rate()
-
-    def build(self, var_list):
-        # Members are built by cf.Model, each with the variables of its own sub-model.
-        self.built = True
-
-    def apply(self, grads, trainable_variables=None):
-        raise TypeError("an OptimizerGroup does not update variables itself; its members do")
-
-    # The members save and load their own slots (Keras walks `optimizers`); the group keeps
-    # only its own step count, so that nothing is stored twice.
-    def save_own_variables(self, store):
-        for i, variable in enumerate(self._variables):
-            store[str(i)] = variable.numpy()
-
-    def load_own_variables(self, store):
-        if len(store.keys()) != len(self._variables):
-            raise ValueError(
-                f"optimizer group {self.name!r}: expected {len(self._variables)} saved variables "
-                f"of its own; got {len(store.keys())}"
-            )
-        for i, variable in enumerate(self._variables):
-            variable.assign(store[str(i)])
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "optimizers": {k: keras.optimizers.serialize(v) for k, v in self._members.items()},
-        }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        members = {
-            k: keras.optimizers.deserialize(v, custom_objects=custom_objects)
-            for k, v in config["optimizers"].items()
-        }
-        return cls(members, name=config.get("name", "optimizer_group"))
-
-
-@dataclass
-class _Plan:
-    """One update, resolved: which objective, which optimizer, which variables, which metrics."""
-
-    name: str
-    objective: object
-    # Here, not in a list attribute of the model: Keras's saving walk follows a model's list
-    # attributes, and one holding the model itself sent load_weights into endless recursion.
-    submodel: object
-    optimizer: object
-    variables: list
-    repeat: int
-    metric_names: dict = field(default_factory=dict)  # objective's key -> logged name
-    skip_name: str = None  # the logged count of steps its LossScaleOptimizer skipped
-
-
-def _spec_to_config(spec):
-    """A batch's structure of KerasTensors as JSON-able data (tuples stay tuples)."""
-    if spec is None:
-        return None
-    if isinstance(spec, (tuple, list)):
-        return {type(spec).__name__: [_spec_to_config(s) for s in spec]}
-    if isinstance(spec, dict):
-        return {"dict": {k: _spec_to_config(v) for k, v in spec.items()}}
-    return {"shape": list(spec.shape), "dtype": spec.dtype}
-
-
-def _spec_from_config(config):
-    if config is None:
-        return None
-    if "tuple" in config:
-        return tuple(_spec_from_config(c) for c in config["tuple"])
-    if "list" in config:
-        return [_spec_from_config(c) for c in config["list"]]
-    if "dict" in config:
-        return {k: _spec_from_config(v) for k, v in config["dict"].items()}
-    return keras.KerasTensor(tuple(config["shape"]), config["dtype"])
-
-
-def _first_batch(iterator):
-    for _, _, data_or_iterator in iterator:
-        if isinstance(data_or_iterator, (list, tuple)):
-            return data_or_iterator[0]
-        return next(data_or_iterator)
 
 
 class Model(backend_module().Step):
@@ -288,7 +159,7 @@ class Model(backend_module().Step):
             auto_scale_loss = False
         super().compile(optimizer=optimizer, auto_scale_loss=auto_scale_loss, **kwargs)
         self._loss_tracker = None  # the objective's own "loss" tracker replaces Keras's
-        object.__setattr__(self, "_plans", None)
+        forget_plan(self)
 
     # ---- saving: what load_model needs to rebuild the step before it loads the state ----
     # Keras saves get_build_config() and get_compile_config() beside the weights, and on
@@ -299,9 +170,9 @@ class Model(backend_module().Step):
 
     def get_build_config(self):
         config = dict(super().get_build_config() or {})
-        spec = getattr(self, "_cf_data_spec", None)
+        spec = kept_spec(self)
         if spec is not None:
-            config["data_spec"] = _spec_to_config(spec)
+            config["data_spec"] = spec_to_config(spec)
         return config or None
 
     def build_from_config(self, config):
@@ -310,12 +181,12 @@ class Model(backend_module().Step):
         if config:
             super().build_from_config(config)  # call()'s input shape, as Keras records it
         if spec is not None:
-            spec = _spec_from_config(spec)
-            object.__setattr__(self, "_cf_data_spec", spec)
+            spec = spec_from_config(spec)
+            keep_spec(self, spec)
             # The sub-models' variables now; the optimizers' once compile_from_config has them.
             updates = self.updates() or [Update("loss", self.objective, self)]
             for u in updates:
-                compute_output_spec(lambda d, u=u: u.objective(d, training=True), self._unpack(spec))
+                compute_output_spec(lambda d, u=u: u.objective(d, training=True), unpack(spec))
         self.built = True
 
     # get_compile_config() is Keras's own: the optimizer (an OptimizerGroup serialises too) and
@@ -324,207 +195,16 @@ class Model(backend_module().Step):
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)
         self.compile(**config)
-        spec = getattr(self, "_cf_data_spec", None)
+        spec = kept_spec(self)
         if spec is not None:
-            self._symbolic_build(data_batch=spec)
+            build_train_step(self, spec)
 
-    # ---- build: resolve the updates, find the objective's metric names, make trackers ----
+    # ---- build: Keras's trainers call this hook at fit()'s and evaluate()'s first batch ----
 
     def _symbolic_build(self, iterator=None, data_batch=None):
-        if getattr(self, "_plans", None) is None:
-            if data_batch is None:
-                data_batch = _first_batch(iterator)
-            spec = tree.map_structure(
-                lambda v: None
-                if v is None
-                else keras.KerasTensor(v.shape, keras.backend.standardize_dtype(v.dtype)),
-                data_batch,
-            )
-            plans = self._resolve_updates()
-            object.__setattr__(self, "_cf_data_spec", spec)
-            keys = [
-                list(
-                    compute_output_spec(
-                        lambda d, plan=plan: self._run_objective(plan, d, training=True),
-                        self._unpack(spec),
-                    )
-                )
-                for plan in plans
-            ]
-            for plan, own in zip(plans, keys):
-                others = {k for other in keys if other is not own for k in other}
-                plan.metric_names = self._metric_names(plan, own, others, len(plans))
-                if isinstance(plan.optimizer, loss_scale.LossScaleOptimizer):
-                    alone = len(plans) == 1 and plan.name == "loss"
-                    plan.skip_name = "skipped_steps" if alone else f"{plan.name}_skipped_steps"
-            self._make_trackers(
-                [n for p in plans for n in p.metric_names.values()],
-                counters=[p.skip_name for p in plans if p.skip_name],
-            )
-            self._build_optimizers(plans)
-            self.built = True
-            object.__setattr__(self, "_plans", plans)
+        if plan_of(self) is None:
+            build(self, first_batch(iterator) if data_batch is None else data_batch)
         self._post_build()
-
-    def _resolve_updates(self):
-        if getattr(self, "optimizer", None) is None:
-            raise ValueError(f"{type(self).__name__} must be compiled before fit()/evaluate()")
-        group = self.optimizer if isinstance(self.optimizer, OptimizerGroup) else None
-        updates = self.updates()
-        if updates is None:
-            if group is not None:
-                raise ValueError(
-                    f"compile() got several optimizers ({', '.join(group.members)}); define "
-                    "updates() to say which objective and sub-model each one trains"
-                )
-            updates = [Update("loss", self.objective, self)]
-        updates = list(updates)
-        if not updates or not all(isinstance(u, Update) for u in updates):
-            raise ValueError(
-                f"updates() must return a non-empty list of cf.Update; got {updates!r}"
-            )
-        layers = {id(layer) for layer in self._flatten_layers(include_self=True)}
-        plans = []
-        for u in updates:
-            if group is not None and u.name not in group.members:
-                raise ValueError(
-                    f"updates() names optimizer {u.name!r}, but compile() got "
-                    f"{', '.join(repr(n) for n in group.members)}"
-                )
-            if id(u.submodel) not in layers:
-                raise ValueError(
-                    f"Update {u.name!r}: its sub-model {getattr(u.submodel, 'name', u.submodel)!r} "
-                    f"is not part of {self.name!r}; expected one of its layers or the model itself"
-                )
-            optimizer = group.members[u.name] if group is not None else self.optimizer
-            plans.append(_Plan(u.name, u.objective, u.submodel, optimizer, [], u.repeat))
-        return plans
-
-    @staticmethod
-    def _metric_names(plan, keys, others, n_plans):
-        """The objective's keys as logged: a lone default update logs them as they are; with
-        several updates, "loss" becomes "<name>_loss" and a key two updates share is prefixed."""
-        if n_plans == 1 and plan.name == "loss":
-            return {key: key for key in keys}
-        return {
-            key: f"{plan.name}_{key}" if key == "loss" or key in others else key for key in keys
-        }
-
-    def _make_trackers(self, names, counters=()):
-        """A Mean per objective entry; a Sum per counter (skipped steps: an epoch's count,
-        logged by fit() only)."""
-        trackers = getattr(self, "_cf_trackers", None) or {}
-        mean = backend_module().Mean
-        kinds = {**{n: mean for n in names}, **{n: keras.metrics.Sum for n in counters}}
-        missing = [n for n in kinds if n not in trackers]
-        if missing:
-            # Keras locks a built model's state; trackers must exist before the step is traced.
-            was_locked = self._tracker.locked
-            self._tracker.unlock()
-            for name in missing:
-                tracker = kinds[name](name=name)
-                self._tracker.add_to_store("metrics", tracker)
-                trackers[name] = tracker
-            if was_locked:
-                self._lock_state()
-        object.__setattr__(self, "_cf_trackers", trackers)
-        object.__setattr__(self, "_cf_logged", list(dict.fromkeys(names)))
-        object.__setattr__(self, "_cf_counted", list(dict.fromkeys(counters)))
-
-    def _build_optimizers(self, plans):
-        variables_of = {}
-        for plan in plans:
-            plan.variables = list(plan.submodel.trainable_variables)
-            known = variables_of.setdefault(id(plan.optimizer), (plan.optimizer, {}))[1]
-            known.update({id(v): v for v in plan.variables})
-        for optimizer, known in variables_of.values():
-            if not optimizer.built:
-                optimizer.build(list(known.values()))
-        if isinstance(self.optimizer, OptimizerGroup) and not self.optimizer.built:
-            self.optimizer.build([])
-
-    # ---- the pieces every backend's step is made of ----
-
-    @staticmethod
-    def _unpack(data):
-        # fit(x) yields (x,); hand the objective x itself.
-        if isinstance(data, tuple) and len(data) == 1:
-            return data[0]
-        return data
-
-    def _run_objective(self, plan, data, training):
-        out = plan.objective(data, training=training)
-        if isinstance(out, dict):
-            if "loss" not in out:
-                raise ValueError(
-                    "objective must return a scalar loss or a dict holding 'loss'; got a dict "
-                    f"with keys {sorted(out)}"
-                )
-            entries = dict(out)
-        elif out is None or isinstance(out, (str, list, tuple)):
-            raise ValueError(
-                "objective must return a scalar loss or a dict holding 'loss'; got "
-                f"{type(out).__name__}"
-            )
-        else:
-            entries = {"loss": out}
-        shape = tuple(K.shape(entries["loss"]))
-        if shape != ():
-            raise ValueError(
-                f"objective's loss must be a scalar (shape ()); got shape {shape}: reduce it, "
-                "e.g. with keras.ops.mean"
-            )
-        return entries
-
-    def _scaled_loss(self, plan, loss):
-        """The loss to differentiate: times the loss scale under a LossScaleOptimizer (its
-        apply() divides the gradients by it again), times loss_scale_factor if one is set."""
-        return plan.optimizer.scale_loss(loss)
-
-    @staticmethod
-    def _applied(plan, grads, frozen_ids):
-        """(gradient, variable) pairs an update applies: none for frozen or unused variables."""
-        return [
-            (g, v)
-            for g, v in zip(grads, plan.variables)
-            if g is not None and id(v) not in frozen_ids
-        ]
-
-    def _apply(self, plan, grads, frozen_ids):
-        pairs = self._applied(plan, grads, frozen_ids)
-        if not pairs:
-            return
-        before = loss_scale.scale_of(plan.optimizer) if plan.skip_name else None
-        plan.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-        if plan.skip_name:
-            self._count_skipped(plan, before, loss_scale.scale_of(plan.optimizer))
-
-    def _count_skipped(self, plan, scale_before, scale_after):
-        self._cf_trackers[plan.skip_name].update_state(loss_scale.skipped(scale_before, scale_after))
-
-    def _record(self, plan, entries, data):
-        # Weighted by batch size, as Keras weights its loss: an epoch's figure is then the
-        # mean over samples even when the last batch is short.
-        leaves = [t for t in tree.flatten(data) if t is not None and len(K.shape(t)) > 0]
-        weight = K.shape(leaves[0])[0] if leaves else 1
-        for key, name in plan.metric_names.items():
-            self._cf_trackers[name].update_state(entries[key], sample_weight=weight)
-
-    def _stateful_test_step(self, data):
-        """test_step where variables hold their own state (tensorflow, torch): each update's
-        objective with training=False, recorded as metrics."""
-        data = self._unpack(data)
-        for plan in self._plans:
-            self._record(plan, self._run_objective(plan, data, training=False), data)
-        return self._logs(training=False)
-
-    def _count_step(self):
-        if isinstance(self.optimizer, OptimizerGroup):
-            self.optimizer.iterations.assign_add(1)
-
-    def _logs(self, training=True):
-        names = self._cf_logged + (self._cf_counted if training else [])
-        return {name: self._cf_trackers[name].result() for name in names}
 
 
 def build_train_step(model, data_batch):
@@ -533,4 +213,7 @@ def build_train_step(model, data_batch):
     fit() builds it at its first batch; the workbench calls this when the optimizers' state is to
     be read or loaded before any training (a checkpoint's Adam moments, say). A function, not a
     method: it is not part of cf.Model's public API."""
+    # Keras offers no public way to build a model's step before fit(): its trainers call this
+    # hook, which cf.Model overrides (and in which Keras's torch backend registers the
+    # variables as the module's parameters). The one call of it from outside the model.
     model._symbolic_build(data_batch=data_batch)

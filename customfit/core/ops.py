@@ -55,7 +55,9 @@ def value_and_grad(f, argnums=0, has_aux=False):
     def wrapped(*args):
         for i in nums:
             if i >= len(args):
-                raise ValueError(f"argnums {argnums!r} asks for argument {i}; f was given {len(args)}")
+                raise ValueError(
+                    f"argnums {argnums!r} asks for argument {i}; f was given {len(args)}"
+                )
         assigned = []
 
         def scalar_with_state(*inner_args):

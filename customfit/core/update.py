@@ -43,4 +43,6 @@ class Update:
                 f"Update {self.name!r}: objective must be callable; got {type(self.objective).__name__}"
             )
         if not isinstance(self.repeat, int) or self.repeat < 1:
-            raise ValueError(f"Update {self.name!r}: repeat must be an integer >= 1; got {self.repeat!r}")
+            raise ValueError(
+                f"Update {self.name!r}: repeat must be an integer >= 1; got {self.repeat!r}"
+            )

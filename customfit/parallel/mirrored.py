@@ -8,6 +8,7 @@ import functools
 import tensorflow as tf
 
 from customfit import hosts
+from customfit.core.layers import all_layers
 
 
 def can_make(devices):
@@ -57,6 +58,6 @@ def synchronize_batch_norm(*models):
     import keras
 
     for model in models:
-        for layer in model._flatten_layers(include_self=False):
+        for layer in all_layers(model, include_self=False):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.synchronized = True

@@ -8,7 +8,9 @@ import jax
 import keras
 
 from customfit.core.loss_scale import LossScaleOptimizer
+from customfit.core.plan import plan_of
 from customfit.core.scopes import record_frozen, run_stateless
+from customfit.core.step_plan import applied, run_objective, scaled_loss, unpack
 
 
 def value_and_grad(fn, args, argnums):
@@ -38,61 +40,64 @@ class Step(keras.Model):
     def _stateless_step(self, groups, state, data, training):
         variables = [v for group in groups for v in group]
         values = {id(v): x for group, xs in zip(groups, state) for v, x in zip(group, xs)}
-        data = self._unpack(data)
-        for plan in self._plans:
+        plan = plan_of(self)
+        data = unpack(data)
+        for update in plan.updates:
             if not training:
-                values = self._evaluate(plan, variables, values, data)
+                values = self._evaluate(plan, update, variables, values, data)
                 continue
-            for _ in range(plan.repeat):
-                values = self._update(plan, variables, values, data)
+            for _ in range(update.repeat):
+                values = self._update(plan, update, variables, values, data)
         if training:
-            _, values = run_stateless(variables, values, self._count_step)
-        logs, _ = run_stateless(variables, values, lambda: self._logs(training))
+            _, values = run_stateless(variables, values, plan.count_step)
+        logs, _ = run_stateless(variables, values, lambda: plan.logs(training))
         return logs, values
 
-    def _evaluate(self, plan, variables, values, data):
+    def _evaluate(self, plan, update, variables, values, data):
         entries, values = run_stateless(
-            variables, values, lambda: self._run_objective(plan, data, training=False)
+            variables, values, lambda: run_objective(update, data, training=False)
         )
-        _, values = run_stateless(variables, values, lambda: self._record(plan, entries, data))
+        _, values = run_stateless(variables, values, lambda: plan.record(update, entries, data))
         return values
 
-    def _update(self, plan, variables, values, data):
+    def _update(self, plan, update, variables, values, data):
         """One step of one update: its objective's gradient with respect to its own variables,
         taken by jax.value_and_grad through a stateless call, then its optimizer's step."""
-        ids = [id(v) for v in plan.variables]
+        ids = [id(v) for v in update.variables]
         frozen = set()
 
         def objective_and_scaled_loss():
-            entries = self._run_objective(plan, data, training=True)
-            return entries, self._scaled_loss(plan, entries["loss"])
+            entries = run_objective(update, data, training=True)
+            return entries, scaled_loss(update, entries["loss"])
 
         def loss_fn(params, values):
             values = {**values, **dict(zip(ids, params))}
             with record_frozen() as log:
-                (entries, loss), values = run_stateless(variables, values, objective_and_scaled_loss)
+                (entries, loss), values = run_stateless(
+                    variables, values, objective_and_scaled_loss
+                )
             frozen.update(log)
             return loss, (entries, values)
 
         (_, (entries, values)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             [values[i] for i in ids], values
         )
-        if isinstance(plan.optimizer, LossScaleOptimizer):
-            values = self._apply_loss_scaled(plan, grads, frozen, variables, values)
+        if isinstance(update.optimizer, LossScaleOptimizer):
+            values = self._apply_loss_scaled(plan, update, grads, frozen, variables, values)
         else:
-            _, values = run_stateless(variables, values, lambda: self._apply(plan, grads, frozen))
-        _, values = run_stateless(variables, values, lambda: self._record(plan, entries, data))
+            _, values = run_stateless(variables, values, lambda: plan.apply(update, grads, frozen))
+        _, values = run_stateless(variables, values, lambda: plan.record(update, entries, data))
         return values
 
-    def _apply_loss_scaled(self, plan, grads, frozen, variables, values):
+    def _apply_loss_scaled(self, plan, update, grads, frozen, variables, values):
         """A LossScaleOptimizer's update, through its stateless_apply as Keras's JAX trainer
         does: its apply() assigns inside ops.cond branches, and under a trace those assignments
         leak the branch's tracers out of the step."""
-        optimizer = plan.optimizer
-        pairs = dict((id(v), g) for g, v in self._applied(plan, grads, frozen))
+        optimizer = update.optimizer
+        pairs = dict((id(v), g) for g, v in applied(update, grads, frozen))
         if not pairs:
             return values
-        built_on = optimizer._trainable_variables
+        built_on = update.built_on
         with warnings.catch_warnings():
             # Variables of other updates and frozen ones have no gradient here, on purpose.
             warnings.filterwarnings("ignore", message="Gradients do not exist for variables")
@@ -109,6 +114,6 @@ class Step(keras.Model):
             **{id(v): x for v, x in zip(optimizer.variables, new_slots)},
         }
         _, values = run_stateless(
-            variables, values, lambda: self._count_skipped(plan, before, values[scale])
+            variables, values, lambda: plan.count_skipped(update, before, values[scale])
         )
         return values

@@ -5,7 +5,9 @@ import tensorflow as tf
 from keras.src.backend.tensorflow.trainer import _collective_all_reduce_multi_worker
 from keras.src.losses.loss import scale_loss_for_distribution
 
+from customfit.core.plan import build, plan_of
 from customfit.core.scopes import record_frozen
+from customfit.core.step_plan import run_objective, scaled_loss, unpack
 
 
 def value_and_grad(fn, args, argnums):
@@ -30,7 +32,7 @@ class Step(keras.Model):
         # Keras's TF trainer defers building to the first trace; cf.Model builds up front (its
         # metric trackers must exist before tracing), from the dataset's element spec so that
         # no batch is consumed.
-        if getattr(self, "_plans", None) is not None:
+        if plan_of(self) is not None:
             # Built already: asking the adapter for its dataset's spec would build a whole tf.data
             # pipeline (a copy of the arrays) on every fit()/evaluate() call, which made a short
             # fit() 15% slower than stock Keras's.
@@ -43,26 +45,27 @@ class Step(keras.Model):
         # Under tf.distribute the trackers' and optimizers' variables must be made in the
         # strategy's scope, as Keras's own trainer builds there.
         with self.distribute_strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
+            build(self, data_batch)
 
     def train_step(self, data):
-        data = self._unpack(data)
-        for plan in self._plans:
-            for _ in range(plan.repeat):
+        plan = plan_of(self)
+        data = unpack(data)
+        for update in plan.updates:
+            for _ in range(update.repeat):
                 with record_frozen() as frozen_ids, tf.GradientTape() as tape:
-                    entries = self._run_objective(plan, data, training=True)
+                    entries = run_objective(update, data, training=True)
                     # Under tf.distribute the replicas' gradients are summed; the objective is a
                     # mean over one replica's share of the batch: scaled as Keras's losses are.
                     loss = scale_loss_for_distribution(entries["loss"])
-                    loss = self._scaled_loss(plan, loss)
-                grads = tape.gradient(loss, plan.variables)
-                self._apply(plan, grads, frozen_ids)
-                self._record(plan, entries, data)
-        self._count_step()
-        return self._across_workers(self._logs())
+                    loss = scaled_loss(update, loss)
+                grads = tape.gradient(loss, update.variables)
+                plan.apply(update, grads, frozen_ids)
+                plan.record(update, entries, data)
+        plan.count_step()
+        return self._across_workers(plan.logs())
 
     def test_step(self, data):
-        return self._across_workers(self._stateful_test_step(data))
+        return self._across_workers(plan_of(self).stateful_test_step(data))
 
     def _across_workers(self, logs):
         # Under MultiWorkerMirroredStrategy Keras averages each log with strategy.reduce("MEAN",

@@ -3,10 +3,13 @@
 import warnings
 
 import keras
+import numpy as np
 import torch
 from keras.src.backend.common.stateless_scope import in_stateless_scope
 
+from customfit.core.plan import plan_of
 from customfit.core.scopes import record_frozen
+from customfit.core.step_plan import run_objective, scaled_loss, unpack
 
 
 def value_and_grad(fn, args, argnums):
@@ -35,6 +38,15 @@ def value_and_grad(fn, args, argnums):
     return value, aux, grads
 
 
+def _as_tensors(data):
+    """The batch with its NumPy arrays made tensors. fit() hands the step tensors already;
+    train_on_batch() and test_on_batch() hand it the arrays they got, which an objective's
+    arithmetic cannot mix with tensors on torch (as tf.function and jax.jit convert them)."""
+    return keras.tree.map_structure(
+        lambda t: keras.ops.convert_to_tensor(t) if isinstance(t, np.ndarray) else t, data
+    )
+
+
 def _averaged_over_processes(grads):
     """In a torch.distributed group of several processes (each fitting its share of the global
     batch), every gradient averaged over them, as DistributedDataParallel averages them: in one
@@ -58,8 +70,12 @@ class Mean(keras.metrics.Mean):
     few percent of a small step; the sums are the same float32 operations."""
 
     def update_state(self, values, sample_weight=None):
-        if not (isinstance(values, torch.Tensor) and values.ndim == 0
-                and isinstance(sample_weight, int) and not in_stateless_scope()):
+        if not (
+            isinstance(values, torch.Tensor)
+            and values.ndim == 0
+            and isinstance(sample_weight, int)
+            and not in_stateless_scope()
+        ):
             return super().update_state(values, sample_weight=sample_weight)
         with torch.no_grad():
             total = self.total.value
@@ -105,23 +121,24 @@ class Step(keras.Model):
         return self.train_function
 
     def train_step(self, data):
-        data = self._unpack(data)
-        for plan in self._plans:
-            for _ in range(plan.repeat):
+        plan = plan_of(self)
+        data = unpack(_as_tensors(data))
+        for update in plan.updates:
+            for _ in range(update.repeat):
                 with record_frozen() as frozen_ids:
-                    entries = self._run_objective(plan, data, training=True)
-                loss = self._scaled_loss(plan, entries["loss"])
-                params = [v.value for v in plan.variables]
+                    entries = run_objective(update, data, training=True)
+                loss = scaled_loss(update, entries["loss"])
+                params = [v.value for v in update.variables]
                 if loss.requires_grad and params:
                     grads = torch.autograd.grad(loss, params, allow_unused=True)
                 else:
                     grads = [None] * len(params)
                 grads = _averaged_over_processes(grads)
                 with torch.no_grad():
-                    self._apply(plan, grads, frozen_ids)
-                self._record(plan, {k: v.detach() for k, v in entries.items()}, data)
-        self._count_step()
-        return self._logs()
+                    plan.apply(update, grads, frozen_ids)
+                plan.record(update, {k: v.detach() for k, v in entries.items()}, data)
+        plan.count_step()
+        return plan.logs()
 
     def test_step(self, data):
-        return self._stateful_test_step(data)
+        return plan_of(self).stateful_test_step(_as_tensors(data))
