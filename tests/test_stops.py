@@ -37,9 +37,9 @@ def test_ctrl_c_once_asks_to_stop_and_twice_stops_at_once():
 
 def test_divergence_is_a_thousandfold_rise_of_a_loss():
     first = {"loss": 1.6, "accuracy": 0.2, "gen_loss": -3.0}
-    assert loop._diverged({"loss": 1601.5, "accuracy": 5000.0, "gen_loss": 2990.0}, first) == {}
-    assert loop._diverged({"loss": 1601.7, "gen_loss": 3001.0}, first) == {"loss": 1601.7, "gen_loss": 3001.0}
-    assert loop._diverged({"loss": -1e9}, first) == {}  # a loss that falls is not diverging
+    assert loop.diverged({"loss": 1601.5, "accuracy": 5000.0, "gen_loss": 2990.0}, first) == {}
+    assert loop.diverged({"loss": 1601.7, "gen_loss": 3001.0}, first) == {"loss": 1601.7, "gen_loss": 3001.0}
+    assert loop.diverged({"loss": -1e9}, first) == {}  # a loss that falls is not diverging
 
 
 @pytest.mark.filterwarnings("ignore:divide by zero")

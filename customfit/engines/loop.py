@@ -93,7 +93,8 @@ def _is_loss(name):
     return name == "loss" or name.endswith("_loss")
 
 
-def _diverged(figures, first):
+def diverged(figures, first):
+    """The losses among `figures` that rose more than DIVERGED times their first value (or 1)."""
     return {k: float(v) for k, v in figures.items()
             if _is_loss(k) and k in first and float(v) > first[k] + DIVERGED * max(1.0, abs(first[k]))}
 
@@ -148,7 +149,7 @@ def _fit(trainer, split, epochs, batch_size, seed, checkpoint_path, meta, histor
                 raise Stopped("nonfinite", epoch, done[0], steps, bad)
             if not first:
                 first.update({k: float(v) for k, v in logs.items()})
-            bad = _diverged(logs, first)
+            bad = diverged(logs, first)
             if bad:
                 raise Stopped("diverged", epoch, done[0], steps, bad, first=first)
             if ctrl_c.requested:

@@ -72,7 +72,7 @@ class Trainer(TensorFlowTrainer):
     # --8<-- [start:step]
     # reduce_retracing: the last, shorter batch reuses the trace instead of making a new one.
     @tf.function(reduce_retracing=True)
-    def _train_step(self, x, y):  # customfit/bench/modes.py traces it again with XLA
+    def train_step(self, x, y):  # customfit/bench/modes.py traces it again with XLA
         with tf.GradientTape() as tape:
             logits = self.model(x, training=True)
             loss = cross_entropy(y, logits)
@@ -106,7 +106,7 @@ class Trainer(TensorFlowTrainer):
 
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
         dataset = self.seeded_shuffle((x, y), shuffle_seed)
-        step = self._train_step if self.devices == 1 else self.distributed_train_step
+        step = self.train_step if self.devices == 1 else self.distributed_train_step
         means = RunningMeans(FIGURES)
         for x_batch, y_batch in self.batches(dataset, len(x), batch_size):
             loss, correct = step(x_batch, y_batch)
