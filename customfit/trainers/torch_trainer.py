@@ -59,6 +59,11 @@ def init_like_keras(module):
             nn.init.zeros_(module.bias)
 
 
+
+def adam_options(beta_1, beta_2, epsilon):
+    """Keras's Adam settings (a family's layout.ADAM) as torch.optim.Adam's keywords."""
+    return {"betas": (beta_1, beta_2), "eps": epsilon}
+
 @contextlib.contextmanager
 def frozen_statistics(network):
     """Run `network` in training mode (batch statistics) without moving its running statistics:
@@ -89,8 +94,8 @@ class TorchTrainer:
 
     def networks(self):
         """The family's networks: one nn.Module (its canonical weights are a list), or a dict of
-        them by name (a dict of lists)."""
-        raise NotImplementedError
+        them by name (a dict of lists). By default the one network `self.model`."""
+        return self.model
 
     def check_weights(self, weights):
         """Raise ValueError naming the first array that does not fit."""
@@ -175,14 +180,15 @@ class TorchTrainer:
 
     # ---- the parity hook
 
-    def loss_and_gradients(self, loss_of, network, parameters, frozen=()):
-        """(value, canonical gradients w.r.t. `parameters`) of the loss loss_of() computes, in
-        training mode from the current weights; no update, and no .grad left behind for the next
-        optimizer step to see. `frozen`: networks that run in training mode without moving their
+    def loss_and_gradients(self, loss_of, network, parameters=None, frozen=()):
+        """(value, canonical gradients w.r.t. `parameters`, by default every trainable tensor)
+        of the loss loss_of() computes, in training mode from the current weights; no update, and
+        no .grad left behind for the next optimizer step to see. `frozen`: networks that run in training mode without moving their
         running statistics meanwhile (frozen_statistics)."""
         for each in (network, *frozen):
             each.train()
         network.zero_grad()
+        parameters = self.trainable_tensors() if parameters is None else parameters
         with contextlib.ExitStack() as stack:
             for each in frozen:
                 stack.enter_context(frozen_statistics(each))

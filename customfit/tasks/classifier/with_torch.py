@@ -136,9 +136,6 @@ class Trainer(TorchTrainer):
 
     # ---- for TorchTrainer; the parity hook and the checkpoint, as weights.py says
 
-    def networks(self):
-        return self.model
-
     def check_weights(self, weights):
         canonical.check_shapes(self.shapes, weights)
 
@@ -146,8 +143,7 @@ class Trainer(TorchTrainer):
         """The parity hook: mean cross-entropy and its gradients (Keras's layout) on batch
         (x, y) at the current weights, no update. The classifier draws no noise."""
         x, y = (t.to(self.device) for t in tensors(*batch))
-        return self.loss_and_gradients(lambda: objective(self.model, x, y)[0], self.model,
-                                       self.trainable_tensors())
+        return self.loss_and_gradients(lambda: objective(self.model, x, y)[0], self.model)
 
     def state(self):
         arrays = canonical.pack_adam_state(*self.weights_and_adam_state())

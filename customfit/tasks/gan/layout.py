@@ -200,6 +200,21 @@ def check_weights(model, latent, weights, what="weights"):
 STATE_FORMAT = "customfit.gan.adam/1"
 
 
+def keras_variables(network, net_entries, only_trainable=False):
+    """A Keras network's variables (tf.keras's or Keras 3's) in the canonical order: those of
+    every entry, or of the trainable ones."""
+    chosen = trainable(net_entries) if only_trainable else net_entries
+    return [find(network, e, "keras") for e in chosen]
+
+
+def assign_weights(model, latent, variables_of, weights):
+    """Check canonical `weights`, then assign each network's to variables_of(net), in order."""
+    check_weights(model, latent, weights)
+    for net in NETWORKS:
+        for variable, value in zip(variables_of(net), weights[net]):
+            variable.assign(np.asarray(value, np.float32))
+
+
 def pack_state(model, latent, weights, moments, steps):
     """A flat dict name -> array for a checkpoint, every array canonical:
         gen/<entry>, dis/<entry>                 every weight and moving statistic

@@ -84,8 +84,8 @@ def bars(settings):
 
 
 def build_trainer(trainer_class, split, settings):
-    return trainer_class(settings["model"], settings["latent"], settings["critic_steps"],
-                         settings["lr"], settings["seed"], devices=settings.get("devices", 1))
+    names = ("model", "latent", "critic_steps", "lr", "seed")
+    return trainer_class(*(settings[name] for name in names), devices=settings.get("devices", 1))
 
 
 def parity_inputs(split, settings):
@@ -128,10 +128,7 @@ def nearest_l2(a, b):
 def judge(outputs, split, settings):
 
     samples = outputs["samples"]
-    if samples.shape != (SAMPLES, 8, 8) or not np.isfinite(samples).all() \
-            or samples.min() < 0.0 or samples.max() > 1.0:
-        raise RuntimeError(f"samples: expected ({SAMPLES}, 8, 8) in [0, 1], given shape "
-                           f"{samples.shape}, range [{np.min(samples)}, {np.max(samples)}]")
+    digit_judge.check_samples(samples, SAMPLES)
     metrics = digit_judge.judge(samples)
     metrics["nearest_train_l2"] = float(nearest_l2(samples, split.x_train).mean())
     metrics["held_out_nearest_train_l2"] = float(nearest_l2(split.x_test, split.x_train).mean())

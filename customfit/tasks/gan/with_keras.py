@@ -111,17 +111,13 @@ class Trainer(KerasTrainer):
     # ---- weights, the parity hook, state: every array in the canonical layout (layout.py)
 
     def _variables(self, net, only_trainable=False):
-        chosen = layout.trainable(self.entries[net]) if only_trainable else self.entries[net]
-        return [layout.find(getattr(self.gan, net), e, "keras") for e in chosen]
+        return layout.keras_variables(getattr(self.gan, net), self.entries[net], only_trainable)
 
     def get_weights(self):
         return {net: [to_numpy(v.value) for v in self._variables(net)] for net in layout.NETWORKS}
 
     def set_weights(self, weights):
-        layout.check_weights(self.model, self.latent, weights)
-        for net in layout.NETWORKS:
-            for variable, value in zip(self._variables(net), weights[net]):
-                variable.assign(np.asarray(value, np.float32))
+        layout.assign_weights(self.model, self.latent, self._variables, weights)
 
     def objective_and_grads(self, batch, noise=None):
         """The parity hook (see layout.py): {"dis": (value, grads), "gen": (value, grads)} for

@@ -147,18 +147,14 @@ class Trainer(TensorFlowTrainer):
 
     def variables(self, net, only_trainable=False):
         network = {"gen": self.gen, "dis": self.dis}[net]
-        chosen = layout.trainable(self.entries[net]) if only_trainable else self.entries[net]
-        return [layout.find(network, e, "keras") for e in chosen]
+        return layout.keras_variables(network, self.entries[net], only_trainable)
 
     def get_weights(self):
         return {net: numpy_copies(v.numpy() for v in self.variables(net))
                 for net in layout.NETWORKS}
 
     def set_weights(self, weights):
-        layout.check_weights(self.model, self.latent, weights)
-        for net in layout.NETWORKS:
-            for variable, value in zip(self.variables(net), weights[net]):
-                variable.assign(np.asarray(value, np.float32))
+        layout.assign_weights(self.model, self.latent, self.variables, weights)
 
     def objective_and_grads(self, batch, noise=None):
         """The parity hook (see layout.py): {"dis": (value, grads), "gen": (value, grads)} for
@@ -191,7 +187,7 @@ class Trainer(TensorFlowTrainer):
 
     def load_state(self, arrays, meta):
         weights, moments, steps = layout.unpack_state(self.model, self.latent, arrays, meta)
-        self.set_weights(weights)
         for net in layout.NETWORKS:
             optimizer, variables, built_for = self.adam(net)
             self.load_adam_moments(optimizer, variables, *moments[net], steps[net], built_for)
+        self.set_weights(weights)

@@ -70,6 +70,20 @@ def check(method, network, divergence=None, sigmas=None):
             raise ValueError(f"sigmas: expected decreasing positive noise levels; given {sigmas}")
 
 
+def settings(method, network, divergence=None, sigmas=None):
+    """A Trainer's settings, checked: (method, network, divergence, sigmas), the divergence the
+    lecture method's alone (None for dsm), the noise levels float32 (None for the lecture's)."""
+    check(method, network, divergence, sigmas)
+    return (method, network, divergence if method == "lecture" else None,
+            None if sigmas is None else np.asarray(sigmas, np.float32))
+
+
+def parity_draws(noise):
+    """The parity hook's draws (None, {"probe"} or {"levels", "z"}) as NumPy arrays: the noise
+    levels' indices int64, the rest float32."""
+    return {k: np.asarray(v, np.int64 if k == "levels" else np.float32)
+            for k, v in (noise or {}).items()}
+
 def dims(network):
     """(input width, hidden widths, output width) of a network."""
     spec = NETWORKS[network]

@@ -86,6 +86,12 @@ def _default_text(name):
     return ", ".join(f"{v[name]:g} for --method {m}" for m, v in METHOD_DEFAULTS.items() if name in v)
 
 
+def _by_method(name, kind, help, **bounds):
+    """An option whose default is METHOD_DEFAULTS's for the run's --method."""
+    return Option(name, kind, help, default=_default(name), default_text=_default_text(name),
+                  **bounds)
+
+
 OPTIONS = {
     "method": Option("method", "choice", "dsm: denoising score matching over noise levels, "
                      "annealed Langevin, 1600 epochs by default; lecture: the lecture's score "
@@ -96,23 +102,19 @@ OPTIONS = {
                          choices=layout.DIVERGENCES,
                          default=lambda o: "exact" if o["method"] == "lecture" else None,
                          default_text="exact for --method lecture"),
-    "sampling_steps": Option("sampling_steps", "int", "Langevin steps (dsm: per noise level)",
-                             low=1, high=100_000, default=_default("sampling_steps"),
-                             default_text=_default_text("sampling_steps"), pinned=False),
+    "sampling_steps": _by_method("sampling_steps", "int", "Langevin steps (dsm: per noise level)",
+                                 low=1, high=100_000, pinned=False),
     "samples": Option("samples", "int", "samples to draw (and judge)", default=2000, low=10,
                       high=100_000, pinned=False),
-    "step_size": Option("step_size", "float", "Langevin step eps (dsm: eps_i = step * sigma_i^2 "
-                        "at noise level i)", low=0.0, high=10.0, low_open=True,
-                        default=_default("step_size"), default_text=_default_text("step_size"),
-                        pinned=False),
-    "noise_levels": Option("noise_levels", "int", "how many noise levels (dsm only)", low=1, high=1000,
-                           default=_default("noise_levels"), default_text="20 for --method dsm"),
-    "sigma_max": Option("sigma_max", "float", "the largest noise level (dsm only)", low=0.0, high=100.0,
-                        low_open=True, default=_default("sigma_max"),
-                        default_text="4 for --method dsm"),
-    "sigma_min": Option("sigma_min", "float", "the smallest noise level (dsm only)", low=0.0, high=100.0,
-                        low_open=True, default=_default("sigma_min"),
-                        default_text="0.05 for --method dsm"),
+    "step_size": _by_method("step_size", "float", "Langevin step eps (dsm: eps_i = step * "
+                            "sigma_i^2 at noise level i)", low=0.0, high=10.0, low_open=True,
+                            pinned=False),
+    "noise_levels": _by_method("noise_levels", "int", "how many noise levels (dsm only)", low=1,
+                               high=1000),
+    "sigma_max": _by_method("sigma_max", "float", "the largest noise level (dsm only)", low=0.0,
+                            high=100.0, low_open=True),
+    "sigma_min": _by_method("sigma_min", "float", "the smallest noise level (dsm only)", low=0.0,
+                            high=100.0, low_open=True),
 }
 
 _BARS_DSM = {"energy_distance": ("<=", 0.02), "within_3sigma": 0.95,

@@ -100,14 +100,12 @@ class Trainer(KerasTrainer):
 
     def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
                  decay_steps=None):
-        layout.check(method, network, divergence, sigmas)
+        self.settings = layout.settings(method, network, divergence, sigmas)
+        self.method, self.network, self.divergence, self.sigmas = self.settings
         super().__init__(seed)
-        self.method, self.network = method, network
-        self.divergence = divergence if method == "lecture" else None
         self.data = layout.NETWORKS[network]["data"]
         self.figure_names = layout.FIGURES[method]
         self.model = ScoreModel(method, network, self.divergence, sigmas, seed)
-        self.sigmas = self.model.sigmas
         self.model.net(K.zeros((1, self.data)), None if sigmas is None else K.ones((1, 1)))
         rate = lr if not decay_steps else keras.optimizers.schedules.CosineDecay(lr, decay_steps)
         self.model.compile(optimizer=keras.optimizers.Adam(rate, **layout.ADAM))
@@ -183,8 +181,7 @@ class Trainer(KerasTrainer):
     def state(self):
         first, second, step = self.adam_state(self.model.optimizer, self._variables)
         arrays = layout.pack_state(self.get_weights(), first, second, step)
-        return arrays, layout.state_meta(self.engine, self.method, self.network, self.divergence,
-                                         self.sigmas)
+        return arrays, layout.state_meta(self.engine, *self.settings)
 
     def load_state(self, arrays, meta):
         weights, first, second, step = layout.unpack_state(arrays, meta, self.network)

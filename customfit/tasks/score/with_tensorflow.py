@@ -68,11 +68,10 @@ def denoising_score_matching(net, x, sigma, z):
 class Trainer(TensorFlowTrainer):
     def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
                  decay_steps=None):
-        layout.check(method, network, divergence, sigmas)
+        self.settings = layout.settings(method, network, divergence, sigmas)
+        self.method, self.network, self.divergence, sigmas = self.settings
         super().__init__(seed)
-        self.method, self.network = method, network
-        self.divergence = divergence if method == "lecture" else None
-        self.sigmas = None if sigmas is None else tf.constant(np.asarray(sigmas, np.float32))
+        self.sigmas = None if sigmas is None else tf.constant(sigmas)
         self.data = layout.NETWORKS[network]["data"]
         self.net = ScoreNet(network)  # its weights built now, on a probe:
         self.net(tf.zeros((1, self.data)), None if self.sigmas is None else tf.ones((1, 1)))
@@ -179,8 +178,7 @@ class Trainer(TensorFlowTrainer):
     def objective_and_grads(self, batch, noise=None):
         """The loss and its gradients on batch (x,), the draws given: None, {"probe"} or {"levels",
         "z"}."""
-        given = {k: tf.convert_to_tensor(np.asarray(v, None if k == "levels" else np.float32))
-                 for k, v in (noise or {}).items()}
+        given = {k: tf.convert_to_tensor(v) for k, v in layout.parity_draws(noise).items()}
         x = tf.convert_to_tensor(np.asarray(batch[0], np.float32))
         loss, grads = self.loss_and_gradients(lambda: self.figures(x, given)["loss"],
                                               self.variables)
@@ -189,8 +187,7 @@ class Trainer(TensorFlowTrainer):
     def state(self):
         first, second, step = self.adam_moments(self.optimizer, self.variables)
         arrays = layout.pack_state(self.get_weights(), first, second, step)
-        return arrays, layout.state_meta(ENGINE, self.method, self.network, self.divergence,
-                                         None if self.sigmas is None else self.sigmas.numpy())
+        return arrays, layout.state_meta(ENGINE, *self.settings)
 
     def load_state(self, arrays, meta):
         weights, first, second, step = layout.unpack_state(arrays, meta, self.network)

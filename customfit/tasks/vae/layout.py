@@ -40,6 +40,8 @@ import math
 
 import numpy as np
 
+from customfit.trainers import canonical
+
 NETWORKS = ("mlp", "conv")
 OBJECTIVES = ("elbo", "lecture")
 IMAGE = (8, 8, 1)
@@ -90,13 +92,7 @@ def check_weights(shapes, weights, what="weights"):
         given = sorted(weights) if isinstance(weights, dict) else type(weights).__name__
         raise ValueError(f"{what}: expected a dict with keys {list(NETS)}, given {given}")
     for net in NETS:
-        arrays, expected = list(weights[net]), shapes[net]
-        if len(arrays) != len(expected):
-            raise ValueError(f"{what}[{net}]: expected {len(expected)} arrays, given {len(arrays)}")
-        for i, (shape, array) in enumerate(zip(expected, arrays)):
-            if tuple(np.shape(array)) != tuple(shape):
-                raise ValueError(f"{what}[{net}][{i}]: expected shape {tuple(shape)}, "
-                                 f"given {tuple(np.shape(array))}")
+        canonical.check_shapes(shapes[net], weights[net], what=f"{what}[{net}]")
 
 
 def copied(weights):

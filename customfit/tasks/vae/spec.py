@@ -168,10 +168,7 @@ def judge(outputs, split, settings):
 
     settings = filled(settings)
     samples = outputs["samples"]
-    if samples.shape != (SAMPLES, 8, 8) or not np.isfinite(samples).all() \
-            or samples.min() < 0.0 or samples.max() > 1.0:
-        raise RuntimeError(f"samples: expected ({SAMPLES}, 8, 8) in [0, 1], given shape "
-                           f"{samples.shape}, range [{np.nanmin(samples)}, {np.nanmax(samples)}]")
+    digit_judge.check_samples(samples, SAMPLES, nan_out_of_range=True)
     metrics = digit_judge.judge(samples)
     T = settings["temperature"]
     nelbo, kl, squares = negative_elbo(outputs["x"], outputs["mu"], outputs["logvar"],

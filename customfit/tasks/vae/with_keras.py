@@ -125,8 +125,8 @@ class VAE(cf.Model):
             kl = K.mean(kl_terms)
             reconstruction = K.mean(squares) / (2.0 * T)
         neg_elbo = K.mean(kl_per_image + squares_per_image / (2.0 * T)) + layout.gaussian_constant(T)
-        return {"loss": kl + reconstruction, "kl": kl, "reconstruction": reconstruction,
-                "neg_elbo": neg_elbo}
+        loss = kl + reconstruction
+        return {"loss": loss, "kl": kl, "reconstruction": reconstruction, "neg_elbo": neg_elbo}
 # --8<-- [end:objective]
 
 

@@ -95,8 +95,8 @@ def vae_figures(x, x_hat, mu, logvar, temperature, objective):
         reconstruction = tf.reduce_mean(squares) / (2.0 * temperature)
     neg_elbo = (tf.reduce_mean(kl_per_image + squares_per_image / (2.0 * temperature))
                 + layout.gaussian_constant(temperature))
-    return {"loss": kl + reconstruction, "kl": kl, "reconstruction": reconstruction,
-            "neg_elbo": neg_elbo}
+    loss = kl + reconstruction
+    return {"loss": loss, "kl": kl, "reconstruction": reconstruction, "neg_elbo": neg_elbo}
 # --8<-- [end:objective]
 
 

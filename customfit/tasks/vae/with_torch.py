@@ -11,7 +11,8 @@ from torch import nn
 from customfit import precision
 from customfit.tasks.vae import layout
 from customfit.trainers.running_means import RunningMeans
-from customfit.trainers.torch_trainer import ENGINE, TorchTrainer, flatten_channels_last, tensor
+from customfit.trainers.torch_trainer import (ENGINE, TorchTrainer, adam_options,
+                                              flatten_channels_last, tensor)
 
 
 # --8<-- [start:model]
@@ -120,8 +121,8 @@ def loss_function(x, x_hat, mu, logvar, temperature, objective):
         reconstruction = (x - x_hat).pow(2).mean() / (2.0 * temperature)
     neg_elbo = ((kl_per_image + squares_per_image / (2.0 * temperature)).mean()
                 + layout.gaussian_constant(temperature))
-    return {"loss": kl + reconstruction, "kl": kl, "reconstruction": reconstruction,
-            "neg_elbo": neg_elbo}
+    loss = kl + reconstruction
+    return {"loss": loss, "kl": kl, "reconstruction": reconstruction, "neg_elbo": neg_elbo}
 # --8<-- [end:objective]
 
 
@@ -135,9 +136,7 @@ class Trainer(TorchTrainer):
         torch.manual_seed(seed)
         self.model = VAE(network, latent)
         [self.trained] = self.spread(self.model)  # DistributedDataParallel on several devices
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr,
-                                          betas=(layout.ADAM["beta_1"], layout.ADAM["beta_2"]),
-                                          eps=layout.ADAM["epsilon"])
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr, **adam_options(**layout.ADAM))
         self.scaler = precision.grad_scaler()  # float16's loss scale
 
     def figures(self, x, x_hat, mu, logvar):
@@ -188,9 +187,8 @@ class Trainer(TorchTrainer):
     def objective_and_grads(self, batch, noise=None):
         """The parity hook: the loss and its gradients on (x,) with the noise (B, latent) given."""
         x = tensor(batch[0])
-        return self.loss_and_gradients(
-            lambda: self.figures(x, *self.model(x, eps=tensor(noise)))["loss"], self.model,
-            self.trainable_tensors())
+        eps = tensor(noise)
+        return self.loss_and_gradients(lambda: self.figures(x, *self.model(x, eps=eps))["loss"], self.model)
 
     def state(self):
         return (layout.pack_state(*self.weights_and_adam_state()),
