@@ -16,9 +16,12 @@ MODES = {
     "keras-jax": ("eager", "jit_compile (jax.jit)"),
 }
 DEFAULT = {
-    "tensorflow": "tf.function", "torch": "eager", "flax": "nnx.jit",
+    "tensorflow": "tf.function",
+    "torch": "eager",
+    "flax": "nnx.jit",
     # Keras's own default on a CPU (jit_compile="auto"): no XLA for TensorFlow, eager for torch.
-    "keras-tensorflow": "tf.function", "keras-torch": "eager",
+    "keras-tensorflow": "tf.function",
+    "keras-torch": "eager",
     "keras-jax": "jit_compile (jax.jit)",
 }
 
@@ -39,8 +42,9 @@ def applied(engine, mode, trainer):
             # The same step function, traced again with XLA; the instance attribute shadows the
             # class's tf.function for as long as the cell runs.
             step = type(trainer).train_step.python_function
-            trainer.train_step = tf.function(functools.partial(step, trainer), jit_compile=True,
-                                             reduce_retracing=True)
+            trainer.train_step = tf.function(
+                functools.partial(step, trainer), jit_compile=True, reduce_retracing=True
+            )
         tf.config.run_functions_eagerly(mode == "eager")
         try:
             yield

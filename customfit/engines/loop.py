@@ -95,8 +95,11 @@ def _is_loss(name):
 
 def diverged(figures, first):
     """The losses among `figures` that rose more than DIVERGED times their first value (or 1)."""
-    return {k: float(v) for k, v in figures.items()
-            if _is_loss(k) and k in first and float(v) > first[k] + DIVERGED * max(1.0, abs(first[k]))}
+    return {
+        k: float(v)
+        for k, v in figures.items()
+        if _is_loss(k) and k in first and float(v) > first[k] + DIVERGED * max(1.0, abs(first[k]))
+    }
 
 
 def fit(
@@ -152,8 +155,10 @@ def fit(
             try:
                 start = time.perf_counter()
                 train = trainer.train_epoch(
-                    *split.train, batch_size=batch_size,
-                    shuffle_seed=epoch_seed(seed, epoch), on_batch=on_batch,
+                    *split.train,
+                    batch_size=batch_size,
+                    shuffle_seed=epoch_seed(seed, epoch),
+                    on_batch=on_batch,
                 )
                 seconds = time.perf_counter() - start
                 val = trainer.evaluate(*split.test, batch_size=batch_size)
@@ -206,5 +211,7 @@ def history_csv(history):
     columns = history_columns(history)
     lines = [",".join(columns)]
     for row in history:
-        lines.append(",".join(repr(row[c]) if isinstance(row[c], float) else str(row[c]) for c in columns))
+        lines.append(
+            ",".join(repr(row[c]) if isinstance(row[c], float) else str(row[c]) for c in columns)
+        )
     return "\n".join(lines) + "\n"

@@ -12,15 +12,22 @@ from torch import nn
 from customfit import precision
 from customfit.tasks.gan import layout
 from customfit.trainers.running_means import RunningMeans
-from customfit.trainers.torch_trainer import (ENGINE, TorchTrainer, flatten_channels_last,
-                                              frozen_statistics, init_like_keras, nchw)
+from customfit.trainers.torch_trainer import (
+    ENGINE,
+    TorchTrainer,
+    flatten_channels_last,
+    frozen_statistics,
+    init_like_keras,
+    nchw,
+)
 
 
 # --8<-- [start:model]
 def batch_norm(channels, settings):
     # PyTorch's momentum is the weight of the new batch: Keras's momentum m is 1 - m here.
-    return nn.BatchNorm2d(channels, momentum=1.0 - settings["bn_momentum"],
-                          eps=settings["bn_epsilon"])
+    return nn.BatchNorm2d(
+        channels, momentum=1.0 - settings["bn_momentum"], eps=settings["bn_epsilon"]
+    )
 
 
 class LectureGenerator(nn.Module):
@@ -36,10 +43,10 @@ class LectureGenerator(nn.Module):
     @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, z):
         h = F.relu(self.dense(z)).view(-1, 4, 4, 16)  # Keras reshapes to (H, W, C)
-        h = self.norm0(h.permute(0, 3, 1, 2))         # channels first
-        h = self.norm1(F.relu(self.up1(h)))           # 5x5
-        h = self.norm2(F.relu(self.up2(h)))           # 6x6
-        return torch.sigmoid(self.out(h))             # 8x8
+        h = self.norm0(h.permute(0, 3, 1, 2))  # channels first
+        h = self.norm1(F.relu(self.up1(h)))  # 5x5
+        h = self.norm2(F.relu(self.up2(h)))  # 6x6
+        return torch.sigmoid(self.out(h))  # 8x8
 
 
 class LectureDiscriminator(nn.Module):
@@ -97,8 +104,10 @@ class Discriminator(nn.Module):
         return self.logit(flatten_channels_last(h))
 
 
-NETWORKS = {"lecture": (LectureGenerator, LectureDiscriminator),
-            "default": (Generator, Discriminator)}
+NETWORKS = {
+    "lecture": (LectureGenerator, LectureDiscriminator),
+    "default": (Generator, Discriminator),
+}
 # --8<-- [end:model]
 
 
@@ -115,6 +124,8 @@ def gen_loss(gen, dis, z):
     """mean softplus(-D(G(z))): the non-saturating generator loss."""
     with frozen_statistics(dis):
         return F.softplus(-dis(gen(z))).mean()
+
+
 # --8<-- [end:objective]
 
 
@@ -128,8 +139,12 @@ class Trainer(TorchTrainer):
         self.gen.apply(init_like_keras)
         self.dis.apply(init_like_keras)
         self.trained = self.spread(self.gen, self.dis, forward_sync_buffers=False)
-        adam = functools.partial(torch.optim.Adam, lr=lr, eps=layout.ADAM_EPSILON,
-                                 betas=(layout.MODELS[model]["beta_1"], layout.BETA_2))
+        adam = functools.partial(
+            torch.optim.Adam,
+            lr=lr,
+            eps=layout.ADAM_EPSILON,
+            betas=(layout.MODELS[model]["beta_1"], layout.BETA_2),
+        )
         self.opt_gen, self.opt_dis = adam(self.gen.parameters()), adam(self.dis.parameters())
         # Under float16 each optimizer's loss is scaled by its own GradScaler.
         self.scale_dis, self.scale_gen = precision.grad_scaler(), precision.grad_scaler()
@@ -161,14 +176,20 @@ class Trainer(TorchTrainer):
             means.add("gen_loss", loss_g.item(), n)
             on_batch(means.means())
         return self.mean_over_processes(means.means())
+
     # --8<-- [end:step]
 
     def evaluate(self, x, batch_size):
         noise = torch.Generator().manual_seed(layout.EVAL_SEED)
         gen, dis = self.gen.eval(), self.dis.eval()
-        return self.held_out_means([nchw(x)], batch_size, lambda real: {
-            "dis_loss": dis_loss(gen, dis, real, self._noise(len(real), noise)),
-            "gen_loss": gen_loss(gen, dis, self._noise(len(real), noise))})
+        return self.held_out_means(
+            [nchw(x)],
+            batch_size,
+            lambda real: {
+                "dis_loss": dis_loss(gen, dis, real, self._noise(len(real), noise)),
+                "gen_loss": gen_loss(gen, dis, self._noise(len(real), noise)),
+            },
+        )
 
     def sample(self, n, seed):
         """n digits from n latents drawn by torch's generator seeded with `seed`."""
@@ -185,14 +206,18 @@ class Trainer(TorchTrainer):
         layout.check_weights(self.model, self.latent, weights)
 
     def objective_and_grads(self, batch, noise=None):
-        losses = {"dis": functools.partial(dis_loss, self.gen, self.dis, nchw(batch[0])),
-                  "gen": functools.partial(gen_loss, self.gen, self.dis)}
+        losses = {
+            "dis": functools.partial(dis_loss, self.gen, self.dis, nchw(batch[0])),
+            "gen": functools.partial(gen_loss, self.gen, self.dis),
+        }
         return self.losses_and_gradients(losses, layout.check_noise(noise, self.latent))
 
     def state(self):
         moments, steps = self.adam_states({"gen": self.opt_gen, "dis": self.opt_dis})
-        return (layout.pack_state(self.model, self.latent, self.get_weights(), moments, steps),
-                layout.state_meta(ENGINE))
+        return (
+            layout.pack_state(self.model, self.latent, self.get_weights(), moments, steps),
+            layout.state_meta(ENGINE),
+        )
 
     def load_state(self, arrays, meta):
         weights, moments, steps = layout.unpack_state(self.model, self.latent, arrays, meta)

@@ -31,12 +31,14 @@ class ScoreNet(tf.keras.Model):
 
     def call(self, x, sigma=None):
         if sigma is not None and self.sigma_data is not None:
-            x = x / tf.sqrt(sigma ** 2 + self.sigma_data ** 2)
+            x = x / tf.sqrt(sigma**2 + self.sigma_data**2)
         h = x if sigma is None else tf.concat([x, tf.math.log(sigma)], axis=-1)
         for layer in self.hidden:
             h = layer(h)
         h = float32(self.out(h))
         return h if sigma is None else h / float32(sigma)  # Keras cast sigma to the policy
+
+
 # --8<-- [end:model]
 
 
@@ -62,12 +64,15 @@ def denoising_score_matching(net, x, sigma, z):
     """mean | sigma s(x + sigma z, sigma) + z |^2; sigma (B, 1), one noise level per sample."""
     s = net(x + sigma * z, sigma)
     return {"loss": tf.reduce_mean(tf.reduce_sum(tf.square(sigma * s + z), axis=1))}
+
+
 # --8<-- [end:objective]
 
 
 class Trainer(TensorFlowTrainer):
-    def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
-                 decay_steps=None):
+    def __init__(
+        self, method, network, lr, seed, *, sigmas=None, divergence="exact", decay_steps=None
+    ):
         self.settings = layout.settings(method, network, divergence, sigmas)
         self.method, self.network, self.divergence, sigmas = self.settings
         super().__init__(seed)
@@ -122,6 +127,7 @@ class Trainer(TensorFlowTrainer):
     def evaluate(self, x, batch_size):
         self.noise.reset_from_seed(self.seed)  # the same held-out draws at every call
         return self.evaluate_figures(x, batch_size, layout.FIGURES[self.method])
+
     # --8<-- [end:step]
 
     def sigma(self, level, x):
@@ -145,8 +151,11 @@ class Trainer(TensorFlowTrainer):
         x = tf.convert_to_tensor(np.asarray(x, np.float32))
         eps = tf.constant(eps, tf.float32)
         xi = tf.convert_to_tensor(np.asarray(noise, np.float32))
-        return (x + eps * self.net(x, self.sigma(level, x))
-                + tf.sqrt(2.0 * eps * layout.TEMPERATURE) * xi).numpy()
+        return (
+            x
+            + eps * self.net(x, self.sigma(level, x))
+            + tf.sqrt(2.0 * eps * layout.TEMPERATURE) * xi
+        ).numpy()
 
     def denoise(self, x):
         x, last = tf.convert_to_tensor(np.asarray(x, np.float32)), len(self.sigmas) - 1
@@ -180,8 +189,9 @@ class Trainer(TensorFlowTrainer):
         "z"}."""
         given = {k: tf.convert_to_tensor(v) for k, v in layout.parity_draws(noise).items()}
         x = tf.convert_to_tensor(np.asarray(batch[0], np.float32))
-        loss, grads = self.loss_and_gradients(lambda: self.figures(x, given)["loss"],
-                                              self.variables)
+        loss, grads = self.loss_and_gradients(
+            lambda: self.figures(x, given)["loss"], self.variables
+        )
         return loss, layout.copied(grads)
 
     def state(self):

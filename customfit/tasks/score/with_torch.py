@@ -41,12 +41,14 @@ class ScoreNet(nn.Module):
     @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, x, sigma=None):
         if sigma is not None and self.sigma_data is not None:
-            x = x / torch.sqrt(sigma ** 2 + self.sigma_data ** 2)
+            x = x / torch.sqrt(sigma**2 + self.sigma_data**2)
         h = x if sigma is None else torch.cat([x, torch.log(sigma)], dim=-1)
         for layer in self.hidden:
             h = self.activation(layer(h))
         h = self.out(h)
         return h if sigma is None else h / sigma
+
+
 # --8<-- [end:model]
 
 
@@ -61,7 +63,7 @@ def score_matching(model, x, divergence, probe=None):
         with torch.enable_grad():  # evaluate() runs under no_grad; the product needs a graph
             x = x.detach().requires_grad_(True)
             s = model(x)
-            vjp, = torch.autograd.grad((s * probe).sum(), x, create_graph=True)
+            (vjp,) = torch.autograd.grad((s * probe).sum(), x, create_graph=True)
             div = (vjp * probe).sum(dim=1)
     squared_norm = s.pow(2).sum(dim=1).mean()
     div = div.mean()
@@ -72,18 +74,23 @@ def denoising_score_matching(model, x, sigma, z):
     """mean | sigma s(x + sigma z, sigma) + z |^2; sigma (B, 1), one noise level per sample."""
     s = model(x + sigma * z, sigma)
     return {"loss": (sigma * s + z).pow(2).sum(dim=1).mean()}
+
+
 # --8<-- [end:objective]
 
 
 class Trainer(TorchTrainer):
-    def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
-                 decay_steps=None):
+    def __init__(
+        self, method, network, lr, seed, *, sigmas=None, divergence="exact", decay_steps=None
+    ):
         self.settings = layout.settings(method, network, divergence, sigmas)
         self.method, self.network, self.divergence, sigmas = self.settings
         self.seed, self.sigmas = seed, None if sigmas is None else torch.from_numpy(sigmas)
         torch.manual_seed(seed)  # nn.Linear initialises itself from torch's global generator
         self.model = ScoreNet(network)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr, **adam_options(**layout.ADAM))
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr, **adam_options(**layout.ADAM)
+        )
         self.decay = functools.partial(layout.cosine_decay, decay_steps=decay_steps)
         self.scheduler = LambdaLR(self.optimizer, self.decay)
         self.scaler = precision.grad_scaler()  # float16's loss scale
@@ -117,13 +124,17 @@ class Trainer(TorchTrainer):
             means.add_all({k: v.item() for k, v in figures.items()}, len(x_batch))
             on_batch(means.means())
         return means.means()
+
     # --8<-- [end:step]
 
     def evaluate(self, x, batch_size):
         noise = torch.Generator().manual_seed(self.seed)  # the same held-out draws at every call
         self.model.eval()
-        return self.held_out_means([tensor(x)], batch_size, lambda x_batch: self._figures(
-            x_batch, self._draw(x_batch, noise)))
+        return self.held_out_means(
+            [tensor(x)],
+            batch_size,
+            lambda x_batch: self._figures(x_batch, self._draw(x_batch, noise)),
+        )
 
     def _sigma(self, level, n):
         return None if level is None else self.sigmas[level].expand(n, 1)

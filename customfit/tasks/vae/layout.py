@@ -66,8 +66,16 @@ def canonical_shapes(network, latent):
     """{"encoder": [shape, ...], "decoder": [...]} in the canonical layout (module docstring)."""
     if network == "mlp":
         h1, h2 = MLP_HIDDEN
-        encoder = [(PIXELS, h1), (h1,), (h1, h2), (h2,), (h2, latent), (latent,),
-                   (h2, latent), (latent,)]
+        encoder = [
+            (PIXELS, h1),
+            (h1,),
+            (h1, h2),
+            (h2,),
+            (h2, latent),
+            (latent,),
+            (h2, latent),
+            (latent,),
+        ]
         decoder = [(latent, h2), (h2,), (h2, h1), (h1,), (h1, PIXELS), (PIXELS,)]
     elif network == "conv":
         encoder, channels = [], 1
@@ -97,8 +105,10 @@ def check_weights(shapes, weights, what="weights"):
 
 def copied(weights):
     """{"encoder": [...], "decoder": [...]} as new float32 arrays (no views of live memory)."""
-    return {net: [np.array(a, dtype=np.float32, order="C", copy=True) for a in weights[net]]
-            for net in NETS}
+    return {
+        net: [np.array(a, dtype=np.float32, order="C", copy=True) for a in weights[net]]
+        for net in NETS
+    }
 
 
 # ----------------------------------------------------------------------------- state
@@ -117,8 +127,13 @@ def pack_state(weights, first, second, step):
 
 
 def state_meta(engine, network, objective, latent):
-    return {"format": STATE_FORMAT, "engine": engine, "network": network,
-            "objective": objective, "latent": int(latent)}
+    return {
+        "format": STATE_FORMAT,
+        "engine": engine,
+        "network": network,
+        "objective": objective,
+        "latent": int(latent),
+    }
 
 
 def unpack_state(arrays, meta, shapes):

@@ -110,8 +110,9 @@ class VAE(cf.Model):
         of the Gaussian decoder of variance T, constant included. The encoder runs once."""
         mu, logvar = self.encoder(x, training=training)
         if eps is None:  # on several devices, this replica's share of the global batch's
-            eps = own_rows(lambda n: keras.random.normal((n, self.latent), seed=self.noise),
-                           K.shape(mu)[0])
+            eps = own_rows(
+                lambda n: keras.random.normal((n, self.latent), seed=self.noise), K.shape(mu)[0]
+            )
         x_hat = self.decoder(mu + eps * K.exp(0.5 * logvar), training=training)
         T = self.temperature
         kl_terms = 0.5 * (K.square(mu) + K.exp(logvar) - 1.0 - logvar)
@@ -124,9 +125,13 @@ class VAE(cf.Model):
         else:  # the lecture's: means over the batch and the dimensions alike
             kl = K.mean(kl_terms)
             reconstruction = K.mean(squares) / (2.0 * T)
-        neg_elbo = K.mean(kl_per_image + squares_per_image / (2.0 * T)) + layout.gaussian_constant(T)
+        neg_elbo = K.mean(kl_per_image + squares_per_image / (2.0 * T)) + layout.gaussian_constant(
+            T
+        )
         loss = kl + reconstruction
         return {"loss": loss, "kl": kl, "reconstruction": reconstruction, "neg_elbo": neg_elbo}
+
+
 # --8<-- [end:objective]
 
 
@@ -149,6 +154,7 @@ class Trainer(KerasTrainer):
             self.model.compile(optimizer=keras.optimizers.Adam(lr, **layout.ADAM))
             build_train_step(self.model, (np.zeros((1, *layout.IMAGE), "float32"),))
         self._variables = self.trainable_of(self.model, self.model.encoder, self.model.decoder)
+
     # --8<-- [end:step]
 
     # ---- what the spec asks after training
@@ -171,8 +177,12 @@ class Trainer(KerasTrainer):
         return {"encoder": list(arrays[:n]), "decoder": list(arrays[n:])}
 
     def get_weights(self):
-        return layout.copied({"encoder": self.model.encoder.get_weights(),
-                              "decoder": self.model.decoder.get_weights()})
+        return layout.copied(
+            {
+                "encoder": self.model.encoder.get_weights(),
+                "decoder": self.model.decoder.get_weights(),
+            }
+        )
 
     def set_weights(self, weights):
         layout.check_weights(self._shapes, weights)
@@ -183,14 +193,19 @@ class Trainer(KerasTrainer):
         """The training objective and its gradients (canonical layout) on batch (x,) with the
         reparameterisation noise `noise` (B, latent) given; no update."""
         (x,) = batch
-        loss, grads = self.value_and_grads(lambda x, eps: self.model.figures(x, eps=eps)["loss"],
-                                           self._variables, tensor(x), tensor(noise))
+        loss, grads = self.value_and_grads(
+            lambda x, eps: self.model.figures(x, eps=eps)["loss"],
+            self._variables,
+            tensor(x),
+            tensor(noise),
+        )
         return loss, layout.copied(self._split(grads))
 
     def state(self):
         first, second, step = self.adam_state(self.model.optimizer, self._variables)
-        arrays = layout.pack_state(self.get_weights(), self._split(first), self._split(second),
-                                   step)
+        arrays = layout.pack_state(
+            self.get_weights(), self._split(first), self._split(second), step
+        )
         return arrays, layout.state_meta(self.engine, self.network, self.objective, self.latent)
 
     def load_state(self, arrays, meta):

@@ -12,6 +12,7 @@ from customfit.tasks.vae import layout
 from customfit.trainers.running_means import RunningMeans
 from customfit.trainers.tensorflow_trainer import ENGINE, TensorFlowTrainer, built_adam, float32
 
+
 # --8<-- [start:model]
 class MLPEncoder(tf.keras.Model):
     def __init__(self, latent):
@@ -54,7 +55,9 @@ class ConvEncoder(tf.keras.Model):
 
     def call(self, x):
         h = self.flatten(self.c3(self.c2(self.c1(x))))
-        return float32(self.mu(h)), float32(self.logvar(h))  # the lecture returned (mu, ll): a NameError
+        return float32(self.mu(h)), float32(
+            self.logvar(h)
+        )  # the lecture returned (mu, ll): a NameError
 
 
 class ConvDecoder(tf.keras.Model):
@@ -76,6 +79,8 @@ class ConvDecoder(tf.keras.Model):
         h = tf.nn.leaky_relu(self.c1(h), alpha=layout.LEAKY_SLOPE)
         h = tf.nn.leaky_relu(self.c2(h), alpha=layout.LEAKY_SLOPE)
         return float32(self.c3(h))
+
+
 # --8<-- [end:model]
 
 
@@ -93,10 +98,13 @@ def vae_figures(x, x_hat, mu, logvar, temperature, objective):
     else:  # the lecture's: reduce_mean over the batch and the dimensions alike
         kl = tf.reduce_mean(kl_terms)
         reconstruction = tf.reduce_mean(squares) / (2.0 * temperature)
-    neg_elbo = (tf.reduce_mean(kl_per_image + squares_per_image / (2.0 * temperature))
-                + layout.gaussian_constant(temperature))
+    neg_elbo = tf.reduce_mean(
+        kl_per_image + squares_per_image / (2.0 * temperature)
+    ) + layout.gaussian_constant(temperature)
     loss = kl + reconstruction
     return {"loss": loss, "kl": kl, "reconstruction": reconstruction, "neg_elbo": neg_elbo}
+
+
 # --8<-- [end:objective]
 
 
@@ -154,6 +162,7 @@ class Trainer(TensorFlowTrainer):
     def evaluate(self, x, batch_size):
         self.noise.reset_from_seed(self.seed)  # the same held-out noise at every call
         return self.evaluate_figures(x, batch_size, layout.FIGURES)
+
     # --8<-- [end:step]
 
     def encode(self, x):
@@ -172,8 +181,9 @@ class Trainer(TensorFlowTrainer):
         return {"encoder": list(arrays[:n]), "decoder": list(arrays[n:])}
 
     def get_weights(self):
-        return layout.copied({"encoder": self.encoder.get_weights(),
-                              "decoder": self.decoder.get_weights()})
+        return layout.copied(
+            {"encoder": self.encoder.get_weights(), "decoder": self.decoder.get_weights()}
+        )
 
     def set_weights(self, weights):
         layout.check_weights(layout.canonical_shapes(self.network, self.latent), weights)
@@ -193,7 +203,13 @@ class Trainer(TensorFlowTrainer):
 
     def load_state(self, arrays, meta):
         weights, first, second, step = layout.unpack_state(
-            arrays, meta, layout.canonical_shapes(self.network, self.latent))
+            arrays, meta, layout.canonical_shapes(self.network, self.latent)
+        )
         self.set_weights(weights)
-        self.load_adam_moments(self.optimizer, self.variables, first["encoder"] + first["decoder"],
-                               second["encoder"] + second["decoder"], step)
+        self.load_adam_moments(
+            self.optimizer,
+            self.variables,
+            first["encoder"] + first["decoder"],
+            second["encoder"] + second["decoder"],
+            step,
+        )

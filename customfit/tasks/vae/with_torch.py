@@ -11,8 +11,13 @@ from torch import nn
 from customfit import precision
 from customfit.tasks.vae import layout
 from customfit.trainers.running_means import RunningMeans
-from customfit.trainers.torch_trainer import (ENGINE, TorchTrainer, adam_options,
-                                              flatten_channels_last, tensor)
+from customfit.trainers.torch_trainer import (
+    ENGINE,
+    TorchTrainer,
+    adam_options,
+    flatten_channels_last,
+    tensor,
+)
 
 
 # --8<-- [start:model]
@@ -104,6 +109,8 @@ class VAE(nn.Module):
         if eps is None:
             eps = torch.randn(mu.shape, generator=generator)
         return self.decoder(self.reparameterize(mu, logvar, eps)), mu, logvar
+
+
 # --8<-- [end:model]
 
 
@@ -119,10 +126,13 @@ def loss_function(x, x_hat, mu, logvar, temperature, objective):
     else:  # the lecture's: means over the batch and the dimensions alike
         kl = (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).mean()
         reconstruction = (x - x_hat).pow(2).mean() / (2.0 * temperature)
-    neg_elbo = ((kl_per_image + squares_per_image / (2.0 * temperature)).mean()
-                + layout.gaussian_constant(temperature))
+    neg_elbo = (
+        kl_per_image + squares_per_image / (2.0 * temperature)
+    ).mean() + layout.gaussian_constant(temperature)
     loss = kl + reconstruction
     return {"loss": loss, "kl": kl, "reconstruction": reconstruction, "neg_elbo": neg_elbo}
+
+
 # --8<-- [end:objective]
 
 
@@ -136,7 +146,9 @@ class Trainer(TorchTrainer):
         torch.manual_seed(seed)
         self.model = VAE(network, latent)
         [self.trained] = self.spread(self.model)  # DistributedDataParallel on several devices
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr, **adam_options(**layout.ADAM))
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr, **adam_options(**layout.ADAM)
+        )
         self.scaler = precision.grad_scaler()  # float16's loss scale
 
     def figures(self, x, x_hat, mu, logvar):
@@ -150,21 +162,26 @@ class Trainer(TorchTrainer):
         means = RunningMeans(layout.FIGURES)
         for (x_batch,) in loader:
             self.optimizer.zero_grad()
-            eps = self.share_of(lambda n: torch.randn((n, self.latent), generator=noise),
-                                len(x_batch))  # on several processes, this one's share
+            eps = self.share_of(
+                lambda n: torch.randn((n, self.latent), generator=noise), len(x_batch)
+            )  # on several processes, this one's share
             x_hat, mu, logvar = self.trained(x_batch, eps=eps)
             figures = self.figures(x_batch, x_hat, mu, logvar)
             self.backward_and_step(figures["loss"], self.optimizer, self.scaler)
             means.add_all({k: v.item() for k, v in figures.items()}, len(x_batch))
             on_batch(means.means())
         return self.mean_over_processes(means.means())
+
     # --8<-- [end:step]
 
     def evaluate(self, x, batch_size):
         noise = torch.Generator().manual_seed(self.seed)  # the same draws at every call
         self.model.eval()
-        return self.held_out_means([tensor(x)], batch_size, lambda x_batch: self.figures(
-            x_batch, *self.model(x_batch, generator=noise)))
+        return self.held_out_means(
+            [tensor(x)],
+            batch_size,
+            lambda x_batch: self.figures(x_batch, *self.model(x_batch, generator=noise)),
+        )
 
     def encode(self, x):
         return self.infer(self.model.encoder, x)
@@ -188,11 +205,15 @@ class Trainer(TorchTrainer):
         """The parity hook: the loss and its gradients on (x,) with the noise (B, latent) given."""
         x = tensor(batch[0])
         eps = tensor(noise)
-        return self.loss_and_gradients(lambda: self.figures(x, *self.model(x, eps=eps))["loss"], self.model)
+        return self.loss_and_gradients(
+            lambda: self.figures(x, *self.model(x, eps=eps))["loss"], self.model
+        )
 
     def state(self):
-        return (layout.pack_state(*self.weights_and_adam_state()),
-                layout.state_meta(ENGINE, self.network, self.objective, self.latent))
+        return (
+            layout.pack_state(*self.weights_and_adam_state()),
+            layout.state_meta(ENGINE, self.network, self.objective, self.latent),
+        )
 
     def load_state(self, arrays, meta):
         self.load_weights_and_adam_state(*layout.unpack_state(arrays, meta, self.shapes))
