@@ -59,6 +59,14 @@ def init_like_keras(module):
             nn.init.zeros_(module.bias)
 
 
+def batch_norm_like_keras(channels, settings):
+    """nn.BatchNorm2d with a family's Keras settings (bn_momentum, bn_epsilon). PyTorch's
+    momentum is the weight of the new batch: Keras's momentum m is 1 - m here."""
+    return nn.BatchNorm2d(
+        channels, momentum=1.0 - settings["bn_momentum"], eps=settings["bn_epsilon"]
+    )
+
+
 def adam_options(beta_1, beta_2, epsilon):
     """Keras's Adam settings (a family's layout.ADAM) as torch.optim.Adam's keywords."""
     return {"betas": (beta_1, beta_2), "eps": epsilon}
