@@ -213,11 +213,13 @@ class TorchTrainer:
 
     # ---- the parity hook
 
-    def loss_and_gradients(self, loss_of, network, parameters=None, frozen=()):
+    def loss_and_gradients(self, loss_of, network=None, parameters=None, frozen=()):
         """(value, canonical gradients w.r.t. `parameters`, by default every trainable tensor)
-        of the loss loss_of() computes, in training mode from the current weights; no update, and
-        no .grad left behind for the next optimizer step to see. `frozen`: networks that run in training mode without moving their
+        of the loss loss_of() computes, `network` (by default self.model) in training mode, from
+        the current weights; no update, and no .grad left behind for the next optimizer step to
+        see. `frozen`: networks that run in training mode without moving their
         running statistics meanwhile (frozen_statistics)."""
+        network = self.model if network is None else network
         for each in (network, *frozen):
             each.train()
         network.zero_grad()
