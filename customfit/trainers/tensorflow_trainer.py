@@ -24,6 +24,11 @@ def float32(h):
     return tf.cast(h, tf.float32)
 
 
+def tensor(array, dtype=np.float32):
+    """An array (or anything np.asarray takes) as a tensor of NumPy's `dtype`."""
+    return tf.convert_to_tensor(np.asarray(array, dtype))
+
+
 def numpy_copies(tensors):
     """New float32 NumPy arrays, never views of live memory."""
     return [np.array(np.asarray(t), dtype=np.float32, order="C", copy=True) for t in tensors]

@@ -14,6 +14,7 @@ import tensorflow as tf
 from customfit.tasks.score import layout
 from customfit.trainers.running_means import RunningMeans
 from customfit.trainers.tensorflow_trainer import ENGINE, TensorFlowTrainer, built_adam, float32
+from customfit.trainers.tensorflow_trainer import tensor
 
 
 # --8<-- [start:model]
@@ -134,7 +135,7 @@ class Trainer(TensorFlowTrainer):
         return None if level is None else tf.fill([tf.shape(x)[0], 1], self.sigmas[level])
 
     def score(self, x, level=None):
-        x = tf.convert_to_tensor(np.asarray(x, np.float32))
+        x = tensor(x)
         return self.net(x, self.sigma(level, x)).numpy()
 
     @tf.function(reduce_retracing=True)
@@ -148,17 +149,12 @@ class Trainer(TensorFlowTrainer):
 
     def langevin_step(self, x, noise, eps, level=None):
         """One Langevin step from x with the given noise xi (the parity hook)."""
-        x = tf.convert_to_tensor(np.asarray(x, np.float32))
-        eps = tf.constant(eps, tf.float32)
-        xi = tf.convert_to_tensor(np.asarray(noise, np.float32))
-        return (
-            x
-            + eps * self.net(x, self.sigma(level, x))
-            + tf.sqrt(2.0 * eps * layout.TEMPERATURE) * xi
-        ).numpy()
+        x, xi, eps = tensor(x), tensor(noise), tf.constant(eps, tf.float32)
+        s = self.net(x, self.sigma(level, x))
+        return (x + eps * s + tf.sqrt(2.0 * eps * layout.TEMPERATURE) * xi).numpy()
 
     def denoise(self, x):
-        x, last = tf.convert_to_tensor(np.asarray(x, np.float32)), len(self.sigmas) - 1
+        x, last = tensor(x), len(self.sigmas) - 1
         return (x + self.sigmas[last] ** 2 * self.net(x, self.sigma(last, x))).numpy()
 
     def sample(self, n, seed, steps, step_size, start_std, record=()):
@@ -185,10 +181,9 @@ class Trainer(TensorFlowTrainer):
         self.net.set_weights([np.asarray(w, np.float32) for w in weights])
 
     def objective_and_grads(self, batch, noise=None):
-        """The loss and its gradients on batch (x,), the draws given: None, {"probe"} or {"levels",
-        "z"}."""
+        """The loss and its gradients on batch (x,), the draws given (see layout.parity_draws)."""
         given = {k: tf.convert_to_tensor(v) for k, v in layout.parity_draws(noise).items()}
-        x = tf.convert_to_tensor(np.asarray(batch[0], np.float32))
+        x = tensor(batch[0])
         loss, grads = self.loss_and_gradients(
             lambda: self.figures(x, given)["loss"], self.variables
         )
