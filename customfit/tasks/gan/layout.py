@@ -89,6 +89,11 @@ FIXED_SEED = 7  # the per-epoch grid's fixed latent batch (NumPy, the same on ev
 GRID = 10  # the sample grids are GRID x GRID
 
 
+def adam_settings(model):
+    """Keras's Adam's settings for `model`: its beta_1, then BETA_2 and ADAM_EPSILON."""
+    return {"beta_1": MODELS[model]["beta_1"], "beta_2": BETA_2, "epsilon": ADAM_EPSILON}
+
+
 def noise_seed(shuffle_seed):
     """The seed of an epoch's latents, from the seed that shuffles it (customfit.data.epoch_seed):
     both are functions of (run seed, epoch), so a resumed epoch draws what it drew before."""

@@ -21,12 +21,8 @@ import tensorflow as tf
 from customfit.tasks.gan import layout
 from customfit.tasks.gan.keras_networks import NETWORKS
 from customfit.trainers.running_means import RunningMeans
-from customfit.trainers.tensorflow_trainer import (
-    ENGINE,
-    TensorFlowTrainer,
-    numpy_copies,
-    synchronize_batch_norm,
-)
+from customfit.trainers.tensorflow_trainer import ENGINE, TensorFlowTrainer, built_adam, tensor
+from customfit.trainers.tensorflow_trainer import numpy_copies, synchronize_batch_norm
 
 FIGURES = ("dis_loss", "gen_loss")
 
@@ -72,19 +68,9 @@ class Trainer(TensorFlowTrainer):
         Gen, Dis = NETWORKS[model]
         with self.strategy.scope():
             self.gen, self.dis = Gen(latent, name="gen"), Dis(name="dis")
-
-            def adam():
-                return tf.keras.optimizers.Adam(
-                    lr,
-                    beta_1=layout.MODELS[model]["beta_1"],
-                    beta_2=layout.BETA_2,
-                    epsilon=layout.ADAM_EPSILON,
-                )
-
-            self.opt_gen, self.opt_dis = adam(), adam()
-            # The Adam moments now rather than at the first step, so load_state can fill them.
-            self.opt_gen.build(self.gen.trainable_variables)
-            self.opt_dis.build(self.dis.trainable_variables)
+            adam = functools.partial(built_adam, learning_rate=lr, **layout.adam_settings(model))
+            self.opt_gen = adam(self.gen.trainable_variables)
+            self.opt_dis = adam(self.dis.trainable_variables)
         # --8<-- [end:model]
         if devices > 1:
             synchronize_batch_norm(self.gen, self.dis)
@@ -150,7 +136,7 @@ class Trainer(TensorFlowTrainer):
 
     def generate(self, z):
         """The generator in inference mode on given latents: (n, 8, 8) in [0, 1]."""
-        images = self.gen(tf.convert_to_tensor(np.asarray(z, np.float32)), training=False)
+        images = self.gen(tensor(z), training=False)
         return images.numpy()[..., 0].copy()
 
     def sample(self, n, seed):
