@@ -123,8 +123,8 @@ class VAE(cf.Model):
         else:  # the lecture's: means over the batch and the dimensions alike
             kl = K.mean(kl_terms)
             reconstruction = K.mean(squares) / (2.0 * T)
-        neg_elbo = K.mean(kl_per_image + squares_per_image / (2.0 * T))
-        neg_elbo = neg_elbo + layout.gaussian_constant(T)
+        constant = layout.gaussian_constant(T)  # the Gaussian's normalisation, per image
+        neg_elbo = K.mean(kl_per_image + squares_per_image / (2.0 * T)) + constant
         loss = kl + reconstruction
         return {"loss": loss, "kl": kl, "reconstruction": reconstruction, "neg_elbo": neg_elbo}
 
