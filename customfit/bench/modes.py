@@ -16,9 +16,12 @@ MODES = {
     "keras-jax": ("eager", "jit_compile (jax.jit)"),
 }
 DEFAULT = {
-    "tensorflow": "tf.function", "torch": "eager", "flax": "nnx.jit",
+    "tensorflow": "tf.function",
+    "torch": "eager",
+    "flax": "nnx.jit",
     # Keras's own default on a CPU (jit_compile="auto"): no XLA for TensorFlow, eager for torch.
-    "keras-tensorflow": "tf.function", "keras-torch": "eager",
+    "keras-tensorflow": "tf.function",
+    "keras-torch": "eager",
     "keras-jax": "jit_compile (jax.jit)",
 }
 
@@ -38,15 +41,16 @@ def applied(engine, mode, trainer):
         if mode == "tf.function+XLA":
             # The same step function, traced again with XLA; the instance attribute shadows the
             # class's tf.function for as long as the cell runs.
-            step = type(trainer)._train_step.python_function
-            trainer._train_step = tf.function(functools.partial(step, trainer), jit_compile=True,
-                                              reduce_retracing=True)
+            step = type(trainer).train_step.python_function
+            trainer.train_step = tf.function(
+                functools.partial(step, trainer), jit_compile=True, reduce_retracing=True
+            )
         tf.config.run_functions_eagerly(mode == "eager")
         try:
             yield
         finally:
             tf.config.run_functions_eagerly(False)
-            trainer.__dict__.pop("_train_step", None)
+            trainer.__dict__.pop("train_step", None)
     elif engine == "torch":
         if mode == "torch.compile":
             trainer.model.compile()  # in place: the parameters (and the optimizer's) stay

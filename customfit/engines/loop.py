@@ -93,9 +93,13 @@ def _is_loss(name):
     return name == "loss" or name.endswith("_loss")
 
 
-def _diverged(figures, first):
-    return {k: float(v) for k, v in figures.items()
-            if _is_loss(k) and k in first and float(v) > first[k] + DIVERGED * max(1.0, abs(first[k]))}
+def diverged(figures, first):
+    """The losses among `figures` that rose more than DIVERGED times their first value (or 1)."""
+    return {
+        k: float(v)
+        for k, v in figures.items()
+        if _is_loss(k) and k in first and float(v) > first[k] + DIVERGED * max(1.0, abs(first[k]))
+    }
 
 
 def fit(
@@ -121,76 +125,72 @@ def fit(
     Raises Stopped at the end of the first step whose figures are not finite (NaN or infinite:
     training on would only spread them) or whose loss has diverged (risen DIVERGED times above
     its first value in this call), and at the end of the step during which Ctrl-C came."""
-    with CtrlC() as ctrl_c:
-        return _fit(trainer, split, epochs, batch_size, seed, checkpoint_path, meta, history,
-                    on_epoch_end, verbose, ctrl_c)
-
-
-def _fit(trainer, split, epochs, batch_size, seed, checkpoint_path, meta, history, on_epoch_end,
-         verbose, ctrl_c):
     history = [dict(row) for row in (history or [])]
     meta = dict(meta or {})
     steps = math.ceil(len(split.train[0]) / batch_size)
     first = {}  # the first step's figures in this call: what divergence is measured from
 
-    for epoch in range(len(history) + 1, epochs + 1):
-        bar = progress_bar(epoch, epochs, steps, verbose)
-        done = [0]
+    with CtrlC() as ctrl_c:
+        for epoch in range(len(history) + 1, epochs + 1):
+            bar = progress_bar(epoch, epochs, steps, verbose)
+            done = [0]
 
-        def on_batch(logs, bar=bar, epoch=epoch, done=done):
-            done[0] += 1
-            logs = faults.after_step(epoch, done[0], logs)
-            shown = list(logs.items())[:_BAR_FIGURES]
-            bar.set_postfix({k: _fmt(float(v)) for k, v in shown}, refresh=False)
-            bar.update(1)
-            bad = _non_finite(logs)
-            if bad:
-                raise Stopped("nonfinite", epoch, done[0], steps, bad)
-            if not first:
-                first.update({k: float(v) for k, v in logs.items()})
-            bad = _diverged(logs, first)
-            if bad:
-                raise Stopped("diverged", epoch, done[0], steps, bad, first=first)
-            if ctrl_c.requested:
-                raise Stopped("interrupt", epoch, done[0], steps)
+            def on_batch(logs, bar=bar, epoch=epoch, done=done):
+                done[0] += 1
+                logs = faults.after_step(epoch, done[0], logs)
+                shown = list(logs.items())[:_BAR_FIGURES]
+                bar.set_postfix({k: _fmt(float(v)) for k, v in shown}, refresh=False)
+                bar.update(1)
+                bad = _non_finite(logs)
+                if bad:
+                    raise Stopped("nonfinite", epoch, done[0], steps, bad)
+                if not first:
+                    first.update({k: float(v) for k, v in logs.items()})
+                bad = diverged(logs, first)
+                if bad:
+                    raise Stopped("diverged", epoch, done[0], steps, bad, first=first)
+                if ctrl_c.requested:
+                    raise Stopped("interrupt", epoch, done[0], steps)
 
-        try:
-            start = time.perf_counter()
-            train = trainer.train_epoch(
-                *split.train, batch_size=batch_size,
-                shuffle_seed=epoch_seed(seed, epoch), on_batch=on_batch,
-            )
-            seconds = time.perf_counter() - start
-            val = trainer.evaluate(*split.test, batch_size=batch_size)
-            row = {
-                "epoch": epoch,
-                **{k: float(v) for k, v in train.items()},
-                **{f"val_{k}": float(v) for k, v in val.items()},
-                "seconds": seconds,
-            }
-            shown = [k for k in row if k not in ("epoch", "seconds")][:_BAR_FIGURES]
-            bar.set_postfix({k: _fmt(row[k]) for k in shown}, refresh=False)
-            if bar.n < bar.total:  # an engine that reports fewer batches than it ran
-                bar.update(bar.total - bar.n)
-        finally:
-            bar.close()
-        bad = _non_finite({k: v for k, v in row.items() if k not in ("epoch", "seconds")})
-        if bad:  # an engine that reports its figures once per epoch, or a held-out NaN
-            raise Stopped("nonfinite", epoch, max(done[0], steps), steps, bad)
-        history.append(row)
+            try:
+                start = time.perf_counter()
+                train = trainer.train_epoch(
+                    *split.train,
+                    batch_size=batch_size,
+                    shuffle_seed=epoch_seed(seed, epoch),
+                    on_batch=on_batch,
+                )
+                seconds = time.perf_counter() - start
+                val = trainer.evaluate(*split.test, batch_size=batch_size)
+                row = {
+                    "epoch": epoch,
+                    **{k: float(v) for k, v in train.items()},
+                    **{f"val_{k}": float(v) for k, v in val.items()},
+                    "seconds": seconds,
+                }
+                shown = [k for k in row if k not in ("epoch", "seconds")][:_BAR_FIGURES]
+                bar.set_postfix({k: _fmt(row[k]) for k in shown}, refresh=False)
+                if bar.n < bar.total:  # an engine that reports fewer batches than it ran
+                    bar.update(bar.total - bar.n)
+            finally:
+                bar.close()
+            bad = _non_finite({k: v for k, v in row.items() if k not in ("epoch", "seconds")})
+            if bad:  # an engine that reports its figures once per epoch, or a held-out NaN
+                raise Stopped("nonfinite", epoch, max(done[0], steps), steps, bad)
+            history.append(row)
 
-        if checkpoint_path is not None:
-            arrays, trainer_meta = trainer.state()
-            arrays = {**arrays, **loss_scale_state.arrays(trainer)}
-            checkpoint.save(
-                checkpoint_path,
-                arrays,
-                {**meta, "epoch": epoch, "history": history, "trainer": trainer_meta},
-            )
-        if on_epoch_end is not None:
-            on_epoch_end(history)
-        if ctrl_c.requested:  # Ctrl-C during the held-out pass or the checkpoint's write
-            raise Stopped("interrupt", epoch, steps, steps, checkpointed=True)
+            if checkpoint_path is not None:
+                arrays, trainer_meta = trainer.state()
+                arrays = {**arrays, **loss_scale_state.arrays(trainer)}
+                checkpoint.save(
+                    checkpoint_path,
+                    arrays,
+                    {**meta, "epoch": epoch, "history": history, "trainer": trainer_meta},
+                )
+            if on_epoch_end is not None:
+                on_epoch_end(history)
+            if ctrl_c.requested:  # Ctrl-C during the held-out pass or the checkpoint's write
+                raise Stopped("interrupt", epoch, steps, steps, checkpointed=True)
     return history
 
 
@@ -211,5 +211,7 @@ def history_csv(history):
     columns = history_columns(history)
     lines = [",".join(columns)]
     for row in history:
-        lines.append(",".join(repr(row[c]) if isinstance(row[c], float) else str(row[c]) for c in columns))
+        lines.append(
+            ",".join(repr(row[c]) if isinstance(row[c], float) else str(row[c]) for c in columns)
+        )
     return "\n".join(lines) + "\n"

@@ -118,6 +118,16 @@ def frechet_distance(a, b):
     return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * root))
 
 
+def check_samples(samples, count, nan_out_of_range=False):
+    """Raise RuntimeError unless `samples` are `count` finite 8x8 digits in [0, 1]; the message
+    gives the range found (leaving NaN out of it when nan_out_of_range)."""
+    if samples.shape != (count, 8, 8) or not np.isfinite(samples).all() \
+            or samples.min() < 0.0 or samples.max() > 1.0:
+        low, high = (np.nanmin, np.nanmax) if nan_out_of_range else (np.min, np.max)
+        raise RuntimeError(f"samples: expected ({count}, 8, 8) in [0, 1], given shape "
+                           f"{samples.shape}, range [{low(samples)}, {high(samples)}]")
+
+
 def judge(samples):
     """{"fd", "confidence", "coverage"} for samples of shape (N, 8, 8) or (N, 8, 8, 1) in [0, 1]."""
     samples = np.asarray(samples, np.float64)

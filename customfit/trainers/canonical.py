@@ -17,8 +17,7 @@ layer the classifiers use (customfit.tasks.classifier.architectures).
 import numpy as np
 
 # Frameworks whose layout is already the canonical one. Engine names are accepted too.
-_CANONICAL = {"keras", "tensorflow", "flax", "jax",
-              "keras-tensorflow", "keras-torch", "keras-jax"}
+_CANONICAL = {"keras", "tensorflow", "flax", "jax", "keras-tensorflow", "keras-torch", "keras-jax"}
 _TORCH = {"torch", "pytorch"}
 
 
@@ -29,17 +28,17 @@ def _check(framework):
 
 
 def _torch_to_keras(array):
-    if array.ndim == 2:        # Linear (out, in) -> (in, out)
+    if array.ndim == 2:  # Linear (out, in) -> (in, out)
         return array.T
-    if array.ndim == 4:        # Conv2d (out, in, kh, kw) -> (kh, kw, in, out)
+    if array.ndim == 4:  # Conv2d (out, in, kh, kw) -> (kh, kw, in, out)
         return array.transpose(2, 3, 1, 0)
     return array
 
 
 def _keras_to_torch(array):
-    if array.ndim == 2:        # (in, out) -> Linear (out, in)
+    if array.ndim == 2:  # (in, out) -> Linear (out, in)
         return array.T
-    if array.ndim == 4:        # (kh, kw, in, out) -> Conv2d (out, in, kh, kw)
+    if array.ndim == 4:  # (kh, kw, in, out) -> Conv2d (out, in, kh, kw)
         return array.transpose(3, 2, 0, 1)
     return array
 
@@ -47,6 +46,7 @@ def _keras_to_torch(array):
 # Both directions always copy: `tensor.numpy()` shares memory with the live parameter, so a
 # view handed out by get_weights() or state() would change as training goes on, and an array
 # handed in to load_state() would be updated in place by the optimizer.
+
 
 def to_canonical(framework, arrays):
     """A framework's arrays (NumPy, in layer order) in Keras's layout, as new contiguous arrays."""
@@ -71,7 +71,8 @@ def check_shapes(expected, arrays, what="weights"):
     for i, (shape, array) in enumerate(zip(expected, arrays)):
         if tuple(np.shape(array)) != tuple(shape):
             raise ValueError(
-                f"{what}[{i}]: expected shape {tuple(shape)}, given {tuple(np.shape(array))}")
+                f"{what}[{i}]: expected shape {tuple(shape)}, given {tuple(np.shape(array))}"
+            )
 
 
 # What every native classifier engine's Trainer.state() holds, canonical arrays only, so that a
@@ -82,8 +83,11 @@ STATE_FORMAT = "customfit.classifier.adam/1"
 def pack_adam_state(weights, first_moments, second_moments, step):
     """A flat dict name -> array: weights/i, adam/m/i, adam/v/i (all canonical) and adam/step."""
     arrays = {}
-    for prefix, group in (("weights", weights), ("adam/m", first_moments),
-                          ("adam/v", second_moments)):
+    for prefix, group in (
+        ("weights", weights),
+        ("adam/m", first_moments),
+        ("adam/v", second_moments),
+    ):
         for i, array in enumerate(group):
             arrays[f"{prefix}/{i}"] = np.asarray(array)
     arrays["adam/step"] = np.asarray(int(step), dtype=np.int64)
@@ -110,5 +114,3 @@ def unpack_adam_state(arrays, shapes):
     if "adam/step" not in arrays:
         raise ValueError("state: expected an array 'adam/step', none given")
     return groups[0], groups[1], groups[2], int(np.asarray(arrays["adam/step"]))
-
-

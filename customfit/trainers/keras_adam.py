@@ -18,10 +18,12 @@ def keras_adam_slots(optimizer, trainable):
     velocities = [v for v in optimizer.variables if v.path.endswith("_velocity")]
     ok = len(momentums) == len(velocities) == len(trainable) and all(
         tuple(m.shape) == tuple(w.shape) == tuple(v.shape)
-        for m, v, w in zip(momentums, velocities, trainable))
+        for m, v, w in zip(momentums, velocities, trainable)
+    )
     if not ok:
         raise RuntimeError(
-            f"unexpected layout of Keras's Adam variables: {[v.path for v in optimizer.variables]}")
+            f"unexpected layout of Keras's Adam variables: {[v.path for v in optimizer.variables]}"
+        )
     return momentums, velocities
 
 

@@ -80,7 +80,8 @@ def stateless_value_and_grads(loss, trainable, variables=None, jit=False):
                 return loss(*args)
 
         return cf.ops.value_and_grad(loss_of, argnums=tuple(range(len(trainable))))(
-            *[values[where[id(p)]] for p in trainable])
+            *[values[where[id(p)]] for p in trainable]
+        )
 
     if jit and keras.backend.backend() == "jax":
         import jax
@@ -118,12 +119,17 @@ class KerasTrainer:
         makes an epoch's batches a function of the seed alone, so a resumed run repeats them.
         On several devices each fits its share, and the figures are means over all of them."""
         order = self.parallel.epoch_order(
-            np.random.default_rng(shuffle_seed).permutation(len(arrays[0])), batch_size)
+            np.random.default_rng(shuffle_seed).permutation(len(arrays[0])), batch_size
+        )
         with self.parallel.scope():
-            history = model.fit(*[a[order] for a in arrays],
-                                batch_size=self.parallel.batch_size(batch_size), epochs=1,
-                                shuffle=False, verbose=0,
-                                callbacks=[Progress(on_batch, self.figure_names)])
+            history = model.fit(
+                *[a[order] for a in arrays],
+                batch_size=self.parallel.batch_size(batch_size),
+                epochs=1,
+                shuffle=False,
+                verbose=0,
+                callbacks=[Progress(on_batch, self.figure_names)],
+            )
         last = {k: float(v[-1]) for k, v in history.history.items()}
         return in_order(self.parallel.means_over_devices(last), self.figure_names)
 
@@ -146,7 +152,8 @@ class KerasTrainer:
         """The parity hook's numbers: loss(*args) and its gradients over the variables
         `trainable`, at their current values, nothing updated; as a float and NumPy arrays."""
         value, grads = stateless_value_and_grads(loss, trainable)(
-            [v.value for v in trainable], *args)
+            [v.value for v in trainable], *args
+        )
         return float(to_numpy(value)), [to_numpy(g) for g in grads]
 
     @staticmethod
@@ -154,8 +161,11 @@ class KerasTrainer:
         """(first moments, second moments, step) of a Keras Adam as NumPy arrays and an int, one
         moment per variable of `wanted` (default: built_for, those it was built for)."""
         momentums, velocities = adam_slots_for(optimizer, built_for, wanted or built_for)
-        return ([to_numpy(m.value) for m in momentums], [to_numpy(v.value) for v in velocities],
-                int(to_numpy(optimizer.iterations.value)))
+        return (
+            [to_numpy(m.value) for m in momentums],
+            [to_numpy(v.value) for v in velocities],
+            int(to_numpy(optimizer.iterations.value)),
+        )
 
     @staticmethod
     def load_adam_state(optimizer, built_for, first, second, step, wanted=None):

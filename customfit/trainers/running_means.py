@@ -25,4 +25,6 @@ class RunningMeans:
             self.add(name, figures[name], n)
 
     def means(self):
-        return {name: self.sums[name] / self.counts[name] for name in self.sums if self.counts[name]}
+        return {
+            name: self.sums[name] / self.counts[name] for name in self.sums if self.counts[name]
+        }

@@ -11,4 +11,5 @@ def require_tensorflow_backend():
     if backend != "tensorflow":
         raise RuntimeError(
             "the tensorflow engine needs KERAS_BACKEND=tensorflow (tf.keras follows it), "
-            f"but this process's Keras backend is {backend!r}; run it in its own process")
+            f"but this process's Keras backend is {backend!r}; run it in its own process"
+        )

@@ -24,6 +24,11 @@ def float32(h):
     return tf.cast(h, tf.float32)
 
 
+def tensor(array, dtype=np.float32):
+    """An array (or anything np.asarray takes) as a tensor of NumPy's `dtype`."""
+    return tf.convert_to_tensor(np.asarray(array, dtype))
+
+
 def numpy_copies(tensors):
     """New float32 NumPy arrays, never views of live memory."""
     return [np.array(np.asarray(t), dtype=np.float32, order="C", copy=True) for t in tensors]
@@ -60,8 +65,9 @@ class TensorFlowTrainer:
         same batches."""
         tf.random.set_seed(shuffle_seed)
         size = len(tf.nest.flatten(arrays)[0])
-        return (tf.data.Dataset.from_tensor_slices(arrays)
-                .shuffle(size, seed=shuffle_seed, reshuffle_each_iteration=False))
+        return tf.data.Dataset.from_tensor_slices(arrays).shuffle(
+            size, seed=shuffle_seed, reshuffle_each_iteration=False
+        )
 
     @staticmethod
     def stateless_shuffle(x, shuffle_seed):
@@ -82,8 +88,10 @@ class TensorFlowTrainer:
     def global_rows(self, batch):
         """The global batch's rows: the replicas hold equal shares, and across hosts
         (MultiWorkerMirroredStrategy) only this worker's are local."""
-        return tf.shape(self.strategy.experimental_local_results(batch)[0])[0] * \
-            self.strategy.num_replicas_in_sync
+        return (
+            tf.shape(self.strategy.experimental_local_results(batch)[0])[0]
+            * self.strategy.num_replicas_in_sync
+        )
 
     def evaluate_figures(self, x, batch_size, names):
         """self.eval_step's figures over x's batches, each weighted by its rows: running means
@@ -134,8 +142,11 @@ class TensorFlowTrainer:
         """(first moments, second moments, step) of a Keras Adam as NumPy arrays, one moment per
         variable of `variables` (see adam_slots)."""
         momentums, velocities = adam_slots(optimizer, variables, built_for)
-        return ([m.numpy() for m in momentums], [v.numpy() for v in velocities],
-                int(optimizer.iterations.numpy()))
+        return (
+            [m.numpy() for m in momentums],
+            [v.numpy() for v in velocities],
+            int(optimizer.iterations.numpy()),
+        )
 
     @staticmethod
     def load_adam_moments(optimizer, variables, first, second, step, built_for=None):

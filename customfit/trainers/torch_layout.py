@@ -27,8 +27,10 @@ def flat(*groups):
 
 def to_canonical(tensors):
     """NumPy copies of `tensors` (a group) in the canonical layout."""
-    return per_group(lambda group: canonical.to_canonical(
-        ENGINE, [t.detach().cpu().numpy() for t in group]), tensors)
+    return per_group(
+        lambda group: canonical.to_canonical(ENGINE, [t.detach().cpu().numpy() for t in group]),
+        tensors,
+    )
 
 
 def from_canonical(array):

@@ -59,14 +59,30 @@ def init_like_keras(module):
             nn.init.zeros_(module.bias)
 
 
+def batch_norm_like_keras(channels, settings):
+    """nn.BatchNorm2d with a family's Keras settings (bn_momentum, bn_epsilon). PyTorch's
+    momentum is the weight of the new batch: Keras's momentum m is 1 - m here."""
+    return nn.BatchNorm2d(
+        channels, momentum=1.0 - settings["bn_momentum"], eps=settings["bn_epsilon"]
+    )
+
+
+def adam_options(beta_1, beta_2, epsilon):
+    """Keras's Adam settings (a family's layout.ADAM) as torch.optim.Adam's keywords."""
+    return {"betas": (beta_1, beta_2), "eps": epsilon}
+
+
 @contextlib.contextmanager
 def frozen_statistics(network):
     """Run `network` in training mode (batch statistics) without moving its running statistics:
     inside, its batch-norm layers update copies of them, which are dropped on the way out. (The
     originals are not written to at all, so autograd, which keeps them for the backward pass,
     sees them unchanged.)"""
-    kept = [(module, name, buffer) for module in network.modules()
-            for name, buffer in module.named_buffers(recurse=False)]
+    kept = [
+        (module, name, buffer)
+        for module in network.modules()
+        for name, buffer in module.named_buffers(recurse=False)
+    ]
     for module, name, buffer in kept:
         setattr(module, name, buffer.clone())
     try:
@@ -89,8 +105,8 @@ class TorchTrainer:
 
     def networks(self):
         """The family's networks: one nn.Module (its canonical weights are a list), or a dict of
-        them by name (a dict of lists)."""
-        raise NotImplementedError
+        them by name (a dict of lists). By default the one network `self.model`."""
+        return self.model
 
     def check_weights(self, weights):
         """Raise ValueError naming the first array that does not fit."""
@@ -100,9 +116,13 @@ class TorchTrainer:
         """Every parameter and buffer of each network (batch norm's running statistics, not its
         batch count), in the order the network registers them: the canonical order, as each
         network builds its layers in the order layout.py lists them (Keras's order too)."""
-        return self.per_network(lambda network: [
-            tensor for name, tensor in network.state_dict(keep_vars=True).items()
-            if not name.endswith("num_batches_tracked")])
+        return self.per_network(
+            lambda network: [
+                tensor
+                for name, tensor in network.state_dict(keep_vars=True).items()
+                if not name.endswith("num_batches_tracked")
+            ]
+        )
 
     def trainable_tensors(self):
         """The parameters the optimizers move, in the same order: the gradients' order."""
@@ -131,10 +151,20 @@ class TorchTrainer:
     def adam_state(self, optimizer, parameters):
         """(first moments, second moments, step count) of torch's Adam for `parameters` (a group),
         canonical. Before its first step torch holds no state: the moments are zeros then."""
+
         def slot(name):
-            return per_group(lambda group: canonical.to_canonical(ENGINE, [
-                optimizer.state[p][name].cpu().numpy() if optimizer.state.get(p)
-                else np.zeros(p.shape, np.float32) for p in group]), parameters)
+            return per_group(
+                lambda group: canonical.to_canonical(
+                    ENGINE,
+                    [
+                        optimizer.state[p][name].cpu().numpy()
+                        if optimizer.state.get(p)
+                        else np.zeros(p.shape, np.float32)
+                        for p in group
+                    ],
+                ),
+                parameters,
+            )
 
         steps = [int(slots["step"].item()) for slots in optimizer.state.values() if slots]
         return slot("exp_avg"), slot("exp_avg_sq"), max(steps, default=0)
@@ -167,29 +197,42 @@ class TorchTrainer:
         order = [p for group in optimizer.param_groups for p in group["params"]]
         index = {id(p): i for i, p in enumerate(order)}
         saved = optimizer.state_dict()
-        saved["state"] = {} if step == 0 else {
-            index[id(p)]: {"step": torch.tensor(float(step)), "exp_avg": from_canonical(m),
-                           "exp_avg_sq": from_canonical(v)}
-            for p, m, v in flat(parameters, first, second)}
+        saved["state"] = (
+            {}
+            if step == 0
+            else {
+                index[id(p)]: {
+                    "step": torch.tensor(float(step)),
+                    "exp_avg": from_canonical(m),
+                    "exp_avg_sq": from_canonical(v),
+                }
+                for p, m, v in flat(parameters, first, second)
+            }
+        )
         optimizer.load_state_dict(saved)
 
     # ---- the parity hook
 
-    def loss_and_gradients(self, loss_of, network, parameters, frozen=()):
-        """(value, canonical gradients w.r.t. `parameters`) of the loss loss_of() computes, in
-        training mode from the current weights; no update, and no .grad left behind for the next
-        optimizer step to see. `frozen`: networks that run in training mode without moving their
+    def loss_and_gradients(self, loss_of, network=None, parameters=None, frozen=()):
+        """(value, canonical gradients w.r.t. `parameters`, by default every trainable tensor)
+        of the loss loss_of() computes, `network` (by default self.model) in training mode, from
+        the current weights; no update, and no .grad left behind for the next optimizer step to
+        see. `frozen`: networks that run in training mode without moving their
         running statistics meanwhile (frozen_statistics)."""
+        network = self.model if network is None else network
         for each in (network, *frozen):
             each.train()
         network.zero_grad()
+        parameters = self.trainable_tensors() if parameters is None else parameters
         with contextlib.ExitStack() as stack:
             for each in frozen:
                 stack.enter_context(frozen_statistics(each))
             loss = loss_of()
             loss.backward()
-        grads = per_group(lambda group: canonical.to_canonical(
-            ENGINE, [p.grad.cpu().numpy() for p in group]), parameters)
+        grads = per_group(
+            lambda group: canonical.to_canonical(ENGINE, [p.grad.cpu().numpy() for p in group]),
+            parameters,
+        )
         for each in (network, *frozen):
             each.zero_grad()
         return loss.item(), grads
@@ -199,10 +242,15 @@ class TorchTrainer:
         losses[name](noise[name]) for each name in `noise`, w.r.t. that network's trainable
         tensors, every network in training mode with its running statistics frozen."""
         networks, trainable = self.networks(), self.trainable_tensors()
-        return {name: self.loss_and_gradients(
-                    functools.partial(losses[name], tensor(z)), networks[name], trainable[name],
-                    frozen=tuple(networks.values()))
-                for name, z in noise.items()}
+        return {
+            name: self.loss_and_gradients(
+                functools.partial(losses[name], tensor(z)),
+                networks[name],
+                trainable[name],
+                frozen=tuple(networks.values()),
+            )
+            for name, z in noise.items()
+        }
 
     # ---- the held-out figures
 
@@ -260,8 +308,9 @@ class TorchTrainer:
         batch, taken from the order one process would train in."""
         from customfit.parallel import process_group
 
-        return process_group.epoch_loader(TensorDataset(*tensors), batch_size, shuffle_seed,
-                                          self.devices)
+        return process_group.epoch_loader(
+            TensorDataset(*tensors), batch_size, shuffle_seed, self.devices
+        )
 
     def share_of(self, draw, n):
         """draw(n) on one device. On several, each process draws the global batch's rows, as one
@@ -270,7 +319,7 @@ class TorchTrainer:
             return draw(n)
         from customfit.parallel import process_group
 
-        return draw(n * self.devices)[process_group.rank()::self.devices]
+        return draw(n * self.devices)[process_group.rank() :: self.devices]
 
     def mean_over_processes(self, means):
         """An epoch's running means, averaged over the processes (each saw as many samples)."""
@@ -279,4 +328,3 @@ class TorchTrainer:
         from customfit.parallel import process_group
 
         return process_group.mean_over_processes(means)
-

@@ -40,17 +40,20 @@ class Trainer(classifier.Trainer):
         super().__init__(layers, input_shape, num_classes, lr, seed, devices=devices)
         self._attack_step = _compile(self._step, self.model.network.variables)
         self._value_and_grad = _compile(self._objective_and_grad, self.model.network.variables)
+
     # --8<-- [end:model]
 
     # --8<-- [start:objective]
     def _objective(self, method, x, dx, target):
         logits = self.model(x + dx, training=False)
         # A sum over pairs: each pair's gradient is its own, whatever else shares the batch.
-        value = K.sum(keras.losses.sparse_categorical_crossentropy(target, logits,
-                                                                   from_logits=True))
+        value = K.sum(
+            keras.losses.sparse_categorical_crossentropy(target, logits, from_logits=True)
+        )
         if method == "lecture":
             value = value + rules.LECTURE_C * K.sum(K.mean(absolute(dx), axis=(1, 2, 3)))
         return value
+
     # --8<-- [end:objective]
 
     def _objective_and_grad(self, method, x, dx, target):
@@ -73,9 +76,16 @@ class Trainer(classifier.Trainer):
         bound = K.convert_to_tensor(eps if method == "pgd" else 0.0, "float32")
         x, target = np.asarray(x, np.float32), np.asarray(target, np.int64)
         return rules.attack_in_batches(
-            x, target, steps=steps, batch_size=batch_size or BATCH_SIZE,
+            x,
+            target,
+            steps=steps,
+            batch_size=batch_size or BATCH_SIZE,
             step=lambda x, dx, target: self._attack_step(method, x, dx, target, size, bound),
-            to_tensor=K.convert_to_tensor, zeros_like=K.zeros_like, to_numpy=K.convert_to_numpy)
+            to_tensor=K.convert_to_tensor,
+            zeros_like=K.zeros_like,
+            to_numpy=K.convert_to_numpy,
+        )
+
     # --8<-- [end:step]
 
     def attack_objective_and_grad(self, x, dx, target, *, method):

@@ -21,6 +21,7 @@ BATCH_SIZE = 1024
 # --8<-- [start:model]
 class Trainer(classifier.Trainer):
     """The classifier of with_tensorflow.py, plus the attack on its current weights."""
+
     # --8<-- [end:model]
 
     # --8<-- [start:objective]
@@ -28,11 +29,13 @@ class Trainer(classifier.Trainer):
         logits = self.model(x + dx, training=False)
         # A sum over pairs: each pair's gradient is its own, whatever else shares the batch.
         value = tf.reduce_sum(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits))
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits)
+        )
         if method == "lecture":
             # tf.abs's gradient at 0 is 0, the subgradient rules.py asks for.
             value += rules.LECTURE_C * tf.reduce_sum(tf.reduce_mean(tf.abs(dx), axis=[1, 2, 3]))
         return value
+
     # --8<-- [end:objective]
 
     # --8<-- [start:step]
@@ -64,8 +67,8 @@ class Trainer(classifier.Trainer):
         bound = tf.constant(eps if method == "pgd" else 0.0, tf.float32)
         size = tf.constant(size, tf.float32)
         pairs = tf.data.Dataset.from_tensor_slices(
-            (np.asarray(x, np.float32), np.asarray(target, np.int64))).batch(
-                batch_size or BATCH_SIZE)
+            (np.asarray(x, np.float32), np.asarray(target, np.int64))
+        ).batch(batch_size or BATCH_SIZE)
         chunks = []
         for x_batch, target_batch in pairs:
             dx = tf.zeros_like(x_batch)
@@ -73,12 +76,16 @@ class Trainer(classifier.Trainer):
                 dx = self._attack_step(x_batch, dx, target_batch, method, size, bound)
             chunks.append((x_batch + dx).numpy())
         return np.concatenate(chunks)
+
     # --8<-- [end:step]
 
     def attack_objective_and_grad(self, x, dx, target, *, method):
         """The parity hook: the batch objective (a sum over pairs) and its gradient w.r.t. dx."""
         rules.check(method, 1.0, 1)
         value, grad = self._traced_objective_and_grad(
-            tf.constant(x, tf.float32), tf.constant(dx, tf.float32),
-            tf.constant(target, tf.int64), method)
+            tf.constant(x, tf.float32),
+            tf.constant(dx, tf.float32),
+            tf.constant(target, tf.int64),
+            method,
+        )
         return float(value), grad.numpy()

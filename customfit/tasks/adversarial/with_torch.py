@@ -36,6 +36,8 @@ def objective_and_grad(model, x, dx, target, method):
     value = objective(model, x, dx, target, method)
     (grad,) = torch.autograd.grad(value, dx)
     return value.detach(), grad
+
+
 # --8<-- [end:objective]
 
 
@@ -52,21 +54,27 @@ def attack_batch(model, x, target, method, eps, steps):
                 dx = dx - rules.LECTURE_STEP * grad
             dx = (x + dx).clamp(0.0, 1.0) - x
     return x + dx
+
+
 # --8<-- [end:step]
 
 
 # --8<-- [start:model]
 class Trainer(classifier.Trainer):
     """The classifier of classifier/with_torch.py, plus the attack on its current weights."""
+
     # --8<-- [end:model]
 
     def attack(self, x, target, *, method, eps, steps, batch_size=None):
         rules.check(method, eps, steps)
         x, target = classifier.tensors(x, target)
         self.model.eval()
-        chunks = [attack_batch(self.model, x_batch, target_batch, method, eps, steps)
-                  for x_batch, target_batch in zip(x.split(batch_size or BATCH_SIZE),
-                                                   target.split(batch_size or BATCH_SIZE))]
+        chunks = [
+            attack_batch(self.model, x_batch, target_batch, method, eps, steps)
+            for x_batch, target_batch in zip(
+                x.split(batch_size or BATCH_SIZE), target.split(batch_size or BATCH_SIZE)
+            )
+        ]
         return torch.cat(chunks).numpy()
 
     def attack_objective_and_grad(self, x, dx, target, *, method):

@@ -8,8 +8,9 @@ def canonical_shapes(layers, input_shape, num_classes=None):
     """The canonical shapes of an architecture's weights (see architectures.py), in layer order.
     With num_classes, also check that the last layer gives that many logits."""
     if num_classes is not None and (layers[-1][0] != "dense" or layers[-1][1] != num_classes):
-        raise ValueError(f"the last layer must be a dense layer of {num_classes} logits, "
-                         f"given {layers[-1]!r}")
+        raise ValueError(
+            f"the last layer must be a dense layer of {num_classes} logits, given {layers[-1]!r}"
+        )
 
     shapes = []
     previous = tuple(input_shape)

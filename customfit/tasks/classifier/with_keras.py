@@ -25,7 +25,9 @@ def build_network(layers, input_shape):
             network.add(keras.layers.Dense(layer[1], activation=layer[2]))
         elif kind == "conv":
             _, filters, kernel, padding, activation = layer
-            network.add(keras.layers.Conv2D(filters, kernel, padding=padding, activation=activation))
+            network.add(
+                keras.layers.Conv2D(filters, kernel, padding=padding, activation=activation)
+            )
         elif kind == "maxpool":
             network.add(keras.layers.MaxPooling2D(layer[1]))
         elif kind == "flatten":
@@ -56,6 +58,8 @@ class Classifier(cf.Model):
         loss = K.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
         hits = K.equal(K.argmax(logits, axis=-1), K.cast(y, "int32"))
         return {"loss": loss, "accuracy": K.mean(K.cast(hits, "float32"))}
+
+
 # --8<-- [end:objective]
 
 
@@ -69,11 +73,15 @@ class Trainer(KerasTrainer):
         with self.parallel.scope():
             self.model = Classifier(layers, input_shape)
             self.model.compile(
-                optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7))
-            build_train_step(self.model, (np.zeros((1, *input_shape), "float32"), np.zeros((1,), "int64")))
+                optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7)
+            )
+            build_train_step(
+                self.model, (np.zeros((1, *input_shape), "float32"), np.zeros((1,), "int64"))
+            )
 
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
         return self.fit_epoch(self.model, (x, y), batch_size, shuffle_seed, on_batch)
+
     # --8<-- [end:step]
 
     def evaluate(self, x, y, batch_size):
@@ -97,8 +105,11 @@ class Trainer(KerasTrainer):
         weights, no update. The classifier draws no noise."""
         x, y = batch
         loss, grads = self.value_and_grads(
-            lambda x, y: self.model.objective((x, y))["loss"], self.model.trainable_variables,
-            K.convert_to_tensor(x), K.convert_to_tensor(y))
+            lambda x, y: self.model.objective((x, y))["loss"],
+            self.model.trainable_variables,
+            K.convert_to_tensor(x),
+            K.convert_to_tensor(y),
+        )
         return loss, canonical.to_canonical(self.engine, grads)
 
     def state(self):
@@ -110,5 +121,6 @@ class Trainer(KerasTrainer):
         canonical.check_state_meta(meta)
         weights, first, second, step = canonical.unpack_adam_state(arrays, self._shapes)
         self.set_weights(weights)
-        self.load_adam_state(self.model.optimizer, self.model.trainable_variables,
-                             first, second, step)
+        self.load_adam_state(
+            self.model.optimizer, self.model.trainable_variables, first, second, step
+        )

@@ -29,8 +29,9 @@ def build_model(layers, input_shape):
             model.add(tf.keras.layers.Dense(units, activation=activation))
         elif kind == "conv":
             _, filters, kernel, padding, activation = layer
-            model.add(tf.keras.layers.Conv2D(filters, kernel, padding=padding,
-                                             activation=activation))
+            model.add(
+                tf.keras.layers.Conv2D(filters, kernel, padding=padding, activation=activation)
+            )
         elif kind == "maxpool":
             model.add(tf.keras.layers.MaxPooling2D(layer[1]))
         elif kind == "flatten":
@@ -41,6 +42,8 @@ def build_model(layers, input_shape):
         # Keras's mixed-precision guide: the output in float32, so that softmax and the loss are.
         model.add(tf.keras.layers.Activation("linear", dtype="float32"))
     return model
+
+
 # --8<-- [end:model]
 
 
@@ -48,12 +51,15 @@ def build_model(layers, input_shape):
 def cross_entropy(labels, logits):
     # On logits, never log(softmax): TF fuses the two stably.
     return tf.reduce_mean(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    )
 
 
 def correct_count(labels, logits):
     predicted = tf.argmax(logits, axis=-1, output_type=labels.dtype)
     return tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.int32))
+
+
 # --8<-- [end:objective]
 
 
@@ -65,14 +71,15 @@ class Trainer(TensorFlowTrainer):
             self.model = build_model(layers, input_shape)
             # Under mixed_float16 (a GPU), Keras's LossScaleOptimizer around Adam.
             self.optimizer = precision.loss_scaled(
-                tf.keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7))
+                tf.keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7)
+            )
             # The Adam moments now rather than at the first step, so load_state can fill them.
             self.optimizer.build(self.model.trainable_variables)
 
     # --8<-- [start:step]
     # reduce_retracing: the last, shorter batch reuses the trace instead of making a new one.
     @tf.function(reduce_retracing=True)
-    def _train_step(self, x, y):  # customfit/bench/modes.py traces it again with XLA
+    def train_step(self, x, y):  # customfit/bench/modes.py traces it again with XLA
         with tf.GradientTape() as tape:
             logits = self.model(x, training=True)
             loss = cross_entropy(y, logits)
@@ -89,8 +96,9 @@ class Trainer(TensorFlowTrainer):
         def replica_step(x, y):
             with tf.GradientTape() as tape:
                 logits = self.model(x, training=True)
-                per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
-                                                                             logits=logits)
+                per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=y, logits=logits
+                )
                 loss = tf.nn.compute_average_loss(per_example)
                 scaled = self.optimizer.scale_loss(loss)
             grads = tape.gradient(scaled, self.model.trainable_variables)
@@ -106,7 +114,7 @@ class Trainer(TensorFlowTrainer):
 
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
         dataset = self.seeded_shuffle((x, y), shuffle_seed)
-        step = self._train_step if self.devices == 1 else self.distributed_train_step
+        step = self.train_step if self.devices == 1 else self.distributed_train_step
         means = RunningMeans(FIGURES)
         for x_batch, y_batch in self.batches(dataset, len(x), batch_size):
             loss, correct = step(x_batch, y_batch)
@@ -123,6 +131,7 @@ class Trainer(TensorFlowTrainer):
             means.add("loss", loss, x_batch.shape[0])
             means.add_total("accuracy", correct, x_batch.shape[0])
         return means.means()
+
     # --8<-- [end:step]
 
     def predict_proba(self, x):
@@ -143,19 +152,28 @@ class Trainer(TensorFlowTrainer):
         (x, y) at the current weights, no update. The classifier draws no noise."""
         x, y = (tf.convert_to_tensor(a) for a in batch)
         loss, grads = self.loss_and_gradients(
-            lambda: cross_entropy(y, self.model(x, training=True)), self.model.trainable_variables)
+            lambda: cross_entropy(y, self.model(x, training=True)), self.model.trainable_variables
+        )
         return loss, canonical.to_canonical(ENGINE, grads)
 
     def state(self):
         first, second, step = self.adam_moments(self.optimizer, self.model.trainable_variables)
-        arrays = canonical.pack_adam_state(self.get_weights(), canonical.to_canonical(ENGINE, first),
-                                        canonical.to_canonical(ENGINE, second), step)
+        arrays = canonical.pack_adam_state(
+            self.get_weights(),
+            canonical.to_canonical(ENGINE, first),
+            canonical.to_canonical(ENGINE, second),
+            step,
+        )
         return arrays, {"format": canonical.STATE_FORMAT, "engine": ENGINE}
 
     def load_state(self, arrays, meta):
         canonical.check_state_meta(meta)
         weights, first, second, step = canonical.unpack_adam_state(arrays, self.shapes)
         self.set_weights(weights)
-        self.load_adam_moments(self.optimizer, self.model.trainable_variables,
-                               canonical.from_canonical(ENGINE, first),
-                               canonical.from_canonical(ENGINE, second), step)
+        self.load_adam_moments(
+            self.optimizer,
+            self.model.trainable_variables,
+            canonical.from_canonical(ENGINE, first),
+            canonical.from_canonical(ENGINE, second),
+            step,
+        )

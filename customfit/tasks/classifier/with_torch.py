@@ -17,8 +17,12 @@ from customfit.trainers import canonical
 from customfit.tasks.classifier import layout
 from customfit.tasks.classifier.architectures import output_shape
 from customfit.trainers.running_means import RunningMeans
-from customfit.trainers.torch_trainer import (TorchTrainer, flatten_channels_last,
-                                              held_out_batches, tensor)
+from customfit.trainers.torch_trainer import (
+    TorchTrainer,
+    flatten_channels_last,
+    held_out_batches,
+    tensor,
+)
 
 
 def tensors(x, y=None):
@@ -69,6 +73,8 @@ def build_model(layers, input_shape):
             modules.append(nn.ReLU())
         shape = out_shape
     return nn.Sequential(*modules)
+
+
 # --8<-- [end:model]
 
 
@@ -79,6 +85,8 @@ def objective(model, x, y):
     with precision.autocast():
         logits = model(x).float()
         return F.cross_entropy(logits, y), logits
+
+
 # --8<-- [end:objective]
 
 
@@ -94,8 +102,9 @@ class Trainer(TorchTrainer):
         self.devices = devices
         [self.trained] = self.spread(self.model)  # DistributedDataParallel on several devices
         # eps=1e-7: Keras's default, so that every engine runs the same Adam settings.
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr,
-                                          betas=(0.9, 0.999), eps=1e-7)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-7
+        )
         # --precision mixed: forward passes under torch.autocast; the scaler scales the loss
         # only under float16 (otherwise it passes everything through).
         self.scaler = precision.grad_scaler()
@@ -111,10 +120,12 @@ class Trainer(TorchTrainer):
             loss, logits = objective(self.trained, x_batch, y_batch)
             self.backward_and_step(loss, self.optimizer, self.scaler)
             means.add("loss", loss.item(), len(x_batch))
-            means.add_total("accuracy", (logits.argmax(dim=1) == y_batch).sum().item(),
-                            len(x_batch))
+            means.add_total(
+                "accuracy", (logits.argmax(dim=1) == y_batch).sum().item(), len(x_batch)
+            )
             on_batch(means.means())
         return self.mean_over_processes(means.means())
+
     # --8<-- [end:step]
 
     def evaluate(self, x, y, batch_size):
@@ -125,8 +136,9 @@ class Trainer(TorchTrainer):
                 x_batch, y_batch = x_batch.to(self.device), y_batch.to(self.device)
                 loss, logits = objective(self.model, x_batch, y_batch)
                 means.add("loss", loss.item(), len(x_batch))
-                means.add_total("accuracy", (logits.argmax(dim=1) == y_batch).sum().item(),
-                                len(x_batch))
+                means.add_total(
+                    "accuracy", (logits.argmax(dim=1) == y_batch).sum().item(), len(x_batch)
+                )
         return means.means()
 
     def predict_proba(self, x):
@@ -136,9 +148,6 @@ class Trainer(TorchTrainer):
 
     # ---- for TorchTrainer; the parity hook and the checkpoint, as weights.py says
 
-    def networks(self):
-        return self.model
-
     def check_weights(self, weights):
         canonical.check_shapes(self.shapes, weights)
 
@@ -146,8 +155,7 @@ class Trainer(TorchTrainer):
         """The parity hook: mean cross-entropy and its gradients (Keras's layout) on batch
         (x, y) at the current weights, no update. The classifier draws no noise."""
         x, y = (t.to(self.device) for t in tensors(*batch))
-        return self.loss_and_gradients(lambda: objective(self.model, x, y)[0], self.model,
-                                       self.trainable_tensors())
+        return self.loss_and_gradients(lambda: objective(self.model, x, y)[0], self.model)
 
     def state(self):
         arrays = canonical.pack_adam_state(*self.weights_and_adam_state())

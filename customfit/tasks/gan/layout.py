@@ -71,16 +71,27 @@ LECTURE = {"name": "lecture", "bn_momentum": 0.99, "bn_epsilon": 1e-3, "beta_1":
 # the moving statistics that inference mode samples with trail the generator by ~100 updates
 # (4 epochs); measured on torch, seed 0, after 12 epochs: fd 37 in inference mode, 3 in training
 # mode; with 0.9, 2.7 and 3.
-DEFAULT = {"name": "default", "width": 64, "bn_momentum": 0.9, "bn_epsilon": 1e-3,
-           "leaky_slope": 0.2, "beta_1": 0.5}
+DEFAULT = {
+    "name": "default",
+    "width": 64,
+    "bn_momentum": 0.9,
+    "bn_epsilon": 1e-3,
+    "leaky_slope": 0.2,
+    "beta_1": 0.5,
+}
 # Adam everywhere: beta_1 as the model says, then these (Keras's epsilon on every engine).
 BETA_2, ADAM_EPSILON = 0.999, 1e-7
 MODELS = {"lecture": LECTURE, "default": DEFAULT}
 
 # Where an epoch's latents come from: a seed of its own, derived from the epoch's shuffle seed.
 EVAL_SEED = 2024  # evaluate(): the same latents after every epoch
-FIXED_SEED = 7    # the per-epoch grid's fixed latent batch (NumPy, the same on every engine)
-GRID = 10         # the sample grids are GRID x GRID
+FIXED_SEED = 7  # the per-epoch grid's fixed latent batch (NumPy, the same on every engine)
+GRID = 10  # the sample grids are GRID x GRID
+
+
+def adam_settings(model):
+    """Keras's Adam's settings for `model`: its beta_1, then BETA_2 and ADAM_EPSILON."""
+    return {"beta_1": MODELS[model]["beta_1"], "beta_2": BETA_2, "epsilon": ADAM_EPSILON}
 
 
 def noise_seed(shuffle_seed):
@@ -117,42 +128,63 @@ class Entry:
 
 
 def _dense(layer, n_in, n_out):
-    return [Entry(layer, "kernel", "dense", (n_in, n_out)),
-            Entry(layer, "bias", "vector", (n_out,))]
+    return [
+        Entry(layer, "kernel", "dense", (n_in, n_out)),
+        Entry(layer, "bias", "vector", (n_out,)),
+    ]
 
 
 def _conv(layer, k, n_in, n_out, bias=True):
-    return ([Entry(layer, "kernel", "conv", (k, k, n_in, n_out))]
-            + ([Entry(layer, "bias", "vector", (n_out,))] if bias else []))
+    return [Entry(layer, "kernel", "conv", (k, k, n_in, n_out))] + (
+        [Entry(layer, "bias", "vector", (n_out,))] if bias else []
+    )
 
 
 def _conv_transpose(layer, k, n_in, n_out, bias=True):
-    return ([Entry(layer, "kernel", "conv_transpose", (k, k, n_out, n_in))]
-            + ([Entry(layer, "bias", "vector", (n_out,))] if bias else []))
+    return [Entry(layer, "kernel", "conv_transpose", (k, k, n_out, n_in))] + (
+        [Entry(layer, "bias", "vector", (n_out,))] if bias else []
+    )
 
 
 def _norm(layer, channels):
-    return [Entry(layer, role, "vector", (channels,))
-            for role in ("gamma", "beta", "mean", "variance")]
+    return [
+        Entry(layer, role, "vector", (channels,)) for role in ("gamma", "beta", "mean", "variance")
+    ]
 
 
 def entries(model, latent):
     """{"gen": [Entry], "dis": [Entry]}: every array of each network, in canonical order."""
     if model == "lecture":
-        gen = (_dense("dense", latent, 4 * 4 * 16) + _norm("norm0", 16)
-               + _conv_transpose("up1", 2, 16, 8) + _norm("norm1", 8)
-               + _conv_transpose("up2", 2, 8, 4) + _norm("norm2", 4)
-               + _conv_transpose("out", 3, 4, 1))
-        dis = (_conv("conv1", 3, 1, 4) + _conv("conv2", 3, 4, 8) + _conv("conv3", 3, 8, 16)
-               + _dense("logit", 2 * 2 * 16, 1))
+        gen = (
+            _dense("dense", latent, 4 * 4 * 16)
+            + _norm("norm0", 16)
+            + _conv_transpose("up1", 2, 16, 8)
+            + _norm("norm1", 8)
+            + _conv_transpose("up2", 2, 8, 4)
+            + _norm("norm2", 4)
+            + _conv_transpose("out", 3, 4, 1)
+        )
+        dis = (
+            _conv("conv1", 3, 1, 4)
+            + _conv("conv2", 3, 4, 8)
+            + _conv("conv3", 3, 8, 16)
+            + _dense("logit", 2 * 2 * 16, 1)
+        )
     elif model == "default":
         w = DEFAULT["width"]
-        gen = (_dense("dense", latent, 4 * 4 * w) + _norm("norm0", w)
-               + _conv_transpose("up", 4, w, w // 2, bias=False) + _norm("norm1", w // 2)
-               + _conv_transpose("out", 3, w // 2, 1))
-        dis = (_conv("conv1", 3, 1, w // 2) + _conv("conv2", 4, w // 2, w, bias=False)
-               + _norm("norm", w)
-               + _dense("logit", 4 * 4 * w, 1))
+        gen = (
+            _dense("dense", latent, 4 * 4 * w)
+            + _norm("norm0", w)
+            + _conv_transpose("up", 4, w, w // 2, bias=False)
+            + _norm("norm1", w // 2)
+            + _conv_transpose("out", 3, w // 2, 1)
+        )
+        dis = (
+            _conv("conv1", 3, 1, w // 2)
+            + _conv("conv2", 4, w // 2, w, bias=False)
+            + _norm("norm", w)
+            + _dense("logit", 4 * 4 * w, 1)
+        )
     else:
         raise ValueError(f"model: expected one of {', '.join(MODELS)}; given {model!r}")
     return {"gen": gen, "dis": dis}
@@ -164,12 +196,30 @@ def trainable(entry_list):
 
 # Each framework's attribute for each role (the layer is the same attribute name everywhere).
 ROLES = {
-    "keras": {"kernel": "kernel", "bias": "bias", "gamma": "gamma", "beta": "beta",
-              "mean": "moving_mean", "variance": "moving_variance"},
-    "torch": {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
-              "mean": "running_mean", "variance": "running_var"},
-    "flax": {"kernel": "kernel", "bias": "bias", "gamma": "scale", "beta": "bias",
-             "mean": "mean", "variance": "var"},
+    "keras": {
+        "kernel": "kernel",
+        "bias": "bias",
+        "gamma": "gamma",
+        "beta": "beta",
+        "mean": "moving_mean",
+        "variance": "moving_variance",
+    },
+    "torch": {
+        "kernel": "weight",
+        "bias": "bias",
+        "gamma": "weight",
+        "beta": "bias",
+        "mean": "running_mean",
+        "variance": "running_var",
+    },
+    "flax": {
+        "kernel": "kernel",
+        "bias": "bias",
+        "gamma": "scale",
+        "beta": "bias",
+        "mean": "mean",
+        "variance": "var",
+    },
 }
 
 
@@ -187,17 +237,35 @@ def check_weights(model, latent, weights, what="weights"):
     for net in NETWORKS:
         arrays = list(weights[net])
         if len(arrays) != len(expected[net]):
-            raise ValueError(f"{what}[{net!r}]: expected {len(expected[net])} arrays, "
-                             f"given {len(arrays)}")
+            raise ValueError(
+                f"{what}[{net!r}]: expected {len(expected[net])} arrays, given {len(arrays)}"
+            )
         for entry, array in zip(expected[net], arrays):
             if tuple(np.shape(array)) != entry.shape:
-                raise ValueError(f"{what}[{net!r}] {entry.name}: expected shape {entry.shape}, "
-                                 f"given {tuple(np.shape(array))}")
+                raise ValueError(
+                    f"{what}[{net!r}] {entry.name}: expected shape {entry.shape}, "
+                    f"given {tuple(np.shape(array))}"
+                )
 
 
 # ----------------------------------------------------------------------------- state
 
 STATE_FORMAT = "customfit.gan.adam/1"
+
+
+def keras_variables(network, net_entries, only_trainable=False):
+    """A Keras network's variables (tf.keras's or Keras 3's) in the canonical order: those of
+    every entry, or of the trainable ones."""
+    chosen = trainable(net_entries) if only_trainable else net_entries
+    return [find(network, e, "keras") for e in chosen]
+
+
+def assign_weights(model, latent, variables_of, weights):
+    """Check canonical `weights`, then assign each network's to variables_of(net), in order."""
+    check_weights(model, latent, weights)
+    for net in NETWORKS:
+        for variable, value in zip(variables_of(net), weights[net]):
+            variable.assign(np.asarray(value, np.float32))
 
 
 def pack_state(model, latent, weights, moments, steps):
@@ -231,19 +299,23 @@ def unpack_state(model, latent, arrays, meta):
         raise ValueError(f"state: expected format {STATE_FORMAT!r}, given {given!r}")
     weights, moments, steps = {}, {}, {}
     for net, entry_list in entries(model, latent).items():
+
         def get(name, shape):
             if name not in arrays:
                 raise ValueError(f"state: expected an array {name!r}, none given")
             a = np.asarray(arrays[name])
             if tuple(a.shape) != tuple(shape):
-                raise ValueError(f"state: {name} has shape {tuple(a.shape)}, "
-                                 f"expected {tuple(shape)}")
+                raise ValueError(
+                    f"state: {name} has shape {tuple(a.shape)}, expected {tuple(shape)}"
+                )
             return np.array(a, dtype=np.float32)
 
         weights[net] = [get(f"{net}/{e.name}", e.shape) for e in entry_list]
         learned = trainable(entry_list)
-        moments[net] = ([get(f"{net}/adam/m/{e.name}", e.shape) for e in learned],
-                        [get(f"{net}/adam/v/{e.name}", e.shape) for e in learned])
+        moments[net] = (
+            [get(f"{net}/adam/m/{e.name}", e.shape) for e in learned],
+            [get(f"{net}/adam/v/{e.name}", e.shape) for e in learned],
+        )
         if f"{net}/adam/step" not in arrays:
             raise ValueError(f"state: expected an array '{net}/adam/step', none given")
         steps[net] = int(np.asarray(arrays[f"{net}/adam/step"]))
@@ -256,8 +328,10 @@ def unpack_state(model, latent, arrays, meta):
 def check_noise(noise, latent):
     """The parity hook's noise, checked: {"dis": z, "gen": z}, float32 arrays (n, latent)."""
     if not isinstance(noise, dict) or not noise or set(noise) - set(OBJECTIVES):
-        raise ValueError(f"noise: expected a dict with keys among {list(OBJECTIVES)}, given "
-                         f"{sorted(noise) if isinstance(noise, dict) else type(noise).__name__}")
+        raise ValueError(
+            f"noise: expected a dict with keys among {list(OBJECTIVES)}, given "
+            f"{sorted(noise) if isinstance(noise, dict) else type(noise).__name__}"
+        )
     checked = {}
     for name in OBJECTIVES:
         if name in noise:

@@ -44,27 +44,38 @@ from customfit.tasks.gan import layout
 
 NAME = "gan"
 FAMILY = "gan"
-SUMMARY = ("generative adversarial network on the 8x8 digits: generator (dense, transposed "
-           "convolutions, batch norm), discriminator logit, softplus losses, k discriminator "
-           "updates per generator update (exercise 7)")
-JUDGE = ("1000 generated digits by the digit judge: Frechet distance to held-out digits (fd), "
-         "confidence, coverage of the ten classes")
+SUMMARY = (
+    "generative adversarial network on the 8x8 digits: generator (dense, transposed "
+    "convolutions, batch norm), discriminator logit, softplus losses, k discriminator "
+    "updates per generator update (exercise 7)"
+)
+JUDGE = (
+    "1000 generated digits by the digit judge: Frechet distance to held-out digits (fd), "
+    "confidence, coverage of the ten classes"
+)
 HEADLINE = "fd"
 MODELS = dict(layout.MODELS)
 DEFAULTS = {"epochs": 10, "batch_size": 64, "lr": 1e-3, "seed": 0, "model": "default"}
 MODEL_DEFAULTS = {"lecture": {"epochs": 20, "batch_size": 16, "lr": 1e-3}}
 OPTIONS = {
-    "critic_steps": Option("critic_steps", "int", "discriminator updates per generator update "
-                           "(each on the same batch, with fresh latents)", default=5, low=1,
-                           high=100),
+    "critic_steps": Option(
+        "critic_steps",
+        "int",
+        "discriminator updates per generator update (each on the same batch, with fresh latents)",
+        default=5,
+        low=1,
+        high=100,
+    ),
     "latent": Option("latent", "int", "the latent size", default=10, low=1, high=1024),
 }
 
 # The lecture's own GAN on the same judge: `customfit run gan --engine keras-torch --model
 # lecture` (the lecture ran it on Keras + PyTorch), seed 0, its settings.
 LECTURE_FD = 21.4021
-LECTURE_FD_MEASURED = ("2026-11-29, keras-torch, seed 0: fd 21.4021, confidence 0.8514, "
-                       "coverage 0.9125, 415 s of training")
+LECTURE_FD_MEASURED = (
+    "2026-11-29, keras-torch, seed 0: fd 21.4021, confidence 0.8514, "
+    "coverage 0.9125, 415 s of training"
+)
 LECTURE_FIGURES = {"fd": LECTURE_FD, "confidence": 0.8514, "coverage": 0.9125}
 BAR_FACTOR = 0.7
 BARS = {"coverage": 0.9}
@@ -84,15 +95,17 @@ def bars(settings):
 
 
 def build_trainer(trainer_class, split, settings):
-    return trainer_class(settings["model"], settings["latent"], settings["critic_steps"],
-                         settings["lr"], settings["seed"], devices=settings.get("devices", 1))
+    names = ("model", "latent", "critic_steps", "lr", "seed")
+    return trainer_class(*(settings[name] for name in names), devices=settings.get("devices", 1))
 
 
 def parity_inputs(split, settings):
     """The batch and latents the report's parity probe gives every engine."""
     rng = np.random.default_rng(0)
-    noise = {name: rng.standard_normal((16, settings["latent"])).astype(np.float32)
-             for name in ("dis", "gen")}
+    noise = {
+        name: rng.standard_normal((16, settings["latent"])).astype(np.float32)
+        for name in ("dis", "gen")
+    }
     return (split.x_train[:16],), noise
 
 
@@ -128,10 +141,7 @@ def nearest_l2(a, b):
 def judge(outputs, split, settings):
 
     samples = outputs["samples"]
-    if samples.shape != (SAMPLES, 8, 8) or not np.isfinite(samples).all() \
-            or samples.min() < 0.0 or samples.max() > 1.0:
-        raise RuntimeError(f"samples: expected ({SAMPLES}, 8, 8) in [0, 1], given shape "
-                           f"{samples.shape}, range [{np.min(samples)}, {np.max(samples)}]")
+    digit_judge.check_samples(samples, SAMPLES)
     metrics = digit_judge.judge(samples)
     metrics["nearest_train_l2"] = float(nearest_l2(samples, split.x_train).mean())
     metrics["held_out_nearest_train_l2"] = float(nearest_l2(split.x_test, split.x_train).mean())
@@ -143,13 +153,18 @@ def write(outputs, trainer, split, history, out, title):
     from customfit import checkpoint
     from customfit.tasks.gan import figures
 
-    path = checkpoint.atomic_save_npy(os.path.join(out, "samples.npy"),
-                                      np.asarray(outputs["samples"], np.float32))
-    paths = {"samples": path,
-             "samples_grid": figures.grid(outputs["samples"], os.path.join(out, "samples.png"),
-                                          title)}
-    frames = [(row["epoch"], np.load(epoch_path(out, row["epoch"]), allow_pickle=False))
-              for row in history if os.path.exists(epoch_path(out, row["epoch"]))]
+    path = checkpoint.atomic_save_npy(
+        os.path.join(out, "samples.npy"), np.asarray(outputs["samples"], np.float32)
+    )
+    paths = {
+        "samples": path,
+        "samples_grid": figures.grid(outputs["samples"], os.path.join(out, "samples.png"), title),
+    }
+    frames = [
+        (row["epoch"], np.load(epoch_path(out, row["epoch"]), allow_pickle=False))
+        for row in history
+        if os.path.exists(epoch_path(out, row["epoch"]))
+    ]
     if frames:
         paths["training_animation"] = figures.animation(frames, os.path.join(out, "training.gif"))
     return paths

@@ -18,11 +18,17 @@ import customfit as cf
 from customfit.core.model import build_train_step
 from customfit.parallel.keras_fit import own_rows
 from customfit.tasks.gan import layout
+
 # The generator and the discriminator (the docs' "model" section) are plain Keras models, shared
 # with the native TensorFlow engine, which trains them with tf.GradientTape: keras_networks.py.
 from customfit.tasks.gan.keras_networks import NETWORKS
-from customfit.trainers.keras_trainer import (KerasTrainer, reseed,
-                                              stateless_value_and_grads, tensor, to_numpy)
+from customfit.trainers.keras_trainer import (
+    KerasTrainer,
+    reseed,
+    stateless_value_and_grads,
+    tensor,
+    to_numpy,
+)
 
 
 # --8<-- [start:objective]
@@ -44,8 +50,9 @@ class GAN(cf.Model):
     def dis_loss(self, x, z, training=True):
         with cf.frozen(self.gen):  # the generator is not trained here, nor its statistics moved
             fake = self.gen(z, training=training)
-        return (K.mean(K.softplus(-self.dis(x, training=training)))
-                + K.mean(K.softplus(self.dis(fake, training=training))))
+        return K.mean(K.softplus(-self.dis(x, training=training))) + K.mean(
+            K.softplus(self.dis(fake, training=training))
+        )
 
     def gen_loss(self, z, training=True):
         with cf.frozen(self.dis):
@@ -54,8 +61,9 @@ class GAN(cf.Model):
     def latents(self, x):
         # On several devices a replica holds a share of the batch, and takes its share of the
         # global batch's latents.
-        return own_rows(lambda n: keras.random.normal((n, self.latent), seed=self.noise),
-                        K.shape(x)[0])
+        return own_rows(
+            lambda n: keras.random.normal((n, self.latent), seed=self.noise), K.shape(x)[0]
+        )
 
     def dis_objective(self, x, training=True):
         return self.dis_loss(x, self.latents(x), training)
@@ -66,8 +74,12 @@ class GAN(cf.Model):
     def updates(self):
         # Per batch: critic_steps discriminator updates on the same real digits, each with
         # fresh latents, then one generator update. Logged as dis_loss and gen_loss.
-        return [cf.Update("dis", self.dis_objective, self.dis, repeat=self.critic_steps),
-                cf.Update("gen", self.gen_objective, self.gen)]
+        return [
+            cf.Update("dis", self.dis_objective, self.dis, repeat=self.critic_steps),
+            cf.Update("gen", self.gen_objective, self.gen),
+        ]
+
+
 # --8<-- [end:objective]
 
 
@@ -82,8 +94,12 @@ class Trainer(KerasTrainer):
         self.parity_functions = {}
 
         def adam():
-            return keras.optimizers.Adam(lr, beta_1=layout.MODELS[model]["beta_1"],
-                                         beta_2=layout.BETA_2, epsilon=layout.ADAM_EPSILON)
+            return keras.optimizers.Adam(
+                lr,
+                beta_1=layout.MODELS[model]["beta_1"],
+                beta_2=layout.BETA_2,
+                epsilon=layout.ADAM_EPSILON,
+            )
 
         with self.parallel.scope():
             self.gan = gan_class(model, latent, critic_steps, seed)
@@ -94,6 +110,7 @@ class Trainer(KerasTrainer):
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
         reseed(self.gan.noise, layout.noise_seed(shuffle_seed))
         return self.fit_epoch(self.gan, (x,), batch_size, shuffle_seed, on_batch)
+
     # --8<-- [end:step]
 
     def evaluate(self, x, batch_size):
@@ -111,17 +128,13 @@ class Trainer(KerasTrainer):
     # ---- weights, the parity hook, state: every array in the canonical layout (layout.py)
 
     def _variables(self, net, only_trainable=False):
-        chosen = layout.trainable(self.entries[net]) if only_trainable else self.entries[net]
-        return [layout.find(getattr(self.gan, net), e, "keras") for e in chosen]
+        return layout.keras_variables(getattr(self.gan, net), self.entries[net], only_trainable)
 
     def get_weights(self):
         return {net: [to_numpy(v.value) for v in self._variables(net)] for net in layout.NETWORKS}
 
     def set_weights(self, weights):
-        layout.check_weights(self.model, self.latent, weights)
-        for net in layout.NETWORKS:
-            for variable, value in zip(self._variables(net), weights[net]):
-                variable.assign(np.asarray(value, np.float32))
+        layout.assign_weights(self.model, self.latent, self._variables, weights)
 
     def objective_and_grads(self, batch, noise=None):
         """The parity hook (see layout.py): {"dis": (value, grads), "gen": (value, grads)} for
@@ -134,8 +147,11 @@ class Trainer(KerasTrainer):
             if name not in self.parity_functions:  # on JAX, one jitted function per objective
                 loss = self.gan.dis_loss if name == "dis" else lambda x, z: self.gan.gen_loss(z)
                 self.parity_functions[name] = stateless_value_and_grads(
-                    loss, self._variables(name, only_trainable=True),
-                    self._all_variables(), jit=True)
+                    loss,
+                    self._variables(name, only_trainable=True),
+                    self._all_variables(),
+                    jit=True,
+                )
             value, grads = self.parity_functions[name](values, x, K.convert_to_tensor(z))
             answers[name] = (float(to_numpy(value)), [to_numpy(g) for g in grads])
         return answers
@@ -145,8 +161,11 @@ class Trainer(KerasTrainer):
 
     def _adam(self, net):
         """A network's Adam, the variables it was built for, and its canonical trainable ones."""
-        return (self.gan.optimizer.members[net], getattr(self.gan, net).trainable_variables,
-                self._variables(net, only_trainable=True))
+        return (
+            self.gan.optimizer.members[net],
+            getattr(self.gan, net).trainable_variables,
+            self._variables(net, only_trainable=True),
+        )
 
     def state(self):
         moments, steps = {}, {}

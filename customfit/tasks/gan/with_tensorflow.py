@@ -21,8 +21,8 @@ import tensorflow as tf
 from customfit.tasks.gan import layout
 from customfit.tasks.gan.keras_networks import NETWORKS
 from customfit.trainers.running_means import RunningMeans
-from customfit.trainers.tensorflow_trainer import (ENGINE, TensorFlowTrainer, numpy_copies,
-                                                   synchronize_batch_norm)
+from customfit.trainers.tensorflow_trainer import ENGINE, TensorFlowTrainer, built_adam, tensor
+from customfit.trainers.tensorflow_trainer import numpy_copies, synchronize_batch_norm
 
 FIGURES = ("dis_loss", "gen_loss")
 
@@ -45,14 +45,17 @@ def dis_loss(gen, dis, real, z, training=True):
     digits (logit up) from the generator's (logit down)."""
     with frozen_statistics(gen):
         fake = tf.stop_gradient(gen(z, training=training))  # the generator is not trained here
-    return (tf.reduce_mean(tf.math.softplus(-dis(real, training=training)))
-            + tf.reduce_mean(tf.math.softplus(dis(fake, training=training))))
+    return tf.reduce_mean(tf.math.softplus(-dis(real, training=training))) + tf.reduce_mean(
+        tf.math.softplus(dis(fake, training=training))
+    )
 
 
 def gen_loss(gen, dis, z, training=True):
     """mean softplus(-D(G(z))): the non-saturating generator loss."""
     with frozen_statistics(dis):
         return tf.reduce_mean(tf.math.softplus(-dis(gen(z, training=training), training=training)))
+
+
 # --8<-- [end:objective]
 
 
@@ -65,15 +68,9 @@ class Trainer(TensorFlowTrainer):
         Gen, Dis = NETWORKS[model]
         with self.strategy.scope():
             self.gen, self.dis = Gen(latent, name="gen"), Dis(name="dis")
-
-            def adam():
-                return tf.keras.optimizers.Adam(lr, beta_1=layout.MODELS[model]["beta_1"],
-                                                beta_2=layout.BETA_2, epsilon=layout.ADAM_EPSILON)
-
-            self.opt_gen, self.opt_dis = adam(), adam()
-            # The Adam moments now rather than at the first step, so load_state can fill them.
-            self.opt_gen.build(self.gen.trainable_variables)
-            self.opt_dis.build(self.dis.trainable_variables)
+            adam = functools.partial(built_adam, learning_rate=lr, **layout.adam_settings(model))
+            self.opt_gen = adam(self.gen.trainable_variables)
+            self.opt_dis = adam(self.dis.trainable_variables)
         # --8<-- [end:model]
         if devices > 1:
             synchronize_batch_norm(self.gen, self.dis)
@@ -113,8 +110,10 @@ class Trainer(TensorFlowTrainer):
     @tf.function(reduce_retracing=True)
     def eval_step(self, real):
         n = tf.shape(real)[0]
-        return {"dis_loss": dis_loss(self.gen, self.dis, real, self.latents(n), training=False),
-                "gen_loss": gen_loss(self.gen, self.dis, self.latents(n), training=False)}
+        return {
+            "dis_loss": dis_loss(self.gen, self.dis, real, self.latents(n), training=False),
+            "gen_loss": gen_loss(self.gen, self.dis, self.latents(n), training=False),
+        }
 
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
         dataset = self.seeded_shuffle(np.asarray(x, np.float32), shuffle_seed)
@@ -132,11 +131,12 @@ class Trainer(TensorFlowTrainer):
     def evaluate(self, x, batch_size):
         self.noise.reset_from_seed(layout.EVAL_SEED)
         return self.evaluate_figures(np.asarray(x, np.float32), batch_size, FIGURES)
+
     # --8<-- [end:step]
 
     def generate(self, z):
         """The generator in inference mode on given latents: (n, 8, 8) in [0, 1]."""
-        images = self.gen(tf.convert_to_tensor(np.asarray(z, np.float32)), training=False)
+        images = self.gen(tensor(z), training=False)
         return images.numpy()[..., 0].copy()
 
     def sample(self, n, seed):
@@ -147,32 +147,32 @@ class Trainer(TensorFlowTrainer):
 
     def variables(self, net, only_trainable=False):
         network = {"gen": self.gen, "dis": self.dis}[net]
-        chosen = layout.trainable(self.entries[net]) if only_trainable else self.entries[net]
-        return [layout.find(network, e, "keras") for e in chosen]
+        return layout.keras_variables(network, self.entries[net], only_trainable)
 
     def get_weights(self):
-        return {net: numpy_copies(v.numpy() for v in self.variables(net))
-                for net in layout.NETWORKS}
+        return {
+            net: numpy_copies(v.numpy() for v in self.variables(net)) for net in layout.NETWORKS
+        }
 
     def set_weights(self, weights):
-        layout.check_weights(self.model, self.latent, weights)
-        for net in layout.NETWORKS:
-            for variable, value in zip(self.variables(net), weights[net]):
-                variable.assign(np.asarray(value, np.float32))
+        layout.assign_weights(self.model, self.latent, self.variables, weights)
 
     def objective_and_grads(self, batch, noise=None):
         """The parity hook (see layout.py): {"dis": (value, grads), "gen": (value, grads)} for
         the objectives `noise` names, in training mode, nothing updated."""
         (x,) = batch
         real = tf.convert_to_tensor(np.asarray(x, np.float32))
-        objectives = {"dis": functools.partial(dis_loss, self.gen, self.dis, real),
-                      "gen": functools.partial(gen_loss, self.gen, self.dis)}
+        objectives = {
+            "dis": functools.partial(dis_loss, self.gen, self.dis, real),
+            "gen": functools.partial(gen_loss, self.gen, self.dis),
+        }
         answers = {}
         for name, z in layout.check_noise(noise, self.latent).items():
             with frozen_statistics(self.gen), frozen_statistics(self.dis):
                 answers[name] = self.loss_and_gradients(
                     functools.partial(objectives[name], tf.convert_to_tensor(z)),
-                    self.variables(name, only_trainable=True))
+                    self.variables(name, only_trainable=True),
+                )
         return answers
 
     def adam(self, net):
@@ -191,7 +191,7 @@ class Trainer(TensorFlowTrainer):
 
     def load_state(self, arrays, meta):
         weights, moments, steps = layout.unpack_state(self.model, self.latent, arrays, meta)
-        self.set_weights(weights)
         for net in layout.NETWORKS:
             optimizer, variables, built_for = self.adam(net)
             self.load_adam_moments(optimizer, variables, *moments[net], steps[net], built_for)
+        self.set_weights(weights)

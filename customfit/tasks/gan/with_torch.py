@@ -3,7 +3,7 @@ losses, per batch the discriminator's Adam steps, then the generator's. Unlike t
 not being trained keeps its batch-norm statistics (frozen_statistics): an update moves its own
 network only (layout.py). The plumbing is TorchTrainer's: customfit/trainers/torch_trainer.py."""
 
-import functools
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -12,15 +12,12 @@ from torch import nn
 from customfit import precision
 from customfit.tasks.gan import layout
 from customfit.trainers.running_means import RunningMeans
-from customfit.trainers.torch_trainer import (ENGINE, TorchTrainer, flatten_channels_last,
-                                              frozen_statistics, init_like_keras, nchw)
+from customfit.trainers.torch_trainer import ENGINE, TorchTrainer, adam_options, nchw
+from customfit.trainers.torch_trainer import batch_norm_like_keras as batch_norm, init_like_keras
+from customfit.trainers.torch_trainer import flatten_channels_last, frozen_statistics
 
 
 # --8<-- [start:model]
-def batch_norm(channels, settings):
-    # PyTorch's momentum is the weight of the new batch: Keras's momentum m is 1 - m here.
-    return nn.BatchNorm2d(channels, momentum=1.0 - settings["bn_momentum"],
-                          eps=settings["bn_epsilon"])
 
 
 class LectureGenerator(nn.Module):
@@ -36,10 +33,10 @@ class LectureGenerator(nn.Module):
     @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, z):
         h = F.relu(self.dense(z)).view(-1, 4, 4, 16)  # Keras reshapes to (H, W, C)
-        h = self.norm0(h.permute(0, 3, 1, 2))         # channels first
-        h = self.norm1(F.relu(self.up1(h)))           # 5x5
-        h = self.norm2(F.relu(self.up2(h)))           # 6x6
-        return torch.sigmoid(self.out(h))             # 8x8
+        h = self.norm0(h.permute(0, 3, 1, 2))  # channels first
+        h = self.norm1(F.relu(self.up1(h)))  # 5x5
+        h = self.norm2(F.relu(self.up2(h)))  # 6x6
+        return torch.sigmoid(self.out(h))  # 8x8
 
 
 class LectureDiscriminator(nn.Module):
@@ -52,10 +49,9 @@ class LectureDiscriminator(nn.Module):
 
     @precision.autocast_forward
     def forward(self, x):
-        h = F.relu(self.conv1(x))
-        h = F.relu(self.conv2(h))
-        h = F.relu(self.conv3(h))
-        return self.logit(flatten_channels_last(h))
+        for conv in (self.conv1, self.conv2, self.conv3):
+            x = F.relu(conv(x))
+        return self.logit(flatten_channels_last(x))
 
 
 class Generator(nn.Module):
@@ -97,8 +93,8 @@ class Discriminator(nn.Module):
         return self.logit(flatten_channels_last(h))
 
 
-NETWORKS = {"lecture": (LectureGenerator, LectureDiscriminator),
-            "default": (Generator, Discriminator)}
+NETWORKS = {"lecture": (LectureGenerator, LectureDiscriminator)}  # by --model
+NETWORKS["default"] = (Generator, Discriminator)
 # --8<-- [end:model]
 
 
@@ -115,6 +111,8 @@ def gen_loss(gen, dis, z):
     """mean softplus(-D(G(z))): the non-saturating generator loss."""
     with frozen_statistics(dis):
         return F.softplus(-dis(gen(z))).mean()
+
+
 # --8<-- [end:objective]
 
 
@@ -128,8 +126,8 @@ class Trainer(TorchTrainer):
         self.gen.apply(init_like_keras)
         self.dis.apply(init_like_keras)
         self.trained = self.spread(self.gen, self.dis, forward_sync_buffers=False)
-        adam = functools.partial(torch.optim.Adam, lr=lr, eps=layout.ADAM_EPSILON,
-                                 betas=(layout.MODELS[model]["beta_1"], layout.BETA_2))
+        options = adam_options(layout.MODELS[model]["beta_1"], layout.BETA_2, layout.ADAM_EPSILON)
+        adam = partial(torch.optim.Adam, lr=lr, **options)
         self.opt_gen, self.opt_dis = adam(self.gen.parameters()), adam(self.dis.parameters())
         # Under float16 each optimizer's loss is scaled by its own GradScaler.
         self.scale_dis, self.scale_gen = precision.grad_scaler(), precision.grad_scaler()
@@ -137,38 +135,40 @@ class Trainer(TorchTrainer):
     def _noise(self, n, generator):
         return torch.randn(n, self.latent, generator=generator)
 
-    def _latents(self, n, noise):  # this process's share of a batch's latents
-        return self.share_of(functools.partial(self._noise, generator=noise), n)
-
     # --8<-- [start:step]
     def train_epoch(self, x, batch_size, shuffle_seed, on_batch):
         loader = self.epoch_batches([nchw(x)], batch_size, shuffle_seed)
         # The epoch's latents come from a generator seeded here: a resumed epoch draws the same.
         noise = torch.Generator().manual_seed(layout.noise_seed(shuffle_seed))
         gen, dis = (network.train() for network in self.trained)  # DDP's on several devices
+        latents = partial(self.share_of, partial(self._noise, generator=noise))
         means = RunningMeans(("dis_loss", "gen_loss"))
         for (real,) in loader:
             n = len(real)
             for _ in range(self.critic_steps):
                 self.opt_dis.zero_grad()
-                loss_d = dis_loss(gen, dis, real, self._latents(n, noise))
+                loss_d = dis_loss(gen, dis, real, latents(n))
                 self.backward_and_step(loss_d, self.opt_dis, self.scale_dis)
                 means.add("dis_loss", loss_d.item(), n)
             self.opt_gen.zero_grad()
-            loss_g = gen_loss(gen, dis, self._latents(n, noise))
+            loss_g = gen_loss(gen, dis, latents(n))
             # backward() also fills the discriminator's .grad: its next zero_grad clears it.
             self.backward_and_step(loss_g, self.opt_gen, self.scale_gen)
             means.add("gen_loss", loss_g.item(), n)
             on_batch(means.means())
         return self.mean_over_processes(means.means())
+
     # --8<-- [end:step]
 
     def evaluate(self, x, batch_size):
         noise = torch.Generator().manual_seed(layout.EVAL_SEED)
         gen, dis = self.gen.eval(), self.dis.eval()
-        return self.held_out_means([nchw(x)], batch_size, lambda real: {
-            "dis_loss": dis_loss(gen, dis, real, self._noise(len(real), noise)),
-            "gen_loss": gen_loss(gen, dis, self._noise(len(real), noise))})
+
+        def figures(real):
+            z_d, z_g = self._noise(len(real), noise), self._noise(len(real), noise)
+            return {"dis_loss": dis_loss(gen, dis, real, z_d), "gen_loss": gen_loss(gen, dis, z_g)}
+
+        return self.held_out_means([nchw(x)], batch_size, figures)
 
     def sample(self, n, seed):
         """n digits from n latents drawn by torch's generator seeded with `seed`."""
@@ -185,14 +185,14 @@ class Trainer(TorchTrainer):
         layout.check_weights(self.model, self.latent, weights)
 
     def objective_and_grads(self, batch, noise=None):
-        losses = {"dis": functools.partial(dis_loss, self.gen, self.dis, nchw(batch[0])),
-                  "gen": functools.partial(gen_loss, self.gen, self.dis)}
+        nets = (self.gen, self.dis)
+        losses = {"dis": partial(dis_loss, *nets, nchw(batch[0])), "gen": partial(gen_loss, *nets)}
         return self.losses_and_gradients(losses, layout.check_noise(noise, self.latent))
 
     def state(self):
         moments, steps = self.adam_states({"gen": self.opt_gen, "dis": self.opt_dis})
-        return (layout.pack_state(self.model, self.latent, self.get_weights(), moments, steps),
-                layout.state_meta(ENGINE))
+        arrays = layout.pack_state(self.model, self.latent, self.get_weights(), moments, steps)
+        return arrays, layout.state_meta(ENGINE)
 
     def load_state(self, arrays, meta):
         weights, moments, steps = layout.unpack_state(self.model, self.latent, arrays, meta)

@@ -16,13 +16,16 @@ from customfit import validate
 from customfit.errors import UsageError
 from customfit.tasks.classifier import task as classifier
 from customfit.tasks.classifier.architectures import MNIST_LECTURE
+
 # The classifier family's hooks, this task's as they are.
 from customfit.tasks.classifier.task import HEADLINE, OPTIONS, judge, produce, write  # noqa: F401
 from customfit.tasks.mnist import idx
 
 NAME = "mnist"
 FAMILY = "classifier"
-SUMMARY = "MNIST 28x28 from Keras's cache or --data FILE.npz; the lecture's CNN (conv 32-64-64, dense 64)"
+SUMMARY = (
+    "MNIST 28x28 from Keras's cache or --data FILE.npz; the lecture's CNN (conv 32-64-64, dense 64)"
+)
 JUDGE = "held-out accuracy on the file's x_test (MNIST: 10000 digits)"
 MODELS = {"lecture": MNIST_LECTURE}
 # The lecture's fit(X, y, epochs=5) with Keras's defaults: batch 32, Adam at 1e-3.
@@ -53,10 +56,12 @@ def default_data():
     if os.path.isfile(path):
         return path
     raise UsageError.expected(
-        "data", f"MNIST: Keras's {path} (python -c 'import keras; keras.datasets.mnist.load_data()' "
-                "downloads it there), --data FILE.npz with x_train, y_train, x_test, y_test "
-                "(uint8 28x28, labels 0-9), or --data FOLDER holding MNIST's four IDX files",
-        given="neither")
+        "data",
+        f"MNIST: Keras's {path} (python -c 'import keras; keras.datasets.mnist.load_data()' "
+        "downloads it there), --data FILE.npz with x_train, y_train, x_test, y_test "
+        "(uint8 28x28, labels 0-9), or --data FOLDER holding MNIST's four IDX files",
+        given="neither",
+    )
 
 
 def read_data(data):
@@ -66,20 +71,29 @@ def read_data(data):
     folder = isinstance(data, (str, os.PathLike)) and os.path.isdir(data)
     arrays = idx.read_folder(os.fspath(data)) if folder else validate.data_arrays(data)
     split = validate.checked_split(arrays, INPUT_SHAPE, NUM_CLASSES)
-    scaled = {name: _scaled(name, np.asarray(arrays[name]).dtype, getattr(split, name))
-              for name in ("x_train", "x_test")}
-    return type(split)(scaled["x_train"], split.y_train, scaled["x_test"], split.y_test,
-                       num_classes=NUM_CLASSES)
+    scaled = {
+        name: _scaled(name, np.asarray(arrays[name]).dtype, getattr(split, name))
+        for name in ("x_train", "x_test")
+    }
+    return type(split)(
+        scaled["x_train"], split.y_train, scaled["x_test"], split.y_test, num_classes=NUM_CLASSES
+    )
 
 
 def _scaled(name, dtype, x):
     if np.issubdtype(dtype, np.integer):
-        expected, low, high, scale = f"{name} as pixels 0-255 (uint8, as in Keras's mnist.npz)", 0, 255, 255.0
+        expected, low, high, scale = (
+            f"{name} as pixels 0-255 (uint8, as in Keras's mnist.npz)",
+            0,
+            255,
+            255.0,
+        )
     else:
         expected, low, high, scale = f"{name} as integers 0-255 or floats in [0, 1]", 0.0, 1.0, 1.0
     if x.min() < low or x.max() > high:
-        raise UsageError.expected("data", expected,
-                                  given=f"values from {x.min():g} to {x.max():g} ({dtype})")
+        raise UsageError.expected(
+            "data", expected, given=f"values from {x.min():g} to {x.max():g} ({dtype})"
+        )
     return x / np.float32(scale) if scale != 1.0 else x
 
 

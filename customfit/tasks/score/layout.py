@@ -40,12 +40,27 @@ from customfit.trainers import canonical
 METHODS = ("dsm", "lecture")
 DIVERGENCES = ("exact", "hutchinson")
 NETWORKS = {
-    "lecture": {"data": 2, "hidden": (32, 32), "activation": "softplus", "conditional": False,
-                "sigma_data": None},
-    "toy": {"data": 2, "hidden": (128, 128, 128), "activation": "silu", "conditional": True,
-            "sigma_data": None},
-    "digits": {"data": 64, "hidden": (512, 512, 512), "activation": "silu", "conditional": True,
-               "sigma_data": 0.45},
+    "lecture": {
+        "data": 2,
+        "hidden": (32, 32),
+        "activation": "softplus",
+        "conditional": False,
+        "sigma_data": None,
+    },
+    "toy": {
+        "data": 2,
+        "hidden": (128, 128, 128),
+        "activation": "silu",
+        "conditional": True,
+        "sigma_data": None,
+    },
+    "digits": {
+        "data": 64,
+        "hidden": (512, 512, 512),
+        "activation": "silu",
+        "conditional": True,
+        "sigma_data": 0.45,
+    },
 }
 TEMPERATURE = 1.0  # the lecture's T
 ADAM = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
@@ -59,15 +74,42 @@ def check(method, network, divergence=None, sigmas=None):
         raise ValueError(f"network: expected one of {tuple(NETWORKS)}; given {network!r}")
     conditional = NETWORKS[network]["conditional"]
     if conditional != (method == "dsm"):
-        raise ValueError(f"network: method {method} needs a{'' if method == 'dsm' else 'n un'}"
-                         f"conditional network; given {network!r}")
+        raise ValueError(
+            f"network: method {method} needs a{'' if method == 'dsm' else 'n un'}"
+            f"conditional network; given {network!r}"
+        )
     if method == "lecture" and divergence not in DIVERGENCES:
         raise ValueError(f"divergence: expected one of {DIVERGENCES}; given {divergence!r}")
     if method == "dsm":
         sigmas = np.asarray(sigmas if sigmas is not None else [], np.float64)
-        if sigmas.ndim != 1 or len(sigmas) < 1 or not np.all(sigmas > 0) \
-                or not np.all(np.diff(sigmas) < 0):
+        if (
+            sigmas.ndim != 1
+            or len(sigmas) < 1
+            or not np.all(sigmas > 0)
+            or not np.all(np.diff(sigmas) < 0)
+        ):
             raise ValueError(f"sigmas: expected decreasing positive noise levels; given {sigmas}")
+
+
+def settings(method, network, divergence=None, sigmas=None):
+    """A Trainer's settings, checked: (method, network, divergence, sigmas), the divergence the
+    lecture method's alone (None for dsm), the noise levels float32 (None for the lecture's)."""
+    check(method, network, divergence, sigmas)
+    return (
+        method,
+        network,
+        divergence if method == "lecture" else None,
+        None if sigmas is None else np.asarray(sigmas, np.float32),
+    )
+
+
+def parity_draws(noise):
+    """The parity hook's draws (None, {"probe"} or {"levels", "z"}) as NumPy arrays: the noise
+    levels' indices int64, the rest float32."""
+    return {
+        k: np.asarray(v, np.int64 if k == "levels" else np.float32)
+        for k, v in (noise or {}).items()
+    }
 
 
 def dims(network):
@@ -147,9 +189,14 @@ def pack_state(weights, first, second, step):
 
 
 def state_meta(engine, method, network, divergence, sigmas):
-    return {"format": STATE_FORMAT, "engine": engine, "method": method, "network": network,
-            "divergence": divergence,
-            "sigmas": None if sigmas is None else [float(s) for s in sigmas]}
+    return {
+        "format": STATE_FORMAT,
+        "engine": engine,
+        "method": method,
+        "network": network,
+        "divergence": divergence,
+        "sigmas": None if sigmas is None else [float(s) for s in sigmas],
+    }
 
 
 def unpack_state(arrays, meta, network):

@@ -61,20 +61,33 @@ from customfit.tasks.score import layout
 
 NAME = "score"
 FAMILY = "score"
-SUMMARY = ("score models on the toy clusters and Langevin sampling: the lecture's score matching "
-           "(exercise 9) and denoising score matching with annealed Langevin")
-JUDGE = ("energy distance of the samples to fresh data from the clusters (and of fresh data, for "
-         "scale), share within 3 sigma of a centre, each cluster's share; again at 10x the steps")
+SUMMARY = (
+    "score models on the toy clusters and Langevin sampling: the lecture's score matching "
+    "(exercise 9) and denoising score matching with annealed Langevin"
+)
+JUDGE = (
+    "energy distance of the samples to fresh data from the clusters (and of fresh data, for "
+    "scale), share within 3 sigma of a centre, each cluster's share; again at 10x the steps"
+)
 HEADLINE = "energy_distance"
-MODELS = {"default": "the method's network (lecture: 2-32-32-2 softplus; dsm: [x, log sigma] "
-                     "3-128-128-128-2 silu)"}
+MODELS = {
+    "default": "the method's network (lecture: 2-32-32-2 softplus; dsm: [x, log sigma] "
+    "3-128-128-128-2 silu)"
+}
 DEFAULTS = {"epochs": 1600, "batch_size": 512, "lr": 2e-3, "seed": 0, "model": "default"}
 EPOCHS_BY_METHOD = {"dsm": 1600, "lecture": 800}
 NETWORK = {"lecture": "lecture", "dsm": "toy"}
 LONGER = 10  # the judge's second sampling: this many times the steps
-METHOD_DEFAULTS = {"lecture": {"sampling_steps": 50, "step_size": 0.01},
-                   "dsm": {"sampling_steps": 20, "step_size": 0.2, "noise_levels": 20,
-                           "sigma_max": 4.0, "sigma_min": 0.05}}
+METHOD_DEFAULTS = {
+    "lecture": {"sampling_steps": 50, "step_size": 0.01},
+    "dsm": {
+        "sampling_steps": 20,
+        "step_size": 0.2,
+        "noise_levels": 20,
+        "sigma_max": 4.0,
+        "sigma_min": 0.05,
+    },
+}
 DSM_ONLY = ("noise_levels", "sigma_max", "sigma_min")
 
 
@@ -83,46 +96,96 @@ def _default(name):
 
 
 def _default_text(name):
-    return ", ".join(f"{v[name]:g} for --method {m}" for m, v in METHOD_DEFAULTS.items() if name in v)
+    return ", ".join(
+        f"{v[name]:g} for --method {m}" for m, v in METHOD_DEFAULTS.items() if name in v
+    )
+
+
+def _by_method(name, kind, help, **bounds):
+    """An option whose default is METHOD_DEFAULTS's for the run's --method."""
+    return Option(
+        name, kind, help, default=_default(name), default_text=_default_text(name), **bounds
+    )
 
 
 OPTIONS = {
-    "method": Option("method", "choice", "dsm: denoising score matching over noise levels, "
-                     "annealed Langevin, 1600 epochs by default; lecture: the lecture's score "
-                     "matching and Langevin, 800 epochs by default",
-                     default="dsm", choices=layout.METHODS),
-    "divergence": Option("divergence", "choice", "the lecture's divergence: exact (the Jacobian's "
-                         "trace) or hutchinson (sliced, one probe a sample); --method lecture only",
-                         choices=layout.DIVERGENCES,
-                         default=lambda o: "exact" if o["method"] == "lecture" else None,
-                         default_text="exact for --method lecture"),
-    "sampling_steps": Option("sampling_steps", "int", "Langevin steps (dsm: per noise level)",
-                             low=1, high=100_000, default=_default("sampling_steps"),
-                             default_text=_default_text("sampling_steps"), pinned=False),
-    "samples": Option("samples", "int", "samples to draw (and judge)", default=2000, low=10,
-                      high=100_000, pinned=False),
-    "step_size": Option("step_size", "float", "Langevin step eps (dsm: eps_i = step * sigma_i^2 "
-                        "at noise level i)", low=0.0, high=10.0, low_open=True,
-                        default=_default("step_size"), default_text=_default_text("step_size"),
-                        pinned=False),
-    "noise_levels": Option("noise_levels", "int", "how many noise levels (dsm only)", low=1, high=1000,
-                           default=_default("noise_levels"), default_text="20 for --method dsm"),
-    "sigma_max": Option("sigma_max", "float", "the largest noise level (dsm only)", low=0.0, high=100.0,
-                        low_open=True, default=_default("sigma_max"),
-                        default_text="4 for --method dsm"),
-    "sigma_min": Option("sigma_min", "float", "the smallest noise level (dsm only)", low=0.0, high=100.0,
-                        low_open=True, default=_default("sigma_min"),
-                        default_text="0.05 for --method dsm"),
+    "method": Option(
+        "method",
+        "choice",
+        "dsm: denoising score matching over noise levels, "
+        "annealed Langevin, 1600 epochs by default; lecture: the lecture's score "
+        "matching and Langevin, 800 epochs by default",
+        default="dsm",
+        choices=layout.METHODS,
+    ),
+    "divergence": Option(
+        "divergence",
+        "choice",
+        "the lecture's divergence: exact (the Jacobian's "
+        "trace) or hutchinson (sliced, one probe a sample); --method lecture only",
+        choices=layout.DIVERGENCES,
+        default=lambda o: "exact" if o["method"] == "lecture" else None,
+        default_text="exact for --method lecture",
+    ),
+    "sampling_steps": _by_method(
+        "sampling_steps",
+        "int",
+        "Langevin steps (dsm: per noise level)",
+        low=1,
+        high=100_000,
+        pinned=False,
+    ),
+    "samples": Option(
+        "samples",
+        "int",
+        "samples to draw (and judge)",
+        default=2000,
+        low=10,
+        high=100_000,
+        pinned=False,
+    ),
+    "step_size": _by_method(
+        "step_size",
+        "float",
+        "Langevin step eps (dsm: eps_i = step * sigma_i^2 at noise level i)",
+        low=0.0,
+        high=10.0,
+        low_open=True,
+        pinned=False,
+    ),
+    "noise_levels": _by_method(
+        "noise_levels", "int", "how many noise levels (dsm only)", low=1, high=1000
+    ),
+    "sigma_max": _by_method(
+        "sigma_max",
+        "float",
+        "the largest noise level (dsm only)",
+        low=0.0,
+        high=100.0,
+        low_open=True,
+    ),
+    "sigma_min": _by_method(
+        "sigma_min",
+        "float",
+        "the smallest noise level (dsm only)",
+        low=0.0,
+        high=100.0,
+        low_open=True,
+    ),
 }
 
-_BARS_DSM = {"energy_distance": ("<=", 0.02), "within_3sigma": 0.95,
-             "cluster_share_min": 0.15, "cluster_share_max": ("<=", 0.25)}
+_BARS_DSM = {
+    "energy_distance": ("<=", 0.02),
+    "within_3sigma": 0.95,
+    "cluster_share_min": 0.15,
+    "cluster_share_max": ("<=", 0.25),
+}
 BARS_BY_METHOD = {
     "dsm": {**_BARS_DSM, **{f"{k}_10x": v for k, v in _BARS_DSM.items()}},
     "lecture": {"energy_distance": ("<=", 0.15)},
 }
-FRAMES = 50          # the animation's frames at most
-FIELD_SIDE = 25      # the score field's arrows: a FIELD_SIDE x FIELD_SIDE grid
+FRAMES = 50  # the animation's frames at most
+FIELD_SIDE = 25  # the score field's arrows: a FIELD_SIDE x FIELD_SIDE grid
 
 
 def training_defaults(options):
@@ -148,32 +211,45 @@ def check(settings):
     if method == "lecture":
         for name in DSM_ONLY:
             if settings.get(name) is not None:
-                raise UsageError.expected(name, "no value with --method lecture (a dsm option)",
-                                          settings[name])
+                raise UsageError.expected(
+                    name, "no value with --method lecture (a dsm option)", settings[name]
+                )
     elif settings.get("divergence") is not None:
-        raise UsageError.expected("divergence", "no value with --method dsm (denoising score "
-                                  "matching takes no divergence)", settings["divergence"])
+        raise UsageError.expected(
+            "divergence",
+            "no value with --method dsm (denoising score matching takes no divergence)",
+            settings["divergence"],
+        )
     else:
         if settings["sigma_min"] >= settings["sigma_max"] and settings["noise_levels"] > 1:
-            raise UsageError.expected("sigma_min", f"a number below --sigma-max "
-                                      f"({settings['sigma_max']:g})", settings["sigma_min"])
+            raise UsageError.expected(
+                "sigma_min",
+                f"a number below --sigma-max ({settings['sigma_max']:g})",
+                settings["sigma_min"],
+            )
 
 
 def sigmas(settings):
     if settings["method"] != "dsm":
         return None
-    return layout.noise_levels(settings["sigma_max"], settings["sigma_min"],
-                               settings["noise_levels"])
+    return layout.noise_levels(
+        settings["sigma_max"], settings["sigma_min"], settings["noise_levels"]
+    )
 
 
 def build_trainer(trainer_class, split, settings):
     check(settings)
     dsm = settings["method"] == "dsm"
     steps_per_epoch = math.ceil(len(split.x_train) / settings["batch_size"])
-    return trainer_class(settings["method"], NETWORK[settings["method"]], settings["lr"],
-                         settings["seed"], sigmas=sigmas(settings),
-                         divergence=settings["divergence"],
-                         decay_steps=settings["epochs"] * steps_per_epoch if dsm else None)
+    return trainer_class(
+        settings["method"],
+        NETWORK[settings["method"]],
+        settings["lr"],
+        settings["seed"],
+        sigmas=sigmas(settings),
+        divergence=settings["divergence"],
+        decay_steps=settings["epochs"] * steps_per_epoch if dsm else None,
+    )
 
 
 # ----------------------------------------------------------------------------- what it makes
@@ -181,8 +257,11 @@ def build_trainer(trainer_class, split, settings):
 
 def start_std(split, settings):
     """The Gaussian start's spread: the lecture's np.std(X); for dsm the largest noise level."""
-    return float(np.std(split.x_train)) if settings["method"] == "lecture" else \
-        float(sigmas(settings)[0])
+    return (
+        float(np.std(split.x_train))
+        if settings["method"] == "lecture"
+        else float(sigmas(settings)[0])
+    )
 
 
 def frame_steps(total, frames=FRAMES):
@@ -210,8 +289,10 @@ def frame_labels(steps, settings):
 def field_grid(side=FIELD_SIDE):
     """The score field's points: a side x side grid inside the figures' window, row-major."""
     (x0, x1), (y0, y1) = figures.XLIM, figures.YLIM
-    xx, yy = np.meshgrid(np.linspace(x0 + 0.1, x1 - 0.1, side, dtype=np.float32),
-                         np.linspace(y0 + 0.1, y1 - 0.1, side, dtype=np.float32))
+    xx, yy = np.meshgrid(
+        np.linspace(x0 + 0.1, x1 - 0.1, side, dtype=np.float32),
+        np.linspace(y0 + 0.1, y1 - 0.1, side, dtype=np.float32),
+    )
     return np.stack([xx.ravel(), yy.ravel()], axis=1)
 
 
@@ -238,10 +319,13 @@ def produce(trainer, split, settings, verbose=False):
         "frame_steps": np.asarray(shown, np.int64),
         "samples_10x": np.asarray(longer, np.float32),
         "grid": grid,
-        "fields": np.stack([np.asarray(trainer.score(grid, level), np.float32)
-                            for level in field_levels(settings)]),
-        "field_sigmas": np.asarray([np.nan if level is None else ladder[level]
-                                    for level in field_levels(settings)], np.float64),
+        "fields": np.stack(
+            [np.asarray(trainer.score(grid, level), np.float32) for level in field_levels(settings)]
+        ),
+        "field_sigmas": np.asarray(
+            [np.nan if level is None else ladder[level] for level in field_levels(settings)],
+            np.float64,
+        ),
         "frame_labels": np.asarray(frame_labels(shown, settings)),
         "denoised": np.asarray(settings["method"] == "dsm"),
     }
@@ -265,24 +349,36 @@ def judge(outputs, split, settings):
 def write(outputs, trainer, split, history, out, title):
     from customfit import checkpoint
 
-    path = checkpoint.atomic_save_npy(os.path.join(out, "samples.npy"),
-                                      np.asarray(outputs["samples"], np.float32))
+    path = checkpoint.atomic_save_npy(
+        os.path.join(out, "samples.npy"), np.asarray(outputs["samples"], np.float32)
+    )
     data = split.x_train
     figures_now = score_judge.judge(outputs["samples"])
     frames, labels = list(outputs["frames"]), [str(label) for label in outputs["frame_labels"]]
     if outputs["denoised"]:
         frames.append(outputs["samples"])
         labels.append("denoised: the samples")
-    sigma_labels = ["s(x)" if np.isnan(s) else f"s(x, sigma={s:.3g})" for s in outputs["field_sigmas"]]
+    sigma_labels = [
+        "s(x)" if np.isnan(s) else f"s(x, sigma={s:.3g})" for s in outputs["field_sigmas"]
+    ]
     return {
         "samples": path,
-        "animation": figures.animation(np.asarray(frames), labels, data,
-                                       os.path.join(out, "langevin.gif")),
+        "animation": figures.animation(
+            np.asarray(frames), labels, data, os.path.join(out, "langevin.gif")
+        ),
         "scatter": figures.scatter(
-            outputs["samples"], data, os.path.join(out, "samples.png"),
+            outputs["samples"],
+            data,
+            os.path.join(out, "samples.png"),
             f"{title}: energy distance {figures_now['energy_distance']:.4f} "
-            f"(data vs data {figures_now['data_energy_distance']:.4f})"),
-        "score_field": figures.score_field(outputs["grid"], outputs["fields"], sigma_labels, data,
-                                           os.path.join(out, "score_field.png"),
-                                           f"{title}: the learned score"),
+            f"(data vs data {figures_now['data_energy_distance']:.4f})",
+        ),
+        "score_field": figures.score_field(
+            outputs["grid"],
+            outputs["fields"],
+            sigma_labels,
+            data,
+            os.path.join(out, "score_field.png"),
+            f"{title}: the learned score",
+        ),
     }

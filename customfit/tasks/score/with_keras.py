@@ -38,7 +38,7 @@ class ScoreNet(keras.Model):
 
     def call(self, x, sigma=None):
         if sigma is not None and self.sigma_data is not None:
-            x = x / K.sqrt(sigma ** 2 + self.sigma_data ** 2)
+            x = x / K.sqrt(sigma**2 + self.sigma_data**2)
         h = x if sigma is None else K.concatenate([x, K.log(sigma)], axis=-1)
         for layer in self.hidden:
             h = layer(h)
@@ -89,6 +89,8 @@ class ScoreModel(cf.Model):
         squared_norm = K.mean(K.sum(K.square(s), axis=1))
         div = K.mean(div)
         return {"loss": squared_norm + 2.0 * div, "squared_norm": squared_norm, "divergence": div}
+
+
 # --8<-- [end:objective]
 
 
@@ -98,21 +100,21 @@ class Trainer(KerasTrainer):
     KerasTrainer.train_epoch fits it an epoch at a time, its draws reseeded from the epoch's
     seed."""
 
-    def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
-                 decay_steps=None):
-        layout.check(method, network, divergence, sigmas)
+    def __init__(
+        self, method, network, lr, seed, *, sigmas=None, divergence="exact", decay_steps=None
+    ):
+        self.settings = layout.settings(method, network, divergence, sigmas)
+        self.method, self.network, self.divergence, self.sigmas = self.settings
         super().__init__(seed)
-        self.method, self.network = method, network
-        self.divergence = divergence if method == "lecture" else None
         self.data = layout.NETWORKS[network]["data"]
         self.figure_names = layout.FIGURES[method]
         self.model = ScoreModel(method, network, self.divergence, sigmas, seed)
-        self.sigmas = self.model.sigmas
         self.model.net(K.zeros((1, self.data)), None if sigmas is None else K.ones((1, 1)))
         rate = lr if not decay_steps else keras.optimizers.schedules.CosineDecay(lr, decay_steps)
         self.model.compile(optimizer=keras.optimizers.Adam(rate, **layout.ADAM))
         build_train_step(self.model, (np.zeros((1, self.data), "float32"),))
         self._variables = self.trainable_of(self.model, self.model.net)
+
     # --8<-- [end:step]
 
     # ---- the score and Langevin sampling
@@ -153,8 +155,9 @@ class Trainer(KerasTrainer):
         plan = layout.langevin_plan(self.method, steps, step_size, self.sigmas)
         for level, eps, count, keep in layout.segments(plan, record):
             for _ in range(count):
-                x = self._step(x, np.float32(eps), level,
-                               keras.random.normal((n, self.data), seed=generator))
+                x = self._step(
+                    x, np.float32(eps), level, keras.random.normal((n, self.data), seed=generator)
+                )
             if keep:
                 frames.append(to_numpy(x))
         if self.method == "dsm":
@@ -174,17 +177,20 @@ class Trainer(KerasTrainer):
         """The training objective and its gradients (canonical layout) on batch (x,), with the
         objective's draws given: None (exact divergence), {"probe"} or {"levels", "z"}."""
         (x,) = batch
-        given = None if noise is None else {
-            k: tensor(v, "int32" if k == "levels" else "float32") for k, v in noise.items()}
-        loss, grads = self.value_and_grads(lambda x: self.model.figures(x, given)["loss"],
-                                           self._variables, tensor(x))
+        given = (
+            None
+            if noise is None
+            else {k: tensor(v, "int32" if k == "levels" else "float32") for k, v in noise.items()}
+        )
+        loss, grads = self.value_and_grads(
+            lambda x: self.model.figures(x, given)["loss"], self._variables, tensor(x)
+        )
         return loss, layout.copied(grads)
 
     def state(self):
         first, second, step = self.adam_state(self.model.optimizer, self._variables)
         arrays = layout.pack_state(self.get_weights(), first, second, step)
-        return arrays, layout.state_meta(self.engine, self.method, self.network, self.divergence,
-                                         self.sigmas)
+        return arrays, layout.state_meta(self.engine, *self.settings)
 
     def load_state(self, arrays, meta):
         weights, first, second, step = layout.unpack_state(arrays, meta, self.network)

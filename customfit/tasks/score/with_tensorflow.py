@@ -14,6 +14,7 @@ import tensorflow as tf
 from customfit.tasks.score import layout
 from customfit.trainers.running_means import RunningMeans
 from customfit.trainers.tensorflow_trainer import ENGINE, TensorFlowTrainer, built_adam, float32
+from customfit.trainers.tensorflow_trainer import tensor
 
 
 # --8<-- [start:model]
@@ -31,12 +32,14 @@ class ScoreNet(tf.keras.Model):
 
     def call(self, x, sigma=None):
         if sigma is not None and self.sigma_data is not None:
-            x = x / tf.sqrt(sigma ** 2 + self.sigma_data ** 2)
+            x = x / tf.sqrt(sigma**2 + self.sigma_data**2)
         h = x if sigma is None else tf.concat([x, tf.math.log(sigma)], axis=-1)
         for layer in self.hidden:
             h = layer(h)
         h = float32(self.out(h))
         return h if sigma is None else h / float32(sigma)  # Keras cast sigma to the policy
+
+
 # --8<-- [end:model]
 
 
@@ -62,17 +65,19 @@ def denoising_score_matching(net, x, sigma, z):
     """mean | sigma s(x + sigma z, sigma) + z |^2; sigma (B, 1), one noise level per sample."""
     s = net(x + sigma * z, sigma)
     return {"loss": tf.reduce_mean(tf.reduce_sum(tf.square(sigma * s + z), axis=1))}
+
+
 # --8<-- [end:objective]
 
 
 class Trainer(TensorFlowTrainer):
-    def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
-                 decay_steps=None):
-        layout.check(method, network, divergence, sigmas)
+    def __init__(
+        self, method, network, lr, seed, *, sigmas=None, divergence="exact", decay_steps=None
+    ):
+        self.settings = layout.settings(method, network, divergence, sigmas)
+        self.method, self.network, self.divergence, sigmas = self.settings
         super().__init__(seed)
-        self.method, self.network = method, network
-        self.divergence = divergence if method == "lecture" else None
-        self.sigmas = None if sigmas is None else tf.constant(np.asarray(sigmas, np.float32))
+        self.sigmas = None if sigmas is None else tf.constant(sigmas)
         self.data = layout.NETWORKS[network]["data"]
         self.net = ScoreNet(network)  # its weights built now, on a probe:
         self.net(tf.zeros((1, self.data)), None if self.sigmas is None else tf.ones((1, 1)))
@@ -123,13 +128,14 @@ class Trainer(TensorFlowTrainer):
     def evaluate(self, x, batch_size):
         self.noise.reset_from_seed(self.seed)  # the same held-out draws at every call
         return self.evaluate_figures(x, batch_size, layout.FIGURES[self.method])
+
     # --8<-- [end:step]
 
     def sigma(self, level, x):
         return None if level is None else tf.fill([tf.shape(x)[0], 1], self.sigmas[level])
 
     def score(self, x, level=None):
-        x = tf.convert_to_tensor(np.asarray(x, np.float32))
+        x = tensor(x)
         return self.net(x, self.sigma(level, x)).numpy()
 
     @tf.function(reduce_retracing=True)
@@ -143,14 +149,12 @@ class Trainer(TensorFlowTrainer):
 
     def langevin_step(self, x, noise, eps, level=None):
         """One Langevin step from x with the given noise xi (the parity hook)."""
-        x = tf.convert_to_tensor(np.asarray(x, np.float32))
-        eps = tf.constant(eps, tf.float32)
-        xi = tf.convert_to_tensor(np.asarray(noise, np.float32))
-        return (x + eps * self.net(x, self.sigma(level, x))
-                + tf.sqrt(2.0 * eps * layout.TEMPERATURE) * xi).numpy()
+        x, xi, eps = tensor(x), tensor(noise), tf.constant(eps, tf.float32)
+        s = self.net(x, self.sigma(level, x))
+        return (x + eps * s + tf.sqrt(2.0 * eps * layout.TEMPERATURE) * xi).numpy()
 
     def denoise(self, x):
-        x, last = tf.convert_to_tensor(np.asarray(x, np.float32)), len(self.sigmas) - 1
+        x, last = tensor(x), len(self.sigmas) - 1
         return (x + self.sigmas[last] ** 2 * self.net(x, self.sigma(last, x))).numpy()
 
     def sample(self, n, seed, steps, step_size, start_std, record=()):
@@ -177,20 +181,18 @@ class Trainer(TensorFlowTrainer):
         self.net.set_weights([np.asarray(w, np.float32) for w in weights])
 
     def objective_and_grads(self, batch, noise=None):
-        """The loss and its gradients on batch (x,), the draws given: None, {"probe"} or {"levels",
-        "z"}."""
-        given = {k: tf.convert_to_tensor(np.asarray(v, None if k == "levels" else np.float32))
-                 for k, v in (noise or {}).items()}
-        x = tf.convert_to_tensor(np.asarray(batch[0], np.float32))
-        loss, grads = self.loss_and_gradients(lambda: self.figures(x, given)["loss"],
-                                              self.variables)
+        """The loss and its gradients on batch (x,), the draws given (see layout.parity_draws)."""
+        given = {k: tf.convert_to_tensor(v) for k, v in layout.parity_draws(noise).items()}
+        x = tensor(batch[0])
+        loss, grads = self.loss_and_gradients(
+            lambda: self.figures(x, given)["loss"], self.variables
+        )
         return loss, layout.copied(grads)
 
     def state(self):
         first, second, step = self.adam_moments(self.optimizer, self.variables)
         arrays = layout.pack_state(self.get_weights(), first, second, step)
-        return arrays, layout.state_meta(ENGINE, self.method, self.network, self.divergence,
-                                         None if self.sigmas is None else self.sigmas.numpy())
+        return arrays, layout.state_meta(ENGINE, *self.settings)
 
     def load_state(self, arrays, meta):
         weights, first, second, step = layout.unpack_state(arrays, meta, self.network)

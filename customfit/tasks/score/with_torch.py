@@ -5,17 +5,19 @@ vector-Jacobian product, torch.autograd.grad(..., create_graph=True). Every draw
 torch.Generator seeded per epoch (or by the sampling seed): a resumed run draws what an
 uninterrupted one drew. The plumbing is TorchTrainer's (customfit/trainers/torch_trainer.py)."""
 
+import functools
 import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from customfit import precision
 from customfit.tasks.score import layout
 from customfit.trainers.running_means import RunningMeans
-from customfit.trainers.torch_trainer import ENGINE, TorchTrainer, tensor
+from customfit.trainers.torch_trainer import ENGINE, TorchTrainer, adam_options, tensor
 
 ACTIVATIONS = {"softplus": F.softplus, "silu": F.silu}
 
@@ -39,12 +41,14 @@ class ScoreNet(nn.Module):
     @precision.autocast_forward  # --precision mixed: customfit/precision.py
     def forward(self, x, sigma=None):
         if sigma is not None and self.sigma_data is not None:
-            x = x / torch.sqrt(sigma ** 2 + self.sigma_data ** 2)
+            x = x / torch.sqrt(sigma**2 + self.sigma_data**2)
         h = x if sigma is None else torch.cat([x, torch.log(sigma)], dim=-1)
         for layer in self.hidden:
             h = self.activation(layer(h))
         h = self.out(h)
         return h if sigma is None else h / sigma
+
+
 # --8<-- [end:model]
 
 
@@ -59,7 +63,7 @@ def score_matching(model, x, divergence, probe=None):
         with torch.enable_grad():  # evaluate() runs under no_grad; the product needs a graph
             x = x.detach().requires_grad_(True)
             s = model(x)
-            vjp, = torch.autograd.grad((s * probe).sum(), x, create_graph=True)
+            (vjp,) = torch.autograd.grad((s * probe).sum(), x, create_graph=True)
             div = (vjp * probe).sum(dim=1)
     squared_norm = s.pow(2).sum(dim=1).mean()
     div = div.mean()
@@ -70,27 +74,26 @@ def denoising_score_matching(model, x, sigma, z):
     """mean | sigma s(x + sigma z, sigma) + z |^2; sigma (B, 1), one noise level per sample."""
     s = model(x + sigma * z, sigma)
     return {"loss": (sigma * s + z).pow(2).sum(dim=1).mean()}
+
+
 # --8<-- [end:objective]
 
 
 class Trainer(TorchTrainer):
-    def __init__(self, method, network, lr, seed, *, sigmas=None, divergence="exact",
-                 decay_steps=None):
-        layout.check(method, network, divergence, sigmas)
-        self.method, self.network, self.seed = method, network, seed
-        self.divergence = divergence if method == "lecture" else None
-        self.sigmas = None if sigmas is None else tensor(sigmas)
+    def __init__(
+        self, method, network, lr, seed, *, sigmas=None, divergence="exact", decay_steps=None
+    ):
+        self.settings = layout.settings(method, network, divergence, sigmas)
+        self.method, self.network, self.divergence, sigmas = self.settings
+        self.seed, self.sigmas = seed, None if sigmas is None else torch.from_numpy(sigmas)
         torch.manual_seed(seed)  # nn.Linear initialises itself from torch's global generator
         self.model = ScoreNet(network)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr,
-                                          betas=(layout.ADAM["beta_1"], layout.ADAM["beta_2"]),
-                                          eps=layout.ADAM["epsilon"])
-        self.decay_steps = decay_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._decay)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr, **adam_options(**layout.ADAM)
+        )
+        self.decay = functools.partial(layout.cosine_decay, decay_steps=decay_steps)
+        self.scheduler = LambdaLR(self.optimizer, self.decay)
         self.scaler = precision.grad_scaler()  # float16's loss scale
-
-    def _decay(self, step):
-        return layout.cosine_decay(step, self.decay_steps)
 
     def _draw(self, x, generator):
         """The objective's random draws for batch x: {} (exact), a probe, or levels and noise."""
@@ -121,13 +124,17 @@ class Trainer(TorchTrainer):
             means.add_all({k: v.item() for k, v in figures.items()}, len(x_batch))
             on_batch(means.means())
         return means.means()
+
     # --8<-- [end:step]
 
     def evaluate(self, x, batch_size):
         noise = torch.Generator().manual_seed(self.seed)  # the same held-out draws at every call
         self.model.eval()
-        return self.held_out_means([tensor(x)], batch_size, lambda x_batch: self._figures(
-            x_batch, self._draw(x_batch, noise)))
+        return self.held_out_means(
+            [tensor(x)],
+            batch_size,
+            lambda x_batch: self._figures(x_batch, self._draw(x_batch, noise)),
+        )
 
     def _sigma(self, level, n):
         return None if level is None else self.sigmas[level].expand(n, 1)
@@ -139,8 +146,8 @@ class Trainer(TorchTrainer):
 
     @torch.no_grad()
     def _step(self, x, eps, level, xi):
-        return x + eps * self.model(x, self._sigma(level, len(x))) \
-            + math.sqrt(2.0 * eps * layout.TEMPERATURE) * xi
+        s = self.model(x, self._sigma(level, len(x)))
+        return x + eps * s + math.sqrt(2.0 * eps * layout.TEMPERATURE) * xi
 
     def langevin_step(self, x, noise, eps, level=None):
         """One Langevin step from x with the given noise xi (the parity hook)."""
@@ -172,29 +179,22 @@ class Trainer(TorchTrainer):
             x = self._denoise(x)
         return x.numpy().copy(), np.asarray(frames, np.float32).reshape(len(frames), n, data)
 
-    def networks(self):
-        return self.model
-
     def check_weights(self, weights):
         layout.check_weights(self.network, weights)
 
     def objective_and_grads(self, batch, noise=None):
         """The training objective and its gradients (canonical layout) on batch (x,), with the
         objective's draws given: None (exact divergence), {"probe"} or {"levels", "z"}."""
-        given = {} if noise is None else {
-            k: tensor(v, np.int64 if k == "levels" else np.float32) for k, v in noise.items()}
+        given = {k: torch.from_numpy(v) for k, v in layout.parity_draws(noise).items()}
         x = tensor(batch[0])
-        return self.loss_and_gradients(lambda: self._figures(x, given)["loss"], self.model,
-                                       self.trainable_tensors())
+        return self.loss_and_gradients(lambda: self._figures(x, given)["loss"], self.model)
 
     def state(self):
-        return (layout.pack_state(*self.weights_and_adam_state()),
-                layout.state_meta(ENGINE, self.method, self.network, self.divergence,
-                                  None if self.sigmas is None else self.sigmas.numpy()))
+        arrays = layout.pack_state(*self.weights_and_adam_state())
+        return arrays, layout.state_meta(ENGINE, *self.settings)
 
     def load_state(self, arrays, meta):
         weights, first, second, step = layout.unpack_state(arrays, meta, self.network)
         self.load_weights_and_adam_state(weights, first, second, step)
         # The schedule's place is the optimizer's step count: pick it up from there.
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._decay,
-                                                           last_epoch=step - 1)
+        self.scheduler = LambdaLR(self.optimizer, self.decay, last_epoch=step - 1)

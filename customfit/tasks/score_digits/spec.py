@@ -27,25 +27,59 @@ from customfit.tasks.score import layout
 
 NAME = "score-digits"
 FAMILY = "score"
-SUMMARY = ("denoising score matching on the 8x8 digits with annealed Langevin sampling: the "
-           "score model generates images (beyond the lecture)")
-JUDGE = ("1000 generated digits by the digit judge: Frechet distance to held-out digits (fd), "
-         "confidence, coverage of the ten classes")
+SUMMARY = (
+    "denoising score matching on the 8x8 digits with annealed Langevin sampling: the "
+    "score model generates images (beyond the lecture)"
+)
+JUDGE = (
+    "1000 generated digits by the digit judge: Frechet distance to held-out digits (fd), "
+    "confidence, coverage of the ten classes"
+)
 HEADLINE = "fd"
 MODELS = {"default": "noise-conditional MLP [x, log sigma] 65-512-512-512-64, silu"}
 DEFAULTS = {"epochs": 400, "batch_size": 64, "lr": 1e-3, "seed": 0, "model": "default"}
 NETWORK = "digits"
 OPTIONS = {
-    "sampling_steps": Option("sampling_steps", "int", "Langevin steps per noise level", low=1,
-                             high=100_000, default=10, pinned=False),
-    "step_size": Option("step_size", "float", "Langevin step: eps_i = step * sigma_i^2 at noise "
-                        "level i", low=0.0, high=10.0, low_open=True, default=0.05, pinned=False),
-    "noise_levels": Option("noise_levels", "int", "how many noise levels", low=1, high=1000,
-                           default=20),
-    "sigma_max": Option("sigma_max", "float", "the largest noise level", low=0.0, high=100.0,
-                        low_open=True, default=5.0),
-    "sigma_min": Option("sigma_min", "float", "the smallest noise level", low=0.0, high=100.0,
-                        low_open=True, default=0.02),
+    "sampling_steps": Option(
+        "sampling_steps",
+        "int",
+        "Langevin steps per noise level",
+        low=1,
+        high=100_000,
+        default=10,
+        pinned=False,
+    ),
+    "step_size": Option(
+        "step_size",
+        "float",
+        "Langevin step: eps_i = step * sigma_i^2 at noise level i",
+        low=0.0,
+        high=10.0,
+        low_open=True,
+        default=0.05,
+        pinned=False,
+    ),
+    "noise_levels": Option(
+        "noise_levels", "int", "how many noise levels", low=1, high=1000, default=20
+    ),
+    "sigma_max": Option(
+        "sigma_max",
+        "float",
+        "the largest noise level",
+        low=0.0,
+        high=100.0,
+        low_open=True,
+        default=5.0,
+    ),
+    "sigma_min": Option(
+        "sigma_min",
+        "float",
+        "the smallest noise level",
+        low=0.0,
+        high=100.0,
+        low_open=True,
+        default=0.02,
+    ),
 }
 # The bar: below the judge's pixel-Gaussian reference (digit_judge.references(), fd 7.3257,
 # rounded down; a test holds the two together).
@@ -68,23 +102,35 @@ def bars(settings):
 
 
 def sigmas(settings):
-    return layout.noise_levels(settings["sigma_max"], settings["sigma_min"], settings["noise_levels"])
+    return layout.noise_levels(
+        settings["sigma_max"], settings["sigma_min"], settings["noise_levels"]
+    )
 
 
 def build_trainer(trainer_class, split, settings):
     if settings["sigma_min"] >= settings["sigma_max"] and settings["noise_levels"] > 1:
-        raise UsageError.expected("sigma_min", f"a number below --sigma-max "
-                                  f"({settings['sigma_max']:g})", settings["sigma_min"])
+        raise UsageError.expected(
+            "sigma_min",
+            f"a number below --sigma-max ({settings['sigma_max']:g})",
+            settings["sigma_min"],
+        )
     steps_per_epoch = math.ceil(len(split.x_train) / settings["batch_size"])
-    return trainer_class("dsm", NETWORK, settings["lr"], settings["seed"], sigmas=sigmas(settings),
-                         decay_steps=settings["epochs"] * steps_per_epoch)
+    return trainer_class(
+        "dsm",
+        NETWORK,
+        settings["lr"],
+        settings["seed"],
+        sigmas=sigmas(settings),
+        decay_steps=settings["epochs"] * steps_per_epoch,
+    )
 
 
 def produce(trainer, split, settings, verbose=False):
     steps, ladder = settings["sampling_steps"], sigmas(settings)
     record = [steps * (i + 1) for i in range(len(ladder))]
-    samples, frames = trainer.sample(SAMPLES, settings["seed"], steps, settings["step_size"],
-                                     float(ladder[0]), record=record)
+    samples, frames = trainer.sample(
+        SAMPLES, settings["seed"], steps, settings["step_size"], float(ladder[0]), record=record
+    )
     labels = [f"level {i + 1}/{len(ladder)}, sigma {s:.3g}" for i, s in enumerate(ladder)]
     return {
         "samples": np.clip(np.asarray(samples, np.float32), 0.0, 1.0).reshape(SAMPLES, 8, 8),
@@ -98,8 +144,10 @@ def judge(outputs, split, settings):
 
     samples = outputs["samples"]
     if samples.shape != (SAMPLES, 8, 8) or not np.isfinite(samples).all():
-        raise RuntimeError(f"samples: expected ({SAMPLES}, 8, 8), finite, given shape "
-                           f"{samples.shape} with {np.sum(~np.isfinite(samples))} not finite")
+        raise RuntimeError(
+            f"samples: expected ({SAMPLES}, 8, 8), finite, given shape "
+            f"{samples.shape} with {np.sum(~np.isfinite(samples))} not finite"
+        )
     return digit_judge.judge(samples)
 
 

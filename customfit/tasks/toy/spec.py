@@ -4,6 +4,7 @@ import functools
 
 from customfit.tasks.classifier import task as classifier
 from customfit.tasks.classifier.architectures import TOY_MLP
+
 # The classifier family's hooks, this task's as they are.
 from customfit.tasks.classifier.task import HEADLINE, OPTIONS, judge, produce, write  # noqa: F401
 from customfit.tasks.classifier.task import parity_inputs  # noqa: F401

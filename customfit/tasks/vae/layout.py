@@ -40,6 +40,8 @@ import math
 
 import numpy as np
 
+from customfit.trainers import canonical
+
 NETWORKS = ("mlp", "conv")
 OBJECTIVES = ("elbo", "lecture")
 IMAGE = (8, 8, 1)
@@ -64,8 +66,16 @@ def canonical_shapes(network, latent):
     """{"encoder": [shape, ...], "decoder": [...]} in the canonical layout (module docstring)."""
     if network == "mlp":
         h1, h2 = MLP_HIDDEN
-        encoder = [(PIXELS, h1), (h1,), (h1, h2), (h2,), (h2, latent), (latent,),
-                   (h2, latent), (latent,)]
+        encoder = [
+            (PIXELS, h1),
+            (h1,),
+            (h1, h2),
+            (h2,),
+            (h2, latent),
+            (latent,),
+            (h2, latent),
+            (latent,),
+        ]
         decoder = [(latent, h2), (h2,), (h2, h1), (h1,), (h1, PIXELS), (PIXELS,)]
     elif network == "conv":
         encoder, channels = [], 1
@@ -90,19 +100,15 @@ def check_weights(shapes, weights, what="weights"):
         given = sorted(weights) if isinstance(weights, dict) else type(weights).__name__
         raise ValueError(f"{what}: expected a dict with keys {list(NETS)}, given {given}")
     for net in NETS:
-        arrays, expected = list(weights[net]), shapes[net]
-        if len(arrays) != len(expected):
-            raise ValueError(f"{what}[{net}]: expected {len(expected)} arrays, given {len(arrays)}")
-        for i, (shape, array) in enumerate(zip(expected, arrays)):
-            if tuple(np.shape(array)) != tuple(shape):
-                raise ValueError(f"{what}[{net}][{i}]: expected shape {tuple(shape)}, "
-                                 f"given {tuple(np.shape(array))}")
+        canonical.check_shapes(shapes[net], weights[net], what=f"{what}[{net}]")
 
 
 def copied(weights):
     """{"encoder": [...], "decoder": [...]} as new float32 arrays (no views of live memory)."""
-    return {net: [np.array(a, dtype=np.float32, order="C", copy=True) for a in weights[net]]
-            for net in NETS}
+    return {
+        net: [np.array(a, dtype=np.float32, order="C", copy=True) for a in weights[net]]
+        for net in NETS
+    }
 
 
 # ----------------------------------------------------------------------------- state
@@ -121,8 +127,13 @@ def pack_state(weights, first, second, step):
 
 
 def state_meta(engine, network, objective, latent):
-    return {"format": STATE_FORMAT, "engine": engine, "network": network,
-            "objective": objective, "latent": int(latent)}
+    return {
+        "format": STATE_FORMAT,
+        "engine": engine,
+        "network": network,
+        "objective": objective,
+        "latent": int(latent),
+    }
 
 
 def unpack_state(arrays, meta, shapes):

@@ -51,26 +51,44 @@ from customfit.options import Option
 
 NAME = "vae"
 FAMILY = "vae"
-SUMMARY = ("variational auto-encoder of the 8x8 digits: encoder (mean, log-variance), "
-           "reparameterised sample, decoder; loss KL + reconstruction / (2T) (exercise 5)")
-JUDGE = ("1000 generated digits (decoder means of z ~ N(0, I)) by the digit judge: Frechet "
-         "distance to held-out digits, confidence, coverage; plus the held-out negative ELBO")
+SUMMARY = (
+    "variational auto-encoder of the 8x8 digits: encoder (mean, log-variance), "
+    "reparameterised sample, decoder; loss KL + reconstruction / (2T) (exercise 5)"
+)
+JUDGE = (
+    "1000 generated digits (decoder means of z ~ N(0, I)) by the digit judge: Frechet "
+    "distance to held-out digits, confidence, coverage; plus the held-out negative ELBO"
+)
 HEADLINE = "fd"
 # model -> (network, objective); see layout.py.
 MODELS = {"default": ("mlp", "elbo"), "lecture": ("conv", "lecture")}
 DEFAULTS = {"epochs": 300, "batch_size": 64, "lr": 1e-3, "seed": 0, "model": "default"}
 MODEL_DEFAULTS = {"lecture": {"epochs": 20, "batch_size": 16, "lr": 1e-3}}
 # The options' defaults differ by model; build_trainer writes them into the run's settings.
-MODEL_OPTIONS = {"default": {"temperature": 0.1, "latent": 8},
-                 "lecture": {"temperature": 0.01, "latent": 10}}
+MODEL_OPTIONS = {
+    "default": {"temperature": 0.1, "latent": 8},
+    "lecture": {"temperature": 0.01, "latent": 10},
+}
 OPTIONS = {
     "temperature": Option(
-        "temperature", "float", "the decoder's variance T in loss = KL + reconstruction / (2T)",
-        low=0.0, high=10.0, low_open=True,
-        default_text=", ".join(f"{v['temperature']:g} for --model {m}" for m, v in MODEL_OPTIONS.items())),
+        "temperature",
+        "float",
+        "the decoder's variance T in loss = KL + reconstruction / (2T)",
+        low=0.0,
+        high=10.0,
+        low_open=True,
+        default_text=", ".join(
+            f"{v['temperature']:g} for --model {m}" for m, v in MODEL_OPTIONS.items()
+        ),
+    ),
     "latent": Option(
-        "latent", "int", "latent dimensions", low=1, high=64,
-        default_text=", ".join(f"{v['latent']} for --model {m}" for m, v in MODEL_OPTIONS.items())),
+        "latent",
+        "int",
+        "latent dimensions",
+        low=1,
+        high=64,
+        default_text=", ".join(f"{v['latent']} for --model {m}" for m, v in MODEL_OPTIONS.items()),
+    ),
 }
 
 # The bar: below the judge's pixel-Gaussian reference (digit_judge.references(), fd 7.3257,
@@ -100,7 +118,10 @@ def bars(settings):
 def filled(settings):
     """The settings with the model's temperature and latent size where none was given."""
     model = settings.get("model", DEFAULTS["model"])
-    return {**settings, **{k: v for k, v in MODEL_OPTIONS[model].items() if settings.get(k) is None}}
+    return {
+        **settings,
+        **{k: v for k, v in MODEL_OPTIONS[model].items() if settings.get(k) is None},
+    }
 
 
 def build_trainer(trainer_class, split, settings):
@@ -108,8 +129,15 @@ def build_trainer(trainer_class, split, settings):
     # so --resume) records the values the run used.
     settings.update(filled(settings))
     network, objective = MODELS[settings["model"]]
-    return trainer_class(network, objective, settings["latent"], settings["temperature"],
-                         settings["lr"], settings["seed"], devices=settings.get("devices", 1))
+    return trainer_class(
+        network,
+        objective,
+        settings["latent"],
+        settings["temperature"],
+        settings["lr"],
+        settings["seed"],
+        devices=settings.get("devices", 1),
+    )
 
 
 def parity_inputs(split, settings):
@@ -141,8 +169,9 @@ def produce(trainer, split, settings, verbose=False):
     return {
         "samples": np.asarray(trainer.sample(SAMPLES, seed), np.float32),
         "scales": np.asarray(SCALES, np.float64),
-        "scaled_samples": np.stack([np.asarray(trainer.sample(SCALED, seed, scale=s), np.float32)
-                                    for s in SCALES]),
+        "scaled_samples": np.stack(
+            [np.asarray(trainer.sample(SCALED, seed, scale=s), np.float32) for s in SCALES]
+        ),
         "x": x[..., 0],
         "mu": mu,
         "logvar": logvar,
@@ -158,7 +187,7 @@ def negative_elbo(x, mu, logvar, decoded, temperature):
     """Per image, in nats: KL(N(mu, e^l) || N(0, I)) + E_eps[sum (x - x_hat)^2] / (2T)
     + (64/2) log(2 pi T), the expectation over the draws in `decoded` (draws, N, 8, 8)."""
     x, mu, logvar, decoded = (np.asarray(a, np.float64) for a in (x, mu, logvar, decoded))
-    kl = 0.5 * np.sum(mu ** 2 + np.exp(logvar) - 1.0 - logvar, axis=1)
+    kl = 0.5 * np.sum(mu**2 + np.exp(logvar) - 1.0 - logvar, axis=1)
     squares = np.sum((x[None] - decoded) ** 2, axis=(2, 3)).mean(axis=0)
     constant = 0.5 * x[0].size * math.log(2.0 * math.pi * temperature)
     return kl + squares / (2.0 * temperature) + constant, kl, squares
@@ -168,26 +197,33 @@ def judge(outputs, split, settings):
 
     settings = filled(settings)
     samples = outputs["samples"]
-    if samples.shape != (SAMPLES, 8, 8) or not np.isfinite(samples).all() \
-            or samples.min() < 0.0 or samples.max() > 1.0:
-        raise RuntimeError(f"samples: expected ({SAMPLES}, 8, 8) in [0, 1], given shape "
-                           f"{samples.shape}, range [{np.nanmin(samples)}, {np.nanmax(samples)}]")
+    digit_judge.check_samples(samples, SAMPLES, nan_out_of_range=True)
     metrics = digit_judge.judge(samples)
     T = settings["temperature"]
-    nelbo, kl, squares = negative_elbo(outputs["x"], outputs["mu"], outputs["logvar"],
-                                       outputs["elbo_decoded"], T)
-    metrics.update({
-        "neg_elbo": float(nelbo.mean()),
-        "kl": float(kl.mean()),
-        "reconstruction_mse": float(squares.mean() / outputs["x"][0].size),
-        "active_latents": float(np.sum(np.var(np.asarray(outputs["mu"], np.float64), axis=0) > 0.01)),
-        "latent": float(settings["latent"]),
-        "temperature": float(T),
-        "effective_temperature": float(effective_temperature(settings)),
-    })
+    nelbo, kl, squares = negative_elbo(
+        outputs["x"], outputs["mu"], outputs["logvar"], outputs["elbo_decoded"], T
+    )
+    metrics.update(
+        {
+            "neg_elbo": float(nelbo.mean()),
+            "kl": float(kl.mean()),
+            "reconstruction_mse": float(squares.mean() / outputs["x"][0].size),
+            "active_latents": float(
+                np.sum(np.var(np.asarray(outputs["mu"], np.float64), axis=0) > 0.01)
+            ),
+            "latent": float(settings["latent"]),
+            "temperature": float(T),
+            "effective_temperature": float(effective_temperature(settings)),
+        }
+    )
     if metrics["effective_temperature"] != T:
-        nelbo_effective, _, _ = negative_elbo(outputs["x"], outputs["mu"], outputs["logvar"],
-                                              outputs["elbo_decoded"], metrics["effective_temperature"])
+        nelbo_effective, _, _ = negative_elbo(
+            outputs["x"],
+            outputs["mu"],
+            outputs["logvar"],
+            outputs["elbo_decoded"],
+            metrics["effective_temperature"],
+        )
         metrics["neg_elbo_at_effective_temperature"] = float(nelbo_effective.mean())
     return metrics
 
@@ -199,13 +235,22 @@ def write(outputs, trainer, split, history, out, title):
     from customfit import checkpoint
     from customfit.tasks.vae import figures
 
-    path = checkpoint.atomic_save_npy(os.path.join(out, "samples.npy"),
-                                      np.asarray(outputs["samples"], np.float32))
+    path = checkpoint.atomic_save_npy(
+        os.path.join(out, "samples.npy"), np.asarray(outputs["samples"], np.float32)
+    )
     return {
         "samples": path,
         "samples_grid": figures.grid(outputs["samples"], os.path.join(out, "samples.png"), title),
         "reconstructions": figures.reconstructions(
-            outputs["x"], outputs["reconstructions"], os.path.join(out, "reconstructions.png"), title),
+            outputs["x"],
+            outputs["reconstructions"],
+            os.path.join(out, "reconstructions.png"),
+            title,
+        ),
         "temperatures": figures.temperatures(
-            outputs["scaled_samples"], outputs["scales"], os.path.join(out, "temperatures.png"), title),
+            outputs["scaled_samples"],
+            outputs["scales"],
+            os.path.join(out, "temperatures.png"),
+            title,
+        ),
     }

@@ -25,8 +25,7 @@ class MLPEncoder(keras.Model):
         self.flatten = layers.Flatten()
         self.hidden1 = layers.Dense(h1, activation="relu")
         self.hidden2 = layers.Dense(h2, activation="relu")
-        self.mu = layers.Dense(latent)
-        self.logvar = layers.Dense(latent)
+        self.mu, self.logvar = layers.Dense(latent), layers.Dense(latent)
 
     def call(self, x):
         h = self.hidden2(self.hidden1(self.flatten(x)))
@@ -56,8 +55,7 @@ class ConvEncoder(keras.Model):
         self.c2 = layers.Conv2D(f2, 3, padding="valid", activation="relu")
         self.c3 = layers.Conv2D(f3, 3, padding="valid", activation="relu")
         self.fl = layers.Flatten()
-        self.l_mu = layers.Dense(latent)
-        self.l_l = layers.Dense(latent)
+        self.l_mu, self.l_l = layers.Dense(latent), layers.Dense(latent)
 
     def call(self, x):
         h = self.fl(self.c3(self.c2(self.c1(x))))
@@ -110,8 +108,9 @@ class VAE(cf.Model):
         of the Gaussian decoder of variance T, constant included. The encoder runs once."""
         mu, logvar = self.encoder(x, training=training)
         if eps is None:  # on several devices, this replica's share of the global batch's
-            eps = own_rows(lambda n: keras.random.normal((n, self.latent), seed=self.noise),
-                           K.shape(mu)[0])
+            eps = own_rows(
+                lambda n: keras.random.normal((n, self.latent), seed=self.noise), K.shape(mu)[0]
+            )
         x_hat = self.decoder(mu + eps * K.exp(0.5 * logvar), training=training)
         T = self.temperature
         kl_terms = 0.5 * (K.square(mu) + K.exp(logvar) - 1.0 - logvar)
@@ -124,9 +123,12 @@ class VAE(cf.Model):
         else:  # the lecture's: means over the batch and the dimensions alike
             kl = K.mean(kl_terms)
             reconstruction = K.mean(squares) / (2.0 * T)
-        neg_elbo = K.mean(kl_per_image + squares_per_image / (2.0 * T)) + layout.gaussian_constant(T)
-        return {"loss": kl + reconstruction, "kl": kl, "reconstruction": reconstruction,
-                "neg_elbo": neg_elbo}
+        constant = layout.gaussian_constant(T)  # the Gaussian's normalisation, per image
+        neg_elbo = K.mean(kl_per_image + squares_per_image / (2.0 * T)) + constant
+        loss = kl + reconstruction
+        return {"loss": loss, "kl": kl, "reconstruction": reconstruction, "neg_elbo": neg_elbo}
+
+
 # --8<-- [end:objective]
 
 
@@ -144,11 +146,11 @@ class Trainer(KerasTrainer):
         self._shapes = layout.canonical_shapes(network, latent)
         with self.parallel.scope():
             self.model = VAE(network, objective, latent, temperature, seed)
-            self.model.encoder(K.zeros((1, *layout.IMAGE)))  # build the weights now
-            self.model.decoder(K.zeros((1, latent)))
+            self.model.decoder(self.model.encoder(K.zeros((1, *layout.IMAGE)))[0])  # both built now
             self.model.compile(optimizer=keras.optimizers.Adam(lr, **layout.ADAM))
             build_train_step(self.model, (np.zeros((1, *layout.IMAGE), "float32"),))
         self._variables = self.trainable_of(self.model, self.model.encoder, self.model.decoder)
+
     # --8<-- [end:step]
 
     # ---- what the spec asks after training
@@ -166,13 +168,12 @@ class Trainer(KerasTrainer):
 
     # ---- weights, the parity hook, state: Keras's layout is the canonical one
 
-    def _split(self, arrays):
+    def split(self, arrays):
         n = len(self.model.encoder.trainable_variables)
         return {"encoder": list(arrays[:n]), "decoder": list(arrays[n:])}
 
     def get_weights(self):
-        return layout.copied({"encoder": self.model.encoder.get_weights(),
-                              "decoder": self.model.decoder.get_weights()})
+        return layout.copied({net: getattr(self.model, net).get_weights() for net in layout.NETS})
 
     def set_weights(self, weights):
         layout.check_weights(self._shapes, weights)
@@ -182,15 +183,13 @@ class Trainer(KerasTrainer):
     def objective_and_grads(self, batch, noise=None):
         """The training objective and its gradients (canonical layout) on batch (x,) with the
         reparameterisation noise `noise` (B, latent) given; no update."""
-        (x,) = batch
-        loss, grads = self.value_and_grads(lambda x, eps: self.model.figures(x, eps=eps)["loss"],
-                                           self._variables, tensor(x), tensor(noise))
-        return loss, layout.copied(self._split(grads))
+        args = (self._variables, tensor(batch[0]), tensor(noise))
+        loss, grads = self.value_and_grads(lambda x, e: self.model.figures(x, eps=e)["loss"], *args)
+        return loss, layout.copied(self.split(grads))
 
     def state(self):
         first, second, step = self.adam_state(self.model.optimizer, self._variables)
-        arrays = layout.pack_state(self.get_weights(), self._split(first), self._split(second),
-                                   step)
+        arrays = layout.pack_state(self.get_weights(), self.split(first), self.split(second), step)
         return arrays, layout.state_meta(self.engine, self.network, self.objective, self.latent)
 
     def load_state(self, arrays, meta):

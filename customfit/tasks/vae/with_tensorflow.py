@@ -2,15 +2,15 @@
 decoder, a training step written by hand with tf.GradientTape under @tf.function, tf.data batches.
 
 Read top to bottom: the networks, the objective, the step and the epoch loop; the plumbing is
-customfit/trainers/tensorflow_trainer.py's. Two fixes to the lecture's exercise 5: the encoder
-runs once per step; the noise comes from a tf.random.Generator re-seeded every epoch (resumable).
-"""
+tensorflow_trainer.py's. Two fixes to the lecture's exercise 5: the encoder runs once per step;
+the noise comes from a tf.random.Generator re-seeded every epoch (resumable)."""
 
 import tensorflow as tf
 
 from customfit.tasks.vae import layout
 from customfit.trainers.running_means import RunningMeans
 from customfit.trainers.tensorflow_trainer import ENGINE, TensorFlowTrainer, built_adam, float32
+
 
 # --8<-- [start:model]
 class MLPEncoder(tf.keras.Model):
@@ -54,7 +54,8 @@ class ConvEncoder(tf.keras.Model):
 
     def call(self, x):
         h = self.flatten(self.c3(self.c2(self.c1(x))))
-        return float32(self.mu(h)), float32(self.logvar(h))  # the lecture returned (mu, ll): a NameError
+        # The lecture returned (mu, ll): a NameError.
+        return float32(self.mu(h)), float32(self.logvar(h))
 
 
 class ConvDecoder(tf.keras.Model):
@@ -76,6 +77,8 @@ class ConvDecoder(tf.keras.Model):
         h = tf.nn.leaky_relu(self.c1(h), alpha=layout.LEAKY_SLOPE)
         h = tf.nn.leaky_relu(self.c2(h), alpha=layout.LEAKY_SLOPE)
         return float32(self.c3(h))
+
+
 # --8<-- [end:model]
 
 
@@ -93,10 +96,12 @@ def vae_figures(x, x_hat, mu, logvar, temperature, objective):
     else:  # the lecture's: reduce_mean over the batch and the dimensions alike
         kl = tf.reduce_mean(kl_terms)
         reconstruction = tf.reduce_mean(squares) / (2.0 * temperature)
-    neg_elbo = (tf.reduce_mean(kl_per_image + squares_per_image / (2.0 * temperature))
-                + layout.gaussian_constant(temperature))
-    return {"loss": kl + reconstruction, "kl": kl, "reconstruction": reconstruction,
-            "neg_elbo": neg_elbo}
+    neg_elbo = tf.reduce_mean(kl_per_image + squares_per_image / (2.0 * temperature))
+    neg_elbo += layout.gaussian_constant(temperature)
+    loss = kl + reconstruction
+    return {"loss": loss, "kl": kl, "reconstruction": reconstruction, "neg_elbo": neg_elbo}
+
+
 # --8<-- [end:objective]
 
 
@@ -106,11 +111,11 @@ class Trainer(TensorFlowTrainer):
         super().__init__(seed, devices)
         self.network, self.objective, self.latent = network, objective, latent
         self.temperature = float(temperature)
+        self.shapes = layout.canonical_shapes(network, latent)
         with self.strategy.scope():
             self.encoder = (MLPEncoder if network == "mlp" else ConvEncoder)(latent)
             self.decoder = (MLPDecoder if network == "mlp" else ConvDecoder)(latent)
-            self.encoder(tf.zeros((1, *layout.IMAGE)))  # build the weights now
-            self.decoder(tf.zeros((1, latent)))
+            self.decoder(self.encoder(tf.zeros((1, *layout.IMAGE)))[0])  # both built now
             self.variables = self.encoder.trainable_variables + self.decoder.trainable_variables
             self.optimizer = built_adam(self.variables, lr, **layout.ADAM)
         # Re-seeded every epoch; outside the scope: a global batch's noise is drawn once.
@@ -119,8 +124,7 @@ class Trainer(TensorFlowTrainer):
     # --8<-- [start:step]
     def forward(self, x, eps=None):
         mu, logvar = self.encoder(x)  # once per step
-        if eps is None:
-            eps = self.noise.normal(tf.shape(mu))
+        eps = self.noise.normal(tf.shape(mu)) if eps is None else eps
         x_hat = self.decoder(mu + eps * tf.exp(0.5 * logvar))
         return vae_figures(x, x_hat, mu, logvar, self.temperature, self.objective)
 
@@ -146,14 +150,14 @@ class Trainer(TensorFlowTrainer):
         self.noise.reset_from_seed(shuffle_seed)
         means = RunningMeans(layout.FIGURES)
         for x_batch in self.batches(dataset, len(x), batch_size):
-            figures = self.train_step(x_batch)
-            means.add_all(figures, int(self.global_rows(x_batch)))
+            means.add_all(self.train_step(x_batch), int(self.global_rows(x_batch)))
             on_batch(means.means())
         return means.means()
 
     def evaluate(self, x, batch_size):
         self.noise.reset_from_seed(self.seed)  # the same held-out noise at every call
         return self.evaluate_figures(x, batch_size, layout.FIGURES)
+
     # --8<-- [end:step]
 
     def encode(self, x):
@@ -164,19 +168,17 @@ class Trainer(TensorFlowTrainer):
 
     def sample(self, n, seed, scale=1.0):
         """Decoder means of z ~ N(0, scale^2 I), z from a tf.random.Generator seeded with seed."""
-        z = tf.random.Generator.from_seed(seed).normal((n, self.latent))
-        return self.decode(scale * z)
+        return self.decode(scale * tf.random.Generator.from_seed(seed).normal((n, self.latent)))
 
     def split(self, arrays):
         n = len(self.encoder.trainable_variables)
         return {"encoder": list(arrays[:n]), "decoder": list(arrays[n:])}
 
     def get_weights(self):
-        return layout.copied({"encoder": self.encoder.get_weights(),
-                              "decoder": self.decoder.get_weights()})
+        return layout.copied({net: getattr(self, net).get_weights() for net in layout.NETS})
 
     def set_weights(self, weights):
-        layout.check_weights(layout.canonical_shapes(self.network, self.latent), weights)
+        layout.check_weights(self.shapes, weights)
         self.encoder.set_weights(weights["encoder"])
         self.decoder.set_weights(weights["decoder"])
 
@@ -192,8 +194,7 @@ class Trainer(TensorFlowTrainer):
         return arrays, layout.state_meta(ENGINE, self.network, self.objective, self.latent)
 
     def load_state(self, arrays, meta):
-        weights, first, second, step = layout.unpack_state(
-            arrays, meta, layout.canonical_shapes(self.network, self.latent))
+        weights, first, second, step = layout.unpack_state(arrays, meta, self.shapes)
         self.set_weights(weights)
-        self.load_adam_moments(self.optimizer, self.variables, first["encoder"] + first["decoder"],
-                               second["encoder"] + second["decoder"], step)
+        first, second = (moments["encoder"] + moments["decoder"] for moments in (first, second))
+        self.load_adam_moments(self.optimizer, self.variables, first, second, step)

@@ -1,8 +1,7 @@
 """The VAE in PyTorch, as PyTorch's examples/vae writes one: an encoder and a decoder, the
 reparameterization, a loss function of (x, x_hat, mu, logvar), zero_grad / backward / step. Unlike
 there, the noise comes from a torch.Generator seeded per epoch, not the global one: a resumed run
-draws what an uninterrupted one drew. The plumbing is TorchTrainer's (trainers/torch_trainer.py).
-"""
+draws what an uninterrupted one drew. The plumbing is TorchTrainer's (trainers/torch_trainer.py)."""
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +10,8 @@ from torch import nn
 from customfit import precision
 from customfit.tasks.vae import layout
 from customfit.trainers.running_means import RunningMeans
-from customfit.trainers.torch_trainer import ENGINE, TorchTrainer, flatten_channels_last, tensor
+from customfit.trainers.torch_trainer import ENGINE, TorchTrainer, adam_options, tensor
+from customfit.trainers.torch_trainer import flatten_channels_last
 
 
 # --8<-- [start:model]
@@ -19,8 +19,7 @@ class MLPEncoder(nn.Module):
     def __init__(self, latent):
         super().__init__()
         h1, h2 = layout.MLP_HIDDEN
-        self.hidden1 = nn.Linear(layout.PIXELS, h1)
-        self.hidden2 = nn.Linear(h1, h2)
+        self.hidden1, self.hidden2 = nn.Linear(layout.PIXELS, h1), nn.Linear(h1, h2)
         self.mu, self.logvar = nn.Linear(h2, latent), nn.Linear(h2, latent)
 
     @precision.autocast_forward  # --precision mixed: customfit/precision.py
@@ -34,8 +33,7 @@ class MLPDecoder(nn.Module):
     def __init__(self, latent):
         super().__init__()
         h1, h2 = layout.MLP_HIDDEN
-        self.hidden1 = nn.Linear(latent, h2)
-        self.hidden2 = nn.Linear(h2, h1)
+        self.hidden1, self.hidden2 = nn.Linear(latent, h2), nn.Linear(h2, h1)
         self.out = nn.Linear(h1, layout.PIXELS)
 
     @precision.autocast_forward
@@ -58,9 +56,8 @@ class ConvEncoder(nn.Module):
     @precision.autocast_forward
     def forward(self, x):
         h = x.permute(0, 3, 1, 2)  # the data is NHWC, nn.Conv2d wants NCHW
-        h = F.relu(self.conv1(h))
-        h = F.relu(self.conv2(h))
-        h = F.relu(self.conv3(h))
+        for conv in (self.conv1, self.conv2, self.conv3):
+            h = F.relu(conv(h))
         h = flatten_channels_last(h)  # then the dense heads' weights map 1:1 to Keras's
         return self.mu(h), self.logvar(h)
 
@@ -71,12 +68,10 @@ class ConvDecoder(nn.Module):
     def __init__(self, latent):
         super().__init__()
         spec = layout.CONV_DECODER
-        channels = spec["reshape"][-1]
         (f1, f2, f3), (k1, k2, k3) = spec["filters"], spec["kernels"]
         self.dense = nn.Linear(latent, spec["dense"])
-        self.deconv1 = nn.ConvTranspose2d(channels, f1, k1)
-        self.deconv2 = nn.ConvTranspose2d(f1, f2, k2)
-        self.deconv3 = nn.ConvTranspose2d(f2, f3, k3)
+        self.deconv1 = nn.ConvTranspose2d(spec["reshape"][-1], f1, k1)
+        self.deconv2, self.deconv3 = nn.ConvTranspose2d(f1, f2, k2), nn.ConvTranspose2d(f2, f3, k3)
 
     @precision.autocast_forward
     def forward(self, z):
@@ -103,6 +98,8 @@ class VAE(nn.Module):
         if eps is None:
             eps = torch.randn(mu.shape, generator=generator)
         return self.decoder(self.reparameterize(mu, logvar, eps)), mu, logvar
+
+
 # --8<-- [end:model]
 
 
@@ -118,10 +115,13 @@ def loss_function(x, x_hat, mu, logvar, temperature, objective):
     else:  # the lecture's: means over the batch and the dimensions alike
         kl = (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).mean()
         reconstruction = (x - x_hat).pow(2).mean() / (2.0 * temperature)
-    neg_elbo = ((kl_per_image + squares_per_image / (2.0 * temperature)).mean()
-                + layout.gaussian_constant(temperature))
-    return {"loss": kl + reconstruction, "kl": kl, "reconstruction": reconstruction,
-            "neg_elbo": neg_elbo}
+    neg_elbo = (
+        kl_per_image + squares_per_image / (2.0 * temperature)
+    ).mean() + layout.gaussian_constant(temperature)
+    loss = kl + reconstruction
+    return {"loss": loss, "kl": kl, "reconstruction": reconstruction, "neg_elbo": neg_elbo}
+
+
 # --8<-- [end:objective]
 
 
@@ -131,13 +131,11 @@ class Trainer(TorchTrainer):
         self.network, self.objective, self.latent = network, objective, latent
         self.temperature, self.seed, self.devices = float(temperature), seed, devices
         self.shapes = layout.canonical_shapes(network, latent)
-        # nn.Linear and the convolutions initialise themselves from torch's global generator.
-        torch.manual_seed(seed)
+        torch.manual_seed(seed)  # the layers draw their first weights from torch's generator
         self.model = VAE(network, latent)
         [self.trained] = self.spread(self.model)  # DistributedDataParallel on several devices
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=lr,
-                                          betas=(layout.ADAM["beta_1"], layout.ADAM["beta_2"]),
-                                          eps=layout.ADAM["epsilon"])
+        options = adam_options(**layout.ADAM)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr, **options)
         self.scaler = precision.grad_scaler()  # float16's loss scale
 
     def figures(self, x, x_hat, mu, logvar):
@@ -151,21 +149,26 @@ class Trainer(TorchTrainer):
         means = RunningMeans(layout.FIGURES)
         for (x_batch,) in loader:
             self.optimizer.zero_grad()
-            eps = self.share_of(lambda n: torch.randn((n, self.latent), generator=noise),
-                                len(x_batch))  # on several processes, this one's share
+            eps = self.share_of(
+                lambda n: torch.randn(n, self.latent, generator=noise), len(x_batch)
+            )
             x_hat, mu, logvar = self.trained(x_batch, eps=eps)
             figures = self.figures(x_batch, x_hat, mu, logvar)
             self.backward_and_step(figures["loss"], self.optimizer, self.scaler)
             means.add_all({k: v.item() for k, v in figures.items()}, len(x_batch))
             on_batch(means.means())
         return self.mean_over_processes(means.means())
+
     # --8<-- [end:step]
 
     def evaluate(self, x, batch_size):
         noise = torch.Generator().manual_seed(self.seed)  # the same draws at every call
         self.model.eval()
-        return self.held_out_means([tensor(x)], batch_size, lambda x_batch: self.figures(
-            x_batch, *self.model(x_batch, generator=noise)))
+        return self.held_out_means(
+            [tensor(x)],
+            batch_size,
+            lambda x_batch: self.figures(x_batch, *self.model(x_batch, generator=noise)),
+        )
 
     def encode(self, x):
         return self.infer(self.model.encoder, x)
@@ -178,7 +181,6 @@ class Trainer(TorchTrainer):
         z = torch.randn(n, self.latent, generator=torch.Generator().manual_seed(seed))
         return self.decode((scale * z).numpy())
 
-    # ---- for TorchTrainer; the parity hook and the checkpoint, as layout.py says
     def networks(self):
         return {"encoder": self.model.encoder, "decoder": self.model.decoder}
 
@@ -187,14 +189,12 @@ class Trainer(TorchTrainer):
 
     def objective_and_grads(self, batch, noise=None):
         """The parity hook: the loss and its gradients on (x,) with the noise (B, latent) given."""
-        x = tensor(batch[0])
-        return self.loss_and_gradients(
-            lambda: self.figures(x, *self.model(x, eps=tensor(noise)))["loss"], self.model,
-            self.trainable_tensors())
+        x, eps = tensor(batch[0]), tensor(noise)
+        return self.loss_and_gradients(lambda: self.figures(x, *self.model(x, eps))["loss"])
 
     def state(self):
-        return (layout.pack_state(*self.weights_and_adam_state()),
-                layout.state_meta(ENGINE, self.network, self.objective, self.latent))
+        arrays = layout.pack_state(*self.weights_and_adam_state())
+        return arrays, layout.state_meta(ENGINE, self.network, self.objective, self.latent)
 
     def load_state(self, arrays, meta):
         self.load_weights_and_adam_state(*layout.unpack_state(arrays, meta, self.shapes))
