@@ -1,4 +1,5 @@
-"""The command line: `customfit list | run | matrix | bench | demo` (also `python -m customfit`).
+"""The command line: `customfit list | run | matrix | bench | demo | report | compare` (also
+`python -m customfit`).
 
 `--help` and `list` import no framework. A user's mistake gets one line on stderr,
 `customfit: error: <what>: expected ...; got ...`, exit status 2, no traceback, and nothing
@@ -46,6 +47,10 @@ FLAGS = {
     "precision": "--precision",
     "device": "--device",
     "dir": "DIR",
+    "target": "FILE.py:FACTORY",
+    "backends": "--backends",
+    "rtol": "--rtol",
+    "json": "--json",
 }
 
 
@@ -198,6 +203,20 @@ def cmd_bench(args):
     return run(args)
 
 
+def cmd_compare(args):
+    from customfit.compare import compare
+
+    result = compare(
+        args.target, args.data, args.backends, args.rtol, args.steps, args.json, args.seed
+    )
+    print(result.table())
+    print(f"random draws: {result.noise}")
+    print(result.verdict())
+    if args.json:
+        print(f"wrote {args.json}")
+    return result.exit_status
+
+
 COMMANDS = {
     "list": cmd_list,
     "run": cmd_run,
@@ -205,6 +224,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "demo": cmd_demo,
     "report": cmd_report,
+    "compare": cmd_compare,
 }
 
 

@@ -244,7 +244,52 @@ def build_parser():
         "images inlined, nothing fetched from the network.",
     )
     report.add_argument("dir", metavar="DIR", help="a matrix folder or a folder of run folders")
+    _compare_parser(commands)
     return parser
+
+
+def _compare_parser(commands):
+    compare = _command(
+        commands,
+        "compare",
+        "your cf.Model on several backends: the same numbers or not, and which trains it fastest",
+        description="Build FACTORY's cf.Model once, give every Keras backend the same weights, "
+        "batch and random draws, each in its own process; compare each update's objective "
+        "(training on and off) and gradients with a float64 reference (Keras on JAX), time "
+        "fit()'s train step. Exit status 0: they agree within --rtol; 1: they differ.",
+    )
+    compare.add_argument(
+        "target", metavar="FILE.py:FACTORY", help="a function in FILE.py returning a cf.Model"
+    )
+    compare.add_argument(
+        "--data",
+        metavar="BATCH.npz",
+        required=True,
+        help="the arrays fit() would get: x, and y and sample_weight where the model takes them",
+    )
+    compare.add_argument(
+        "--backends",
+        nargs="+",
+        metavar="B",
+        default=["tensorflow", "torch", "jax"],
+        help="default: tensorflow torch jax",
+    )
+    compare.add_argument(
+        "--rtol",
+        metavar="R",
+        type=_checked("positive_float", "rtol"),
+        default=1e-4,
+        help="the largest relative difference that agrees (default: 1e-4)",
+    )
+    _number(compare, "--steps", "positive_int", 50, "timed train steps per backend (default: 50)")
+    compare.add_argument(
+        "--seed",
+        metavar="S",
+        type=_checked("seed", "seed"),
+        default=0,
+        help="the shared random draws' seed (default: 0)",
+    )
+    compare.add_argument("--json", metavar="OUT", help="also write everything as JSON to OUT")
 
 
 def _command(commands, name, help, description):
