@@ -1,7 +1,9 @@
-"""The parent's side: one worker process per backend (and one for the float64 reference), side by
-side, in a temporary folder that is removed at the end; their numbers and speeds back as NumPy
-arrays and dicts. A worker's usage error (the factory returns no cf.Model, the arrays do not fit)
-stops them all and is raised as it is; any other failure is that backend's `error`."""
+"""The parent's side: one worker process per backend (and one for the float64 reference), in a
+temporary folder removed at the end; their numbers and speeds come back as NumPy arrays and
+dicts. The first backend starts alone and writes the starting weights: only once it has built
+the model on the batch do the others start (side by side), so that a factory or a batch the
+model refuses costs one framework's start-up. A worker's usage error stops them all and is raised
+as it is; any other failure is that side's `error`."""
 
 import json
 import os
@@ -27,50 +29,63 @@ def _env(backend, float64):
 
 class Worker:
     def __init__(self, name, backend, folder, job, float64=False):
-        self.name, self.folder = name, folder
+        self.name, self.backend, self.float64 = name, backend, float64
         self.result = os.path.join(folder, name)
-        request = os.path.join(folder, f"{name}.request.json")
-        with open(request, "w") as f:
+        self.request = os.path.join(folder, f"{name}.request.json")
+        with open(self.request, "w") as f:
             json.dump({**job, "result": self.result, "steps": 0 if float64 else job["steps"]}, f)
-        self.log = open(os.path.join(folder, f"{name}.log"), "w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "customfit.compare.worker", request],
-            env=_env(backend, float64),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        self.log_path = os.path.join(folder, f"{name}.log")
+        self.process = None
+
+    def start(self):
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "customfit.compare.worker", self.request],
+                env=_env(self.backend, self.float64),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def ended(self):
+        return self.process is not None and self.process.poll() is not None
 
     def numbers_ready(self):
-        return os.path.exists(self.result + ".npz") or self.process.poll() is not None
+        return os.path.exists(self.result + ".npz") or self.ended
 
     def report(self):
-        path = self.result + ".json"
-        if not os.path.exists(path):
+        if not os.path.exists(self.result + ".json"):
             return None
-        with open(path) as f:
+        with open(self.result + ".json") as f:
             return json.load(f)
 
     def outcome(self):
         """{"numbers": {key: array}, "speed": ...}, or {"error": the last line it printed}."""
         report = self.report()
-        if self.process.returncode != 0 or report is None:
-            self.log.flush()
-            with open(self.log.name) as f:
-                lines = [line.strip() for line in f if line.strip()]
-            return {"error": lines[-1] if lines else f"exit status {self.process.returncode}"}
+        if not self.ended or self.process.returncode != 0 or report is None:
+            lines = []
+            if os.path.exists(self.log_path):
+                with open(self.log_path) as f:
+                    lines = [line.strip() for line in f if line.strip()]
+            status = "not run" if self.process is None else f"exit status {self.process.returncode}"
+            return {"error": lines[-1] if lines else status}
         with np.load(self.result + ".npz") as npz:
             arrays = [npz[f"arr_{i}"] for i in range(len(report["keys"]))]
         return {"numbers": dict(zip(report["keys"], arrays)), "speed": report.get("speed")}
 
     def stop(self):
-        if self.process.poll() is None:
+        if self.running:
             self.process.kill()
+        if self.process is not None:
             self.process.wait()
-        self.log.close()
 
 
 def run(target, arrays, backends, steps, seed, timeout=1800):
-    """({backend: outcome}, reference outcome)."""
+    """({backend: outcome}, the reference's outcome)."""
     with tempfile.TemporaryDirectory(prefix="customfit-compare-") as folder:
         batch = os.path.join(folder, "batch.npz")
         np.savez(batch, **arrays)
@@ -87,29 +102,37 @@ def run(target, arrays, backends, steps, seed, timeout=1800):
         workers = [
             Worker(b, b, folder, {**job, "builds_weights": i == 0}) for i, b in enumerate(backends)
         ]
-        reference = Worker(REFERENCE, "jax", folder, {**job, "builds_weights": False}, True)
-        everyone = [*workers, reference]
+        everyone = [
+            *workers,
+            Worker(REFERENCE, "jax", folder, {**job, "builds_weights": False}, True),
+        ]
         try:
-            _supervise(workers, everyone, job, timeout)
-            return {w.name: w.outcome() for w in workers}, reference.outcome()
+            _supervise(everyone, job, time.monotonic() + timeout)
+            return {w.name: w.outcome() for w in workers}, everyone[-1].outcome()
         finally:
             for w in everyone:
                 w.stop()
 
 
-def _supervise(workers, everyone, job, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        running = [w for w in everyone if w.process.poll() is None]
+def _supervise(everyone, job, deadline):
+    first, others = everyone[0], everyone[1:]
+    first.start()
+    while time.monotonic() < deadline:
         for w in everyone:
-            report = w.report() if w not in running else None
+            report = w.report() if w.ended else None
             if report and "usage_error" in report:
                 field, _, message = report["usage_error"].partition(": ")
                 raise UsageError(message, field=field)
-        if not running or time.monotonic() > deadline:
-            return
-        if workers[0] not in running and not os.path.exists(job["weights"]):
+        built = os.path.exists(job["weights"])
+        if built and others[0].process is None:
+            for w in others:
+                w.start()
+        if not built and first.ended:
             return  # the first backend failed before the weights: nobody else can start
-        if all(w.numbers_ready() for w in workers) and not os.path.exists(job["timing_gate"]):
-            open(job["timing_gate"], "w").close()
+        if not any(w.running for w in everyone) and built:
+            return
+        # The timing, once every side has its numbers: nobody computes while a backend is timed.
+        if built and all(w.numbers_ready() for w in everyone):
+            if not os.path.exists(job["timing_gate"]):
+                open(job["timing_gate"], "w").close()
         time.sleep(0.1)

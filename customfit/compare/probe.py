@@ -39,9 +39,12 @@ def numbers(model, data, draws):
                 return entries["loss"], entries
 
             draws.reset()
-            (_, entries), grads = value_and_grad(loss, tuple(range(len(variables))), has_aux=True)(
-                *[v.value for v in variables]
-            )
+            if variables:
+                (_, entries), grads = value_and_grad(
+                    loss, tuple(range(len(variables))), has_aux=True
+                )(*[v.value for v in variables])
+            else:  # nothing to differentiate (a sub-model without trainable weights)
+                (_, entries), grads = loss(), []
             out.update({f"{update.name}/training/{k}": _numpy(v) for k, v in entries.items()})
             out.update(
                 {f"{update.name}/gradient/{v.path}": _numpy(g) for v, g in zip(variables, grads)}
