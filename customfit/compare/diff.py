@@ -24,7 +24,7 @@ class Worst:
         update, kind, name = self.key.split("/", 2)
         index = f"[{', '.join(map(str, self.index))}]" if self.index else ""
         # The lone default update is the objective itself; several are named.
-        whose = "the objective" if update == "loss" else f"update {update!r}"
+        whose = "the objective" if update == "loss" else f"update {update}"
         if kind == "gradient":
             return f"the gradient of {whose}'s loss w.r.t. {name}{index}"
         return f"{whose}'s {name}{index} (training {'on' if kind == 'training' else 'off'})"

@@ -49,7 +49,8 @@ def load_model(path, name):
     try:
         spec.loader.exec_module(module)
         factory = getattr(module, name)
-        model = factory() if callable(factory) else factory
+        # FACTORY may name a model itself (a cf.Model is callable too: not to be called here)
+        model = factory if isinstance(factory, cf.Model) else factory()
     except Exception as e:
         raise FactoryError(
             f"target: expected {os.path.basename(path)} to build a model; it raised "
