@@ -38,7 +38,7 @@ def measure(model, arrays, steps):
         callbacks=[clock],
     )
     durations = np.diff(clock.ends)[WARMUP : WARMUP + steps]
-    median = statistics.median(durations)
+    median = float(statistics.median(durations))
     return {
         "batch_size": rows,
         "steps": len(durations),
