@@ -1,8 +1,8 @@
 """customfit: write your own training objective, train it with TensorFlow, PyTorch or JAX.
 
-Importing this package imports no framework: `Model`, `Update`, `ops`, `frozen` and `run`
-are resolved on first use, so `customfit --help` stays fast and the Keras backend can still
-be chosen (KERAS_BACKEND) before Keras is imported.
+Importing this package imports no framework: `Model`, `Update`, `ops`, `frozen`, `run` and
+`compare` are resolved on first use, so `customfit --help` stays fast and the Keras backend can
+still be chosen (KERAS_BACKEND) before Keras is imported.
 """
 
 __version__ = "0.1.0"
@@ -14,6 +14,7 @@ _LAZY = {
     "frozen": ("customfit.core.ops", "frozen"),
     "run": ("customfit.runs", "run"),
     "Result": ("customfit.runs", "Result"),
+    "compare": ("customfit.compare", "compare"),
 }
 
 __all__ = sorted(_LAZY)

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PUBLIC = {"cf.Model", "cf.Model.objective", "cf.Model.updates", "cf.Model.compile", "cf.Update",
           "cf.ops.grad", "cf.ops.value_and_grad", "cf.ops.divergence", "cf.frozen", "cf.run",
-          "cf.Result"}
+          "cf.Result", "cf.compare"}
 
 # Imports Keras (on jax), so it runs in a process of its own: the test process keeps no backend.
 DUMP = """

@@ -142,7 +142,7 @@ def test_list_names_every_task_engine_and_judge(tmp_path):
          ["--model: expected one of default, lecture (for task digits); got 'tiny'"]),
         (["run", "toy", "--engine", "torch", "--bogus"], ["unrecognized arguments: --bogus"]),
         (["run", "toy", "--engine", "torch", "--epochs"], ["--epochs: expected one argument"]),
-        (["frobnicate"], ["COMMAND: expected one of list, run, matrix, bench, demo, report; got 'frobnicate'"]),
+        (["frobnicate"], ["COMMAND: expected one of list, run, matrix, bench, demo, report, compare; got 'frobnicate'"]),
         (["matrix", "--engines", "torch", "tf", "--out", "out"], [f"--engines: {ENGINES_LINE}; got 'tf'"]),
         (["matrix", "--tasks", "vea", "--out", "out"], [f"--tasks: {TASKS_LINE}; got 'vea'"]),
         (["matrix", "--epochs", "0", "--out", "out"], ["--epochs: expected an integer > 0; got '0'"]),

@@ -1,0 +1,56 @@
+"""One backend's numbers for the comparison: for each update (the objective, or each cf.Update),
+every entry of its result with training on and off, and its loss's gradient with respect to each
+of the update's variables, computed eagerly from the shared weights and the shared noise. Nothing
+is assigned: batch-norm statistics and seed states stay as loaded, so every evaluation starts from
+the same state."""
+
+import keras
+import numpy as np
+
+from customfit.compare import noise
+from customfit.core.ops import value_and_grad
+from customfit.core.scopes import ChildScope
+from customfit.core.update import Update
+
+
+def updates_of(model):
+    return list(model.updates() or [Update("loss", model.objective, model)])
+
+
+def entries_of(result):
+    return dict(result) if isinstance(result, dict) else {"loss": result}
+
+
+def _numpy(value):
+    return np.asarray(keras.ops.convert_to_numpy(value), np.float64)
+
+
+def numbers(model, data, draws):
+    """{key: float64 array}: "<update>/training/<entry>", "<update>/inference/<entry>",
+    "<update>/gradient/<variable path>"."""
+    out = {}
+    with noise.shared(draws):
+        for update in updates_of(model):
+            variables = list(update.submodel.trainable_variables)
+
+            def loss(*params, update=update, variables=variables):
+                with ChildScope(zip(variables, params)):
+                    entries = entries_of(update.objective(data, training=True))
+                return entries["loss"], entries
+
+            draws.reset()
+            if variables:
+                (_, entries), grads = value_and_grad(
+                    loss, tuple(range(len(variables))), has_aux=True
+                )(*[v.value for v in variables])
+            else:  # nothing to differentiate (a sub-model without trainable weights)
+                (_, entries), grads = loss(), []
+            out.update({f"{update.name}/training/{k}": _numpy(v) for k, v in entries.items()})
+            out.update(
+                {f"{update.name}/gradient/{v.path}": _numpy(g) for v, g in zip(variables, grads)}
+            )
+            draws.reset()
+            with ChildScope():
+                entries = entries_of(update.objective(data, training=False))
+            out.update({f"{update.name}/inference/{k}": _numpy(v) for k, v in entries.items()})
+    return out
