@@ -14,7 +14,7 @@ _LAZY = {
     "frozen": ("customfit.core.ops", "frozen"),
     "run": ("customfit.runs", "run"),
     "Result": ("customfit.runs", "Result"),
-    "compare": ("customfit.compare", "compare"),
+    "compare": ("customfit.comparison", "compare"),
 }
 
 __all__ = sorted(_LAZY)

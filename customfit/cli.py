@@ -204,7 +204,7 @@ def cmd_bench(args):
 
 
 def cmd_compare(args):
-    from customfit.compare import compare
+    from customfit.comparison import compare
 
     result = compare(
         args.target, args.data, args.backends, args.rtol, args.steps, args.json, args.seed

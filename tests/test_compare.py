@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from customfit import cli, registry
-from customfit.compare import launch
+from customfit.comparison import launch
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "tests" / "workers" / "compare_models.py"

@@ -40,7 +40,7 @@ class Worker:
     def start(self):
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "customfit.compare.worker", self.request],
+                [sys.executable, "-m", "customfit.comparison.worker", self.request],
                 env=_env(self.backend, self.float64),
                 stdout=log,
                 stderr=subprocess.STDOUT,

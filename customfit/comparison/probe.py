@@ -7,7 +7,7 @@ the same state."""
 import keras
 import numpy as np
 
-from customfit.compare import noise
+from customfit.comparison import noise
 from customfit.core.ops import value_and_grad
 from customfit.core.scopes import ChildScope
 from customfit.core.update import Update

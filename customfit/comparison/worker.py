@@ -1,7 +1,7 @@
 """One backend's side of `customfit compare`, in a process of its own (the parent sets
 KERAS_BACKEND; for the float64 reference, KERAS_BACKEND=jax and CUSTOMFIT_COMPARE_FLOAT64=1):
 
-    python -m customfit.compare.worker REQUEST.json
+    python -m customfit.comparison.worker REQUEST.json
 
 REQUEST.json: {"file", "factory", "batch", "weights", "builds_weights", "result", "seed",
 "steps", "timing_gate", "timing_lock"}. The process builds the factory's model, writes the
@@ -114,7 +114,7 @@ def main(request_path):
     keras = _framework()
     import numpy as np
 
-    from customfit.compare import noise, probe, speed, weights
+    from customfit.comparison import noise, probe, speed, weights
 
     report = {"backend": keras.backend.backend(), "float64": FLOAT64}
     try:

@@ -9,12 +9,10 @@ result (result.py) gives the table, the verdict and the JSON."""
 
 import json
 import os
-import sys
-import types
 
 from customfit import validate
-from customfit.compare import inputs
-from customfit.compare.result import NOISE, REFERENCE, Comparison
+from customfit.comparison import inputs
+from customfit.comparison.result import NOISE, REFERENCE, Comparison
 from customfit.errors import UsageError
 
 __all__ = ["compare", "Comparison"]
@@ -48,7 +46,7 @@ def compare(target, data, backends=inputs.BACKENDS, rtol=1e-4, steps=50, json_pa
         print(result.table()); print(result.verdict())
         ```
     """
-    from customfit.compare import diff, launch
+    from customfit.comparison import diff, launch
 
     found = inputs.target(target)
     arrays = inputs.batch(data)
@@ -92,13 +90,3 @@ def compare(target, data, backends=inputs.BACKENDS, rtol=1e-4, steps=50, json_pa
             json.dump(result.to_json(), f, indent=1)
     return result
 
-
-class _CallablePackage(types.ModuleType):
-    # `cf.compare` is resolved lazily to the function; but once anything has imported this
-    # package, Python has set `customfit.compare` to the package itself. Calling it then calls
-    # compare(), so that `cf.compare(...)` works whichever came first.
-    def __call__(self, *args, **kwargs):
-        return compare(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage
