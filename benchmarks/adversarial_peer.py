@@ -36,8 +36,8 @@ HERE = Path(__file__).resolve().parent
 EPSILONS = (0.05, 0.1, 0.15, 0.2, 0.3)
 EPOCHS, TRAIN_BATCH, LR, SEED = 30, 64, 1e-3, 0
 REPEATS = 3
-QUICK_DIGITS = 40            # --quick: the first 40 held-out digits (360 pairs)
-TOLERANCE = 1e-6             # float32 rounding of x + dx
+QUICK_DIGITS = 40  # --quick: the first 40 held-out digits (360 pairs)
+TOLERANCE = 1e-6  # float32 rounding of x + dx
 
 
 def cpu_name():
@@ -61,8 +61,9 @@ def train(epochs=EPOCHS, seed=SEED):
     data = digits_split()
     trainer = Trainer(DIGITS_DEFAULT, data.input_shape, data.num_classes, LR, seed)
     for epoch in range(epochs):
-        trainer.train_epoch(data.x_train, data.y_train, TRAIN_BATCH, epoch_seed(seed, epoch),
-                            lambda means: None)
+        trainer.train_epoch(
+            data.x_train, data.y_train, TRAIN_BATCH, epoch_seed(seed, epoch), lambda means: None
+        )
     return trainer, data
 
 
@@ -83,9 +84,15 @@ def art_classifier(trainer, num_classes=10):
     from art.estimators.classification import PyTorchClassifier
     from torch import nn
 
-    return PyTorchClassifier(model=trainer.model, loss=nn.CrossEntropyLoss(reduction="sum"),
-                             input_shape=(8, 8, 1), nb_classes=num_classes, clip_values=(0.0, 1.0),
-                             channels_first=False, device_type="cpu")
+    return PyTorchClassifier(
+        model=trainer.model,
+        loss=nn.CrossEntropyLoss(reduction="sum"),
+        input_shape=(8, 8, 1),
+        nb_classes=num_classes,
+        clip_values=(0.0, 1.0),
+        channels_first=False,
+        device_type="cpu",
+    )
 
 
 def art_attack(classifier, x, target, eps, steps, batch_size):
@@ -94,8 +101,16 @@ def art_attack(classifier, x, target, eps, steps, batch_size):
     from customfit.tasks.adversarial import rules
 
     attack = ProjectedGradientDescent(
-        classifier, norm=np.inf, eps=eps, eps_step=rules.pgd_step_size(eps, steps), max_iter=steps,
-        targeted=True, num_random_init=0, batch_size=batch_size, verbose=False)
+        classifier,
+        norm=np.inf,
+        eps=eps,
+        eps_step=rules.pgd_step_size(eps, steps),
+        max_iter=steps,
+        targeted=True,
+        num_random_init=0,
+        batch_size=batch_size,
+        verbose=False,
+    )
     return attack.generate(x=x, y=target)
 
 
@@ -120,8 +135,10 @@ def compare(trainer, x, target, eps, steps, batch_size, repeats=REPEATS, classif
     cpu_seconds = {"customfit": [], "art": []}
     adversarial = {}
     for _ in range(repeats):
-        for name, run in (("customfit", lambda: customfit_attack(trainer, x, target, eps, steps, batch_size)),
-                          ("art", lambda: art_attack(classifier, x, target, eps, steps, batch_size))):
+        for name, run in (
+            ("customfit", lambda: customfit_attack(trainer, x, target, eps, steps, batch_size)),
+            ("art", lambda: art_attack(classifier, x, target, eps, steps, batch_size)),
+        ):
             start, start_cpu = time.perf_counter(), time.process_time()
             adversarial[name] = run()
             seconds[name].append(time.perf_counter() - start)
@@ -149,12 +166,18 @@ def main(argv=None):
     from customfit.tasks.adversarial import with_torch
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="360 pairs, 1 repeat, nothing written (a smoke run)")
+    parser.add_argument(
+        "--quick", action="store_true", help="360 pairs, 1 repeat, nothing written (a smoke run)"
+    )
     parser.add_argument("--steps", type=int, default=rules.DEFAULT_STEPS["pgd"])
     parser.add_argument("--batch-size", type=int, default=with_torch.BATCH_SIZE)
-    parser.add_argument("--threads", type=int, default=2,
-                        help="torch threads (default 2); on cores other jobs share, 2 threads spin on "
-                             "each other and run several times slower than 1")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads (default 2); on cores other jobs share, 2 threads spin on "
+        "each other and run several times slower than 1",
+    )
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else REPEATS
 
@@ -163,7 +186,9 @@ def main(argv=None):
     start = time.perf_counter()
     trainer, data = train()
     clean = float(np.mean(trainer.predict_proba(data.x_test).argmax(axis=1) == data.y_test))
-    print(f"trained in {time.perf_counter() - start:.1f} s, held-out accuracy {clean:.4f}", flush=True)
+    print(
+        f"trained in {time.perf_counter() - start:.1f} s, held-out accuracy {clean:.4f}", flush=True
+    )
     x, target, _ = pairs(data, QUICK_DIGITS if args.quick else None)
     classifier = art_classifier(trainer, data.num_classes)
     rows = []
@@ -171,30 +196,51 @@ def main(argv=None):
         row = compare(trainer, x, target, eps, args.steps, args.batch_size, repeats, classifier)
         rows.append(row)
         c, a = row["customfit"], row["art"]
-        print(f"eps {eps:.2f}  success customfit {c['success']:.4f} ART {a['success']:.4f}  "
-              f"mean L-inf {c['mean_linf']:.4f} / {a['mean_linf']:.4f}  "
-              f"{c['median_seconds']:.2f} s / {a['median_seconds']:.2f} s  "
-              f"ratio {row['speed_ratio']:.2f}  same prediction {row['same_prediction']:.4f}  "
-              f"inside {c['inside']} / {a['inside']}", flush=True)
+        print(
+            f"eps {eps:.2f}  success customfit {c['success']:.4f} ART {a['success']:.4f}  "
+            f"mean L-inf {c['mean_linf']:.4f} / {a['mean_linf']:.4f}  "
+            f"{c['median_seconds']:.2f} s / {a['median_seconds']:.2f} s  "
+            f"ratio {row['speed_ratio']:.2f}  same prediction {row['same_prediction']:.4f}  "
+            f"inside {c['inside']} / {a['inside']}",
+            flush=True,
+        )
         if not (c["inside"] and a["inside"]):
             sys.exit(f"eps {eps}: an attack left the eps ball or [0, 1]")
 
     load["end"] = os.getloadavg()[0]
     factor = rules.pgd_step_size(1.0, args.steps) * args.steps
     cpu = cpu_name()
-    meets = all(r["customfit"]["success"] >= r["art"]["success"]
-                and r["customfit"]["median_seconds"] < r["art"]["median_seconds"] for r in rows)
+    meets = all(
+        r["customfit"]["success"] >= r["art"]["success"]
+        and r["customfit"]["median_seconds"] < r["art"]["median_seconds"]
+        for r in rows
+    )
     record = {
-        "date": date.today().isoformat(), "cpu": cpu, "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "quick": args.quick,
-        "load_average_1min": load, "seconds_total": time.perf_counter() - start,
-        "versions": {"torch": torch.__version__, "adversarial-robustness-toolbox": art.__version__,
-                     "numpy": np.__version__},
-        "model": "digits default CNN, torch engine", "epochs": EPOCHS, "train_batch_size": TRAIN_BATCH,
-        "lr": LR, "seed": SEED, "held_out_accuracy": clean, "pairs": len(x), "steps": args.steps,
+        "date": date.today().isoformat(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "quick": args.quick,
+        "load_average_1min": load,
+        "seconds_total": time.perf_counter() - start,
+        "versions": {
+            "torch": torch.__version__,
+            "adversarial-robustness-toolbox": art.__version__,
+            "numpy": np.__version__,
+        },
+        "model": "digits default CNN, torch engine",
+        "epochs": EPOCHS,
+        "train_batch_size": TRAIN_BATCH,
+        "lr": LR,
+        "seed": SEED,
+        "held_out_accuracy": clean,
+        "pairs": len(x),
+        "steps": args.steps,
         "step_size": f"rules.pgd_step_size(eps, steps) = {factor:g} * eps / steps",
-        "attack_batch_size": args.batch_size, "repeats": repeats,
-        "customfit_at_least_art_success_in_less_time": meets, "rows": rows,
+        "attack_batch_size": args.batch_size,
+        "repeats": repeats,
+        "customfit_at_least_art_success_in_less_time": meets,
+        "rows": rows,
     }
     if args.quick:
         return  # a smoke run: nothing written
@@ -207,7 +253,7 @@ def main(argv=None):
         f"{load['end']:.1f} at the end{busy}): targeted L-inf PGD on the digits default CNN (torch "
         f"engine, {EPOCHS} x {TRAIN_BATCH}, held-out accuracy {clean:.4f}), {len(x)} pairs (every held-out digit "
         f"toward each wrong label), {args.steps} steps of {factor:g} eps / {args.steps} from dx = 0, "
-        f"batches of {args.batch_size}; customfit `Trainer.attack(method=\"pgd\")` against ART "
+        f'batches of {args.batch_size}; customfit `Trainer.attack(method="pgd")` against ART '
         f"{art.__version__} `ProjectedGradientDescent` (PyTorch, num_random_init=0) on the same "
         f"module; time: the attack call, median of {repeats} alternating runs (wall clock, and the "
         f"process's CPU time).",
@@ -219,15 +265,22 @@ def main(argv=None):
     ]
     for r in rows:
         c, a = r["customfit"], r["art"]
-        lines.append(f"| {r['eps']:.2f} | {c['success']:.4f} | {a['success']:.4f} "
-                     f"| {c['median_seconds']:.2f} | {a['median_seconds']:.2f} "
-                     f"| {r['speed_ratio']:.2f} | {c['median_cpu_seconds']:.2f} | {a['median_cpu_seconds']:.2f} "
-                     f"| {a['median_cpu_seconds'] / c['median_cpu_seconds']:.2f} | {r['same_prediction']:.4f} | {r['max_abs_difference']:.1e} |")
-    linf = ", ".join(f"{r['customfit']['mean_linf']:.4f} / {r['art']['mean_linf']:.4f}" for r in rows)
-    lines += ["", f"Mean L-inf of the perturbation (customfit / ART, by eps): {linf}. Both stay inside "
-              "the eps ball (to 1e-6) and [0, 1] at every eps. customfit "
-              f"{'meets' if meets else 'does not meet'} \"at least ART's success at every eps, in "
-              "less time\"."]
+        lines.append(
+            f"| {r['eps']:.2f} | {c['success']:.4f} | {a['success']:.4f} "
+            f"| {c['median_seconds']:.2f} | {a['median_seconds']:.2f} "
+            f"| {r['speed_ratio']:.2f} | {c['median_cpu_seconds']:.2f} | {a['median_cpu_seconds']:.2f} "
+            f"| {a['median_cpu_seconds'] / c['median_cpu_seconds']:.2f} | {r['same_prediction']:.4f} | {r['max_abs_difference']:.1e} |"
+        )
+    linf = ", ".join(
+        f"{r['customfit']['mean_linf']:.4f} / {r['art']['mean_linf']:.4f}" for r in rows
+    )
+    lines += [
+        "",
+        f"Mean L-inf of the perturbation (customfit / ART, by eps): {linf}. Both stay inside "
+        "the eps ball (to 1e-6) and [0, 1] at every eps. customfit "
+        f"{'meets' if meets else 'does not meet'} \"at least ART's success at every eps, in "
+        'less time".',
+    ]
     (HERE / "results" / "adversarial_peer.md").write_text("\n".join(lines) + "\n")
 
 

@@ -12,7 +12,22 @@ def metrics_of_run(task, engine, out, *flags):
     metrics.json. KERAS_BACKEND is dropped so that the engine picks its own backend."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("KERAS_BACKEND", None)
-    subprocess.run([sys.executable, "-m", "customfit", "run", task, "--engine", engine,
-                    "--out", str(out), "--quiet", *map(str, flags)],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "customfit",
+            "run",
+            task,
+            "--engine",
+            engine,
+            "--out",
+            str(out),
+            "--quiet",
+            *map(str, flags),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return json.loads((Path(out) / "metrics.json").read_text())

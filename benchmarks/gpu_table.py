@@ -22,8 +22,11 @@ def default_cells(record, precision="float32"):
     found = {}
     for cell in record["cells"]:
         policy = cell.get("precision", "float32")
-        if (cell.get("default_mode") and "steps_per_second" in cell
-                and (policy == "float32") == (precision == "float32")):
+        if (
+            cell.get("default_mode")
+            and "steps_per_second" in cell
+            and (policy == "float32") == (precision == "float32")
+        ):
             found[cell["task"], cell["batch_size"], cell["engine"]] = cell["steps_per_second"]
     return found
 
@@ -37,24 +40,37 @@ def table(cpu, gpu=None):
     on_gpu = default_cells(gpu) if gpu else {}
     mixed_gpu = default_cells(gpu, "mixed") if gpu else {}
     machine = cpu["machine"]
-    lines = [f"CPU: {machine.get('cpu', '?')}, {machine.get('cpu_count', '?')} cores, "
-             f"measured {cpu['date']} (computed on: {', '.join(_devices(cpu))})."]
+    lines = [
+        f"CPU: {machine.get('cpu', '?')}, {machine.get('cpu_count', '?')} cores, "
+        f"measured {cpu['date']} (computed on: {', '.join(_devices(cpu))})."
+    ]
     if gpu:
-        lines.append(f"GPU record: measured {gpu['date']} on {gpu['machine'].get('platform', '?')}"
-                     f" (computed on: {', '.join(_devices(gpu))}); GPU: {gpu.get('gpu', '?')}.")
+        lines.append(
+            f"GPU record: measured {gpu['date']} on {gpu['machine'].get('platform', '?')}"
+            f" (computed on: {', '.join(_devices(gpu))}); GPU: {gpu.get('gpu', '?')}."
+        )
     else:
-        lines.append("No GPU record: no GPU was visible to the frameworks on this machine, so "
-                     "only the CPU column is measured.")
-    lines += ["", "| task | batch | engine | CPU steps/s | GPU steps/s | GPU / CPU"
-              + (" | GPU mixed steps/s | mixed / float32 on GPU" if mixed_gpu else "") + " |",
-              "| --- | ---: | --- | ---: | ---: | ---:" + (" | ---: | ---:" if mixed_gpu else "")
-              + " |"]
-    keys = sorted(set(on_cpu) | set(on_gpu),
-                  key=lambda k: (k[0], k[1], ENGINES.index(k[2]) if k[2] in ENGINES else 99))
+        lines.append(
+            "No GPU record: no GPU was visible to the frameworks on this machine, so "
+            "only the CPU column is measured."
+        )
+    lines += [
+        "",
+        "| task | batch | engine | CPU steps/s | GPU steps/s | GPU / CPU"
+        + (" | GPU mixed steps/s | mixed / float32 on GPU" if mixed_gpu else "")
+        + " |",
+        "| --- | ---: | --- | ---: | ---: | ---:" + (" | ---: | ---:" if mixed_gpu else "") + " |",
+    ]
+    keys = sorted(
+        set(on_cpu) | set(on_gpu),
+        key=lambda k: (k[0], k[1], ENGINES.index(k[2]) if k[2] in ENGINES else 99),
+    )
     for key in keys:
         c, g, m = on_cpu.get(key), on_gpu.get(key), mixed_gpu.get(key)
-        row = (f"| {key[0]} | {key[1]} | {key[2]} | {_number(c)} | {_number(g)} | "
-               f"{_number(g / c if c and g else None, 2)}")
+        row = (
+            f"| {key[0]} | {key[1]} | {key[2]} | {_number(c)} | {_number(g)} | "
+            f"{_number(g / c if c and g else None, 2)}"
+        )
         if mixed_gpu:
             row += f" | {_number(m)} | {_number(m / g if m and g else None, 2)}"
         lines.append(row + " |")

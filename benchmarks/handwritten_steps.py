@@ -9,8 +9,11 @@ from keras import ops as K
 
 def network():
     return keras.Sequential(
-        [keras.layers.Dense(10, activation="relu"), keras.layers.Dense(8, activation="relu"),
-         keras.layers.Dense(5)]
+        [
+            keras.layers.Dense(10, activation="relu"),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(5),
+        ]
     )
 
 
@@ -84,17 +87,19 @@ def handwritten_model():
         def train_step(self, state, data):
             trainable, non_trainable, optimizer_vars, metric_vars = state
             x, y = data
-            (loss, (accuracy, non_trainable)), grads = jax.value_and_grad(self.compute, has_aux=True)(
-                trainable, non_trainable, x, y
+            (loss, (accuracy, non_trainable)), grads = jax.value_and_grad(
+                self.compute, has_aux=True
+            )(trainable, non_trainable, x, y)
+            trainable, optimizer_vars = self.optimizer.stateless_apply(
+                optimizer_vars, grads, trainable
             )
-            trainable, optimizer_vars = self.optimizer.stateless_apply(optimizer_vars, grads, trainable)
             n = K.shape(x)[0]
             new_metric_vars = []
             logs = {}
             offset = 0
             for tracker, value in ((self.loss_tracker, loss), (self.accuracy_tracker, accuracy)):
                 count = len(tracker.variables)
-                mine = metric_vars[offset:offset + count]
+                mine = metric_vars[offset : offset + count]
                 mine = tracker.stateless_update_state(mine, value, sample_weight=n)
                 logs[tracker.name] = tracker.stateless_result(mine)
                 new_metric_vars += mine

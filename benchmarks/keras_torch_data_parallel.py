@@ -47,8 +47,9 @@ def cf_model_fit(split, devices):
     from customfit.tasks.classifier.with_keras import Trainer
 
     trainer = Trainer(DIGITS_DEFAULT, split.input_shape, 10, 1e-3, 0, devices=devices)
-    return lambda epoch: trainer.train_epoch(split.x_train, split.y_train, BATCH, epoch,
-                                             lambda logs: None)
+    return lambda epoch: trainer.train_epoch(
+        split.x_train, split.y_train, BATCH, epoch, lambda logs: None
+    )
 
 
 def ddp_wrapped(split):
@@ -85,8 +86,10 @@ def measure_in_group():
 
     process_group.join()
     split = digits_split()
-    ways = {"cf.Model fit(), all-reduce in its step": cf_model_fit(split, PROCESSES),
-            "Keras model in DDP, torch loop (keras-io)": ddp_wrapped(split)}
+    ways = {
+        "cf.Model fit(), all-reduce in its step": cf_model_fit(split, PROCESSES),
+        "Keras model in DDP, torch loop (keras-io)": ddp_wrapped(split),
+    }
     seconds = {name: [] for name in ways}
     for _ in range(RUNS):
         for name, train_epoch in ways.items():
@@ -108,16 +111,27 @@ def main():
     seconds["cf.Model fit(), one process"] = [_epoch_seconds(one) for _ in range(RUNS)]
     medians = {name: statistics.median(s) for name, s in seconds.items()}
     machine = f"{platform.machine()}, {os.cpu_count()} cores, no GPU"
-    record = {"date": date.today().isoformat(), "machine": machine, "runs": RUNS,
-              "epochs": EPOCHS, "global_batch": BATCH, "processes": PROCESSES,
-              "seconds_per_epoch": seconds, "median_seconds_per_epoch": medians}
+    record = {
+        "date": date.today().isoformat(),
+        "machine": machine,
+        "runs": RUNS,
+        "epochs": EPOCHS,
+        "global_batch": BATCH,
+        "processes": PROCESSES,
+        "seconds_per_epoch": seconds,
+        "median_seconds_per_epoch": medians,
+    }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "keras_torch_data_parallel.json").write_text(json.dumps(record, indent=2))
     base = medians["cf.Model fit(), one process"]
-    lines = [f"Measured {record['date']} on {machine}: digits default CNN, global batch {BATCH}, "
-             f"{PROCESSES} gloo processes of one thread each (the baseline: one process, one thread), "
-             f"median of {RUNS} runs (epochs 2-{EPOCHS} of each).", "",
-             "| way | s/epoch | one process / this |", "|---|---:|---:|"]
+    lines = [
+        f"Measured {record['date']} on {machine}: digits default CNN, global batch {BATCH}, "
+        f"{PROCESSES} gloo processes of one thread each (the baseline: one process, one thread), "
+        f"median of {RUNS} runs (epochs 2-{EPOCHS} of each).",
+        "",
+        "| way | s/epoch | one process / this |",
+        "|---|---:|---:|",
+    ]
     for name, median in medians.items():
         lines.append(f"| {name} | {median:.2f} | {base / median:.2f} |")
     (HERE / "results" / "keras_torch_data_parallel.md").write_text("\n".join(lines) + "\n")

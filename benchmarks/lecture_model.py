@@ -26,9 +26,27 @@ def one(engine, seed, folder):
     out = Path(folder) / f"{engine}-{seed}"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("KERAS_BACKEND", None)
-    subprocess.run([sys.executable, "-m", "customfit", "run", "digits", "--engine", engine, "--model",
-                    "lecture", "--seed", str(seed), "--out", str(out), "--quiet"],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "customfit",
+            "run",
+            "digits",
+            "--engine",
+            engine,
+            "--model",
+            "lecture",
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -39,25 +57,43 @@ def main():
             runs = [one(engine, seed, folder) for seed in SEEDS]
             accuracies = [r["accuracy"] for r in runs]
             seconds = [sum(r["epoch_seconds"]) for r in runs]
-            rows.append({"engine": engine, "accuracies": accuracies,
-                         "mean_accuracy": statistics.mean(accuracies),
-                         "median_seconds_10_epochs": statistics.median(seconds)})
-            print(f"{engine:17s} mean {rows[-1]['mean_accuracy']:.4f}  "
-                  f"{', '.join(f'{a:.3f}' for a in accuracies)}  "
-                  f"{rows[-1]['median_seconds_10_epochs']:.1f} s", flush=True)
+            rows.append(
+                {
+                    "engine": engine,
+                    "accuracies": accuracies,
+                    "mean_accuracy": statistics.mean(accuracies),
+                    "median_seconds_10_epochs": statistics.median(seconds),
+                }
+            )
+            print(
+                f"{engine:17s} mean {rows[-1]['mean_accuracy']:.4f}  "
+                f"{', '.join(f'{a:.3f}' for a in accuracies)}  "
+                f"{rows[-1]['median_seconds_10_epochs']:.1f} s",
+                flush=True,
+            )
     machine = runs[-1].get("machine", {})
     where = f"{machine.get('cpu', 'CPU')} ({os.cpu_count()} cores), no GPU"
-    record = {"date": date.today().isoformat(), "machine": where, "seeds": list(SEEDS), "rows": rows}
+    record = {
+        "date": date.today().isoformat(),
+        "machine": where,
+        "seeds": list(SEEDS),
+        "rows": rows,
+    }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "lecture_model.json").write_text(json.dumps(record, indent=2))
-    lines = [f"Measured {record['date']} on {where}: digits, `--model lecture` (conv 4-8-8), "
-             "10 epochs of batch 10, seeds 0-4.", "",
-             "| engine | mean held-out accuracy | per seed | training time, 10 epochs (median) |",
-             "|---|---:|---|---:|"]
+    lines = [
+        f"Measured {record['date']} on {where}: digits, `--model lecture` (conv 4-8-8), "
+        "10 epochs of batch 10, seeds 0-4.",
+        "",
+        "| engine | mean held-out accuracy | per seed | training time, 10 epochs (median) |",
+        "|---|---:|---|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['engine']} | {r['mean_accuracy']:.3f} | "
-                     f"{' '.join(f'{a:.3f}' for a in r['accuracies'])} | "
-                     f"{r['median_seconds_10_epochs']:.1f} s |")
+        lines.append(
+            f"| {r['engine']} | {r['mean_accuracy']:.3f} | "
+            f"{' '.join(f'{a:.3f}' for a in r['accuracies'])} | "
+            f"{r['median_seconds_10_epochs']:.1f} s |"
+        )
     (HERE / "results" / "lecture_model.md").write_text("\n".join(lines) + "\n")
 
 

@@ -29,8 +29,10 @@ from cli_run import metrics_of_run  # noqa: E402  (beside this script)
 
 def one(engine, data, folder):
     metrics = metrics_of_run("mnist", engine, Path(folder) / engine, "--data", data)
-    return {"engine": engine, **{k: metrics[k] for k in (
-        "accuracy", "passed", "seconds_per_epoch", "total_seconds")}}
+    return {
+        "engine": engine,
+        **{k: metrics[k] for k in ("accuracy", "passed", "seconds_per_epoch", "total_seconds")},
+    }
 
 
 def write(rows):
@@ -46,14 +48,21 @@ def write(rows):
     machine = f"{platform.machine()}, {os.cpu_count()} cores, no GPU"
     result = {"machine": machine, "bar": spec.BARS, "runs": ordered}
     path.write_text(json.dumps(result, indent=1) + "\n")
-    lines = [f"# mnist on real MNIST (60000 training, 10000 held-out digits), {machine}", "",
-             "Each engine: `customfit run mnist --engine E --data MNIST` at the task's defaults "
-             "(the lecture's CNN, 5 epochs of batch 32, Adam 1e-3), one process at a time, "
-             "OMP_NUM_THREADS=1, other jobs sharing the machine (so read s/epoch as indicative).",
-             "", "| engine | date | held-out accuracy (bar >= 0.98) | s/epoch | run, s |",
-             "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['engine']} | {r['date']} | {r['accuracy']:.4f} | {r['seconds_per_epoch']:.1f} "
-              f"| {r['total_seconds']:.0f} |" for r in ordered]
+    lines = [
+        f"# mnist on real MNIST (60000 training, 10000 held-out digits), {machine}",
+        "",
+        "Each engine: `customfit run mnist --engine E --data MNIST` at the task's defaults "
+        "(the lecture's CNN, 5 epochs of batch 32, Adam 1e-3), one process at a time, "
+        "OMP_NUM_THREADS=1, other jobs sharing the machine (so read s/epoch as indicative).",
+        "",
+        "| engine | date | held-out accuracy (bar >= 0.98) | s/epoch | run, s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['engine']} | {r['date']} | {r['accuracy']:.4f} | {r['seconds_per_epoch']:.1f} "
+        f"| {r['total_seconds']:.0f} |"
+        for r in ordered
+    ]
     (results / "mnist_real.md").write_text("\n".join(lines) + "\n")
     return "\n".join(lines)
 

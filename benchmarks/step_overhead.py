@@ -65,8 +65,14 @@ def measure_here():
         model = make()
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
         clock = EpochClock()
-        model.fit(data.x_train, data.y_train, batch_size=BATCH, epochs=EPOCHS, verbose=0,
-                  callbacks=[clock])
+        model.fit(
+            data.x_train,
+            data.y_train,
+            batch_size=BATCH,
+            epochs=EPOCHS,
+            verbose=0,
+            callbacks=[clock],
+        )
         return steps / statistics.median(clock.seconds[1:])
 
     rates = {"cf.Model": [], "hand-written": []}
@@ -88,24 +94,45 @@ def main():
         return
     results = []
     for backend in ("tensorflow", "torch", "jax"):
-        env = dict(os.environ, KERAS_BACKEND=backend, CUSTOMFIT_BENCH_CHILD="1", TF_CPP_MIN_LOG_LEVEL="3")
-        out = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, check=True)
+        env = dict(
+            os.environ, KERAS_BACKEND=backend, CUSTOMFIT_BENCH_CHILD="1", TF_CPP_MIN_LOG_LEVEL="3"
+        )
+        out = subprocess.run(
+            [sys.executable, __file__], env=env, capture_output=True, text=True, check=True
+        )
         result = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(result)
-        print(f"{backend:10s}  cf.Model {result['median_steps_per_second']['cf.Model']:8.0f} steps/s   "
-              f"hand-written {result['median_steps_per_second']['hand-written']:8.0f} steps/s   "
-              f"ratio {result['ratio']:.3f}", flush=True)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'CPU'}, no GPU"
-    record = {"date": date.today().isoformat(), "machine": machine, "runs": RUNS, "epochs": EPOCHS,
-              "batch_size": BATCH, "results": results}
+        print(
+            f"{backend:10s}  cf.Model {result['median_steps_per_second']['cf.Model']:8.0f} steps/s   "
+            f"hand-written {result['median_steps_per_second']['hand-written']:8.0f} steps/s   "
+            f"ratio {result['ratio']:.3f}",
+            flush=True,
+        )
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or 'CPU'}, no GPU"
+    )
+    record = {
+        "date": date.today().isoformat(),
+        "machine": machine,
+        "runs": RUNS,
+        "epochs": EPOCHS,
+        "batch_size": BATCH,
+        "results": results,
+    }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "step_overhead.json").write_text(json.dumps(record, indent=2))
-    lines = [f"Measured {record['date']} on {machine}: toy classifier, batch {BATCH}, "
-             f"median of {RUNS} runs (epochs 2-{EPOCHS} of each).", "",
-             "| backend | cf.Model steps/s | hand-written steps/s | ratio |", "|---|---:|---:|---:|"]
+    lines = [
+        f"Measured {record['date']} on {machine}: toy classifier, batch {BATCH}, "
+        f"median of {RUNS} runs (epochs 2-{EPOCHS} of each).",
+        "",
+        "| backend | cf.Model steps/s | hand-written steps/s | ratio |",
+        "|---|---:|---:|---:|",
+    ]
     for r in results:
         m = r["median_steps_per_second"]
-        lines.append(f"| {r['backend']} | {m['cf.Model']:.0f} | {m['hand-written']:.0f} | {r['ratio']:.3f} |")
+        lines.append(
+            f"| {r['backend']} | {m['cf.Model']:.0f} | {m['hand-written']:.0f} | {r['ratio']:.3f} |"
+        )
     (HERE / "results" / "step_overhead.md").write_text("\n".join(lines) + "\n")
 
 

@@ -40,8 +40,10 @@ def one(engine, seed, folder):
     out = Path(folder) / f"{engine}-{seed}"
     # The first epoch at the target came at 6-10 of the default 30 (seeds 0-2): 12 suffice.
     metrics = metrics_of_run("digits", engine, out, "--seed", seed, "--epochs", EPOCHS)
-    history = [{k: float(v) if k != "epoch" else int(v) for k, v in row.items()}
-               for row in _csv(out / "history.csv")]
+    history = [
+        {k: float(v) if k != "epoch" else int(v) for k, v in row.items()}
+        for row in _csv(out / "history.csv")
+    ]
     seconds, epoch = seconds_to_target(history)
     return {"seed": seed, "seconds": seconds, "epoch": epoch, "final_accuracy": metrics["accuracy"]}
 
@@ -54,8 +56,14 @@ def _csv(path):
 
 
 def main():
-    engines = sys.argv[1:] or ["tensorflow", "torch", "flax", "keras-tensorflow", "keras-torch",
-                               "keras-jax"]
+    engines = sys.argv[1:] or [
+        "tensorflow",
+        "torch",
+        "flax",
+        "keras-tensorflow",
+        "keras-torch",
+        "keras-jax",
+    ]
     lecture_model = json.loads((HERE / "results" / "lecture_model.json").read_text())
     ours_lecture = {r["engine"]: r["median_seconds_10_epochs"] for r in lecture_model["rows"]}
     rows = []
@@ -68,25 +76,36 @@ def main():
             print(engine, runs, flush=True)
     baseline = statistics.median(LECTURE_CODE_SECONDS.values())
     load = os.getloadavg()
-    record = {"date": date.today().isoformat(), "machine": "AMD EPYC (2 cores), no GPU",
-              "load_average_at_end": load, "target": TARGET, "seeds": list(SEEDS),
-              "lecture_code_seconds": LECTURE_CODE_SECONDS, "lecture_model_here_seconds": ours_lecture,
-              "rows": rows}
+    record = {
+        "date": date.today().isoformat(),
+        "machine": "AMD EPYC (2 cores), no GPU",
+        "load_average_at_end": load,
+        "target": TARGET,
+        "seeds": list(SEEDS),
+        "lecture_code_seconds": LECTURE_CODE_SECONDS,
+        "lecture_model_here_seconds": ours_lecture,
+        "rows": rows,
+    }
     (HERE / "results" / "time_to_accuracy.json").write_text(json.dumps(record, indent=2) + "\n")
-    lines = [f"Measured {record['date']} on {record['machine']} (load average "
-             f"{', '.join(f'{x:.1f}' for x in load)} at the end): digits "
-             f"default CNN, default settings, seeds {SEEDS.start}-{SEEDS.stop - 1}; seconds of "
-             f"training (first epoch's compiling included) until held-out accuracy >= {TARGET}.",
-             "", "| engine | epochs to 0.98 (per seed) | seconds to 0.98 (per seed) | median | "
-             f"lecture's code, 0.91-0.94 (median {baseline} s) / median |",
-             "|---|---|---|---:|---:|"]
+    lines = [
+        f"Measured {record['date']} on {record['machine']} (load average "
+        f"{', '.join(f'{x:.1f}' for x in load)} at the end): digits "
+        f"default CNN, default settings, seeds {SEEDS.start}-{SEEDS.stop - 1}; seconds of "
+        f"training (first epoch's compiling included) until held-out accuracy >= {TARGET}.",
+        "",
+        "| engine | epochs to 0.98 (per seed) | seconds to 0.98 (per seed) | median | "
+        f"lecture's code, 0.91-0.94 (median {baseline} s) / median |",
+        "|---|---|---|---:|---:|",
+    ]
     for row in rows:
         runs, median = row["runs"], row["median_seconds_to_target"]
         epochs = " ".join(str(r["epoch"]) for r in runs)
         seconds = " ".join("-" if r["seconds"] is None else f"{r['seconds']:.2f}" for r in runs)
         ratio = "-" if median is None else f"{baseline / median:.2f}x"
-        lines.append(f"| {row['engine']} | {epochs} | {seconds} | "
-                     f"{'-' if median is None else f'{median:.2f} s'} | {ratio} |")
+        lines.append(
+            f"| {row['engine']} | {epochs} | {seconds} | "
+            f"{'-' if median is None else f'{median:.2f} s'} | {ratio} |"
+        )
     (HERE / "results" / "time_to_accuracy.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -43,8 +43,9 @@ def atomic_write(path, data):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX + os.path.basename(path) + ".",
-                                   suffix=TEMP_SUFFIX)
+        fd, tmp = tempfile.mkstemp(
+            dir=folder, prefix=TEMP_PREFIX + os.path.basename(path) + ".", suffix=TEMP_SUFFIX
+        )
     except OSError as e:
         raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
     try:
@@ -118,7 +119,9 @@ def _to_bytes(arrays, meta):
             raise TypeError(f"checkpoint array names must be non-empty strings; got {name!r}")
         array = np.asarray(value, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
         if array.dtype == object:
-            raise TypeError(f"checkpoint array {name!r} has dtype object; only numeric arrays are stored")
+            raise TypeError(
+                f"checkpoint array {name!r} has dtype object; only numeric arrays are stored"
+            )
         tensors[name] = array
     header_meta = {
         _META_KEY: json.dumps({"format": FORMAT, "version": VERSION, **meta}),

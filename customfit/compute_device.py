@@ -81,23 +81,31 @@ def hide_if_asked(engine, wanted):
 
 
 def choose(task, engine, wanted, devices=1):
-    """"cpu" or "gpu" for this run; a UsageError where `wanted` cannot be had."""
+    """ "cpu" or "gpu" for this run; a UsageError where `wanted` cannot be had."""
     if wanted == "cpu":
         return "cpu"
     can = trainer_can_use_gpu(task, engine, devices)
     if wanted == "gpu":
         if not can and devices > 1:
             raise UsageError.expected(
-                "device", f"cpu with --devices {devices} on {engine} (its processes spread over "
-                          "the CPU, through gloo)", wanted)
+                "device",
+                f"cpu with --devices {devices} on {engine} (its processes spread over "
+                "the CPU, through gloo)",
+                wanted,
+            )
         if not can:
             raise UsageError.expected(
-                "device", f"cpu for task {task} on torch (the native torch engine computes on a "
-                          f"GPU for {', '.join(tasks_on_torch_gpu())})", wanted)
+                "device",
+                f"cpu for task {task} on torch (the native torch engine computes on a "
+                f"GPU for {', '.join(tasks_on_torch_gpu())})",
+                wanted,
+            )
         if not framework_sees_gpu(engine):
             raise UsageError.expected(
-                "device", f"cpu, or gpu on a machine where {_FRAMEWORK[engine]} sees one",
-                given=f"gpu ({_FRAMEWORK[engine]} sees no GPU here)")
+                "device",
+                f"cpu, or gpu on a machine where {_FRAMEWORK[engine]} sees one",
+                given=f"gpu ({_FRAMEWORK[engine]} sees no GPU here)",
+            )
         return "gpu"
     return "gpu" if can and framework_sees_gpu(engine) else "cpu"
 
@@ -112,7 +120,7 @@ def use(task, engine, wanted, devices=1):
 
 
 def current():
-    """"cpu" or "gpu": what use() chose in this process."""
+    """ "cpu" or "gpu": what use() chose in this process."""
     return _current["device"]
 
 

@@ -25,6 +25,7 @@ import sys
 
 from customfit import hosts, registry, validate
 from customfit.errors import UsageError
+
 # LAUNCHED_HERE and epoch_order are read here too, by the runner and the engines.
 from customfit.parallel.shares import LAUNCHED_HERE, cores, epoch_order  # noqa: F401
 
@@ -63,12 +64,17 @@ def check(task, engine, devices, batch_size):
     if registry.spec(task).FAMILY not in FAMILIES:
         if cluster is not None:
             raise UsageError.expected(
-                "devices", f"one host for task {task} (tasks that train across hosts: "
-                           f"{', '.join(tasks_that_can())})",
-                given=f"{cluster.setting} naming {cluster.processes} processes")
+                "devices",
+                f"one host for task {task} (tasks that train across hosts: "
+                f"{', '.join(tasks_that_can())})",
+                given=f"{cluster.setting} naming {cluster.processes} processes",
+            )
         raise UsageError.expected(
-            "devices", f"1 for task {task} (tasks that train on several devices: "
-                       f"{', '.join(tasks_that_can())})", n)
+            "devices",
+            f"1 for task {task} (tasks that train on several devices: "
+            f"{', '.join(tasks_that_can())})",
+            n,
+        )
     launched = launched_world()
     if cluster is not None:
         local = per_host(engine, n, cluster)
@@ -76,18 +82,21 @@ def check(task, engine, devices, batch_size):
         # Started by torchrun: the processes are already there, one device each.
         if n != launched[0]:
             raise UsageError.expected(
-                "devices", f"{launched[0]}, the number of processes torchrun started", n)
+                "devices", f"{launched[0]}, the number of processes torchrun started", n
+            )
         local = launched[1]
     else:
         local = n
     if local > most():
         raise UsageError.expected(
-            "devices", f"at most {most()} on this machine ({cores()} CPU cores, one device each)",
-            n)
+            "devices", f"at most {most()} on this machine ({cores()} CPU cores, one device each)", n
+        )
     if batch_size % n:
         raise UsageError.expected(
-            "batch_size", f"a multiple of --devices {n} (each device takes an equal share of a "
-                          "batch)", batch_size)
+            "batch_size",
+            f"a multiple of --devices {n} (each device takes an equal share of a batch)",
+            batch_size,
+        )
     return n
 
 
@@ -98,12 +107,17 @@ def per_host(engine, devices, cluster):
     p = cluster.processes
     if engine in TENSORFLOW_ENGINES and devices != p:
         raise UsageError.expected(
-            "devices", f"{p}, one device on each of the {p} processes {cluster.setting} names",
-            devices)
+            "devices",
+            f"{p}, one device on each of the {p} processes {cluster.setting} names",
+            devices,
+        )
     if devices % p:
         raise UsageError.expected(
-            "devices", f"a multiple of the {p} processes {cluster.setting} names (each holds "
-                       "an equal share of the devices)", devices)
+            "devices",
+            f"a multiple of the {p} processes {cluster.setting} names (each holds "
+            "an equal share of the devices)",
+            devices,
+        )
     return devices // p
 
 

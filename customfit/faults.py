@@ -37,8 +37,16 @@ def _plan():
             where, _, nth = where.partition("#")
             if action not in _ACTIONS or kind not in ("step", "write") or not where:
                 raise ValueError(f"{VARIABLE}: cannot read {item!r}")
-            entries.append({"action": action, "kind": kind, "where": where,
-                            "nth": int(nth or 1), "seen": 0, "done": False})
+            entries.append(
+                {
+                    "action": action,
+                    "kind": kind,
+                    "where": where,
+                    "nth": int(nth or 1),
+                    "seen": 0,
+                    "done": False,
+                }
+            )
         _parsed = (text, entries)
     return _parsed[1]
 

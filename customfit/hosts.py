@@ -24,10 +24,15 @@ from typing import NamedTuple
 from customfit import registry
 from customfit.errors import UsageError, shortened
 
-JAX_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
-                 "KERAS_DISTRIBUTION_PROCESS_ID")
-_TF_CONFIG_FORM = ('JSON {"cluster": {"worker": ["HOST:PORT", ...]}, "task": {"type": "worker", '
-                   '"index": I}} with I one of the workers')
+JAX_VARIABLES = (
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    "KERAS_DISTRIBUTION_NUM_PROCESSES",
+    "KERAS_DISTRIBUTION_PROCESS_ID",
+)
+_TF_CONFIG_FORM = (
+    'JSON {"cluster": {"worker": ["HOST:PORT", ...]}, "task": {"type": "worker", '
+    '"index": I}} with I one of the workers'
+)
 
 
 class Hosts(NamedTuple):
@@ -46,14 +51,17 @@ def tf_config():
         config = json.loads(text)
         cluster, task = config["cluster"], config["task"]
         # MultiWorkerMirroredStrategy's jobs: an optional chief (task 0), then the workers.
-        jobs = [("chief", i) for i, _ in enumerate(cluster.get("chief", []))] + \
-               [("worker", i) for i, _ in enumerate(cluster.get("worker", []))]
+        jobs = [("chief", i) for i, _ in enumerate(cluster.get("chief", []))] + [
+            ("worker", i) for i, _ in enumerate(cluster.get("worker", []))
+        ]
         addresses = list(cluster.get("chief", [])) + list(cluster.get("worker", []))
         index = jobs.index((task["type"], task["index"]))
         if not all(isinstance(a, str) and ":" in a for a in addresses):
             raise ValueError(addresses)
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise UsageError.expected("TF_CONFIG", _TF_CONFIG_FORM, given=repr(shortened(text, 80))) from None
+        raise UsageError.expected(
+            "TF_CONFIG", _TF_CONFIG_FORM, given=repr(shortened(text, 80))
+        ) from None
     if len(jobs) == 1:
         return None
     return Hosts(len(jobs), index, "TF_CONFIG")
@@ -67,8 +75,9 @@ def keras_distribution():
     addresses, count, index = (given[name] for name in JAX_VARIABLES)
     missing = [name for name in JAX_VARIABLES if not given[name]]
     if missing:
-        raise UsageError.expected(missing[0], f"all of {', '.join(JAX_VARIABLES)} set",
-                                  given="it unset")
+        raise UsageError.expected(
+            missing[0], f"all of {', '.join(JAX_VARIABLES)} set", given="it unset"
+        )
     try:
         processes = int(count)
         if processes < 1:
@@ -80,19 +89,25 @@ def keras_distribution():
         if not 0 <= position < processes:
             raise ValueError(index)
     except ValueError:
-        raise UsageError.expected(JAX_VARIABLES[2], f"an integer from 0 to {processes - 1}",
-                                  index) from None
+        raise UsageError.expected(
+            JAX_VARIABLES[2], f"an integer from 0 to {processes - 1}", index
+        ) from None
     listed = addresses.split(",")
     if not all(":" in a for a in listed) or len(listed) not in (1, processes):
-        raise UsageError.expected(JAX_VARIABLES[0], f"HOST:PORT of process 0, or the {processes} "
-                                  "processes' HOST:PORT separated by commas", addresses)
+        raise UsageError.expected(
+            JAX_VARIABLES[0],
+            f"HOST:PORT of process 0, or the {processes} processes' HOST:PORT separated by commas",
+            addresses,
+        )
     if processes == 1:
         return None
     return Hosts(processes, position, "KERAS_DISTRIBUTION_*", coordinator=listed[0])
 
 
-_ENGINES_OF = {"TF_CONFIG": "tensorflow or keras-tensorflow",
-               "KERAS_DISTRIBUTION_*": "flax or keras-jax"}
+_ENGINES_OF = {
+    "TF_CONFIG": "tensorflow or keras-tensorflow",
+    "KERAS_DISTRIBUTION_*": "flax or keras-jax",
+}
 # The setting each framework's launch reads (torch's, torchrun's, is read by devices.py).
 _SETTING_OF = {"tensorflow": "TF_CONFIG", "jax": "KERAS_DISTRIBUTION_*"}
 
@@ -106,6 +121,9 @@ def of(engine):
         if hosts is not None and setting != reads:
             how = reads or "torchrun --nnodes"
             raise UsageError.expected(
-                "engine", f"{_ENGINES_OF[setting]} where {setting} names several processes "
-                          f"({engine} spreads over hosts with {how})", engine)
+                "engine",
+                f"{_ENGINES_OF[setting]} where {setting} names several processes "
+                f"({engine} spreads over hosts with {how})",
+                engine,
+            )
     return found[reads] if reads else None

@@ -21,8 +21,7 @@ def _keras_loss_scalers():
 
 def _is_grad_scaler(value):
     torch = sys.modules.get("torch")
-    return (torch is not None and isinstance(value, torch.amp.GradScaler)
-            and value.is_enabled())
+    return torch is not None and isinstance(value, torch.amp.GradScaler) and value.is_enabled()
 
 
 def scalers(trainer):
@@ -71,8 +70,9 @@ def restore(trainer, saved):
             continue
         scale, growth = float(saved[f"{key}/scale"]), int(saved[f"{key}/growth"])
         if _is_grad_scaler(scaler):
-            scaler.load_state_dict({**scaler.state_dict(), "scale": scale,
-                                    "_growth_tracker": growth})
+            scaler.load_state_dict(
+                {**scaler.state_dict(), "scale": scale, "_growth_tracker": growth}
+            )
         else:
             scaler.dynamic_scale.assign(scale)
             scaler.step_counter.assign(growth)

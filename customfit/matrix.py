@@ -24,8 +24,9 @@ def run(args):
     if not out:
         raise UsageError.expected("out", "a folder's path", out)
     if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError.expected("out", "a folder (or a path where one can be made)",
-                                  given=f"{out!r}, which is a file")
+        raise UsageError.expected(
+            "out", "a folder (or a path where one can be made)", given=f"{out!r}, which is a file"
+        )
     with run_folder.hold(out, what="customfit matrix"):
         return run_all(args, out)
 
@@ -37,8 +38,10 @@ def run_all(args, out):
 
     rows = []
     started = time.time()
-    print(f"{'task':<12} {'engine':<17} {'judged':<14} {'value':>8} {'bar':>8} {'s/epoch':>8}  result",
-          flush=True)
+    print(
+        f"{'task':<12} {'engine':<17} {'judged':<14} {'value':>8} {'bar':>8} {'s/epoch':>8}  result",
+        flush=True,
+    )
     for task in tasks:
         for engine in engines:
             rows.append(_one(task, engine, out, args))
@@ -92,24 +95,43 @@ def _parity_probe(task, engines, out):
         result = os.path.join(folder, f"{task}-{engine}.npz")
         env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine])
         with open(os.path.join(out, "logs", f"parity-{task}-{engine}.log"), "w") as log:
-            proc = subprocess.run([sys.executable, "-m", "customfit.parity", task, engine,
-                                   weights, result], stdout=log, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.run(
+                [sys.executable, "-m", "customfit.parity", task, engine, weights, result],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         if proc.returncode == 3:
             return {"error": f"task {task} has no parity probe (its spec has no parity_inputs)"}
         if proc.returncode != 0:
-            return {"error": f"the probe failed on {engine} (exit status {proc.returncode}; "
-                             f"log: logs/parity-{task}-{engine}.log)"}
+            return {
+                "error": f"the probe failed on {engine} (exit status {proc.returncode}; "
+                f"log: logs/parity-{task}-{engine}.log)"
+            }
         with np.load(result) as saved:
             results[engine] = dict(saved)
-    return {"differences": parity.compare(results), "tolerance": PARITY_TOLERANCE,
-            "reference": engines[0]}
+    return {
+        "differences": parity.compare(results),
+        "tolerance": PARITY_TOLERANCE,
+        "reference": engines[0],
+    }
 
 
 def _one(task, engine, out, args):
     run_dir = os.path.join(out, f"{task}-{engine}")
     log_path = os.path.join(out, "logs", f"{task}-{engine}.log")
-    command = [sys.executable, "-m", "customfit", "run", task, "--engine", engine,
-               "--out", run_dir, "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "customfit",
+        "run",
+        task,
+        "--engine",
+        engine,
+        "--out",
+        run_dir,
+        "--quiet",
+    ]
     if args.epochs is not None:
         command += ["--epochs", str(args.epochs)]
     if args.seed is not None:
@@ -120,25 +142,40 @@ def _one(task, engine, out, args):
     started = time.time()
     with open(log_path, "w") as log:
         proc = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
-    row = {"task": task, "engine": engine, "out": run_dir, "log": log_path,
-           "wall_seconds": time.time() - started, "exit_status": proc.returncode}
+    row = {
+        "task": task,
+        "engine": engine,
+        "out": run_dir,
+        "log": log_path,
+        "wall_seconds": time.time() - started,
+        "exit_status": proc.returncode,
+    }
     if proc.returncode == 0 and os.path.exists(metrics_path):
         with open(metrics_path) as f:
             metrics = json.load(f)
         headline = metrics["headline"]
-        row.update({
-            "model": metrics["model"], "headline": headline, "value": metrics[headline],
-            "bar": _bar_of(metrics["bar"].get(headline)), "passed": metrics["passed"],
-            "epochs": metrics["config"]["epochs"], "batch_size": metrics["config"]["batch_size"],
-            "seconds_per_epoch": metrics["seconds_per_epoch"],
-            "first_epoch_seconds": metrics["first_epoch_seconds"],
-            "versions": metrics.get("versions"), "machine": metrics.get("machine"),
-            "status": "passed" if metrics["passed"] else "below bar",
-        })
+        row.update(
+            {
+                "model": metrics["model"],
+                "headline": headline,
+                "value": metrics[headline],
+                "bar": _bar_of(metrics["bar"].get(headline)),
+                "passed": metrics["passed"],
+                "epochs": metrics["config"]["epochs"],
+                "batch_size": metrics["config"]["batch_size"],
+                "seconds_per_epoch": metrics["seconds_per_epoch"],
+                "first_epoch_seconds": metrics["first_epoch_seconds"],
+                "versions": metrics.get("versions"),
+                "machine": metrics.get("machine"),
+                "status": "passed" if metrics["passed"] else "below bar",
+            }
+        )
     else:
         with open(log_path) as f:
             tail = [line.strip() for line in f.read().splitlines() if line.strip()]
-        row.update({"status": "failed", "error": tail[-1] if tail else f"exit status {proc.returncode}"})
+        row.update(
+            {"status": "failed", "error": tail[-1] if tail else f"exit status {proc.returncode}"}
+        )
     return row
 
 
@@ -150,11 +187,17 @@ def _bar_of(bar):
 
 def _print_row(row):
     if row["status"] == "failed":
-        print(f"{row['task']:<12} {row['engine']:<17} {'-':<14} {'-':>8} {'-':>8} {'-':>8}  "
-              f"failed: {row['error']} (log: {row['log']})", flush=True)
+        print(
+            f"{row['task']:<12} {row['engine']:<17} {'-':<14} {'-':>8} {'-':>8} {'-':>8}  "
+            f"failed: {row['error']} (log: {row['log']})",
+            flush=True,
+        )
         return
-    print(f"{row['task']:<12} {row['engine']:<17} {row['headline']:<14} {row['value']:>8.4f} "
-          f"{row['bar']:>8} {row['seconds_per_epoch']:>8.3f}  {row['status']}", flush=True)
+    print(
+        f"{row['task']:<12} {row['engine']:<17} {row['headline']:<14} {row['value']:>8.4f} "
+        f"{row['bar']:>8} {row['seconds_per_epoch']:>8.3f}  {row['status']}",
+        flush=True,
+    )
 
 
 def _seconds(value):
@@ -168,13 +211,16 @@ def matrix_markdown(report):
     ]
     for row in report["rows"]:
         if row["status"] == "failed":
-            lines.append(f"| {row['task']} | | {row['engine']} | | | | | | | failed: {row['error']} |")
+            lines.append(
+                f"| {row['task']} | | {row['engine']} | | | | | | | failed: {row['error']} |"
+            )
             continue
         lines.append(
             f"| {row['task']} | {row['model']} | {row['engine']} | {row['headline']} | {row['value']:.4f} "
             f"| {row['bar']} "
             f"| {row['seconds_per_epoch']:.3f} | {_seconds(row['first_epoch_seconds'])} "
-            f"| {row['epochs']} x {row['batch_size']} | {row['status']} |")
+            f"| {row['epochs']} x {row['batch_size']} | {row['status']} |"
+        )
     machine = report.get("machine") or {}
     versions = report.get("versions") or {}
     lines += [
@@ -184,5 +230,7 @@ def matrix_markdown(report):
         "s/epoch: mean training time of epochs 2 onwards (epoch 1 includes tracing and compiling).",
     ]
     if versions:
-        lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".")
+        lines.append(
+            "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + "."
+        )
     return "\n".join(lines) + "\n"

@@ -57,7 +57,11 @@ class Option:
         if self.default_text:
             default = f", default {self.default_text}"
         else:
-            default = "" if self.default is None or callable(self.default) else f", default {self.default}"
+            default = (
+                ""
+                if self.default is None or callable(self.default)
+                else f", default {self.default}"
+            )
         return f"{self.cli_flag} {what}{default}: {self.help}"
 
 
@@ -72,10 +76,14 @@ def resolve(spec, given):
         if value is not None and name not in options:
             has = ", ".join(o.cli_flag for o in options.values()) or "none"
             raise validate.UsageError.expected(
-                name, f"an option of task {spec.NAME} (its options: {has})",
-                given=f"{name!r}, which task {spec.NAME} does not have")
-    resolved = {name: (option.check(given[name]) if given.get(name) is not None else option.default)
-                for name, option in options.items()}
+                name,
+                f"an option of task {spec.NAME} (its options: {has})",
+                given=f"{name!r}, which task {spec.NAME} does not have",
+            )
+    resolved = {
+        name: (option.check(given[name]) if given.get(name) is not None else option.default)
+        for name, option in options.items()
+    }
     for name, value in resolved.items():
         if callable(value):
             resolved[name] = value(resolved)

@@ -32,10 +32,15 @@ def _flatten(tree, prefix=""):
 
 def _unflatten_like(tree, flat, prefix=""):
     if isinstance(tree, dict):
-        return {k: _unflatten_like(v, flat, f"{prefix}/{k}" if prefix else str(k)) for k, v in tree.items()}
+        return {
+            k: _unflatten_like(v, flat, f"{prefix}/{k}" if prefix else str(k))
+            for k, v in tree.items()
+        }
     if isinstance(tree, (list, tuple)):
-        return type(tree)(_unflatten_like(v, flat, f"{prefix}/{i}" if prefix else str(i))
-                          for i, v in enumerate(tree))
+        return type(tree)(
+            _unflatten_like(v, flat, f"{prefix}/{i}" if prefix else str(i))
+            for i, v in enumerate(tree)
+        )
     return np.asarray(flat[prefix or "value"], dtype=np.asarray(tree).dtype)
 
 
@@ -57,8 +62,13 @@ def probe(task, engine, weights_path, result_path):
         # Nudged off the initial zeros: at a ReLU's kink (a zero bias on a zero pixel) each
         # framework picks its own subgradient, and parity is about everything else.
         rng = np.random.default_rng(0)
-        np.savez(weights_path, **{k: v + rng.normal(0.0, 0.01, v.shape).astype(v.dtype)
-                                  for k, v in _flatten(own).items()})
+        np.savez(
+            weights_path,
+            **{
+                k: v + rng.normal(0.0, 0.01, v.shape).astype(v.dtype)
+                for k, v in _flatten(own).items()
+            },
+        )
     with np.load(weights_path) as shared:
         trainer.set_weights(_unflatten_like(own, dict(shared)))
     batch, noise = parity_inputs(split, settings)

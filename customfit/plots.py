@@ -45,14 +45,24 @@ def save_gif(pictures, path, durations):
     from customfit.checkpoint import atomic_write
 
     buffer = io.BytesIO()
-    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:],
-                     duration=durations, loop=0)
+    pictures[0].save(
+        buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=durations, loop=0
+    )
     atomic_write(path, buffer.getvalue())
     return str(path)
 
 
-def decision_regions(predict_proba, x_train, y_train, x_test, y_test, path, num_classes=None,
-                     title=None, resolution=300):
+def decision_regions(
+    predict_proba,
+    x_train,
+    y_train,
+    x_test,
+    y_test,
+    path,
+    num_classes=None,
+    title=None,
+    resolution=300,
+):
     """The 2-D points, coloured by label, over the regions where the model answers each class."""
     plt = pyplot()
     x_all = np.concatenate([x_train, x_test])
@@ -73,18 +83,39 @@ def decision_regions(predict_proba, x_train, y_train, x_test, y_test, path, num_
     ax.contour(xx, yy, answer, levels=levels, colors="k", linewidths=0.6, alpha=0.6)
     for c in range(k):
         m = y_train == c
-        ax.scatter(x_train[m, 0], x_train[m, 1], s=5, color=cmap(c % 10), alpha=0.5,
-                   label=f"class {c}", linewidths=0)
+        ax.scatter(
+            x_train[m, 0],
+            x_train[m, 1],
+            s=5,
+            color=cmap(c % 10),
+            alpha=0.5,
+            label=f"class {c}",
+            linewidths=0,
+        )
     wrong = 0
     if len(x_test):
         test_answer = np.asarray(predict_proba(x_test.astype(np.float32))).argmax(axis=1)
         missed = test_answer != y_test
-        ax.scatter(x_test[:, 0], x_test[:, 1], s=9, facecolors="none",
-                   edgecolors=[cmap(int(c) % 10) for c in y_test], linewidths=0.6, label="test")
+        ax.scatter(
+            x_test[:, 0],
+            x_test[:, 1],
+            s=9,
+            facecolors="none",
+            edgecolors=[cmap(int(c) % 10) for c in y_test],
+            linewidths=0.6,
+            label="test",
+        )
         wrong = int(missed.sum())
         if wrong:
-            ax.scatter(x_test[missed, 0], x_test[missed, 1], s=40, marker="x", color="k",
-                       linewidths=1.0, label=f"test, misclassified ({wrong})")
+            ax.scatter(
+                x_test[missed, 0],
+                x_test[missed, 1],
+                s=40,
+                marker="x",
+                color="k",
+                linewidths=1.0,
+                label=f"test, misclassified ({wrong})",
+            )
     ax.set_xlim(gx[0], gx[-1])
     ax.set_ylim(gy[0], gy[-1])
     ax.set_xlabel("$x_1$")
@@ -111,8 +142,13 @@ def probabilities(predict_proba, x_test, y_test, path, count=6, num_classes=10, 
     images = np.asarray(x_test)[chosen]
     proba = all_proba[chosen]
     y_test = np.asarray(y_test)[chosen]
-    fig, axes = plt.subplots(count, 2, figsize=(6.4, 1.45 * count + 0.4),
-                             gridspec_kw={"width_ratios": [1, 2.6]}, squeeze=False)
+    fig, axes = plt.subplots(
+        count,
+        2,
+        figsize=(6.4, 1.45 * count + 0.4),
+        gridspec_kw={"width_ratios": [1, 2.6]},
+        squeeze=False,
+    )
     for i in range(count):
         image_ax, bar_ax = axes[i]
         image_ax.imshow(images[i].reshape(images[i].shape[:2]), cmap="gray_r", vmin=0, vmax=1)
@@ -141,10 +177,14 @@ def curves(history, path, title=None):
     panel each, training beside held-out where there is one."""
     plt = pyplot()
     epochs = [row["epoch"] for row in history]
-    names = [k for k in (history[0] if history else {})
-             if k not in ("epoch", "seconds") and not k.startswith("val_")]
-    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(4.5 * max(len(names), 1), 3.4),
-                             squeeze=False)
+    names = [
+        k
+        for k in (history[0] if history else {})
+        if k not in ("epoch", "seconds") and not k.startswith("val_")
+    ]
+    fig, axes = plt.subplots(
+        1, max(len(names), 1), figsize=(4.5 * max(len(names), 1), 3.4), squeeze=False
+    )
     for ax, name in zip(axes[0], names):
         values = [r[name] for r in history]
         ax.plot(epochs, values, "o-", label="training")
@@ -176,7 +216,7 @@ def mosaic(images, columns=10, gap=1):
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
         top, left = gap + r * (h + gap), gap + c * (w + gap)
-        canvas[top:top + h, left:left + w] = image
+        canvas[top : top + h, left : left + w] = image
     return canvas
 
 
@@ -198,7 +238,8 @@ def labelled_mosaic(images, label, scale=4):
 
     canvas = 255 - np.round(255 * mosaic(images)).astype(np.uint8)
     picture = Image.fromarray(canvas, mode="L").resize(
-        (canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
+        (canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST
+    )
     framed = Image.new("L", (picture.width, picture.height + 16), 255)
     framed.paste(picture, (0, 16))
     ImageDraw.Draw(framed).text((4, 2), label, fill=0)

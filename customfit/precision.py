@@ -83,7 +83,7 @@ def mixed():
 
 
 def half_dtype_name():
-    """"bfloat16" or "float16" under a mixed policy, else None."""
+    """ "bfloat16" or "float16" under a mixed policy, else None."""
     return {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}.get(_current["policy"])
 
 
@@ -112,6 +112,7 @@ def autocast_forward(forward):
     forward), its floating outputs handed back in float32: the losses, the samples and the
     judge's inputs outside it stay float32, and backward() runs outside autocast as the guide
     asks. Under float32 it changes nothing."""
+
     @functools.wraps(forward)
     def forward_in_precision(*args, **kwargs):
         if not mixed():

@@ -85,8 +85,13 @@ class Trainer(Protocol):
     family needs them: a GAN's generator and discriminator, each with its optimizer). Built by the
     spec's build_trainer; the constructor's arguments are the family's business."""
 
-    def train_epoch(self, *arrays: np.ndarray, batch_size: int, shuffle_seed: int,
-                    on_batch: Callable[[dict], None]) -> dict:
+    def train_epoch(
+        self,
+        *arrays: np.ndarray,
+        batch_size: int,
+        shuffle_seed: int,
+        on_batch: Callable[[dict], None],
+    ) -> dict:
         """One pass over the training arrays (split.train: (x, y) for a classifier, (x,) for a
         generative model), shuffled by `shuffle_seed` in the framework's own idiom. Calls
         on_batch({name: running mean}) after every batch; returns the epoch's means as floats.

@@ -52,9 +52,12 @@ def find_runs(folder):
     """The runs a folder holds: (rows of matrix.json or None, {run folder: metrics}, parity)."""
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
-        raise UsageError.expected("dir", "a folder of runs (metrics.json) or of a matrix "
-                                  "(matrix.json)", given=f"{folder!r}, which "
-                                  + ("is a file" if os.path.exists(folder) else "does not exist"))
+        raise UsageError.expected(
+            "dir",
+            "a folder of runs (metrics.json) or of a matrix (matrix.json)",
+            given=f"{folder!r}, which "
+            + ("is a file" if os.path.exists(folder) else "does not exist"),
+        )
     rows = None
     matrix = os.path.join(folder, "matrix.json")
     if os.path.isfile(matrix):
@@ -62,8 +65,9 @@ def find_runs(folder):
             with open(matrix) as f:
                 rows = json.load(f)["rows"]
         except (OSError, ValueError, KeyError, TypeError):
-            raise UsageError.expected("dir", "a readable matrix.json",
-                                      given=f"{matrix}, which cannot be read") from None
+            raise UsageError.expected(
+                "dir", "a readable matrix.json", given=f"{matrix}, which cannot be read"
+            ) from None
     candidates = [folder] + sorted(os.path.join(folder, name) for name in os.listdir(folder))
     runs = {}
     for candidate in candidates:
@@ -73,8 +77,11 @@ def find_runs(folder):
             if isinstance(metrics, dict) and {"task", "engine", "headline"} <= set(metrics):
                 runs[candidate] = metrics
     if not runs and not rows:
-        raise UsageError.expected("dir", "a folder of runs (metrics.json) or of a matrix "
-                                  "(matrix.json)", given=f"{folder!r}, which holds neither")
+        raise UsageError.expected(
+            "dir",
+            "a folder of runs (metrics.json) or of a matrix (matrix.json)",
+            given=f"{folder!r}, which holds neither",
+        )
     parity_path = os.path.join(folder, "parity.json")
     parity = _json_or_none(parity_path) if os.path.isfile(parity_path) else None
     return rows, runs, parity
@@ -117,9 +124,13 @@ def _cells(rows, runs):
         headline = metrics["headline"]
         bar = (metrics.get("bar") or {}).get(headline)
         cells[(metrics["task"], metrics["engine"])] = {
-            "value": metrics.get(headline), "headline": headline, "bar": bar,
-            "status": "passed" if metrics.get("passed") else "below", "short": short_run(metrics),
-            "folder": folder, "anchor": f"run-{metrics['task']}-{metrics['engine']}",
+            "value": metrics.get(headline),
+            "headline": headline,
+            "bar": bar,
+            "status": "passed" if metrics.get("passed") else "below",
+            "short": short_run(metrics),
+            "folder": folder,
+            "anchor": f"run-{metrics['task']}-{metrics['engine']}",
         }
     for row in rows or []:
         key = (row.get("task"), row.get("engine"))
@@ -146,17 +157,27 @@ def _table(cells):
                 out.append("<td class='missing cell'>-</td>")
                 continue
             if cell["status"] == "failed":
-                out.append(f"<td class='failed cell' data-task='{html.escape(task)}' "
-                           f"data-engine='{html.escape(engine)}'>failed<br>"
-                           f"<small>{html.escape(cell['error'][:200])}</small></td>")
+                out.append(
+                    f"<td class='failed cell' data-task='{html.escape(task)}' "
+                    f"data-engine='{html.escape(engine)}'>failed<br>"
+                    f"<small>{html.escape(cell['error'][:200])}</small></td>"
+                )
                 continue
-            short = f"<span class='short'>{html.escape(cell['short'])}</span>" if cell["short"] else ""
-            bar = "" if cell["bar"] is None else f"<br><small>bar {html.escape(_bar_text(cell['bar']))}</small>"
+            short = (
+                f"<span class='short'>{html.escape(cell['short'])}</span>" if cell["short"] else ""
+            )
+            bar = (
+                ""
+                if cell["bar"] is None
+                else f"<br><small>bar {html.escape(_bar_text(cell['bar']))}</small>"
+            )
             word = "passed" if cell["status"] == "passed" else "below bar"
-            out.append(f"<td class='{cell['status']} cell' data-task='{html.escape(task)}' "
-                       f"data-engine='{html.escape(engine)}'><a href='#{cell['anchor']}'>"
-                       f"{html.escape(cell['headline'])} {html.escape(_fmt(cell['value']))}</a>"
-                       f"{bar}<br><small>{word}</small>{short}</td>")
+            out.append(
+                f"<td class='{cell['status']} cell' data-task='{html.escape(task)}' "
+                f"data-engine='{html.escape(engine)}'><a href='#{cell['anchor']}'>"
+                f"{html.escape(cell['headline'])} {html.escape(_fmt(cell['value']))}</a>"
+                f"{bar}<br><small>{word}</small>{short}</td>"
+            )
         out.append("</tr>")
     out.append("</table>")
     return "".join(out)
@@ -164,22 +185,30 @@ def _table(cells):
 
 def _parity(parity):
     if not parity:
-        return ("<p>No parity probe in this folder (<code>customfit matrix --report</code> runs "
-                "one per task and engine).</p>")
-    out = ["<table id='parity'><tr><th>task</th><th>engine</th><th>largest relative "
-           "difference to the first engine</th><th>tolerance</th><th>result</th></tr>"]
+        return (
+            "<p>No parity probe in this folder (<code>customfit matrix --report</code> runs "
+            "one per task and engine).</p>"
+        )
+    out = [
+        "<table id='parity'><tr><th>task</th><th>engine</th><th>largest relative "
+        "difference to the first engine</th><th>tolerance</th><th>result</th></tr>"
+    ]
     for task, result in parity.items():
         tolerance = result.get("tolerance")
         if "error" in result:
-            out.append(f"<tr><td class='name'>{html.escape(task)}</td><td colspan='4' class='name'>"
-                       f"{html.escape(result['error'])}</td></tr>")
+            out.append(
+                f"<tr><td class='name'>{html.escape(task)}</td><td colspan='4' class='name'>"
+                f"{html.escape(result['error'])}</td></tr>"
+            )
             continue
         for engine, diff in result.get("differences", {}).items():
             ok = diff <= tolerance
-            out.append(f"<tr><td class='name'>{html.escape(task)}</td><td class='name'>"
-                       f"{html.escape(engine)}</td><td>{diff:.2e}</td><td>{tolerance:g}</td>"
-                       f"<td class='{'passed' if ok else 'failed'}'>{'equal' if ok else 'differs'}"
-                       "</td></tr>")
+            out.append(
+                f"<tr><td class='name'>{html.escape(task)}</td><td class='name'>"
+                f"{html.escape(engine)}</td><td>{diff:.2e}</td><td>{tolerance:g}</td>"
+                f"<td class='{'passed' if ok else 'failed'}'>{'equal' if ok else 'differs'}"
+                "</td></tr>"
+            )
     out.append("</table>")
     return "".join(out)
 
@@ -192,21 +221,28 @@ def _run_section(folder, metrics):
     judged = "".join(
         f"<tr><td class='name'>{html.escape(k)}</td><td>{html.escape(_fmt(metrics.get(k)))}</td>"
         f"<td>{html.escape(_bar_text(bars[k])) if k in bars else ''}</td></tr>"
-        for k in [headline] + [k for k in bars if k != headline])
+        for k in [headline] + [k for k in bars if k != headline]
+    )
     settings = ", ".join(f"{k} {html.escape(_fmt(v))}" for k, v in config.items() if k != "model")
-    versions = ", ".join(f"{html.escape(k)} {html.escape(str(v))}"
-                         for k, v in sorted((metrics.get("versions") or {}).items()))
-    timings = (f"{_fmt(metrics.get('seconds_per_epoch'))} s per epoch (epochs 2 onwards), first "
-               f"epoch {_fmt(metrics.get('first_epoch_seconds'))} s, producing what the judge "
-               f"reads {_fmt(metrics.get('produce_seconds'))} s, {_fmt(metrics.get('total_seconds'))}"
-               f" s in all")
+    versions = ", ".join(
+        f"{html.escape(k)} {html.escape(str(v))}"
+        for k, v in sorted((metrics.get("versions") or {}).items())
+    )
+    timings = (
+        f"{_fmt(metrics.get('seconds_per_epoch'))} s per epoch (epochs 2 onwards), first "
+        f"epoch {_fmt(metrics.get('first_epoch_seconds'))} s, producing what the judge "
+        f"reads {_fmt(metrics.get('produce_seconds'))} s, {_fmt(metrics.get('total_seconds'))}"
+        f" s in all"
+    )
     figures = []
     for name in sorted(os.listdir(folder)):
         if os.path.splitext(name)[1].lower() in _IMAGES:
             path = os.path.join(folder, name)
-            figures.append(f"<figure style='display:inline-block'><img src='{_data_uri(path)}' "
-                           f"alt='{html.escape(name)}'><figcaption>{html.escape(name)}"
-                           "</figcaption></figure>")
+            figures.append(
+                f"<figure style='display:inline-block'><img src='{_data_uri(path)}' "
+                f"alt='{html.escape(name)}'><figcaption>{html.escape(name)}"
+                "</figcaption></figure>"
+            )
     short = short_run(metrics)
     status = "passed" if metrics.get("passed") else "below its bar"
     machine = metrics.get("machine") or {}
@@ -220,17 +256,22 @@ def _run_section(folder, metrics):
         f"<p>{html.escape(timings)}; {html.escape(str(metrics.get('date', '')))} on "
         f"{html.escape(str(machine.get('cpu', '?')))} ({html.escape(str(machine.get('cpu_count', '?')))} cores)</p>"
         f"<p>versions: {versions}</p>"
-        f"<div class='figures'>{''.join(figures)}</div></section>")
+        f"<div class='figures'>{''.join(figures)}</div></section>"
+    )
 
 
 def render(folder):
     """The page's HTML for `folder` (see find_runs)."""
     rows, runs, parity = find_runs(folder)
     cells = _cells(rows, runs)
+
     def place(item):
         task, engine = item[1]["task"], item[1]["engine"]
-        return (registry.TASKS.index(task) if task in registry.TASKS else len(registry.TASKS), task,
-                registry.ENGINES.index(engine) if engine in registry.ENGINES else len(registry.ENGINES))
+        return (
+            registry.TASKS.index(task) if task in registry.TASKS else len(registry.TASKS),
+            task,
+            registry.ENGINES.index(engine) if engine in registry.ENGINES else len(registry.ENGINES),
+        )
 
     sections = [_run_section(f, m) for f, m in sorted(runs.items(), key=place)]
     title = f"customfit: {len(runs)} run{'s' if len(runs) != 1 else ''} in {os.path.basename(os.path.abspath(folder))}"
@@ -240,7 +281,8 @@ def render(folder):
         f"<h1>{html.escape(title)}</h1>"
         f"<p>Made {time.strftime('%Y-%m-%d %H:%M:%S %z')}. Each cell: the judge's headline figure "
         "against its bar; a short run trained fewer epochs than its task's defaults.</p>"
-        f"{_table(cells)}<h2>Parity</h2>{_parity(parity)}{''.join(sections)}</body></html>\n")
+        f"{_table(cells)}<h2>Parity</h2>{_parity(parity)}{''.join(sections)}</body></html>\n"
+    )
 
 
 def write(folder):

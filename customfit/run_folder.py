@@ -29,8 +29,11 @@ def make(folder, field="out"):
     probe = folder
     while not os.path.isdir(probe):
         if os.path.lexists(probe):
-            raise UsageError.expected(field, "a folder (or a path where one can be made)",
-                                      given=f"{_shown(folder)!r}, where {_shown(probe)!r} is a file")
+            raise UsageError.expected(
+                field,
+                "a folder (or a path where one can be made)",
+                given=f"{_shown(folder)!r}, where {_shown(probe)!r} is a file",
+            )
         missing.append(probe)
         parent = os.path.dirname(probe)
         if parent == probe:
@@ -43,8 +46,11 @@ def make(folder, field="out"):
             made.append(path)
     except OSError as e:
         remove_made(made)
-        raise UsageError.expected(field, "a folder that can be made and written",
-                                  given=f"{_shown(folder)!r} ({e.strerror or e})") from None
+        raise UsageError.expected(
+            field,
+            "a folder that can be made and written",
+            given=f"{_shown(folder)!r} ({e.strerror or e})",
+        ) from None
     return made
 
 
@@ -76,17 +82,22 @@ class Lock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:
-                raise UsageError.expected(self.field, "a folder that can be written",
-                                          given=f"{self.folder!r} ({e.strerror or e})") from None
+                raise UsageError.expected(
+                    self.field,
+                    "a folder that can be written",
+                    given=f"{self.folder!r} ({e.strerror or e})",
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.read(fd, 1000).decode("utf-8", "replace").strip()
                 os.close(fd)
                 raise UsageError.expected(
-                    self.field, "an output folder that no other run is using",
+                    self.field,
+                    "an output folder that no other run is using",
                     given=f"{self.folder!r}, which {holder or 'another process'} is writing to "
-                          "(wait for it to end, or give another --out)") from None
+                    "(wait for it to end, or give another --out)",
+                ) from None
             # The holder may have removed the file between our open and our flock: then the lock
             # we hold is on a file nobody else will look at; take the one at the path instead.
             try:
@@ -100,8 +111,11 @@ class Lock:
         # so a full disk only loses this note.
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
-            os.write(fd, f"process {os.getpid()} ({self.what[:200]}, since "
-                         f"{time.strftime('%Y-%m-%d %H:%M:%S')})".encode())
+            os.write(
+                fd,
+                f"process {os.getpid()} ({self.what[:200]}, since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')})".encode(),
+            )
         self.fd = fd
         return self
 
@@ -119,8 +133,14 @@ def remove_stale_temporaries(folder):
     """Remove the temporary files of writes that a killed run left unfinished: in the folder and
     its subfolders (a GAN's epochs/), but not in another run's folder inside it (a matrix's)."""
     for base, subfolders, files in os.walk(folder):
-        subfolders[:] = [d for d in subfolders if not any(
-            os.path.exists(os.path.join(base, d, mark)) for mark in (LOCK, "checkpoint.safetensors"))]
+        subfolders[:] = [
+            d
+            for d in subfolders
+            if not any(
+                os.path.exists(os.path.join(base, d, mark))
+                for mark in (LOCK, "checkpoint.safetensors")
+            )
+        ]
         for name in files:
             if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX) and name != LOCK:
                 with contextlib.suppress(OSError):

@@ -29,9 +29,11 @@ def installed_engine(field, engine):
     missing = registry.missing_modules(engine)
     if missing:
         raise UsageError.expected(
-            field, f"an engine whose framework is installed (for {engine}: "
-                   f"pip install 'customfit[{registry.EXTRA[engine]}]')",
-            given=f"{engine!r} without {' and '.join(missing)} installed")
+            field,
+            f"an engine whose framework is installed (for {engine}: "
+            f"pip install 'customfit[{registry.EXTRA[engine]}]')",
+            given=f"{engine!r} without {' and '.join(missing)} installed",
+        )
     return engine
 
 
@@ -87,7 +89,9 @@ def seed(field, value):
     if n < 0:
         raise UsageError.expected(field, "an integer >= 0", value)
     if n > MAX_SEED:
-        raise UsageError.expected(field, f"an integer >= 0 and at most 2**32 - 1 ({MAX_SEED})", value)
+        raise UsageError.expected(
+            field, f"an integer >= 0 and at most 2**32 - 1 ({MAX_SEED})", value
+        )
     return n
 
 
@@ -98,8 +102,10 @@ def positive_float(field, value):
         raise UsageError.expected(field, "a positive number", value)
     if not FLOAT32_TINY <= x <= FLOAT32_MAX:
         raise UsageError.expected(
-            field, f"a positive number that float32 holds ({FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g})",
-            value)
+            field,
+            f"a positive number that float32 holds ({FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g})",
+            value,
+        )
     return x
 
 
@@ -116,8 +122,11 @@ def float_in(field, value, low=None, high=None, low_open=False):
     """A finite number in [low, high], or (low, high] with low_open."""
     expected = _range_words("a number", low, high, low_open)
     x = _as_number(field, value, float, expected)
-    if (not math.isfinite(x) or (low is not None and (x <= low if low_open else x < low))
-            or (high is not None and x > high)):
+    if (
+        not math.isfinite(x)
+        or (low is not None and (x <= low if low_open else x < low))
+        or (high is not None and x > high)
+    ):
         raise UsageError.expected(field, expected, value)
     return x
 
@@ -138,8 +147,11 @@ def folder(field, value):
         raise UsageError.expected(field, "a folder", value)
     path = os.fspath(value)
     if not os.path.isdir(path):
-        raise UsageError.expected(field, "an existing folder", given=f"{path!r}, which "
-                                  + ("is a file" if os.path.exists(path) else "does not exist"))
+        raise UsageError.expected(
+            field,
+            "an existing folder",
+            given=f"{path!r}, which " + ("is a file" if os.path.exists(path) else "does not exist"),
+        )
     return path
 
 
@@ -155,8 +167,9 @@ def task_shapes(spec):
         shape, classes = split.input_shape, split.num_classes
     if classes is None:
         # The generative tasks learn the built-in digits; --data is labelled classifier data.
-        raise UsageError.expected("data", f"no --data (task {spec.NAME} trains on its built-in data)",
-                                  given="a data file")
+        raise UsageError.expected(
+            "data", f"no --data (task {spec.NAME} trains on its built-in data)", given="a data file"
+        )
     return tuple(shape), int(classes)
 
 
@@ -184,7 +197,8 @@ def _read_npz(path):
             missing = [k for k in DATA_KEYS if k not in npz.files]
             if missing:
                 raise UsageError.expected(
-                    "data", expected,
+                    "data",
+                    expected,
                     given=f"{path!r}, which lacks {', '.join(missing)} (it has {', '.join(npz.files) or 'nothing'})",
                 )
             return {k: npz[k] for k in DATA_KEYS}
@@ -200,17 +214,24 @@ def _check_inputs(name, x, input_shape):
     try:
         x = np.asarray(x)
     except Exception:
-        raise UsageError.expected("data", f"{name} as a numeric array", given=type(x).__name__) from None
+        raise UsageError.expected(
+            "data", f"{name} as a numeric array", given=type(x).__name__
+        ) from None
     if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise UsageError.expected("data", f"{name} as a numeric array", given=f"dtype {x.dtype}")
     want = (None,) + tuple(input_shape)
     # 8x8 images without their channel axis are taken as one channel.
-    if x.ndim == len(want) - 1 and len(input_shape) == 3 and input_shape[-1] == 1 \
-            and tuple(x.shape[1:]) == tuple(input_shape[:-1]):
+    if (
+        x.ndim == len(want) - 1
+        and len(input_shape) == 3
+        and input_shape[-1] == 1
+        and tuple(x.shape[1:]) == tuple(input_shape[:-1])
+    ):
         x = x[..., None]
     if x.ndim != len(want) or tuple(x.shape[1:]) != tuple(input_shape) or x.shape[0] == 0:
         raise UsageError.expected(
-            "data", f"{name} of shape (N, {', '.join(str(d) for d in input_shape)}) with N > 0",
+            "data",
+            f"{name} of shape (N, {', '.join(str(d) for d in input_shape)}) with N > 0",
             given=f"shape {_fmt_shape(x.shape)}",
         )
     if np.issubdtype(x.dtype, np.complexfloating):
@@ -220,7 +241,9 @@ def _check_inputs(name, x, input_shape):
     if bad.any():
         nans = int(np.isnan(x).sum())
         infs = int(bad.sum()) - nans
-        what = ", ".join(p for p in (f"{nans} NaN" if nans else "", f"{infs} infinite" if infs else "") if p)
+        what = ", ".join(
+            p for p in (f"{nans} NaN" if nans else "", f"{infs} infinite" if infs else "") if p
+        )
         raise UsageError.expected("data", f"finite numbers in {name}", given=f"{what} value(s)")
     return x
 
@@ -235,7 +258,11 @@ def _check_labels(name, y, n, num_classes):
         y = y[:, 0]
     if y.ndim != 1 or y.shape[0] != n:
         raise UsageError.expected("data", expected, given=f"shape {_fmt_shape(y.shape)}")
-    if y.dtype == bool or not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+    if (
+        y.dtype == bool
+        or not np.issubdtype(y.dtype, np.number)
+        or np.issubdtype(y.dtype, np.complexfloating)
+    ):
         raise UsageError.expected("data", expected, given=f"dtype {y.dtype}")
     if np.issubdtype(y.dtype, np.floating):
         if not np.isfinite(y).all():
@@ -246,7 +273,9 @@ def _check_labels(name, y, n, num_classes):
     if low < 0 or high >= num_classes:
         outside = int(((y < 0) | (y >= num_classes)).sum())
         raise UsageError.expected(
-            "data", expected, given=f"{outside} label(s) outside it (values from {low:g} to {high:g})"
+            "data",
+            expected,
+            given=f"{outside} label(s) outside it (values from {low:g} to {high:g})",
         )
     return y.astype(np.int64)
 
@@ -266,15 +295,19 @@ def data_arrays(data):
         missing = [k for k in DATA_KEYS if k not in data]
         if missing:
             raise UsageError.expected(
-                "data", f"a dict holding {', '.join(DATA_KEYS)}", given=f"one without {', '.join(missing)}"
+                "data",
+                f"a dict holding {', '.join(DATA_KEYS)}",
+                given=f"one without {', '.join(missing)}",
             )
         arrays = {k: data[k] for k in DATA_KEYS}
     elif isinstance(data, (tuple, list)) and len(data) == 4:
         arrays = dict(zip(DATA_KEYS, data))
     else:
         raise UsageError.expected(
-            "data", "an .npz path or a tuple (x_train, y_train, x_test, y_test)",
-            given=type(data).__name__ + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""),
+            "data",
+            "an .npz path or a tuple (x_train, y_train, x_test, y_test)",
+            given=type(data).__name__
+            + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""),
         )
     return arrays
 

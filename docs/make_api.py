@@ -90,7 +90,9 @@ def markdown(doc):
                 out[-1] += " " + line.strip()
         elif section == "Returns":
             if line.strip():
-                out.append(line.strip()) if out[-1] == "" else out.__setitem__(-1, out[-1] + " " + line.strip())
+                out.append(line.strip()) if out[-1] == "" else out.__setitem__(
+                    -1, out[-1] + " " + line.strip()
+                )
         else:
             out.append(line)
     return re.sub(r"\n{3,}", "\n\n", "\n".join(out))
@@ -100,8 +102,10 @@ def page():
     parts = [INTRO]
     for title, value in public_names():
         level = "###" if title.count(".") == 2 and title.startswith("cf.Model.") else "##"
-        parts.append(f"{level} {title}\n\n```python\n{signature(title, value)}\n```\n\n"
-                     f"{markdown(inspect.getdoc(value) or '')}\n")
+        parts.append(
+            f"{level} {title}\n\n```python\n{signature(title, value)}\n```\n\n"
+            f"{markdown(inspect.getdoc(value) or '')}\n"
+        )
     return "\n".join(parts)
 
 

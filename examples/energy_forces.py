@@ -68,9 +68,13 @@ gradient with respect to the positions and compares minus that with the given fo
 class PairEnergy(cf.Model):
     def __init__(self):
         super().__init__()
-        self.pair = keras.Sequential([keras.layers.Dense(64, activation="tanh"),
-                                      keras.layers.Dense(64, activation="tanh"),
-                                      keras.layers.Dense(1)])
+        self.pair = keras.Sequential(
+            [
+                keras.layers.Dense(64, activation="tanh"),
+                keras.layers.Dense(64, activation="tanh"),
+                keras.layers.Dense(1),
+            ]
+        )
 
     def call(self, positions):
         first = ops.take(positions, PAIRS[:, 0], axis=1)
@@ -89,8 +93,13 @@ model = PairEnergy()
 model.compile(optimizer=keras.optimizers.Adam(3e-3))
 if QUICK:  # a brief run: 640 configurations, five epochs
     train = slice(0, 640)
-model.fit(positions[train], forces[train], epochs=5 if QUICK else 40, batch_size=64,
-          verbose=0 if QUICK else 2)
+model.fit(
+    positions[train],
+    forces[train],
+    epochs=5 if QUICK else 40,
+    batch_size=64,
+    verbose=0 if QUICK else 2,
+)
 
 """
 ## The result
@@ -103,7 +112,11 @@ held_out = model.evaluate(positions[test], forces[test], return_dict=True, verbo
 relative = float(np.sqrt(held_out["loss"]) / forces[test].std())
 learned = ops.convert_to_numpy(model.predict(positions[test], verbose=0))
 correlation = float(np.corrcoef(learned, energy[test])[0, 1])
-print(f"held-out force error {relative:.4f} of the forces' spread; energy correlation "
-      f"{correlation:.4f}")
+print(
+    f"held-out force error {relative:.4f} of the forces' spread; energy correlation "
+    f"{correlation:.4f}"
+)
 bar = (0.9, 0.5) if QUICK else (0.05, 0.999)
-assert relative < bar[0] and correlation > bar[1], f"{relative:.4f}, {correlation:.4f}: short of {bar}"
+assert relative < bar[0] and correlation > bar[1], (
+    f"{relative:.4f}, {correlation:.4f}: short of {bar}"
+)

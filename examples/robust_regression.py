@@ -57,11 +57,13 @@ class RobustRegressor(cf.Model):
     def __init__(self, scale=0.1):
         super().__init__()
         self.scale = scale
-        self.net = keras.Sequential([
-            keras.layers.Dense(64, activation="tanh"),
-            keras.layers.Dense(64, activation="tanh"),
-            keras.layers.Dense(1),
-        ])
+        self.net = keras.Sequential(
+            [
+                keras.layers.Dense(64, activation="tanh"),
+                keras.layers.Dense(64, activation="tanh"),
+                keras.layers.Dense(1),
+            ]
+        )
 
     def call(self, x, training=False):
         return self.net(x, training=training)
@@ -84,7 +86,9 @@ class RobustRegressor(cf.Model):
 model = RobustRegressor()
 model.compile(optimizer=keras.optimizers.Adam(3e-3))
 n = 640 if QUICK else len(x)  # a brief run: a third of the data, four epochs
-history = model.fit(x[:n], y[:n], epochs=4 if QUICK else 150, batch_size=64, verbose=0 if QUICK else 2)
+history = model.fit(
+    x[:n], y[:n], epochs=4 if QUICK else 150, batch_size=64, verbose=0 if QUICK else 2
+)
 print({k: round(v[-1], 4) for k, v in history.history.items()})
 
 """

@@ -58,9 +58,13 @@ v . d(s . v)/dx for a random sign vector v (slicing the score along v).
 class ScoreModel(cf.Model):
     def __init__(self):
         super().__init__()
-        self.net = keras.Sequential([keras.layers.Dense(128, activation="softplus"),
-                                     keras.layers.Dense(128, activation="softplus"),
-                                     keras.layers.Dense(2)])
+        self.net = keras.Sequential(
+            [
+                keras.layers.Dense(128, activation="softplus"),
+                keras.layers.Dense(128, activation="softplus"),
+                keras.layers.Dense(2),
+            ]
+        )
         self.probe = keras.random.SeedGenerator(1)
 
     def call(self, x):

@@ -38,8 +38,9 @@ x_train, y_train, x_attack, y_attack = x[:1500], y[:1500], x[1500:1600], y[1500:
 class Classifier(cf.Model):
     def __init__(self):
         super().__init__()
-        self.net = keras.Sequential([keras.layers.Dense(128, activation="relu"),
-                                     keras.layers.Dense(10)])
+        self.net = keras.Sequential(
+            [keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)]
+        )
 
     def call(self, x, training=False):
         return self.net(x, training=training)
@@ -79,9 +80,14 @@ class Perturbation(cf.Model):
             logits = self.classifier(ops.clip(x + self.delta, 0.0, 1.0))
         size = ops.sqrt(ops.sum(ops.square(self.delta), axis=1) + 1e-12)
         hit = ops.cast(ops.argmax(logits, axis=1) == ops.cast(target, "int32"), "float32")
-        cross_entropy = keras.losses.sparse_categorical_crossentropy(target, logits, from_logits=True)
-        return {"loss": ops.mean(cross_entropy + self.price * size),
-                "success": ops.mean(hit), "l2": ops.mean(size)}
+        cross_entropy = keras.losses.sparse_categorical_crossentropy(
+            target, logits, from_logits=True
+        )
+        return {
+            "loss": ops.mean(cross_entropy + self.price * size),
+            "success": ops.mean(hit),
+            "l2": ops.mean(size),
+        }
 
 
 targets = ((y_attack + 1 + np.arange(100) % 9) % 10).astype("int32")
@@ -89,8 +95,9 @@ weights_before = [w.copy() for w in classifier.get_weights()]
 attack = Perturbation(classifier, x_attack.shape)
 attack.compile(optimizer=keras.optimizers.Adam(0.02))
 # The whole set is one batch, in order: row i of the perturbation belongs to digit i.
-history = attack.fit(x_attack, targets, epochs=10 if QUICK else 300, batch_size=100,
-                     shuffle=False, verbose=0)
+history = attack.fit(
+    x_attack, targets, epochs=10 if QUICK else 300, batch_size=100, shuffle=False, verbose=0
+)
 
 """
 ## The result
@@ -103,8 +110,10 @@ x_adv = np.clip(x_attack + ops.convert_to_numpy(attack.delta), 0.0, 1.0)
 success = float(np.mean(np.argmax(classifier.predict(x_adv, verbose=0), axis=1) == targets))
 l2 = float(np.mean(np.linalg.norm(x_adv - x_attack, axis=1)))
 unchanged = all(np.array_equal(a, b) for a, b in zip(weights_before, classifier.get_weights()))
-print(f"targeted success {success:.2f}, mean L2 of the change {l2:.2f} (image norm "
-      f"{np.mean(np.linalg.norm(x_attack, axis=1)):.2f}); classifier unchanged: {unchanged}")
+print(
+    f"targeted success {success:.2f}, mean L2 of the change {l2:.2f} (image norm "
+    f"{np.mean(np.linalg.norm(x_attack, axis=1)):.2f}); classifier unchanged: {unchanged}"
+)
 bar = 0.5 if QUICK else 0.95
 assert unchanged, "the frozen classifier's weights changed"
 assert success >= bar, f"targeted success {success:.2f} is below {bar}"

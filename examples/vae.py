@@ -47,12 +47,20 @@ of the posterior from the standard normal prior.
 class VAE(cf.Model):
     def __init__(self, latent=8):
         super().__init__()
-        self.encoder = keras.Sequential([keras.layers.Dense(256, activation="relu"),
-                                         keras.layers.Dense(128, activation="relu"),
-                                         keras.layers.Dense(2 * latent)])
-        self.decoder = keras.Sequential([keras.layers.Dense(128, activation="relu"),
-                                         keras.layers.Dense(256, activation="relu"),
-                                         keras.layers.Dense(64)])
+        self.encoder = keras.Sequential(
+            [
+                keras.layers.Dense(256, activation="relu"),
+                keras.layers.Dense(128, activation="relu"),
+                keras.layers.Dense(2 * latent),
+            ]
+        )
+        self.decoder = keras.Sequential(
+            [
+                keras.layers.Dense(128, activation="relu"),
+                keras.layers.Dense(256, activation="relu"),
+                keras.layers.Dense(64),
+            ]
+        )
         self.latent = latent
         self.noise = keras.random.SeedGenerator(1)
 
@@ -60,11 +68,16 @@ class VAE(cf.Model):
         mean, log_var = ops.split(self.encoder(x, training=training), 2, axis=-1)
         z = mean + ops.exp(0.5 * log_var) * keras.random.normal(ops.shape(mean), seed=self.noise)
         logits = self.decoder(z, training=training)
-        reconstruction = ops.sum(keras.losses.binary_crossentropy(
-            x[..., None], logits[..., None], from_logits=True), axis=-1)
+        reconstruction = ops.sum(
+            keras.losses.binary_crossentropy(x[..., None], logits[..., None], from_logits=True),
+            axis=-1,
+        )
         kl = 0.5 * ops.sum(ops.square(mean) + ops.exp(log_var) - 1.0 - log_var, axis=-1)
-        return {"loss": ops.mean(reconstruction + kl),
-                "reconstruction": ops.mean(reconstruction), "kl": ops.mean(kl)}
+        return {
+            "loss": ops.mean(reconstruction + kl),
+            "reconstruction": ops.mean(reconstruction),
+            "kl": ops.mean(kl),
+        }
 
     def sample(self, n, seed=0):
         z = keras.random.normal((n, self.latent), seed=seed)
@@ -91,8 +104,10 @@ held_out = model.evaluate(x_test, batch_size=len(x_test), return_dict=True, verb
 p = np.clip(x_train.mean(axis=0), 1e-3, 1 - 1e-3)
 independent = float(-np.mean(np.sum(x_test * np.log(p) + (1 - x_test) * np.log(1 - p), axis=1)))
 samples = ops.convert_to_numpy(model.sample(16))
-print(f"held-out negative ELBO {held_out['loss']:.2f} (reconstruction "
-      f"{held_out['reconstruction']:.2f} + KL {held_out['kl']:.2f}); independent pixels "
-      f"{independent:.2f}; samples in [{samples.min():.2f}, {samples.max():.2f}]")
+print(
+    f"held-out negative ELBO {held_out['loss']:.2f} (reconstruction "
+    f"{held_out['reconstruction']:.2f} + KL {held_out['kl']:.2f}); independent pixels "
+    f"{independent:.2f}; samples in [{samples.min():.2f}, {samples.max():.2f}]"
+)
 bar = 64 * np.log(2) if QUICK else 25.0  # quick: below a coin flip per pixel
 assert held_out["loss"] < bar, f"negative ELBO {held_out['loss']:.2f} is not below {bar:.2f}"

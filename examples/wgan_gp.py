@@ -43,9 +43,13 @@ generated ones) near 1. The generator learns to make points the critic scores hi
 
 
 def mlp(outputs):
-    return keras.Sequential([keras.layers.Dense(128, activation="relu"),
-                             keras.layers.Dense(128, activation="relu"),
-                             keras.layers.Dense(outputs)])
+    return keras.Sequential(
+        [
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(outputs),
+        ]
+    )
 
 
 class WGANGP(cf.Model):
@@ -65,15 +69,19 @@ class WGANGP(cf.Model):
         slopes = cf.ops.grad(lambda v: ops.sum(self.critic(v)))(between)
         norm = ops.sqrt(ops.sum(ops.square(slopes), axis=1) + 1e-12)
         distance = ops.mean(self.critic(real)) - ops.mean(self.critic(fake))
-        return {"loss": -distance + self.penalty * ops.mean(ops.square(norm - 1.0)),
-                "distance": distance}
+        return {
+            "loss": -distance + self.penalty * ops.mean(ops.square(norm - 1.0)),
+            "distance": distance,
+        }
 
     def generator_objective(self, real, training=True):
         return -ops.mean(self.critic(self.generate(ops.shape(real)[0])))
 
     def updates(self):
-        return [cf.Update("critic", self.critic_objective, self.critic, repeat=5),
-                cf.Update("generator", self.generator_objective, self.generator)]
+        return [
+            cf.Update("critic", self.critic_objective, self.critic, repeat=5),
+            cf.Update("generator", self.generator_objective, self.generator),
+        ]
 
 
 """
@@ -81,8 +89,12 @@ class WGANGP(cf.Model):
 """
 
 model = WGANGP()
-model.compile(optimizer={"critic": keras.optimizers.Adam(3e-4, beta_1=0.5, beta_2=0.9),
-                         "generator": keras.optimizers.Adam(3e-4, beta_1=0.5, beta_2=0.9)})
+model.compile(
+    optimizer={
+        "critic": keras.optimizers.Adam(3e-4, beta_1=0.5, beta_2=0.9),
+        "generator": keras.optimizers.Adam(3e-4, beta_1=0.5, beta_2=0.9),
+    }
+)
 n = 1280 if QUICK else len(points)  # a brief run: five batches
 model.fit(points[:n], epochs=1 if QUICK else 20, batch_size=256, verbose=0 if QUICK else 2)
 

@@ -23,23 +23,48 @@ def env():
 
 
 def command(task, engine, out, *flags):
-    return [sys.executable, "-m", "customfit", "run", task, "--engine", engine, "--out", out, *flags]
+    return [
+        sys.executable,
+        "-m",
+        "customfit",
+        "run",
+        task,
+        "--engine",
+        engine,
+        "--out",
+        out,
+        *flags,
+    ]
 
 
 def run(task, engine, out, *flags, timeout=900):
     started = time.perf_counter()
-    done = subprocess.run(command(task, engine, out, "--quiet", *flags), cwd=os.path.dirname(out),
-                          env=env(), capture_output=True, text=True, timeout=timeout)
-    return {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr[-4000:],
-            "seconds": time.perf_counter() - started}
+    done = subprocess.run(
+        command(task, engine, out, "--quiet", *flags),
+        cwd=os.path.dirname(out),
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return {
+        "returncode": done.returncode,
+        "stdout": done.stdout,
+        "stderr": done.stderr[-4000:],
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def run_until_killed(task, engine, out, epochs, *flags):
     """Start a run, read its progress bar, and SIGKILL it the moment epoch 3's bar appears: the
     loop draws it right after epoch 2's checkpoint and history are written."""
-    proc = subprocess.Popen(command(task, engine, out, "--epochs", str(epochs), *flags),
-                            cwd=os.path.dirname(out), env=env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        command(task, engine, out, "--epochs", str(epochs), *flags),
+        cwd=os.path.dirname(out),
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     return kill_on(proc, f"Epoch 3/{epochs}", seconds=600)
 
 
@@ -70,8 +95,11 @@ def killed_and_resumed(task, engine, folder, epochs, *flags):
     if killed["returncode"] != -signal.SIGKILL:
         return {"killed": killed}
     _, meta = checkpoint.load(os.path.join(out, "checkpoint.safetensors"))
-    state = {"killed": killed, "killed_epoch": meta["epoch"],
-             "metrics_before_resume": os.path.exists(os.path.join(out, "metrics.json")),
-             "history_rows": len(read_history_csv(os.path.join(out, "history.csv")))}
+    state = {
+        "killed": killed,
+        "killed_epoch": meta["epoch"],
+        "metrics_before_resume": os.path.exists(os.path.join(out, "metrics.json")),
+        "history_rows": len(read_history_csv(os.path.join(out, "history.csv"))),
+    }
     state["resumed"] = run(task, engine, out, "--resume")
     return state

@@ -20,7 +20,9 @@ def read_scalars(folder):
     tags = accumulator.Tags()
     found = {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in tags["scalars"]}
     for tag in tags["tensors"]:
-        values = [(e.step, tensor_util.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)]
+        values = [
+            (e.step, tensor_util.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)
+        ]
         if all(np.ndim(v) == 0 for _, v in values):
             found[tag] = [(step, float(v)) for step, v in values]
     return found

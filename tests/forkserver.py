@@ -91,19 +91,31 @@ class Server:
 
     def __init__(self, backend, cache=None):
         env = dict(os.environ, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
-        env["PYTHONPATH"] = self.ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONPATH"] = self.ROOT + (
+            os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+        )
         env.pop("KERAS_BACKEND", None)
         env.pop("CUSTOMFIT_FAULTS", None)
         if cache:
             # JAX compiles every program in every process; its persistent cache lets the forked
             # children reuse what the first one compiled (the same executables, so the same numbers).
-            env.update(JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+            env.update(
+                JAX_COMPILATION_CACHE_DIR=cache,
+                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+            )
         command = [sys.executable, os.path.abspath(__file__), backend]
         self.backend = backend
         # A process group of its own: a timeout ends the server and the child it is waiting for.
-        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env=env, text=True, cwd=self.ROOT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+            cwd=self.ROOT,
+            start_new_session=True,
+        )
         self.count = 0
 
     def _ask(self, request, timeout):
@@ -132,8 +144,16 @@ class Server:
         self.count += 1
         logs = os.path.join(cwd, f".forkserver-{os.getpid()}-{self.count}")
         env = {"CUSTOMFIT_FAULTS": faults or ""}
-        answer = self._ask({"argv": [str(a) for a in argv], "cwd": str(cwd), "env": env,
-                            "stdout": logs + ".out", "stderr": logs + ".err"}, timeout)
+        answer = self._ask(
+            {
+                "argv": [str(a) for a in argv],
+                "cwd": str(cwd),
+                "env": env,
+                "stdout": logs + ".out",
+                "stderr": logs + ".err",
+            },
+            timeout,
+        )
         texts = []
         for suffix in (".out", ".err"):
             with open(logs + suffix) as f:

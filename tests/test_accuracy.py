@@ -24,9 +24,23 @@ def run(task, engine, out, *flags):
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
     env.pop("KERAS_BACKEND", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "customfit", "run", task, "--engine", engine, "--out", str(out),
-         "--quiet", *flags],
-        env=env, capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "customfit",
+            "run",
+            task,
+            "--engine",
+            engine,
+            "--out",
+            str(out),
+            "--quiet",
+            *flags,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((Path(out) / "metrics.json").read_text())
@@ -66,8 +80,9 @@ def test_digits_lecture_model_five_seed_mean_reaches_088(engine, tmp_path):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_adversarial_short_run_on_every_engine(engine, tmp_path):
     # A few epochs and 180 pairs: the real engine end to end, through the command line.
-    metrics = run("adversarial", engine, tmp_path / "adv", "--epochs", "5", "--pairs", "180",
-                  "--steps", "20")
+    metrics = run(
+        "adversarial", engine, tmp_path / "adv", "--epochs", "5", "--pairs", "180", "--steps", "20"
+    )
     assert metrics["pairs"] == 180 and metrics["config"]["steps"] == 20
     assert metrics["in_bounds"] == 1.0 and metrics["max_linf"] <= 0.3 + 1e-6
     assert metrics["clean_accuracy"] >= 0.9 and metrics["success_rate"] >= 0.5, metrics

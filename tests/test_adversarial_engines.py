@@ -45,13 +45,14 @@ STEPS = 5
 EPS = 0.1
 VALUE_RTOL = 1e-5
 GRAD_RTOL = 1e-4
-GRAD_ATOL = 1e-5      # times the largest |g| in the batch
-LECTURE_ATOL = 1e-5   # on dx, whose entries reach ~0.1 after 5 steps here
-TIE = 1e-4            # |g| below TIE * max|g| of its pair: float32 may give it either sign
+GRAD_ATOL = 1e-5  # times the largest |g| in the batch
+LECTURE_ATOL = 1e-5  # on dx, whose entries reach ~0.1 after 5 steps here
+TIE = 1e-4  # |g| below TIE * max|g| of its pair: float32 may give it either sign
 MAX_TIED_PAIRS = 2
 
 
 # ---------------------------------------------------------------- the NumPy reference, float64
+
 
 def _patches(h, k, padding):
     pad = (k - 1) // 2 if padding == "same" else 0
@@ -69,8 +70,9 @@ def forward(layers, weights, x):
             kernel, bias = weights[index], weights[index + 1]
             padded_shape, pad, patches = _patches(h, layer[2], layer[3])
             n, ho, wo = patches.shape[:3]
-            h = (patches.reshape(n * ho * wo, -1) @ kernel.reshape(-1, kernel.shape[-1])
-                 ).reshape(n, ho, wo, -1) + bias
+            h = (patches.reshape(n * ho * wo, -1) @ kernel.reshape(-1, kernel.shape[-1])).reshape(
+                n, ho, wo, -1
+            ) + bias
             tape.append(("conv", index, (padded_shape, pad)))
             index += 2
         elif kind == "dense":
@@ -80,9 +82,12 @@ def forward(layers, weights, x):
         elif kind == "maxpool":
             s = layer[1]
             n, height, width, c = h.shape
-            blocks = (h[:, :height // s * s, :width // s * s]
-                      .reshape(n, height // s, s, width // s, s, c)
-                      .transpose(0, 1, 3, 5, 2, 4).reshape(n, height // s, width // s, c, s * s))
+            blocks = (
+                h[:, : height // s * s, : width // s * s]
+                .reshape(n, height // s, s, width // s, s, c)
+                .transpose(0, 1, 3, 5, 2, 4)
+                .reshape(n, height // s, width // s, c, s * s)
+            )
             tape.append(("maxpool", s, (h.shape, np.eye(s * s)[blocks.argmax(-1)])))
             h = blocks.max(-1)
         elif kind == "flatten":
@@ -109,8 +114,9 @@ def backward(weights, tape, d):
             n, ho, wo, c = d.shape
             spread = (first_max * d[..., None]).reshape(n, ho, wo, c, s, s)
             full = np.zeros(shape)
-            full[:, :ho * s, :wo * s] = spread.transpose(0, 1, 4, 2, 5, 3).reshape(
-                n, ho * s, wo * s, c)
+            full[:, : ho * s, : wo * s] = spread.transpose(0, 1, 4, 2, 5, 3).reshape(
+                n, ho * s, wo * s, c
+            )
             d = full
         elif kind == "conv":
             padded_shape, pad = saved
@@ -121,8 +127,8 @@ def backward(weights, tape, d):
             ho, wo = d.shape[1:3]
             for i in range(k):
                 for j in range(k):
-                    d_padded[:, i:i + ho, j:j + wo] += d_patches[:, :, :, i, j]
-            d = d_padded[:, pad:padded_shape[1] - pad, pad:padded_shape[2] - pad]
+                    d_padded[:, i : i + ho, j : j + wo] += d_patches[:, :, :, i, j]
+            d = d_padded[:, pad : padded_shape[1] - pad, pad : padded_shape[2] - pad]
     return d
 
 
@@ -150,8 +156,9 @@ def reference_attack(weights, x, target, method):
     for _ in range(STEPS):
         _, grad = objective_and_grad(weights, x, dx, target, method)
         if method == "pgd":
-            dx = np.clip(dx - alpha * np.sign(grad).astype(np.float32), -np.float32(EPS),
-                         np.float32(EPS))
+            dx = np.clip(
+                dx - alpha * np.sign(grad).astype(np.float32), -np.float32(EPS), np.float32(EPS)
+            )
         else:
             dx = dx - np.float32(rules.LECTURE_STEP) * grad.astype(np.float32)
         dx = np.clip(x + dx, 0.0, 1.0) - x
@@ -180,6 +187,7 @@ def test_reference_gradient_against_finite_differences(case):
 
 # ---------------------------------------------------------------- inputs and workers
 
+
 def _forward_features(weights, x):
     return forward(LAYERS[:-1], weights, x)[0]
 
@@ -203,8 +211,9 @@ def case():
     features = _forward_features(weights, split.x_train[:500])
     features = np.c_[features, np.ones(len(features))]
     wanted = 8.0 * (np.eye(10)[split.y_train[:500]] - 0.1)
-    readout = np.linalg.solve(features.T @ features + 1e-2 * np.eye(features.shape[1]),
-                              features.T @ wanted)
+    readout = np.linalg.solve(
+        features.T @ features + 1e-2 * np.eye(features.shape[1]), features.T @ wanted
+    )
     weights[-2], weights[-1] = readout[:-1].astype(np.float32), readout[-1].astype(np.float32)
 
     x = split.x_test[:PAIRS]
@@ -230,16 +239,25 @@ START_ORDER = ("flax", "keras-jax", "tensorflow", "keras-tensorflow", "torch", "
 
 
 def _selected_engines(session):
-    engines = {item.callspec.params["engine"] for item in session.items
-               if item.module.__name__ == __name__ and hasattr(item, "callspec")
-               and "engine" in item.callspec.params}
+    engines = {
+        item.callspec.params["engine"]
+        for item in session.items
+        if item.module.__name__ == __name__
+        and hasattr(item, "callspec")
+        and "engine" in item.callspec.params
+    }
     assert set(START_ORDER) == set(registry.ENGINES)
     return [e for e in START_ORDER if e in engines]
 
 
 def _run_worker(engine, folder):
-    job = {"engine": engine, "inputs": str(folder / "inputs.npz"), "layers": LAYERS,
-           "steps": STEPS, "eps": EPS}
+    job = {
+        "engine": engine,
+        "inputs": str(folder / "inputs.npz"),
+        "layers": LAYERS,
+        "steps": STEPS,
+        "eps": EPS,
+    }
     return run_worker(WORKER, job, folder, registry.KERAS_BACKEND[engine], 300, one_thread=True)
 
 
@@ -248,11 +266,18 @@ def results(request, tmp_path_factory, case):
     """engine -> its worker's report; the workers run two at a time (the machine has 2 cores)."""
     folder = tmp_path_factory.mktemp("adversarial-workers")
     weights, x, dx, target = case
-    np.savez(folder / "inputs.npz", x=x, dx=dx, target=target,
-             **{f"w/{i}": w for i, w in enumerate(weights)})
+    np.savez(
+        folder / "inputs.npz",
+        x=x,
+        dx=dx,
+        target=target,
+        **{f"w/{i}": w for i, w in enumerate(weights)},
+    )
     pool = ThreadPoolExecutor(max_workers=2)
-    futures = {engine: pool.submit(_run_worker, engine, folder)
-               for engine in _selected_engines(request.session)}
+    futures = {
+        engine: pool.submit(_run_worker, engine, folder)
+        for engine in _selected_engines(request.session)
+    }
 
     yield reports_of(futures)
     pool.shutdown(wait=True)
@@ -266,10 +291,12 @@ def reference(case):
 
 # ---------------------------------------------------------------- parity
 
+
 def _assert_grad_close(got, expected, what):
     assert got.shape == expected.shape and got.dtype == np.float32, (what, got.shape, got.dtype)
-    np.testing.assert_allclose(got, expected, rtol=GRAD_RTOL,
-                               atol=GRAD_ATOL * np.abs(expected).max(), err_msg=what)
+    np.testing.assert_allclose(
+        got, expected, rtol=GRAD_RTOL, atol=GRAD_ATOL * np.abs(expected).max(), err_msg=what
+    )
 
 
 @pytest.mark.parametrize("engine", registry.ENGINES)
@@ -339,8 +366,9 @@ def test_pgd_steps(engine, results, case, reference):
     clean = ~tied_pairs
     # Everywhere else: the reference's steps, exactly, both through attack() and by replay.
     for what, got in (("replay", x + dxs[-1]), ("attack", x_adv)):
-        np.testing.assert_allclose(got[clean], (x + reference_dx[-1])[clean], rtol=0, atol=1e-6,
-                                   err_msg=what)
+        np.testing.assert_allclose(
+            got[clean], (x + reference_dx[-1])[clean], rtol=0, atol=1e-6, err_msg=what
+        )
 
 
 @pytest.mark.parametrize("engine", registry.ENGINES)

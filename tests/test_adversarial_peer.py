@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip(
-    "art", reason="ART (adversarial-robustness-toolbox) is benchmark-only, not in the default "
-    "install; `pip install -c constraints.txt -e '.[bench]'` to run this test")
+    "art",
+    reason="ART (adversarial-robustness-toolbox) is benchmark-only, not in the default "
+    "install; `pip install -c constraints.txt -e '.[bench]'` to run this test",
+)
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "adversarial_peer.py"
 
@@ -40,8 +42,16 @@ def test_customfit_pgd_matches_art_within_the_ball(peer):
         assert len(x) == 54 and not (target == label).any()
         classifier = peer.art_classifier(trainer, data.num_classes)
         for eps in (0.1, 0.3):
-            row = peer.compare(trainer, x, target, eps, rules.DEFAULT_STEPS["pgd"], batch_size=32,
-                               repeats=1, classifier=classifier)
+            row = peer.compare(
+                trainer,
+                x,
+                target,
+                eps,
+                rules.DEFAULT_STEPS["pgd"],
+                batch_size=32,
+                repeats=1,
+                classifier=classifier,
+            )
             for name in ("customfit", "art"):
                 result = row[name]
                 assert result["inside"], (eps, name, result)

@@ -10,9 +10,20 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLIC = {"cf.Model", "cf.Model.objective", "cf.Model.updates", "cf.Model.compile", "cf.Update",
-          "cf.ops.grad", "cf.ops.value_and_grad", "cf.ops.divergence", "cf.frozen", "cf.run",
-          "cf.Result", "cf.compare"}
+PUBLIC = {
+    "cf.Model",
+    "cf.Model.objective",
+    "cf.Model.updates",
+    "cf.Model.compile",
+    "cf.Update",
+    "cf.ops.grad",
+    "cf.ops.value_and_grad",
+    "cf.ops.divergence",
+    "cf.frozen",
+    "cf.run",
+    "cf.Result",
+    "cf.compare",
+}
 
 # Imports Keras (on jax), so it runs in a process of its own: the test process keeps no backend.
 DUMP = """
@@ -34,9 +45,12 @@ print(json.dumps(names))
 
 def _run(*args):
     env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    env["PYTHONPATH"] = str(ROOT) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +73,15 @@ def test_every_public_name_has_its_arguments_returns_and_an_example(title, docum
     assert "\nExample:\n" in doc, f"{title}: no Example section"
     example = doc.split("\nExample:\n", 1)[1]
     assert example.startswith("    ```python\n") and example.rstrip().endswith("```"), (
-        f"{title}: its Example is not a python code block")
+        f"{title}: its Example is not a python code block"
+    )
     assert len(example.splitlines()) > 2, f"{title}: an empty Example"
     if entry["dataclass"]:
         assert "\nAttributes:\n" in doc or "\nArgs:\n" in doc, f"{title}: no Attributes or Args"
         for field in entry["params"]:
-            assert any(line.startswith(f"    {field}") or f", {field}:" in line for line in lines), (
-                f"{title}: attribute {field} undocumented")
+            assert any(
+                line.startswith(f"    {field}") or f", {field}:" in line for line in lines
+            ), f"{title}: attribute {field} undocumented"
     elif not entry["class"]:
         assert "\nReturns:\n" in doc, f"{title}: no Returns section"
         if entry["params"]:

@@ -47,19 +47,36 @@ def _tree(folder):
 # ----------------------------------------------------------------------------- the issue's three
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--lr", "1e308"], "customfit: error: --lr: expected a positive number that float32 holds "
-                        "(1.18e-38 to 3.4e+38); got '1e308'"),
-    (["--out", "/proc/x"], "customfit: error: --out: expected a folder that can be made and "
-                           "written; got '/proc/x' (No such file or directory)"),
-    (["--batch-size", "99999999999999999999"],
-     "customfit: error: --batch-size: expected an integer > 0 and at most 2**63 - 1; "
-     "got '99999999999999999999'"),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (
+            ["--lr", "1e308"],
+            "customfit: error: --lr: expected a positive number that float32 holds "
+            "(1.18e-38 to 3.4e+38); got '1e308'",
+        ),
+        (
+            ["--out", "/proc/x"],
+            "customfit: error: --out: expected a folder that can be made and "
+            "written; got '/proc/x' (No such file or directory)",
+        ),
+        (
+            ["--batch-size", "99999999999999999999"],
+            "customfit: error: --batch-size: expected an integer > 0 and at most 2**63 - 1; "
+            "got '99999999999999999999'",
+        ),
+    ],
+)
 def test_the_inputs_that_once_got_tracebacks(flags, expected, tmp_path):
     argv = ["run", "toy", "--engine", "torch", *flags]
-    proc = subprocess.run([sys.executable, "-m", "customfit", *argv], cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "customfit", *argv],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert (proc.returncode, proc.stderr, proc.stdout) == (2, expected + "\n", "")
     assert os.listdir(tmp_path) == [], "a folder was left behind"
 
@@ -68,28 +85,41 @@ def test_the_inputs_that_once_got_tracebacks(flags, expected, tmp_path):
 
 
 WORDS = st.text(alphabet=string.ascii_letters + "_./:@%+=", min_size=1, max_size=12).filter(
-    lambda s: not s.startswith("-"))
+    lambda s: not s.startswith("-")
+)
 HUGE = st.integers(min_value=2**63, max_value=10**40)
 
 
 def bad_count():
     """Not an integer > 0 that a framework can index with."""
-    return st.one_of(st.integers(max_value=0).map(str), HUGE.map(str), WORDS,
-                     st.floats(allow_nan=True, allow_infinity=True).filter(
-                         lambda x: x != x or abs(x) == float("inf") or not float(x).is_integer()).map(repr),
-                     st.sampled_from(["1e3", "2.5", "", "nan", "inf", "-inf", "0x10", "1_e2"]))
+    return st.one_of(
+        st.integers(max_value=0).map(str),
+        HUGE.map(str),
+        WORDS,
+        st.floats(allow_nan=True, allow_infinity=True)
+        .filter(lambda x: x != x or abs(x) == float("inf") or not float(x).is_integer())
+        .map(repr),
+        st.sampled_from(["1e3", "2.5", "", "nan", "inf", "-inf", "0x10", "1_e2"]),
+    )
 
 
 def bad_seed():
-    return st.one_of(st.integers(max_value=-1).map(str), st.integers(min_value=2**32, max_value=10**30).map(str),
-                     WORDS, st.sampled_from(["1.5", "", "nan", "1e9"]))
+    return st.one_of(
+        st.integers(max_value=-1).map(str),
+        st.integers(min_value=2**32, max_value=10**30).map(str),
+        WORDS,
+        st.sampled_from(["1.5", "", "nan", "1e9"]),
+    )
 
 
 def bad_lr():
     return st.one_of(
-        st.floats(max_value=0.0).map(repr), st.floats(min_value=3.5e38, max_value=1e308).map(repr),
-        st.floats(min_value=5e-324, max_value=1e-39).map(repr), WORDS.filter(_not_a_number),
-        st.sampled_from(["nan", "inf", "-inf", "", "1e400", "-0"]))
+        st.floats(max_value=0.0).map(repr),
+        st.floats(min_value=3.5e38, max_value=1e308).map(repr),
+        st.floats(min_value=5e-324, max_value=1e-39).map(repr),
+        WORDS.filter(_not_a_number),
+        st.sampled_from(["nan", "inf", "-inf", "", "1e400", "-0"]),
+    )
 
 
 def _not_a_number(text):
@@ -111,23 +141,67 @@ def _option_bad_values(option):
             outside.append(st.integers(min_value=int(option.high) + 1).map(str))
         return st.one_of(*outside, WORDS, st.sampled_from(["1.5", "nan", ""]))
     if option.kind == "float":
-        outside = [st.sampled_from(["nan", "inf", "-inf", "1e400", ""]), WORDS.filter(_not_a_number)]
+        outside = [
+            st.sampled_from(["nan", "inf", "-inf", "1e400", ""]),
+            WORDS.filter(_not_a_number),
+        ]
         if option.low is not None:
             low = float(option.low)
             outside.append(st.floats(max_value=low, exclude_max=not option.low_open).map(repr))
         if option.high is not None:
-            outside.append(st.floats(min_value=float(option.high), exclude_min=True,
-                                     allow_infinity=False).map(repr))
+            outside.append(
+                st.floats(min_value=float(option.high), exclude_min=True, allow_infinity=False).map(
+                    repr
+                )
+            )
         return st.one_of(*outside)
     return st.sampled_from(["missing-folder", "file.txt", "/proc/x", "", "empty-dir"])
 
 
-BAD_OUT = st.sampled_from(["/proc/x", "/proc/x/y", "file.txt", "file.txt/sub", "", "/dev/null",
-                           "/dev/null/x", "x" * 300, "ok/" + "y" * 300])
-BAD_DATA_PATHS = st.sampled_from(["missing.npz", "empty-dir", "/dev/null", "/dev/zero", "fifo",
-                                  "empty.npz", "garbage.npz", "file.txt", "", "/proc/x"])
-MUTATIONS = ("drop", "shape", "nan", "inf", "label-high", "label-negative", "fraction",
-             "length", "strings", "complex", "no-rows", "objects", "truncated", "scalar", "bool")
+BAD_OUT = st.sampled_from(
+    [
+        "/proc/x",
+        "/proc/x/y",
+        "file.txt",
+        "file.txt/sub",
+        "",
+        "/dev/null",
+        "/dev/null/x",
+        "x" * 300,
+        "ok/" + "y" * 300,
+    ]
+)
+BAD_DATA_PATHS = st.sampled_from(
+    [
+        "missing.npz",
+        "empty-dir",
+        "/dev/null",
+        "/dev/zero",
+        "fifo",
+        "empty.npz",
+        "garbage.npz",
+        "file.txt",
+        "",
+        "/proc/x",
+    ]
+)
+MUTATIONS = (
+    "drop",
+    "shape",
+    "nan",
+    "inf",
+    "label-high",
+    "label-negative",
+    "fraction",
+    "length",
+    "strings",
+    "complex",
+    "no-rows",
+    "objects",
+    "truncated",
+    "scalar",
+    "bool",
+)
 
 
 def odd_npz(draw, folder, task):
@@ -136,12 +210,22 @@ def odd_npz(draw, folder, task):
     n = draw(st.integers(1, 12))
     shape = (2,) if task == "toy" else (8, 8, 1)
     classes = 5 if task == "toy" else 10
-    arrays = {"x_train": rng.random((n, *shape), dtype=np.float32), "y_train": rng.integers(0, classes, n),
-              "x_test": rng.random((n, *shape), dtype=np.float32), "y_test": rng.integers(0, classes, n)}
+    arrays = {
+        "x_train": rng.random((n, *shape), dtype=np.float32),
+        "y_train": rng.integers(0, classes, n),
+        "x_test": rng.random((n, *shape), dtype=np.float32),
+        "y_test": rng.integers(0, classes, n),
+    }
     mutation = draw(st.sampled_from(MUTATIONS))
-    key = draw(st.sampled_from(["x_train", "x_test"] if mutation in (
-        "shape", "nan", "inf", "strings", "complex", "no-rows", "scalar") else ["y_train", "y_test"]
-        if mutation in ("label-high", "label-negative", "fraction", "length", "bool") else list(arrays)))
+    key = draw(
+        st.sampled_from(
+            ["x_train", "x_test"]
+            if mutation in ("shape", "nan", "inf", "strings", "complex", "no-rows", "scalar")
+            else ["y_train", "y_test"]
+            if mutation in ("label-high", "label-negative", "fraction", "length", "bool")
+            else list(arrays)
+        )
+    )
     a = arrays[key]
     if mutation == "drop":
         del arrays[key]
@@ -158,7 +242,9 @@ def odd_npz(draw, folder, task):
     elif mutation == "length":
         arrays[key] = rng.integers(0, classes, n + draw(st.integers(1, 5)))
     elif mutation == "strings":
-        arrays[key] = np.array([["a"] * shape[0]] * n) if task == "toy" else np.full((n, 8, 8, 1), "x")
+        arrays[key] = (
+            np.array([["a"] * shape[0]] * n) if task == "toy" else np.full((n, 8, 8, 1), "x")
+        )
     elif mutation == "complex":
         arrays[key] = a.astype(np.complex64)
     elif mutation == "no-rows":
@@ -182,8 +268,14 @@ def odd_npz(draw, folder, task):
 def _run_flags(draw, task, folder):
     """Good values for some of run's flags, and one bad one."""
     spec = registry.spec(task)
-    good = {"--epochs": "2", "--batch-size": "16", "--lr": "0.001", "--seed": "3",
-            "--model": draw(st.sampled_from(list(spec.MODELS))), "--out": "out"}
+    good = {
+        "--epochs": "2",
+        "--batch-size": "16",
+        "--lr": "0.001",
+        "--seed": "3",
+        "--model": draw(st.sampled_from(list(spec.MODELS))),
+        "--out": "out",
+    }
     flags = []
     for flag, value in good.items():
         if draw(st.booleans()):
@@ -191,8 +283,18 @@ def _run_flags(draw, task, folder):
     if draw(st.booleans()):
         flags.append("--quiet")
     own = getattr(spec, "OPTIONS", {})
-    bad_kinds = ["epochs", "batch", "lr", "seed", "model", "out", "data", "resume", "unknown",
-                 "other-option"] + (["option"] if own else [])
+    bad_kinds = [
+        "epochs",
+        "batch",
+        "lr",
+        "seed",
+        "model",
+        "out",
+        "data",
+        "resume",
+        "unknown",
+        "other-option",
+    ] + (["option"] if own else [])
     kind = draw(st.sampled_from(bad_kinds))
     if kind == "epochs":
         bad = ["--epochs", draw(bad_count())]
@@ -213,10 +315,18 @@ def _run_flags(draw, task, folder):
     elif kind == "resume":
         bad = ["--resume"]  # nothing to resume in a fresh folder
     elif kind == "unknown":
-        bad = [draw(st.sampled_from(["--bogus", "--epoch", "--batch", "--learning-rate", "-x"])), "1"]
+        bad = [
+            draw(st.sampled_from(["--bogus", "--epoch", "--batch", "--learning-rate", "-x"])),
+            "1",
+        ]
     elif kind == "other-option":
-        others = {n: o for t in registry.TASKS if t != task
-                  for n, o in getattr(registry.spec(t), "OPTIONS", {}).items() if n not in own}
+        others = {
+            n: o
+            for t in registry.TASKS
+            if t != task
+            for n, o in getattr(registry.spec(t), "OPTIONS", {}).items()
+            if n not in own
+        }
         if not others:
             bad = ["--bogus"]
         else:
@@ -231,16 +341,33 @@ def _run_flags(draw, task, folder):
 
 @st.composite
 def command_lines(draw, folder):
-    command = draw(st.sampled_from(["run", "run", "run", "demo", "matrix", "report", "list", "other"]))
+    command = draw(
+        st.sampled_from(["run", "run", "run", "demo", "matrix", "report", "list", "other"])
+    )
     if command == "run":
         task = draw(st.sampled_from(registry.TASKS))
         engine = draw(st.sampled_from(registry.ENGINES))
         head = ["run", task, "--engine", engine]
         if draw(st.integers(0, 9)) == 0:  # a bad task or engine instead
-            head = draw(st.sampled_from([
-                ["run", draw(WORDS.filter(lambda w: w not in registry.TASKS)), "--engine", engine],
-                ["run", task, "--engine", draw(WORDS.filter(lambda w: w not in registry.ENGINES))],
-                ["run", task]]))
+            head = draw(
+                st.sampled_from(
+                    [
+                        [
+                            "run",
+                            draw(WORDS.filter(lambda w: w not in registry.TASKS)),
+                            "--engine",
+                            engine,
+                        ],
+                        [
+                            "run",
+                            task,
+                            "--engine",
+                            draw(WORDS.filter(lambda w: w not in registry.ENGINES)),
+                        ],
+                        ["run", task],
+                    ]
+                )
+            )
             return head
         return head + _run_flags(draw, task, folder)
     if command == "demo":
@@ -264,8 +391,12 @@ def command_lines(draw, folder):
             flags += ["--bogus"]
         return ["matrix", *flags]
     if command == "report":
-        return ["report", draw(st.sampled_from(["missing", "file.txt", "empty-dir", "/proc/x", "",
-                                                "garbage.npz"]))]
+        return [
+            "report",
+            draw(
+                st.sampled_from(["missing", "file.txt", "empty-dir", "/proc/x", "", "garbage.npz"])
+            ),
+        ]
     if command == "list":
         return ["list", draw(WORDS)]
     return [draw(WORDS.filter(lambda w: w not in cli.COMMANDS))]
@@ -314,7 +445,9 @@ def check_bad_command_line(data):
         assert len(lines) == 1 and lines[0].startswith("customfit: error: "), (argv, err.getvalue())
         assert "Traceback" not in err.getvalue() and out.getvalue() == "", argv
         assert _tree(folder) == before, (argv, _tree(folder) ^ before)
-        event(f"{argv[0]}: {lines[0].split(': ')[2]}")  # what was refused, for --hypothesis-show-statistics
+        event(
+            f"{argv[0]}: {lines[0].split(': ')[2]}"
+        )  # what was refused, for --hypothesis-show-statistics
 
 
 SETTINGS = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck))

@@ -15,21 +15,48 @@ FRAMEWORKS = ("keras", "tensorflow", "torch", "jax", "flax", "optax")
 def customfit(*args, cwd):
     env = dict(os.environ, KERAS_HOME=str(cwd / "no-keras-home"), OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return subprocess.run([sys.executable, "-m", "customfit", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "customfit", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_bench_times_each_cell_and_writes_its_table(tmp_path):
     # Eager cells only (nothing to compile): keras-torch's default mode is eager, so its cells
     # still have their references beside them.
-    proc = customfit("bench", "--tasks", "digits", "penalty", "--engines", "flax", "keras-torch",
-                     "--batch-sizes", "16", "--steps", "1", "--repeats", "5", "--compiled", "off",
-                     "--out", "b", cwd=tmp_path)
+    proc = customfit(
+        "bench",
+        "--tasks",
+        "digits",
+        "penalty",
+        "--engines",
+        "flax",
+        "keras-torch",
+        "--batch-sizes",
+        "16",
+        "--steps",
+        "1",
+        "--repeats",
+        "5",
+        "--compiled",
+        "off",
+        "--out",
+        "b",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "b" / "bench.json").read_text())
     cells = {(c["task"], c["engine"]): c for c in result["cells"]}
-    assert list(cells) == [("digits", "flax"), ("penalty", "flax"), ("digits", "keras-torch"),
-                           ("penalty", "keras-torch")]
+    assert list(cells) == [
+        ("digits", "flax"),
+        ("penalty", "flax"),
+        ("digits", "keras-torch"),
+        ("penalty", "keras-torch"),
+    ]
     assert all(c["mode"] == "eager" for c in cells.values())
     # a progress line per cell, numbered, as each finishes
     progress = [line for line in proc.stdout.splitlines() if line.startswith("[")]
@@ -44,7 +71,10 @@ def test_bench_times_each_cell_and_writes_its_table(tmp_path):
         assert cell["freed_memory_kept"] is True  # glibc here: customfit/cpu_memory.py
     assert "ratio" not in cells[("digits", "flax")]  # nnx.jit is flax's default, not eager
     # beside the default mode, the reference on the same backend, timed in turn with it
-    for task, name in (("digits", "stock Keras fit()"), ("penalty", "hand-written Keras train_step")):
+    for task, name in (
+        ("digits", "stock Keras fit()"),
+        ("penalty", "hand-written Keras train_step"),
+    ):
         cell = cells[(task, "keras-torch")]
         assert cell["reference"]["name"] == name and len(cell["reference"]["seconds"]) == 5
         # the median of the pairs' ratios (each pair of passes timed in turn), and beside it
@@ -52,7 +82,8 @@ def test_bench_times_each_cell_and_writes_its_table(tmp_path):
         pairs = [t / m for m, t in zip(cell["seconds"], cell["reference"]["seconds"])]
         assert cell["ratio"] == pytest.approx(sorted(pairs)[2])
         assert cell["ratio_of_medians"] == pytest.approx(
-            cell["steps_per_second"] / cell["reference"]["steps_per_second"])
+            cell["steps_per_second"] / cell["reference"]["steps_per_second"]
+        )
     md = (tmp_path / "b" / "bench.md").read_text()
     assert md in proc.stdout
     assert "\nFreed memory kept in each process for reuse (customfit/cpu_memory.py): yes.\n" in md
@@ -67,8 +98,10 @@ def test_mnist_cells_read_keras_cache_else_a_stand_in(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     path, note = mnist_data(None, str(tmp_path))
     assert path == str(tmp_path / "mnist-standin.npz")
-    assert note == ("stand-in of MNIST's shape: scikit-learn digits scaled to 28x28 (no "
-                    f"{tmp_path / 'keras' / 'datasets' / 'mnist.npz'} on this machine)")
+    assert note == (
+        "stand-in of MNIST's shape: scikit-learn digits scaled to 28x28 (no "
+        f"{tmp_path / 'keras' / 'datasets' / 'mnist.npz'} on this machine)"
+    )
     assert spec.read_data(path).x_train.shape == (1200, 28, 28, 1)
     (tmp_path / "keras" / "datasets").mkdir(parents=True)
     cache = standin.write(tmp_path / "keras" / "datasets" / "mnist.npz", 10, 5)
@@ -76,16 +109,21 @@ def test_mnist_cells_read_keras_cache_else_a_stand_in(monkeypatch, tmp_path):
     assert mnist_data("mine.npz", str(tmp_path)) == ("mine.npz", "mine.npz")
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--tasks", "vae"], "--tasks: expected one of toy, digits, mnist, penalty; got 'vae'"),
-    (["--engines", "jax"], "--engines: expected one of tensorflow, torch, flax"),
-    (["--repeats", "3"], "--repeats: expected an integer >= 5; got '3'"),
-    (["--batch-sizes", "32", "0"], "--batch-sizes: expected an integer > 0; got '0'"),
-    (["--compiled", "yes"], "--compiled: expected one of on, off, both; got 'yes'"),
-    (["--tasks", "digits", "--data", "x.npz"],
-     "--data: expected no --data (it is mnist's, and --tasks has no mnist); got 'x.npz'"),
-    (["--tasks", "mnist", "--data", "x.npz"], "--data: expected an .npz file holding x_train"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--tasks", "vae"], "--tasks: expected one of toy, digits, mnist, penalty; got 'vae'"),
+        (["--engines", "jax"], "--engines: expected one of tensorflow, torch, flax"),
+        (["--repeats", "3"], "--repeats: expected an integer >= 5; got '3'"),
+        (["--batch-sizes", "32", "0"], "--batch-sizes: expected an integer > 0; got '0'"),
+        (["--compiled", "yes"], "--compiled: expected one of on, off, both; got 'yes'"),
+        (
+            ["--tasks", "digits", "--data", "x.npz"],
+            "--data: expected no --data (it is mnist's, and --tasks has no mnist); got 'x.npz'",
+        ),
+        (["--tasks", "mnist", "--data", "x.npz"], "--data: expected an .npz file holding x_train"),
+    ],
+)
 def test_bad_flags_are_one_line_and_write_nothing(args, expected, tmp_path):
     proc = customfit("bench", *args, "--out", "b", cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
@@ -95,9 +133,11 @@ def test_bad_flags_are_one_line_and_write_nothing(args, expected, tmp_path):
 
 
 def test_bench_help_imports_no_framework(tmp_path):
-    code = ("import sys\nfrom customfit.cli import main\n"
-            "try:\n    main(['bench', '--help'])\nexcept SystemExit:\n    pass\n"
-            f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])\n")
+    code = (
+        "import sys\nfrom customfit.cli import main\n"
+        "try:\n    main(['bench', '--help'])\nexcept SystemExit:\n    pass\n"
+        f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])\n"
+    )
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout

@@ -169,11 +169,15 @@ def test_bad_customfit_metadata(tmp_path):
     import safetensors.numpy
 
     path = tmp_path / "c.safetensors"
-    safetensors.numpy.save_file({"w": np.ones(3, np.float32)}, str(path),
-                                metadata={"customfit": "{not json"})
+    safetensors.numpy.save_file(
+        {"w": np.ones(3, np.float32)}, str(path), metadata={"customfit": "{not json"}
+    )
     assert "unreadable customfit metadata" in _one_line_error(path)
-    safetensors.numpy.save_file({"w": np.ones(3, np.float32)}, str(path),
-                                metadata={"customfit": json.dumps({"format": "other"})})
+    safetensors.numpy.save_file(
+        {"w": np.ones(3, np.float32)},
+        str(path),
+        metadata={"customfit": json.dumps({"format": "other"})},
+    )
     assert "no customfit metadata" in _one_line_error(path)
 
 

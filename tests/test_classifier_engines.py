@@ -36,6 +36,7 @@ TRAINING = {"layers": DIGITS_DEFAULT, "n_train": 256, "batch_size": 32, "lr": 1e
 
 # ---------------------------------------------------------------- the NumPy reference, float64
 
+
 def _patches(x, k, padding):
     pad = (k - 1) // 2 if padding == "same" else 0
     padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
@@ -66,8 +67,12 @@ def numpy_reference(layers, weights, x, y):
             s = layer[1]
             n, height, width, c = h.shape
             ho, wo = height // s, width // s
-            blocks = (h[:, :ho * s, :wo * s].reshape(n, ho, s, wo, s, c)
-                      .transpose(0, 1, 3, 5, 2, 4).reshape(n, ho, wo, c, s * s))
+            blocks = (
+                h[:, : ho * s, : wo * s]
+                .reshape(n, ho, s, wo, s, c)
+                .transpose(0, 1, 3, 5, 2, 4)
+                .reshape(n, ho, wo, c, s * s)
+            )
             first_max = np.eye(s * s)[blocks.argmax(-1)]
             tape.append(("maxpool", s, (h.shape, first_max)))
             h = blocks.max(-1)
@@ -97,8 +102,9 @@ def numpy_reference(layers, weights, x, y):
             n_, ho, wo, c = d.shape
             spread = (first_max * d[..., None]).reshape(n_, ho, wo, c, s, s)
             full = np.zeros(shape)
-            full[:, :ho * s, :wo * s] = spread.transpose(0, 1, 4, 2, 5, 3).reshape(
-                n_, ho * s, wo * s, c)
+            full[:, : ho * s, : wo * s] = spread.transpose(0, 1, 4, 2, 5, 3).reshape(
+                n_, ho * s, wo * s, c
+            )
             d = full
         elif kind == "dense":
             grads[index] = saved.T @ d
@@ -115,8 +121,8 @@ def numpy_reference(layers, weights, x, y):
             ho, wo = d.shape[1:3]
             for i in range(k):
                 for j in range(k):
-                    d_padded[:, i:i + ho, j:j + wo] += d_patches[:, :, :, i, j]
-            d = d_padded[:, pad:padded_shape[1] - pad, pad:padded_shape[2] - pad]
+                    d_padded[:, i : i + ho, j : j + wo] += d_patches[:, :, :, i, j]
+            d = d_padded[:, pad : padded_shape[1] - pad, pad : padded_shape[2] - pad]
     return loss, grads, p
 
 
@@ -139,6 +145,7 @@ def test_numpy_reference_against_finite_differences():
 
 
 # ---------------------------------------------------------------- inputs and workers
+
 
 def _case_inputs(name, layers, load):
     """A real batch and random canonical weights (Glorot-uniform kernels, nonzero biases), made
@@ -189,28 +196,44 @@ def results(request, tmp_path_factory, inputs):
         arrays[f"{name}/x"], arrays[f"{name}/y"] = x, y
         arrays.update({f"{name}/w/{i}": w for i, w in enumerate(weights)})
     np.savez(folder / "inputs.npz", **arrays)
-    parity = [{"name": name, "layers": layers, "input_shape": list(inputs[name][0].shape[1:]),
-               "num_classes": 5 if name == "toy" else 10, "eval_batch_size": eval_batch}
-              for name, (layers, _, eval_batch) in CASES.items()]
+    parity = [
+        {
+            "name": name,
+            "layers": layers,
+            "input_shape": list(inputs[name][0].shape[1:]),
+            "num_classes": 5 if name == "toy" else 10,
+            "eval_batch_size": eval_batch,
+        }
+        for name, (layers, _, eval_batch) in CASES.items()
+    ]
     jobs = []
     for engine in _selected_engines(request.session):
         if engine == "tensorflow@jax":
             jobs.append({"engine": "tensorflow", "keras_backend": "jax", "construct_only": True})
             continue
-        job = {"engine": engine, "keras_backend": registry.KERAS_BACKEND[engine],
-               "inputs": str(folder / "inputs.npz"), "parity": parity}
+        job = {
+            "engine": engine,
+            "keras_backend": registry.KERAS_BACKEND[engine],
+            "inputs": str(folder / "inputs.npz"),
+            "parity": parity,
+        }
         if engine in NATIVE:
             job["training"] = TRAINING
         jobs.append(job)
     pool = ThreadPoolExecutor(max_workers=2)
-    futures = {("tensorflow@jax" if job.get("construct_only") else job["engine"]):
-               pool.submit(_run_worker, job, folder) for job in jobs}
+    futures = {
+        ("tensorflow@jax" if job.get("construct_only") else job["engine"]): pool.submit(
+            _run_worker, job, folder
+        )
+        for job in jobs
+    }
 
     yield reports_of(futures)
     pool.shutdown(wait=True)
 
 
 # ---------------------------------------------------------------- parity
+
 
 def _relative(a, b):
     return float(np.linalg.norm(np.asarray(a, np.float64) - b) / max(np.linalg.norm(b), 1e-30))
@@ -238,6 +261,7 @@ def test_same_loss_and_gradients_as_numpy(engine, case, results, inputs):
 
 
 # ---------------------------------------------------------------- resume and repeat
+
 
 def _batches_per_epoch():
     return math.ceil(TRAINING["n_train"] / TRAINING["batch_size"])

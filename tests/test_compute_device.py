@@ -25,14 +25,22 @@ def _env(tmp_path):
 
 
 def customfit(*args, tmp_path):
-    return subprocess.run([sys.executable, "-m", "customfit", *args], cwd=tmp_path,
-                          env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "customfit", *args],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture
 def sees_gpu(monkeypatch):
     seen = {}
-    monkeypatch.setattr(compute_device, "framework_sees_gpu", lambda engine: seen.get(engine, False))
+    monkeypatch.setattr(
+        compute_device, "framework_sees_gpu", lambda engine: seen.get(engine, False)
+    )
     return seen
 
 
@@ -55,13 +63,22 @@ def test_the_default_is_the_gpu_where_the_engine_can_use_one(sees_gpu):
 def test_gpu_is_refused_in_one_line_where_it_cannot_be_had(sees_gpu):
     sees_gpu["torch"] = True
     cases = [
-        (("vae", "torch", "gpu"), "device: expected cpu for task vae on torch (the native torch "
-                                  "engine computes on a GPU for toy, digits, mnist); got 'gpu'"),
-        (("digits", "keras-torch", "gpu", 2), "device: expected cpu with --devices 2 on "
-                                              "keras-torch (its processes spread over the CPU, "
-                                              "through gloo); got 'gpu'"),
-        (("digits", "flax", "gpu"), "device: expected cpu, or gpu on a machine where jax sees "
-                                    "one; got gpu (jax sees no GPU here)"),
+        (
+            ("vae", "torch", "gpu"),
+            "device: expected cpu for task vae on torch (the native torch "
+            "engine computes on a GPU for toy, digits, mnist); got 'gpu'",
+        ),
+        (
+            ("digits", "keras-torch", "gpu", 2),
+            "device: expected cpu with --devices 2 on "
+            "keras-torch (its processes spread over the CPU, "
+            "through gloo); got 'gpu'",
+        ),
+        (
+            ("digits", "flax", "gpu"),
+            "device: expected cpu, or gpu on a machine where jax sees "
+            "one; got gpu (jax sees no GPU here)",
+        ),
         (("digits", "flax", "GPU"), "device: expected one of cpu, gpu; got 'GPU'"),
     ]
     for args, expected in cases:
@@ -87,26 +104,47 @@ def test_run_refuses_a_gpu_it_cannot_see_and_writes_nothing(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("torch sees a GPU here: the refusal is for a machine without one")
-    proc = customfit("run", "digits", "--engine", "torch", "--device", "gpu", "--out", "o",
-                     tmp_path=tmp_path)
+    proc = customfit(
+        "run", "digits", "--engine", "torch", "--device", "gpu", "--out", "o", tmp_path=tmp_path
+    )
     assert proc.returncode == 2
-    assert proc.stderr == ("customfit: error: --device: expected cpu, or gpu on a machine where "
-                           "torch sees one; got gpu (torch sees no GPU here)\n")
+    assert proc.stderr == (
+        "customfit: error: --device: expected cpu, or gpu on a machine where "
+        "torch sees one; got gpu (torch sees no GPU here)\n"
+    )
     assert not (tmp_path / "o").exists()
 
 
 def test_the_cpu_gpu_table_from_two_bench_records():
     def record(cells, **extra):
-        return {"date": "2026-11-29", "machine": {"cpu": "c", "cpu_count": 2, "platform": "p"},
-                "cells": [{"default_mode": True, "batch_size": 32, "precision": "float32", **c}
-                          for c in cells], **extra}
+        return {
+            "date": "2026-11-29",
+            "machine": {"cpu": "c", "cpu_count": 2, "platform": "p"},
+            "cells": [
+                {"default_mode": True, "batch_size": 32, "precision": "float32", **c} for c in cells
+            ],
+            **extra,
+        }
 
-    cpu = record([{"task": "mnist", "engine": "torch", "steps_per_second": 10.0, "device": "cpu"},
-                  {"task": "mnist", "engine": "keras-jax", "steps_per_second": 20.0,
-                   "device": "cpu"}])
-    gpu = record([{"task": "mnist", "engine": "torch", "steps_per_second": 150.0, "device": "gpu"},
-                  {"task": "mnist", "engine": "torch", "steps_per_second": 300.0, "device": "gpu",
-                   "precision": "mixed_float16"}], gpu="H200")
+    cpu = record(
+        [
+            {"task": "mnist", "engine": "torch", "steps_per_second": 10.0, "device": "cpu"},
+            {"task": "mnist", "engine": "keras-jax", "steps_per_second": 20.0, "device": "cpu"},
+        ]
+    )
+    gpu = record(
+        [
+            {"task": "mnist", "engine": "torch", "steps_per_second": 150.0, "device": "gpu"},
+            {
+                "task": "mnist",
+                "engine": "torch",
+                "steps_per_second": 300.0,
+                "device": "gpu",
+                "precision": "mixed_float16",
+            },
+        ],
+        gpu="H200",
+    )
     text = gpu_table.table(cpu, gpu)
     assert "| mnist | 32 | torch | 10.0 | 150.0 | 15.00 | 300.0 | 2.00 |" in text
     assert "| mnist | 32 | keras-jax | 20.0 | - | - | - | - |" in text
@@ -118,13 +156,22 @@ def test_the_cpu_gpu_table_from_two_bench_records():
 def test_gpu_script_runs_its_cpu_half_here(tmp_path):
     """benchmarks/gpu.sh with the tests' Python (nothing installed), one engine and task, a tiny
     bench."""
-    env = dict(_env(tmp_path), GPU_SH_PYTHON=sys.executable, GPU_SH_ENGINES="torch",
-               GPU_SH_TASKS="mnist",
-               GPU_SH_BENCH="--batch-sizes 16 --steps 1 --repeats 5 --compiled off")
+    env = dict(
+        _env(tmp_path),
+        GPU_SH_PYTHON=sys.executable,
+        GPU_SH_ENGINES="torch",
+        GPU_SH_TASKS="mnist",
+        GPU_SH_BENCH="--batch-sizes 16 --steps 1 --repeats 5 --compiled off",
+    )
     import torch
 
-    proc = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), str(tmp_path / "g")],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["bash", os.path.join(ROOT, "benchmarks", "gpu.sh"), str(tmp_path / "g")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     cells = json.loads((tmp_path / "g" / "cpu" / "bench.json").read_text())["cells"]
     assert [(c["task"], c["engine"], c["device"]) for c in cells] == [("mnist", "torch", "cpu")]
@@ -143,9 +190,21 @@ def test_bench_refuses_a_gpu_it_cannot_see_and_leaves_no_folder(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("torch sees a GPU here: the refusal is for a machine without one")
-    proc = customfit("bench", "--tasks", "digits", "--engines", "torch", "--device", "gpu",
-                     "--out", "b", tmp_path=tmp_path)
+    proc = customfit(
+        "bench",
+        "--tasks",
+        "digits",
+        "--engines",
+        "torch",
+        "--device",
+        "gpu",
+        "--out",
+        "b",
+        tmp_path=tmp_path,
+    )
     assert proc.returncode == 2
-    assert proc.stderr == ("customfit: error: --device: expected cpu, or gpu on a machine "
-                           "where torch sees one; got gpu (torch sees no GPU here)\n")
+    assert proc.stderr == (
+        "customfit: error: --device: expected cpu, or gpu on a machine "
+        "where torch sees one; got gpu (torch sees no GPU here)\n"
+    )
     assert not (tmp_path / "b").exists()

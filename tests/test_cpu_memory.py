@@ -25,8 +25,9 @@ PAGES_PER_BLOCK = (8 << 20) // 4096
 
 
 def _faults(mode):
-    done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True
+    )
     kept, faults = done.stdout.split()
     return kept, int(faults)
 

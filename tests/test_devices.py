@@ -41,20 +41,35 @@ SLOWEST_FIRST = ("keras-torch", "flax", "keras-jax", "torch", "keras-tensorflow"
 
 
 def _run_worker(engine, tasks, folder):
-    job = {"engine": engine, "devices": DEVICES, "tasks": tasks,
-           "output": str(folder / f"devices-{engine}.json")}
+    job = {
+        "engine": engine,
+        "devices": DEVICES,
+        "tasks": tasks,
+        "output": str(folder / f"devices-{engine}.json"),
+    }
     path = folder / f"job-{engine}.json"
     path.write_text(json.dumps(job))
-    env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine], TF_CPP_MIN_LOG_LEVEL="2",
-               OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=registry.KERAS_BACKEND[engine],
+        TF_CPP_MIN_LOG_LEVEL="2",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=ROOT,
+    )
     if engine == "keras-torch":
         # oneDNN's AVX2 convolution kernels (this machine's Zen 3) sum a batch of 32 in another
         # order than one of 64: ~1e-9 in one bias gradient, which Adam's first step carries and
         # which flips one ReLU sitting 1e-7 from zero by step 3; 8 steps later the digits CNN is
         # 4% apart. With the SSE4.1 kernels both orders agree to 8e-6, as measured elsewhere.
         env["ONEDNN_MAX_CPU_ISA"] = "SSE41"
-    done = subprocess.run([sys.executable, WORKER, str(path)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, WORKER, str(path)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if done.returncode != 0:
         return {"failed": f"worker for {engine} exited {done.returncode}:\n{done.stderr[-4000:]}"}
     with open(job["output"]) as f:
@@ -63,10 +78,16 @@ def _run_worker(engine, tasks, folder):
 
 def _selected(session):
     """engine -> the tasks its selected tests ask for, slowest engines first."""
-    asked = [(item.callspec.params["engine"], item.callspec.params["task"])
-             for item in session.items if item.originalname == "test_n_devices_train_as_one_device"]
-    return {e: [t for t in ("digits", "gan", "vae") if (e, t) in asked]
-            for e in SLOWEST_FIRST if any(e == engine for engine, _ in asked)}
+    asked = [
+        (item.callspec.params["engine"], item.callspec.params["task"])
+        for item in session.items
+        if item.originalname == "test_n_devices_train_as_one_device"
+    ]
+    return {
+        e: [t for t in ("digits", "gan", "vae") if (e, t) in asked]
+        for e in SLOWEST_FIRST
+        if any(e == engine for engine, _ in asked)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +96,10 @@ def results(request, tmp_path_factory):
         pytest.skip(f"this machine makes {devices.most()} device(s); the test needs {DEVICES}")
     folder = tmp_path_factory.mktemp("devices")
     pool = ThreadPoolExecutor(max_workers=2)
-    futures = {e: pool.submit(_run_worker, e, tasks, folder)
-               for e, tasks in _selected(request.session).items()}
+    futures = {
+        e: pool.submit(_run_worker, e, tasks, folder)
+        for e, tasks in _selected(request.session).items()
+    }
 
     yield reports_of(futures)
     pool.shutdown(wait=True)
@@ -110,9 +133,16 @@ SPREADING = ", ".join(devices.tasks_that_can())
 
 
 def test_the_families_that_spread():
-    assert {registry.spec(t).FAMILY for t in devices.tasks_that_can()} == {"classifier", "gan", "vae"}
+    assert {registry.spec(t).FAMILY for t in devices.tasks_that_can()} == {
+        "classifier",
+        "gan",
+        "vae",
+    }
     assert [t for t in registry.TASKS if t not in devices.tasks_that_can()] == [
-        "adversarial", "score", "score-digits"]
+        "adversarial",
+        "score",
+        "score-digits",
+    ]
 
 
 def _main(capsys, *argv):
@@ -123,21 +153,34 @@ def _main(capsys, *argv):
     return status, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (("run", "digits", "--engine", "torch", "--devices", "0"),
-     "customfit: error: --devices: expected an integer > 0; got '0'"),
-    (("run", "digits", "--engine", "flax", "--devices", "two"),
-     "customfit: error: --devices: expected an integer > 0; got 'two'"),
-    (("run", "digits", "--engine", "keras-jax", "--devices", str(devices.most() + 1)),
-     f"customfit: error: --devices: expected at most {devices.most()} on this machine "
-     f"({devices.cores()} CPU cores, one device each); got {devices.most() + 1}"),
-    (("run", "adversarial", "--engine", "torch", "--devices", "2"),
-     "customfit: error: --devices: expected 1 for task adversarial (tasks that train on several "
-     f"devices: {SPREADING}); got 2"),
-    (("run", "gan", "--engine", "tensorflow", "--devices", "2", "--batch-size", "63"),
-     "customfit: error: --batch-size: expected a multiple of --devices 2 (each device takes an "
-     "equal share of a batch); got 63"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ("run", "digits", "--engine", "torch", "--devices", "0"),
+            "customfit: error: --devices: expected an integer > 0; got '0'",
+        ),
+        (
+            ("run", "digits", "--engine", "flax", "--devices", "two"),
+            "customfit: error: --devices: expected an integer > 0; got 'two'",
+        ),
+        (
+            ("run", "digits", "--engine", "keras-jax", "--devices", str(devices.most() + 1)),
+            f"customfit: error: --devices: expected at most {devices.most()} on this machine "
+            f"({devices.cores()} CPU cores, one device each); got {devices.most() + 1}",
+        ),
+        (
+            ("run", "adversarial", "--engine", "torch", "--devices", "2"),
+            "customfit: error: --devices: expected 1 for task adversarial (tasks that train on several "
+            f"devices: {SPREADING}); got 2",
+        ),
+        (
+            ("run", "gan", "--engine", "tensorflow", "--devices", "2", "--batch-size", "63"),
+            "customfit: error: --batch-size: expected a multiple of --devices 2 (each device takes an "
+            "equal share of a batch); got 63",
+        ),
+    ],
+)
 def test_bad_devices_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, argv, message):
     monkeypatch.setattr(devices, "cores", lambda: 2)  # the same message on any machine
     out = tmp_path / "run"
@@ -149,10 +192,22 @@ def test_bad_devices_is_one_line_and_exit_2(capsys, tmp_path, monkeypatch, argv,
 def test_devices_must_match_the_processes_torchrun_started(capsys, tmp_path, monkeypatch):
     for key, value in {"RANK": "0", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"}.items():
         monkeypatch.setenv(key, value)
-    status, err = _main(capsys, "run", "digits", "--engine", "torch", "--devices", "2",
-                        "--out", str(tmp_path / "run"))
-    assert (status, err) == (2, "customfit: error: --devices: expected 4, the number of "
-                                "processes torchrun started; got 2\n")
+    status, err = _main(
+        capsys,
+        "run",
+        "digits",
+        "--engine",
+        "torch",
+        "--devices",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert (status, err) == (
+        2,
+        "customfit: error: --devices: expected 4, the number of "
+        "processes torchrun started; got 2\n",
+    )
 
 
 # ---------------------------------------------------------------- a run through the command line
@@ -160,9 +215,28 @@ def test_devices_must_match_the_processes_torchrun_started(capsys, tmp_path, mon
 
 def _cli_run(engine, out, *extra):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "customfit", "run", "digits", "--engine", engine,
-                           "--devices", str(DEVICES), "--quiet", "--out", str(out), *extra],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "customfit",
+            "run",
+            "digits",
+            "--engine",
+            engine,
+            "--devices",
+            str(DEVICES),
+            "--quiet",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
 
 
 def test_a_run_on_two_devices_writes_as_one_does(tmp_path):
@@ -172,14 +246,16 @@ def test_a_run_on_two_devices_writes_as_one_does(tmp_path):
     engine, out = "torch", tmp_path / "run"
     done = _cli_run(engine, out, "--epochs", "1")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"digits on {engine}: model default, 1 epochs, batch 64, lr 0.001, seed 0, 2 devices" \
+    assert (
+        f"digits on {engine}: model default, 1 epochs, batch 64, lr 0.001, seed 0, 2 devices"
         in done.stdout
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["devices"] == DEVICES
     assert (out / "history.csv").read_text().count("\n") == 2  # a header and one epoch
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["checkpoint.safetensors", "curves.png", "history.csv", "metrics.json",
-         "probabilities.png"])
+        ["checkpoint.safetensors", "curves.png", "history.csv", "metrics.json", "probabilities.png"]
+    )
 
 
 # ---------------------------------------------------------------- the bar
@@ -195,7 +271,9 @@ def test_two_devices_reach_the_digits_bar(tmp_path, engine):
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["devices"] == DEVICES and metrics["config"]["epochs"] == 30
-    print(f"digits on {engine}, 2 devices: held-out accuracy {metrics['accuracy']:.4f}, "
-          f"{metrics['seconds_per_epoch']:.2f} s/epoch")  # shown with pytest -rP
+    print(
+        f"digits on {engine}, 2 devices: held-out accuracy {metrics['accuracy']:.4f}, "
+        f"{metrics['seconds_per_epoch']:.2f} s/epoch"
+    )  # shown with pytest -rP
     assert metrics["accuracy"] >= registry.spec("digits").bars(metrics["config"])["accuracy"]
     assert metrics["passed"] is True

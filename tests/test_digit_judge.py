@@ -22,8 +22,9 @@ def _samples():
 
 def test_cached_judge_equals_the_fitted_one(fresh_cache, monkeypatch):
     fitted = digit_judge.judge(_samples())
-    assert list(fresh_cache.iterdir()) == [fresh_cache.joinpath(
-        digit_judge._cache_path().rsplit("/", 1)[1])]
+    assert list(fresh_cache.iterdir()) == [
+        fresh_cache.joinpath(digit_judge._cache_path().rsplit("/", 1)[1])
+    ]
     digit_judge._judge_model.cache_clear()
 
     def no_fit():
@@ -38,8 +39,10 @@ def test_unreadable_cache_is_fitted_again(fresh_cache, monkeypatch):
     path = digit_judge._cache_path()
     with open(path, "wb") as f:
         f.write(b"not an npz file")
-    reference = digit_judge._Judge([np.zeros((64, 128)), np.zeros((128, 64)), np.zeros((64, 10))],
-                                   [np.zeros(128), np.zeros(64), np.zeros(10)])
+    reference = digit_judge._Judge(
+        [np.zeros((64, 128)), np.zeros((128, 64)), np.zeros((64, 10))],
+        [np.zeros(128), np.zeros(64), np.zeros(10)],
+    )
     monkeypatch.setattr(digit_judge, "_fit", lambda: reference)
     figures = digit_judge.judge(_samples())
     assert figures["confidence"] == pytest.approx(0.1)  # the stand-in's uniform answer

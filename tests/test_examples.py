@@ -20,13 +20,21 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 WORKER = ROOT / "tests" / "workers" / "example_worker.py"
 BACKENDS = ("tensorflow", "torch", "jax")
-NAMES = ("robust_regression", "vae", "wgan_gp", "targeted_perturbation", "energy_forces",
-         "sliced_score_matching")
+NAMES = (
+    "robust_regression",
+    "vae",
+    "wgan_gp",
+    "targeted_perturbation",
+    "energy_forces",
+    "sliced_score_matching",
+)
 
 
 def _env(backend, **extra):
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", **extra)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(ROOT) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     return env
 
 
@@ -41,9 +49,12 @@ def test_the_six_examples_are_short_keras_io_style_scripts():
             assert re.search(rf"^{field} \S", header, re.M), f"{name}: no {field} in its header"
         assert 'os.environ.get("CUSTOMFIT_QUICK") == "1"' in source, name
         # The script ends by asserting its own result.
-        assert isinstance(ast.parse(source).body[-1], ast.Assert), f"{name} does not end on an assert"
+        assert isinstance(ast.parse(source).body[-1], ast.Assert), (
+            f"{name} does not end on an assert"
+        )
         assert "KERAS_BACKEND" not in source.replace("KERAS_BACKEND=jax python", ""), (
-            f"{name} must not choose its backend")
+            f"{name} must not choose its backend"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +65,16 @@ def quick_reports(tmp_path_factory):
     running = {}
     for backend in BACKENDS:
         log = open(folder / f"{backend}.log", "w")
-        running[backend] = (subprocess.Popen(
-            [sys.executable, str(WORKER), str(folder / f"{backend}.json"), *scripts],
-            cwd=folder, env=_env(backend, OMP_NUM_THREADS="1"), stdout=log,
-            stderr=subprocess.STDOUT), log)
+        running[backend] = (
+            subprocess.Popen(
+                [sys.executable, str(WORKER), str(folder / f"{backend}.json"), *scripts],
+                cwd=folder,
+                env=_env(backend, OMP_NUM_THREADS="1"),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ),
+            log,
+        )
     reports = {}
     for backend, (proc, log) in running.items():
         proc.wait(timeout=900)
@@ -74,7 +91,9 @@ def test_example_runs_briefly_and_reaches_its_quick_bar(name, backend, quick_rep
     report = quick_reports[backend].get(name)
     assert report is not None, f"{name} on {backend} did not run:\n{quick_reports[backend]['_log']}"
     assert report["backend"] == backend
-    assert report["status"] == "passed", f"{name} on {backend}: {report['error']}\n{report['output']}"
+    assert report["status"] == "passed", (
+        f"{name} on {backend}: {report['error']}\n{report['output']}"
+    )
 
 
 @pytest.mark.slow
@@ -82,8 +101,15 @@ def test_example_runs_briefly_and_reaches_its_quick_bar(name, backend, quick_rep
 @pytest.mark.parametrize("name", NAMES)
 def test_example_in_full_reaches_its_bar(name, backend, tmp_path):
     # One thread: on a shared 2-core machine PyTorch's second thread spins and runs 20x slower.
-    proc = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py")], cwd=tmp_path,
-                          env=_env(backend, OMP_NUM_THREADS="1"), capture_output=True, text=True,
-                          timeout=1800)
-    assert proc.returncode == 0, f"{name} on {backend}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py")],
+        cwd=tmp_path,
+        env=_env(backend, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, (
+        f"{name} on {backend}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     print(f"{name} on {backend}: {proc.stdout.strip().splitlines()[-1]}")

@@ -41,8 +41,16 @@ TINY = {
     "gan": ["--epochs", "2", "--batch-size", "256", "--critic-steps", "1"],
     # Tasks landing beside this file (not run on this branch: written from their specs).
     "score": ["--epochs", "2", "--batch-size", "512", "--sampling-steps", "1", "--samples", "300"],
-    "score-digits": ["--epochs", "2", "--batch-size", "256", "--sampling-steps", "1",
-                     "--noise-levels", "5"],
+    "score-digits": [
+        "--epochs",
+        "2",
+        "--batch-size",
+        "256",
+        "--sampling-steps",
+        "1",
+        "--noise-levels",
+        "5",
+    ],
     "mnist": ["--epochs", "2", "--data", "{mnist}"],
 }
 # A task without a line above runs 2 epochs of its defaults (add a line when that is too slow).
@@ -65,8 +73,11 @@ def other_engine(task):
 
 
 def both_engines():
-    return [(task, engine) for task in registry.TASKS
-            for engine in (default_engine(task), other_engine(task))]
+    return [
+        (task, engine)
+        for task in registry.TASKS
+        for engine in (default_engine(task), other_engine(task))
+    ]
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -95,18 +106,32 @@ def data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("data")
     files = {}
     digits = digits_split()
-    for name, split, n_train, n_test in (("toy", toy_split(), 200, 100), ("digits", digits, 200, 60)):
+    for name, split, n_train, n_test in (
+        ("toy", toy_split(), 200, 100),
+        ("digits", digits, 200, 60),
+    ):
         files[name] = str(folder / f"{name}.npz")
-        np.savez(files[name], x_train=split.x_train[:n_train], y_train=split.y_train[:n_train],
-                 x_test=split.x_test[:n_test], y_test=split.y_test[:n_test])
+        np.savez(
+            files[name],
+            x_train=split.x_train[:n_train],
+            y_train=split.y_train[:n_train],
+            x_test=split.x_test[:n_test],
+            y_test=split.y_test[:n_test],
+        )
+
     # MNIST's layout (uint8 28x28, labels 0-9): the digits, each pixel a 3.5x3.5 block.
     def at_28(x):
         big = np.kron(x[..., 0], np.ones((3, 3), np.float32))
         return (np.pad(big, ((0, 0), (2, 2), (2, 2))) * 255).astype(np.uint8)
 
     files["mnist"] = str(folder / "mnist.npz")
-    np.savez(files["mnist"], x_train=at_28(digits.x_train[:200]), y_train=digits.y_train[:200],
-             x_test=at_28(digits.x_test[:60]), y_test=digits.y_test[:60])
+    np.savez(
+        files["mnist"],
+        x_train=at_28(digits.x_train[:200]),
+        y_train=digits.y_train[:200],
+        x_test=at_28(digits.x_test[:60]),
+        y_test=digits.y_test[:60],
+    )
     return files
 
 
@@ -120,8 +145,17 @@ class Run:
         self.epochs = int(self.flags[self.flags.index("--epochs") + 1])
 
     def __call__(self, out, *extra, faults=None):
-        argv = ["run", self.task, "--engine", self.engine, "--out", out, "--quiet",
-                *self.flags, *extra]
+        argv = [
+            "run",
+            self.task,
+            "--engine",
+            self.engine,
+            "--out",
+            out,
+            "--quiet",
+            *self.flags,
+            *extra,
+        ]
         return self.server.run(argv, self.root, faults)
 
     def path(self, out, name="checkpoint.safetensors"):
@@ -221,7 +255,9 @@ def tour(run, tmp):
     status, _, err = run(out, *go_on, faults=f"interrupt@step:1.{k}")
     line = one_line(err)
     assert status == 130, err[-3000:]
-    assert line.startswith(f"customfit: stopped: Ctrl-C after step {k} of {steps} in epoch 1; "), line
+    assert line.startswith(f"customfit: stopped: Ctrl-C after step {k} of {steps} in epoch 1; "), (
+        line
+    )
     assert "keeps the initial weights (epoch 0)" in line, line
     # The command goes on at the new rate, which the checkpoint does not hold yet.
     assert line.endswith(f" --resume --lr {lr!r}") and f"--out {out} " in line, line
@@ -249,7 +285,9 @@ def tour(run, tmp):
         lock.release()
     line = one_line(err)
     assert status == 2, err[-3000:]
-    assert "expected an output folder that no other run is using" in line and "the test" in line, line
+    assert "expected an output folder that no other run is using" in line and "the test" in line, (
+        line
+    )
 
     # 7. Killed halfway through writing epoch 2's checkpoint, then through a figure.
     status, _, err = run(out, *go_on, faults="kill@write:checkpoint.safetensors")
@@ -302,8 +340,11 @@ def twenty_kills(run, kills=20):
         done = run.saved_epoch(out)
         if kind is None:
             training_left = done is None or done < run.epochs
-            kind = (rng.choice(["step", "step", "checkpoint"]) if training_left and i < kills * 2 // 3
-                    else rng.choice(["figure", "file"]))
+            kind = (
+                rng.choice(["step", "step", "checkpoint"])
+                if training_left and i < kills * 2 // 3
+                else rng.choice(["figure", "file"])
+            )
         if kind == "step":
             point = f"step:{min((done or 0) + 1, run.epochs)}.{rng.randint(1, steps)}"
         elif kind == "checkpoint":
@@ -354,32 +395,55 @@ cp -a "$T/run" "$COPY"
 def test_a_full_tmpfs_keeps_the_previous_checkpoint(servers, data, tmp_path):
     if shutil.which("unshare") is None or shutil.which("mount") is None:
         pytest.skip("no unshare/mount here to make a size-limited file system")
-    probe = subprocess.run(["unshare", "--mount", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {tmp_path}"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {tmp_path}"],
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs in a mount namespace here ({probe.stderr.strip()}); "
-                    "the injected write failures of test_every_fault_on_every_task stand in")
+        pytest.skip(
+            f"cannot mount a tmpfs in a mount namespace here ({probe.stderr.strip()}); "
+            "the injected write failures of test_every_fault_on_every_task stand in"
+        )
     run = Run(servers("torch"), "toy", "torch", data, tmp_path)
     status, _, err = run("two", "--epochs", "2")
     assert status == 0, err[-3000:]
     size = os.path.getsize(run.path("two"))
     before = open(run.path("two"), "rb").read()
     (tmp_path / "mnt").mkdir()
-    env = dict(os.environ, T=str(tmp_path / "mnt"), SOURCE=run.path("two", ""), COPY=str(tmp_path / "after"),
-               DATA=data["toy"], PYTHON=sys.executable, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=ROOT)
+    env = dict(
+        os.environ,
+        T=str(tmp_path / "mnt"),
+        SOURCE=run.path("two", ""),
+        COPY=str(tmp_path / "after"),
+        DATA=data["toy"],
+        PYTHON=sys.executable,
+        OMP_NUM_THREADS="1",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONPATH=ROOT,
+    )
     env.pop("KERAS_BACKEND", None)
     script = FILL.format(size=4 * 1024 * 1024, room=size // 2)
-    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                          env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     status = int((tmp_path / "after.status").read_text())
     err = (tmp_path / "after.err").read_text()
     line = one_line(err)
     assert status == 1, err
-    assert line.startswith("customfit: error: cannot write ") and "No space left on device" in line, line
+    assert (
+        line.startswith("customfit: error: cannot write ") and "No space left on device" in line
+    ), line
     assert "keeps epoch 2" in line and line.endswith("--resume"), line
     assert open(tmp_path / "after" / "checkpoint.safetensors", "rb").read() == before
     arrays, meta = checkpoint.load(tmp_path / "after" / "checkpoint.safetensors")
     assert meta["epoch"] == 2 and arrays
-    assert not [f for f in os.listdir(tmp_path / "after") if f.startswith(".")], "temporary files left"
+    assert not [f for f in os.listdir(tmp_path / "after") if f.startswith(".")], (
+        "temporary files left"
+    )

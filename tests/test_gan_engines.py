@@ -27,11 +27,18 @@ KERAS = ("keras-tensorflow", "keras-torch", "keras-jax")
 RTOL = 1e-4  # float32 engines against float64 NumPy, and against each other
 LATENT = 10
 MODELS = ("lecture", "default")
-TRAINING = {"model": "default", "n_train": 96, "batch_size": 32, "critic_steps": 2, "lr": 1e-3,
-            "seed": 0}
+TRAINING = {
+    "model": "default",
+    "n_train": 96,
+    "batch_size": 32,
+    "critic_steps": 2,
+    "lr": 1e-3,
+    "seed": 0,
+}
 
 
 # ---------------------------------------------------------------- the NumPy reference, float64
+
 
 def _conv(x, kernel, stride=1, pad=(0, 0)):
     """Keras's Conv2D, kernel (kh, kw, in, out), padding `pad` (before, after) on H and W."""
@@ -50,9 +57,10 @@ def _conv_transpose(x, kernel, stride=1, crop=(0, 0)):
     full = np.zeros((n, (h - 1) * stride + k, (w - 1) * stride + k, out))
     for a in range(k):
         for b in range(k):
-            full[:, a:a + (h - 1) * stride + 1:stride, b:b + (w - 1) * stride + 1:stride] += \
-                np.einsum("nhwc,oc->nhwo", x, kernel[a, b])
-    return full[:, crop[0]:full.shape[1] - crop[1], crop[0]:full.shape[2] - crop[1]]
+            full[
+                :, a : a + (h - 1) * stride + 1 : stride, b : b + (w - 1) * stride + 1 : stride
+            ] += np.einsum("nhwc,oc->nhwo", x, kernel[a, b])
+    return full[:, crop[0] : full.shape[1] - crop[1], crop[0] : full.shape[2] - crop[1]]
 
 
 def _norm(h, p, name, training, eps):
@@ -81,9 +89,13 @@ def softplus(h):
 
 
 def _params(model, weights):
-    return {net: {e.name: np.asarray(a, np.float64)
-                  for e, a in zip(layout.entries(model, LATENT)[net], weights[net])}
-            for net in layout.NETWORKS}
+    return {
+        net: {
+            e.name: np.asarray(a, np.float64)
+            for e, a in zip(layout.entries(model, LATENT)[net], weights[net])
+        }
+        for net in layout.NETWORKS
+    }
 
 
 def generator(model, p, z, training):
@@ -92,16 +104,19 @@ def generator(model, p, z, training):
         eps = layout.LECTURE["bn_epsilon"]
         h = relu(z @ p["dense/kernel"] + p["dense/bias"]).reshape(-1, 4, 4, 16)
         h = _norm(h, p, "norm0", training, eps)
-        h = _norm(relu(_conv_transpose(h, p["up1/kernel"]) + bias("up1")), p, "norm1",
-                  training, eps)
-        h = _norm(relu(_conv_transpose(h, p["up2/kernel"]) + bias("up2")), p, "norm2",
-                  training, eps)
+        h = _norm(
+            relu(_conv_transpose(h, p["up1/kernel"]) + bias("up1")), p, "norm1", training, eps
+        )
+        h = _norm(
+            relu(_conv_transpose(h, p["up2/kernel"]) + bias("up2")), p, "norm2", training, eps
+        )
         return sigmoid(_conv_transpose(h, p["out/kernel"]) + bias("out"))
     eps, w = layout.DEFAULT["bn_epsilon"], layout.DEFAULT["width"]
     h = (z @ p["dense/kernel"] + p["dense/bias"]).reshape(-1, 4, 4, w)
     h = relu(_norm(h, p, "norm0", training, eps))
-    h = relu(_norm(_conv_transpose(h, p["up/kernel"], 2, (1, 1)) + bias("up"), p, "norm1",
-                   training, eps))
+    h = relu(
+        _norm(_conv_transpose(h, p["up/kernel"], 2, (1, 1)) + bias("up"), p, "norm1", training, eps)
+    )
     return sigmoid(_conv_transpose(h, p["out/kernel"], 1, (1, 1)) + bias("out"))
 
 
@@ -122,8 +137,10 @@ def numpy_objectives(model, weights, x, z_dis, z_gen):
     p = _params(model, weights)
     x = np.asarray(x, np.float64)
     fake = generator(model, p["gen"], np.asarray(z_dis, np.float64), True)
-    dis = (softplus(-discriminator(model, p["dis"], x, True)).mean()
-           + softplus(discriminator(model, p["dis"], fake, True)).mean())
+    dis = (
+        softplus(-discriminator(model, p["dis"], x, True)).mean()
+        + softplus(discriminator(model, p["dis"], fake, True)).mean()
+    )
     fake = generator(model, p["gen"], np.asarray(z_gen, np.float64), True)
     gen = softplus(-discriminator(model, p["dis"], fake, True)).mean()
     digits = generator(model, p["gen"], np.asarray(z_gen, np.float64), False)[..., 0]
@@ -149,6 +166,7 @@ def _directional(model, weights, x, z_dis, z_gen, objective, direction, h=1e-5):
 
 
 # ---------------------------------------------------------------- inputs and workers
+
 
 @pytest.fixture(scope="module")
 def inputs():
@@ -181,8 +199,9 @@ def _selected_engines(session):
 
 
 def _run_worker(job, folder):
-    return run_worker(WORKER, job, folder, registry.KERAS_BACKEND[job["engine"]], 600,
-                      one_thread=True)
+    return run_worker(
+        WORKER, job, folder, registry.KERAS_BACKEND[job["engine"]], 600, one_thread=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -199,8 +218,14 @@ def results(request, tmp_path_factory, inputs):
     pool = ThreadPoolExecutor(max_workers=2)
     futures = {}
     for engine in _selected_engines(request.session):
-        job = {"engine": engine, "inputs": str(folder / "inputs.npz"), "models": list(MODELS),
-               "latent": LATENT, "training": TRAINING, "frozen": engine in KERAS}
+        job = {
+            "engine": engine,
+            "inputs": str(folder / "inputs.npz"),
+            "models": list(MODELS),
+            "latent": LATENT,
+            "training": TRAINING,
+            "frozen": engine in KERAS,
+        }
         futures[engine] = pool.submit(_run_worker, job, folder)
 
     yield reports_of(futures)
@@ -209,8 +234,10 @@ def results(request, tmp_path_factory, inputs):
 
 @pytest.fixture(scope="module")
 def reference(inputs):
-    return {model: numpy_objectives(model, c["weights"], c["x"], c["z_dis"], c["z_gen"])
-            for model, c in inputs.items()}
+    return {
+        model: numpy_objectives(model, c["weights"], c["x"], c["z_dis"], c["z_gen"])
+        for model, c in inputs.items()
+    }
 
 
 def _relative(a, b):
@@ -219,6 +246,7 @@ def _relative(a, b):
 
 
 # ---------------------------------------------------------------- the reference itself
+
 
 def test_numpy_conv_transpose_is_the_gradient_of_conv():
     """The reference's transposed convolution is the adjoint of its convolution (what Keras's
@@ -236,6 +264,7 @@ def test_numpy_conv_transpose_is_the_gradient_of_conv():
 
 
 # ---------------------------------------------------------------- parity
+
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("engine", registry.ENGINES)
@@ -273,12 +302,23 @@ def test_gradients_equal_across_engines(engine, model, results, inputs):
             direction = [rng.normal(size=e.shape) for e in learned]
             norm = math.sqrt(sum(float(np.sum(v * v)) for v in direction))
             direction = [v / norm for v in direction]
-            numeric = _directional(model, case["weights"], case["x"], case["z_dis"],
-                                   case["z_gen"], objective, direction)
-            analytic = sum(float(np.sum(np.asarray(g, np.float64) * v))
-                           for g, v in zip(grads, direction))
-            assert abs(numeric - analytic) <= RTOL * abs(analytic) + 1e-7, \
-                (objective, numeric, analytic)
+            numeric = _directional(
+                model,
+                case["weights"],
+                case["x"],
+                case["z_dis"],
+                case["z_gen"],
+                objective,
+                direction,
+            )
+            analytic = sum(
+                float(np.sum(np.asarray(g, np.float64) * v)) for g, v in zip(grads, direction)
+            )
+            assert abs(numeric - analytic) <= RTOL * abs(analytic) + 1e-7, (
+                objective,
+                numeric,
+                analytic,
+            )
 
 
 @pytest.mark.parametrize("engine", registry.ENGINES)
@@ -290,6 +330,7 @@ def test_parity_hook_moves_nothing(engine, results):
 
 
 # ---------------------------------------------------------------- resume and repeat
+
 
 def _batches_per_epoch():
     return math.ceil(TRAINING["n_train"] / TRAINING["batch_size"])
@@ -307,16 +348,18 @@ def test_resumed_run_equals_uninterrupted_run(engine, results):
     assert report["C"][0]["means"] == report["A"][1]["means"]
     assert report["C"][0]["val"] == report["A"][1]["val"]
     arrays = report["arrays"]
-    names = [k[len("A/state/"):] for k in arrays if k.startswith("A/state/")]
+    names = [k[len("A/state/") :] for k in arrays if k.startswith("A/state/")]
     expected = ["gen/adam/step", "dis/adam/step"]
     for net, entry_list in layout.entries(TRAINING["model"], LATENT).items():
         expected += [f"{net}/{e.name}" for e in entry_list]
-        expected += [f"{net}/adam/{m}/{e.name}" for e in layout.trainable(entry_list)
-                     for m in ("m", "v")]
+        expected += [
+            f"{net}/adam/{m}/{e.name}" for e in layout.trainable(entry_list) for m in ("m", "v")
+        ]
     assert sorted(names) == sorted(expected)
     for name in names:
-        np.testing.assert_array_equal(arrays[f"C/state/{name}"], arrays[f"A/state/{name}"],
-                                      err_msg=name)
+        np.testing.assert_array_equal(
+            arrays[f"C/state/{name}"], arrays[f"A/state/{name}"], err_msg=name
+        )
     # The statistics did move in training (so the comparison above means something).
     assert not np.array_equal(arrays["A/state/gen/norm0/mean"], np.zeros(layout.DEFAULT["width"]))
     assert not np.array_equal(arrays["A/state/dis/norm/variance"], np.ones(layout.DEFAULT["width"]))
@@ -331,8 +374,10 @@ def test_same_seed_same_run_other_seed_other_run(engine, results):
     arrays = report["arrays"]
     for key in [k for k in arrays if k.startswith("A/state/")]:
         np.testing.assert_array_equal(arrays["B" + key[1:]], arrays[key], err_msg=key)
-    assert report["initial_weights_follow_the_seed"] == {"same_seed_same": True,
-                                                         "other_seed_other": True}
+    assert report["initial_weights_follow_the_seed"] == {
+        "same_seed_same": True,
+        "other_seed_other": True,
+    }
     np.testing.assert_array_equal(arrays["samples_0"], arrays["samples_0_again"])
     assert not np.array_equal(arrays["samples_0"], arrays["samples_1"])
     assert arrays["samples_0"].shape == (20, 8, 8)
@@ -352,6 +397,7 @@ def test_train_epoch_reports_running_means(engine, results):
 
 
 # ---------------------------------------------------------------- cf.frozen (keras-* engines)
+
 
 @pytest.mark.parametrize("engine", KERAS)
 def test_an_update_moves_its_own_network_only(engine, results):

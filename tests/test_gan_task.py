@@ -43,8 +43,19 @@ def _env():
 
 
 def _command(engine, out, *extra):
-    return [sys.executable, "-m", "customfit", "run", "gan", "--engine", engine, "--out", str(out),
-            *SHORT, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "customfit",
+        "run",
+        "gan",
+        "--engine",
+        engine,
+        "--out",
+        str(out),
+        *SHORT,
+        *extra,
+    ]
 
 
 # ----------------------------------------------------------------------------- layout and spec
@@ -88,9 +99,13 @@ def test_torch_layout_round_trips_and_is_pytorchs():
 def test_state_packs_and_unpacks_with_names_checked():
     weights = gan_random_weights("default", 10, seed=3)
     entries = layout.entries("default", 10)
-    moments = {net: ([np.full(e.shape, 0.5, np.float32) for e in layout.trainable(entries[net])],
-                     [np.full(e.shape, 0.25, np.float32) for e in layout.trainable(entries[net])])
-               for net in layout.NETWORKS}
+    moments = {
+        net: (
+            [np.full(e.shape, 0.5, np.float32) for e in layout.trainable(entries[net])],
+            [np.full(e.shape, 0.25, np.float32) for e in layout.trainable(entries[net])],
+        )
+        for net in layout.NETWORKS
+    }
     arrays = layout.pack_state("default", 10, weights, moments, {"gen": 7, "dis": 35})
     assert "gen/up/kernel" in arrays and "dis/norm/variance" in arrays
     assert "dis/adam/m/logit/kernel" in arrays and "dis/adam/m/norm/mean" not in arrays
@@ -145,8 +160,9 @@ def test_judge_extras_and_refusals(monkeypatch):
     from customfit.tasks import digit_judge
 
     # The digit judge itself is tested with it; here, what the spec adds to it.
-    monkeypatch.setattr(digit_judge, "judge", lambda samples: {"fd": 1.0, "confidence": 1.0,
-                                                               "coverage": 1.0})
+    monkeypatch.setattr(
+        digit_judge, "judge", lambda samples: {"fd": 1.0, "confidence": 1.0, "coverage": 1.0}
+    )
     split = spec.load()
     rng = np.random.default_rng(0)
     copies = split.x_train[rng.choice(len(split.x_train), 1000)][..., 0]
@@ -196,10 +212,20 @@ def test_figures_and_the_animation_of_the_epochs_run(tmp_path):
 
 def _short_run(engine, folder):
     out = folder / engine
-    done = subprocess.run(_command(engine, out, "--quiet"), cwd=folder, env=_env(),
-                          capture_output=True, text=True, timeout=600)
-    return {"out": out, "returncode": done.returncode, "stdout": done.stdout,
-            "stderr": done.stderr[-4000:]}
+    done = subprocess.run(
+        _command(engine, out, "--quiet"),
+        cwd=folder,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return {
+        "out": out,
+        "returncode": done.returncode,
+        "stdout": done.stdout,
+        "stderr": done.stderr[-4000:],
+    }
 
 
 def _selected_engines(session):
@@ -238,24 +264,43 @@ def test_short_run_writes_its_files_and_sane_metrics(engine, short_runs):
     run = short_runs(engine)
     out = run["out"]
     assert "gan on " + engine in run["stdout"] and "fd " in run["stdout"]
-    assert ("beside it, the lecture's GAN (keras-torch, seed 0): fd 21.4021, confidence 0.8514, "
-            "coverage 0.9125") in run["stdout"]
+    assert (
+        "beside it, the lecture's GAN (keras-torch, seed 0): fd 21.4021, confidence 0.8514, "
+        "coverage 0.9125"
+    ) in run["stdout"]
     assert "beside it, real training digits: fd 1.0705" in run["stdout"]
-    assert sorted(os.listdir(out)) == sorted([
-        "checkpoint.safetensors", "curves.png", "epochs", "history.csv", "metrics.json",
-        "samples.npy", "samples.png", "training.gif"])
+    assert sorted(os.listdir(out)) == sorted(
+        [
+            "checkpoint.safetensors",
+            "curves.png",
+            "epochs",
+            "history.csv",
+            "metrics.json",
+            "samples.npy",
+            "samples.png",
+            "training.gif",
+        ]
+    )
     assert sorted(os.listdir(out / "epochs")) == ["epoch_0001.npy", "epoch_0002.npy"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "gan" and metrics["engine"] == engine and metrics["headline"] == "fd"
-    assert metrics["config"] == {"epochs": 2, "batch_size": 256, "lr": 0.001, "seed": 0,
-                                 "model": "default", "data": "built-in", "critic_steps": 5,
-                                 "latent": 10}
+    assert metrics["config"] == {
+        "epochs": 2,
+        "batch_size": 256,
+        "lr": 0.001,
+        "seed": 0,
+        "model": "default",
+        "data": "built-in",
+        "critic_steps": 5,
+        "latent": 10,
+    }
     assert metrics["bar"] == {"fd": ["<=", round(0.7 * spec.LECTURE_FD, 4)], "coverage": 0.9}
     assert math.isfinite(metrics["fd"]) and metrics["fd"] > 0.5
     assert 0.1 < metrics["confidence"] <= 1.0 and 0.0 <= metrics["coverage"] <= 1.0
     assert metrics["nearest_train_l2"] > 0.1
-    assert metrics["passed"] == (metrics["fd"] <= metrics["bar"]["fd"][1]
-                                 and metrics["coverage"] >= 0.9)
+    assert metrics["passed"] == (
+        metrics["fd"] <= metrics["bar"]["fd"][1] and metrics["coverage"] >= 0.9
+    )
 
     history = read_history_csv(out / "history.csv")
     assert list(history[0]) == COLUMNS and [r["epoch"] for r in history] == [1, 2]
@@ -285,8 +330,13 @@ def test_short_run_writes_its_files_and_sane_metrics(engine, short_runs):
 def _run_until_killed(engine, out, cwd):
     """Start `customfit run gan`, read its progress bar, and SIGKILL it the moment epoch 2's bar
     appears: the loop draws it right after epoch 1's checkpoint, history and grid are written."""
-    proc = subprocess.Popen(_command(engine, out), cwd=cwd, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _command(engine, out),
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     killed = cli_runs.kill_on(proc, "Epoch 2/2", seconds=300)
     assert killed["returncode"] == -signal.SIGKILL, (killed["returncode"], killed["stderr"])
 
@@ -303,15 +353,23 @@ def test_killed_run_resumes_to_where_the_uninterrupted_run_ends(engine, short_ru
     assert not (out / "metrics.json").exists() and not (out / "training.gif").exists()
     assert sorted(os.listdir(out / "epochs"))[:1] == ["epoch_0001.npy"]
 
-    resumed = subprocess.run(_command(engine, out, "--resume", "--quiet"), cwd=tmp_path,
-                             env=_env(), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        _command(engine, out, "--resume", "--quiet"),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed after epoch {meta['epoch']}" in resumed.stdout
 
     a_arrays, a_meta = checkpoint.load(straight / "checkpoint.safetensors")
     r_arrays, r_meta = checkpoint.load(out / "checkpoint.safetensors")
-    numbers = lambda history: [{k: v for k, v in row.items() if k != "seconds"}  # noqa: E731
-                               for row in history]
+
+    def numbers(history):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
     assert numbers(r_meta["history"]) == numbers(a_meta["history"])
     assert sorted(r_arrays) == sorted(a_arrays)
     for name in a_arrays:  # both networks, batch-norm statistics, both optimizers, bit for bit
@@ -329,16 +387,30 @@ def test_killed_run_resumes_to_where_the_uninterrupted_run_ends(engine, short_ru
 def test_resume_keeps_the_critic_steps_and_refuses_others(short_runs, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(short_runs("torch")["out"], out)
-    done = subprocess.run(_command("torch", out, "--resume", "--critic-steps", "3"),
-                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        _command("torch", out, "--resume", "--critic-steps", "3"),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "critic" in done.stderr and "5" in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("flag, value, expected", [
-    ("--critic-steps", "0", "critic"), ("--latent", "-3", "latent"), ("--model", "mlp", "model")])
+@pytest.mark.parametrize(
+    "flag, value, expected",
+    [("--critic-steps", "0", "critic"), ("--latent", "-3", "latent"), ("--model", "mlp", "model")],
+)
 def test_bad_options_get_one_line(flag, value, expected, tmp_path):
-    done = subprocess.run(_command("torch", tmp_path / "bad", flag, value), cwd=tmp_path,
-                          env=_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        _command("torch", tmp_path / "bad", flag, value),
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and expected in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and not (tmp_path / "bad").exists()

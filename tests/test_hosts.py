@@ -41,22 +41,49 @@ def _free_ports(n):
 def _host_env(engine, index, ports):
     """Process `index`'s environment for a run across two hosts, as each host's launch sets it."""
     if engine in devices.TENSORFLOW_ENGINES:
-        return {"TF_CONFIG": json.dumps({
-            "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-            "task": {"type": "worker", "index": index}})}
-    return {"KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{ports[0]}",
-            "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
+        return {
+            "TF_CONFIG": json.dumps(
+                {
+                    "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                    "task": {"type": "worker", "index": index},
+                }
+            )
+        }
+    return {
+        "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{ports[0]}",
+        "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+        "KERAS_DISTRIBUTION_PROCESS_ID": str(index),
+    }
 
 
 def _command(engine, data, out, *extra, launcher=()):
-    return [sys.executable, *launcher, "-m", "customfit", *RUN, "--engine", engine,
-            "--data", str(data), "--out", str(out), *extra]
+    return [
+        sys.executable,
+        *launcher,
+        "-m",
+        "customfit",
+        *RUN,
+        "--engine",
+        engine,
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _torchrun(port):
     """One host's launcher for two hosts of one process each, meeting at 127.0.0.1:port."""
-    return ("-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
-            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=hosts")
+    return (
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc-per-node=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+        "--rdzv-id=hosts",
+    )
 
 
 def _env(**extra):
@@ -70,8 +97,13 @@ def _slice(folder, train=256, test=128):
     """256 training samples (4 global batches of 64: nothing left out on either side)."""
     split = registry.spec("digits").load()
     path = folder / "slice.npz"
-    np.savez(path, x_train=split.x_train[:train], y_train=split.y_train[:train],
-             x_test=split.x_test[:test], y_test=split.y_test[:test])
+    np.savez(
+        path,
+        x_train=split.x_train[:train],
+        y_train=split.y_train[:train],
+        x_test=split.x_test[:test],
+        y_test=split.y_test[:test],
+    )
     return path
 
 
@@ -80,12 +112,17 @@ def _two_hosts(engine, data, outs):
     with exit status 0. Returns the folders [the one process 0 wrote, the other one]."""
     ports = _free_ports(2)
     torch = engine in devices.TORCH_ENGINES
-    hosts = [subprocess.Popen(_command(engine, data, outs[i],
-                                       launcher=_torchrun(ports[0]) if torch else ()),
-                              cwd=ROOT, text=True,
-                              env=_env(**({} if torch else _host_env(engine, i, ports))),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for i in range(2)]
+    hosts = [
+        subprocess.Popen(
+            _command(engine, data, outs[i], launcher=_torchrun(ports[0]) if torch else ()),
+            cwd=ROOT,
+            text=True,
+            env=_env(**({} if torch else _host_env(engine, i, ports))),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
     _finished(hosts)
     if torch and outs[1].exists():
         return outs[::-1]  # the second launcher's process got global rank 0
@@ -100,26 +137,40 @@ def _state(folder):
 
 def _relative(a, b):
     assert sorted(a) == sorted(b)
-    return max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]), initial=0.0))
-               / max(float(np.max(np.abs(a[k]), initial=0.0)), 1e-30) for k in a)
+    return max(
+        float(np.max(np.abs(a[k].astype(np.float64) - b[k]), initial=0.0))
+        / max(float(np.max(np.abs(a[k]), initial=0.0)), 1e-30)
+        for k in a
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["tensorflow", "keras-tensorflow", "flax", "keras-jax", "torch",
-                                    "keras-torch"])
+@pytest.mark.parametrize(
+    "engine", ["tensorflow", "keras-tensorflow", "flax", "keras-jax", "torch", "keras-torch"]
+)
 def test_two_hosts_train_as_one_device(tmp_path, engine):
     """torch: two torchrun launchers (--nnodes 2, c10d rendezvous); the rendezvous gives global
     rank 0 to either, and that one writes."""
     data = _slice(tmp_path)
     outs = _two_hosts(engine, data, [tmp_path / "host0", tmp_path / "host1"])
-    one = subprocess.run(_command(engine, data, tmp_path / "one", "--devices", "1"), cwd=ROOT,
-                         env=_env(), capture_output=True, text=True, timeout=300)
+    one = subprocess.run(
+        _command(engine, data, tmp_path / "one", "--devices", "1"),
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
 
     assert not outs[1].exists()  # process 1 wrote nothing there (JAX, TF: a scratch folder)
     assert sorted(p.name for p in outs[0].iterdir()) == [
-        "checkpoint.safetensors", "curves.png", "history.csv", "metrics.json",
-        "probabilities.png"]
+        "checkpoint.safetensors",
+        "curves.png",
+        "history.csv",
+        "metrics.json",
+        "probabilities.png",
+    ]
     metrics = json.loads((outs[0] / "metrics.json").read_text())
     assert metrics["config"]["devices"] == 2
     spread, alone = _state(outs[0]), _state(tmp_path / "one")
@@ -143,8 +194,12 @@ def test_two_hosts_join_and_finish_together(tmp_path, engine):
     outs = _two_hosts(engine, data, [tmp_path / "host0", tmp_path / "host1"])
     assert not outs[1].exists()
     assert sorted(p.name for p in outs[0].iterdir()) == [
-        "checkpoint.safetensors", "curves.png", "history.csv", "metrics.json",
-        "probabilities.png"]
+        "checkpoint.safetensors",
+        "curves.png",
+        "history.csv",
+        "metrics.json",
+        "probabilities.png",
+    ]
     metrics = json.loads((outs[0] / "metrics.json").read_text())
     assert metrics["config"]["devices"] == 2
     assert int(_state(outs[0])["adam/step"]) == 2
@@ -161,40 +216,77 @@ def _main(capsys, argv):
     return status, capsys.readouterr().err
 
 
-TF_TWO = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
-                     "task": {"type": "worker", "index": 0}})
-JAX_TWO = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": "127.0.0.1:1",
-           "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": "0"}
-TF_FORM = ('JSON {"cluster": {"worker": ["HOST:PORT", ...]}, "task": {"type": "worker", '
-           '"index": I}} with I one of the workers')
+TF_TWO = json.dumps(
+    {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}}
+)
+JAX_TWO = {
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES": "127.0.0.1:1",
+    "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+    "KERAS_DISTRIBUTION_PROCESS_ID": "0",
+}
+TF_FORM = (
+    'JSON {"cluster": {"worker": ["HOST:PORT", ...]}, "task": {"type": "worker", '
+    '"index": I}} with I one of the workers'
+)
 
 
-@pytest.mark.parametrize("environment, argv, message", [
-    ({"TF_CONFIG": "workers: 2"}, ("--engine", "tensorflow"),
-     f"TF_CONFIG: expected {TF_FORM}; got 'workers: 2'"),
-    ({"TF_CONFIG": TF_TWO.replace('"index": 0', '"index": 2')}, ("--engine", "tensorflow"),
-     f"TF_CONFIG: expected {TF_FORM}; got '{TF_TWO.replace(': 0', ': 2')[:77]}...'"),
-    ({"TF_CONFIG": TF_TWO}, ("--engine", "flax"),
-     "--engine: expected tensorflow or keras-tensorflow where TF_CONFIG names several processes "
-     "(flax spreads over hosts with KERAS_DISTRIBUTION_*); got 'flax'"),
-    (JAX_TWO, ("--engine", "torch"),
-     "--engine: expected flax or keras-jax where KERAS_DISTRIBUTION_* names several processes "
-     "(torch spreads over hosts with torchrun --nnodes); got 'torch'"),
-    ({"TF_CONFIG": TF_TWO}, ("--engine", "keras-tensorflow", "--devices", "3"),
-     "--devices: expected 2, one device on each of the 2 processes TF_CONFIG names; got 3"),
-    ({"TF_CONFIG": TF_TWO}, ("--engine", "tensorflow", "--devices", "1"),
-     "--devices: expected 2, one device on each of the 2 processes TF_CONFIG names; got 1"),
-    (JAX_TWO, ("--engine", "flax", "--devices", "3"),
-     "--devices: expected a multiple of the 2 processes KERAS_DISTRIBUTION_* names (each holds an "
-     "equal share of the devices); got 3"),
-    (dict(JAX_TWO, KERAS_DISTRIBUTION_PROCESS_ID="2"), ("--engine", "keras-jax"),
-     "KERAS_DISTRIBUTION_PROCESS_ID: expected an integer from 0 to 1; got '2'"),
-    ({"KERAS_DISTRIBUTION_NUM_PROCESSES": "2"}, ("--engine", "flax"),
-     "KERAS_DISTRIBUTION_JOB_ADDRESSES: expected all of KERAS_DISTRIBUTION_JOB_ADDRESSES, "
-     "KERAS_DISTRIBUTION_NUM_PROCESSES, KERAS_DISTRIBUTION_PROCESS_ID set; got it unset"),
-])
-def test_bad_host_settings_are_one_line_and_exit_2(capsys, tmp_path, monkeypatch, environment,
-                                                     argv, message):
+@pytest.mark.parametrize(
+    "environment, argv, message",
+    [
+        (
+            {"TF_CONFIG": "workers: 2"},
+            ("--engine", "tensorflow"),
+            f"TF_CONFIG: expected {TF_FORM}; got 'workers: 2'",
+        ),
+        (
+            {"TF_CONFIG": TF_TWO.replace('"index": 0', '"index": 2')},
+            ("--engine", "tensorflow"),
+            f"TF_CONFIG: expected {TF_FORM}; got '{TF_TWO.replace(': 0', ': 2')[:77]}...'",
+        ),
+        (
+            {"TF_CONFIG": TF_TWO},
+            ("--engine", "flax"),
+            "--engine: expected tensorflow or keras-tensorflow where TF_CONFIG names several processes "
+            "(flax spreads over hosts with KERAS_DISTRIBUTION_*); got 'flax'",
+        ),
+        (
+            JAX_TWO,
+            ("--engine", "torch"),
+            "--engine: expected flax or keras-jax where KERAS_DISTRIBUTION_* names several processes "
+            "(torch spreads over hosts with torchrun --nnodes); got 'torch'",
+        ),
+        (
+            {"TF_CONFIG": TF_TWO},
+            ("--engine", "keras-tensorflow", "--devices", "3"),
+            "--devices: expected 2, one device on each of the 2 processes TF_CONFIG names; got 3",
+        ),
+        (
+            {"TF_CONFIG": TF_TWO},
+            ("--engine", "tensorflow", "--devices", "1"),
+            "--devices: expected 2, one device on each of the 2 processes TF_CONFIG names; got 1",
+        ),
+        (
+            JAX_TWO,
+            ("--engine", "flax", "--devices", "3"),
+            "--devices: expected a multiple of the 2 processes KERAS_DISTRIBUTION_* names (each holds an "
+            "equal share of the devices); got 3",
+        ),
+        (
+            dict(JAX_TWO, KERAS_DISTRIBUTION_PROCESS_ID="2"),
+            ("--engine", "keras-jax"),
+            "KERAS_DISTRIBUTION_PROCESS_ID: expected an integer from 0 to 1; got '2'",
+        ),
+        (
+            {"KERAS_DISTRIBUTION_NUM_PROCESSES": "2"},
+            ("--engine", "flax"),
+            "KERAS_DISTRIBUTION_JOB_ADDRESSES: expected all of KERAS_DISTRIBUTION_JOB_ADDRESSES, "
+            "KERAS_DISTRIBUTION_NUM_PROCESSES, KERAS_DISTRIBUTION_PROCESS_ID set; got it unset",
+        ),
+    ],
+)
+def test_bad_host_settings_are_one_line_and_exit_2(
+    capsys, tmp_path, monkeypatch, environment, argv, message
+):
     monkeypatch.setattr(devices, "cores", lambda: 2)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
@@ -206,16 +298,20 @@ def test_bad_host_settings_are_one_line_and_exit_2(capsys, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("count", ["1", "2"])
-def test_a_task_that_does_not_spread_is_refused_across_hosts(capsys, tmp_path, monkeypatch,
-                                                             count):
+def test_a_task_that_does_not_spread_is_refused_across_hosts(capsys, tmp_path, monkeypatch, count):
     monkeypatch.setenv("TF_CONFIG", TF_TWO)
     out = tmp_path / "run"
-    status, err = _main(capsys, ("run", "adversarial", "--engine", "tensorflow", "--devices",
-                                 count, "--out", str(out)))
+    status, err = _main(
+        capsys,
+        ("run", "adversarial", "--engine", "tensorflow", "--devices", count, "--out", str(out)),
+    )
     spreading = ", ".join(devices.tasks_that_can())
-    assert (status, err) == (2, "customfit: error: --devices: expected one host for task "
-                                f"adversarial (tasks that train across hosts: {spreading}); got "
-                                "TF_CONFIG naming 2 processes\n")
+    assert (status, err) == (
+        2,
+        "customfit: error: --devices: expected one host for task "
+        f"adversarial (tasks that train across hosts: {spreading}); got "
+        "TF_CONFIG naming 2 processes\n",
+    )
     assert not out.exists()
 
 
@@ -229,12 +325,26 @@ TASK_TOLERANCE = {"gan": 2e-2, "vae": 1e-4}
 
 def _worker(engine, task, devices, folder, env):
     job = folder / f"job-{devices}-{len(env)}.json"
-    job.write_text(json.dumps({"engine": engine, "task": task, "devices": devices,
-                               "weights": str(folder / "weights.npz"),
-                               "output": str(folder / f"state-{devices}")}))
+    job.write_text(
+        json.dumps(
+            {
+                "engine": engine,
+                "task": task,
+                "devices": devices,
+                "weights": str(folder / "weights.npz"),
+                "output": str(folder / f"state-{devices}"),
+            }
+        )
+    )
     env = _env(KERAS_BACKEND=registry.KERAS_BACKEND[engine], **env)
-    return subprocess.Popen([sys.executable, WORKER, str(job)], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, WORKER, str(job)],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _finished(processes):
@@ -281,11 +391,17 @@ def test_keras_fit_does_not_train_under_multi_worker_mirrored_strategy(tmp_path)
     fixed it, and the README can say so."""
     worker = os.path.join(ROOT, "tests", "workers", "keras_mwms_worker.py")
     ports = _free_ports(2)
-    workers = [subprocess.Popen([sys.executable, worker, str(tmp_path / f"worker{i}.json")],
-                                cwd=ROOT, env=_env(KERAS_BACKEND="tensorflow",
-                                                   **_host_env("tensorflow", i, ports)),
-                                text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-               for i in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, worker, str(tmp_path / f"worker{i}.json")],
+            cwd=ROOT,
+            env=_env(KERAS_BACKEND="tensorflow", **_host_env("tensorflow", i, ports)),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
     _finished(workers)
     for i in range(2):
         report = json.loads((tmp_path / f"worker{i}.json").read_text())

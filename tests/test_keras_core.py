@@ -13,11 +13,30 @@ HERE = Path(__file__).parent
 
 
 def run_suite(backend, *paths, **env):
-    env = dict(os.environ, KERAS_BACKEND=backend, CUSTOMFIT_BACKEND_SUITE="1", TF_CPP_MIN_LOG_LEVEL="3", **env)
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=backend,
+        CUSTOMFIT_BACKEND_SUITE="1",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        **env,
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         "-W", "ignore::DeprecationWarning", *[str(p) for p in paths]],
-        env=env, capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-x",
+            "-W",
+            "ignore::DeprecationWarning",
+            *[str(p) for p in paths],
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     assert proc.returncode == 0, f"{backend}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
@@ -32,5 +51,7 @@ def test_keras_core_on(backend):
 def test_keras_core_on_two_devices(backend):
     # tf.distribute.MirroredStrategy over 2 logical CPUs; keras.distribution.DataParallel over
     # 2 XLA host devices.
-    out = run_suite(backend, HERE / "keras_core" / "test_distributed.py", CUSTOMFIT_TEST_DEVICES="2")
+    out = run_suite(
+        backend, HERE / "keras_core" / "test_distributed.py", CUSTOMFIT_TEST_DEVICES="2"
+    )
     assert "3 passed, 3 skipped" in out, out[-2000:]

@@ -15,8 +15,10 @@ BIN = os.path.dirname(sys.executable)
 def tool(name, *args, cwd=ROOT):
     path = os.path.join(BIN, name)
     if not os.path.exists(path):
-        pytest.fail(f"{name} is not installed beside {sys.executable}: `./run tests` installs it "
-                    "(the test extra in pyproject.toml)")
+        pytest.fail(
+            f"{name} is not installed beside {sys.executable}: `./run tests` installs it "
+            "(the test extra in pyproject.toml)"
+        )
     return subprocess.run([path, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
@@ -34,10 +36,12 @@ def test_the_floors_hold():
 def test_a_closure_over_a_loop_variable_is_caught(tmp_path):
     """The configuration does select bugbear's B023 (ten such closures were found once)."""
     (tmp_path / "pyproject.toml").write_text(
-        open(os.path.join(ROOT, "pyproject.toml")).read().split("[tool.importlinter]")[0])
+        open(os.path.join(ROOT, "pyproject.toml")).read().split("[tool.importlinter]")[0]
+    )
     (tmp_path / "late.py").write_text(
         "def make():\n    fns = []\n    for i in range(3):\n        fns.append(lambda: i)\n"
-        "    return fns\n")
+        "    return fns\n"
+    )
     done = tool("ruff", "check", "late.py", cwd=tmp_path)
     assert done.returncode == 1
     assert "B023" in done.stdout, done.stdout

@@ -30,20 +30,35 @@ def _env(keras_home):
 
 
 def customfit(*args, cwd, keras_home):
-    return subprocess.run([sys.executable, "-m", "customfit", *args], cwd=cwd, env=_env(keras_home),
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "customfit", *args],
+        cwd=cwd,
+        env=_env(keras_home),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_without_data_one_line_says_how_to_get_it(tmp_path):
-    proc = customfit("run", "mnist", "--engine", "torch", "--out", "out", cwd=tmp_path,
-                     keras_home=tmp_path / "keras")
+    proc = customfit(
+        "run",
+        "mnist",
+        "--engine",
+        "torch",
+        "--out",
+        "out",
+        cwd=tmp_path,
+        keras_home=tmp_path / "keras",
+    )
     assert proc.returncode == 2, proc.stderr
     cache = tmp_path / "keras" / "datasets" / "mnist.npz"
     assert proc.stderr == (
         f"customfit: error: --data: expected MNIST: Keras's {cache} (python -c 'import keras; "
         "keras.datasets.mnist.load_data()' downloads it there), --data FILE.npz with x_train, "
         "y_train, x_test, y_test (uint8 28x28, labels 0-9), or --data FOLDER holding MNIST's "
-        "four IDX files; got neither\n")
+        "four IDX files; got neither\n"
+    )
     assert not (tmp_path / "out").exists() and not (tmp_path / "keras").exists()
 
 
@@ -66,16 +81,24 @@ def test_read_data_scales_pixels_and_checks_the_layout():
     np.testing.assert_allclose(spec.read_data(floats).x_train, split.x_train, rtol=1e-6)
 
     cases = [
-        (dict(arrays, x_train=arrays["x_train"].astype(np.int32) * 2),
-         "data: expected x_train as pixels 0-255 (uint8, as in Keras's mnist.npz); got values "
-         "from 0 to 510 (int32)"),
-        (dict(arrays, x_test=arrays["x_test"] * 1.0),
-         "data: expected x_test as integers 0-255 or floats in [0, 1]; got values from 0 to 255 "
-         "(float64)"),
-        (dict(arrays, x_train=arrays["x_train"][:, :8, :8]),
-         "data: expected x_train of shape (N, 28, 28, 1) with N > 0; got shape (20, 8, 8)"),
-        (dict(arrays, y_test=arrays["y_test"] + 5),
-         "data: expected y_test as 10 integer labels in [0, 10); got"),
+        (
+            dict(arrays, x_train=arrays["x_train"].astype(np.int32) * 2),
+            "data: expected x_train as pixels 0-255 (uint8, as in Keras's mnist.npz); got values "
+            "from 0 to 510 (int32)",
+        ),
+        (
+            dict(arrays, x_test=arrays["x_test"] * 1.0),
+            "data: expected x_test as integers 0-255 or floats in [0, 1]; got values from 0 to 255 "
+            "(float64)",
+        ),
+        (
+            dict(arrays, x_train=arrays["x_train"][:, :8, :8]),
+            "data: expected x_train of shape (N, 28, 28, 1) with N > 0; got shape (20, 8, 8)",
+        ),
+        (
+            dict(arrays, y_test=arrays["y_test"] + 5),
+            "data: expected y_test as 10 integer labels in [0, 10); got",
+        ),
     ]
     for given, expected in cases:
         with pytest.raises(UsageError) as info:
@@ -86,8 +109,12 @@ def test_read_data_scales_pixels_and_checks_the_layout():
 def test_a_folder_of_idx_files_reads_as_the_npz_does(tmp_path):
     """MNIST as its authors distribute it: four IDX files, gzipped or not, '-' or '.' names."""
     arrays = standin.digits_at_28(30, 12)
-    names = {"x_train": "train-images-idx3-ubyte.gz", "y_train": "train-labels.idx1-ubyte",
-             "x_test": "t10k-images.idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte.gz"}
+    names = {
+        "x_train": "train-images-idx3-ubyte.gz",
+        "y_train": "train-labels.idx1-ubyte",
+        "x_test": "t10k-images.idx3-ubyte",
+        "y_test": "t10k-labels-idx1-ubyte.gz",
+    }
     for key, name in names.items():
         write_idx_file(tmp_path / name, arrays[key])
     assert (tmp_path / "train-images-idx3-ubyte.gz").read_bytes()[:2] == b"\x1f\x8b"  # gzip
@@ -101,8 +128,10 @@ def test_a_folder_of_idx_files_reads_as_the_npz_does(tmp_path):
     (tmp_path / "t10k-images.idx3-ubyte").write_bytes(b"\x00\x00\x0d\x03" + bytes(12))
     with pytest.raises(UsageError) as info:
         spec.read_data(tmp_path)
-    assert str(info.value) == (f"data: expected an IDX file of unsigned bytes with 3 axes; got "
-                               f"'{tmp_path / 't10k-images.idx3-ubyte'}', whose header is 00000d03")
+    assert str(info.value) == (
+        f"data: expected an IDX file of unsigned bytes with 3 axes; got "
+        f"'{tmp_path / 't10k-images.idx3-ubyte'}', whose header is 00000d03"
+    )
     (tmp_path / "t10k-images.idx3-ubyte").unlink()
     with pytest.raises(UsageError) as info:
         spec.read_data(tmp_path)
@@ -110,9 +139,22 @@ def test_a_folder_of_idx_files_reads_as_the_npz_does(tmp_path):
 
 
 def _run(engine, data_args, folder, keras_home):
-    proc = customfit("run", "mnist", "--engine", engine, *data_args, "--epochs", str(EPOCHS),
-                     "--lr", str(LR), "--quiet", "--out", str(folder / engine), cwd=folder,
-                     keras_home=keras_home)
+    proc = customfit(
+        "run",
+        "mnist",
+        "--engine",
+        engine,
+        *data_args,
+        "--epochs",
+        str(EPOCHS),
+        "--lr",
+        str(LR),
+        "--quiet",
+        "--out",
+        str(folder / engine),
+        cwd=folder,
+        keras_home=keras_home,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(folder / engine / "metrics.json") as f:
         return json.load(f)
@@ -126,11 +168,21 @@ def test_every_engine_learns_the_tests_own_file(tmp_path):
     (keras_home / "datasets").mkdir(parents=True)
     cache = standin.write(keras_home / "datasets" / "mnist.npz", N_TRAIN, N_TEST)
     # --device cpu on half the engines; on a machine without a GPU the others choose it too.
-    jobs = [(engine, ([] if engine == "keras-jax" else ["--data", str(data)])
-             + (["--device", "cpu"] if i % 2 else [])) for i, engine in enumerate(registry.ENGINES)]
+    jobs = [
+        (
+            engine,
+            ([] if engine == "keras-jax" else ["--data", str(data)])
+            + (["--device", "cpu"] if i % 2 else []),
+        )
+        for i, engine in enumerate(registry.ENGINES)
+    ]
     with ThreadPoolExecutor(2) as pool:
-        results = dict(zip(registry.ENGINES, pool.map(
-            lambda job: _run(job[0], job[1], tmp_path, keras_home), jobs)))
+        results = dict(
+            zip(
+                registry.ENGINES,
+                pool.map(lambda job: _run(job[0], job[1], tmp_path, keras_home), jobs),
+            )
+        )
     for engine, metrics in results.items():
         assert metrics["task"] == "mnist" and metrics["config"]["epochs"] == EPOCHS
         assert metrics["accuracy"] >= LEARNED, (engine, metrics["accuracy"])
@@ -154,8 +206,19 @@ def test_real_mnist_reaches_the_bar(engine, tmp_path):
     data = _real_mnist()
     if data is None:
         pytest.skip(f"no real MNIST here: neither $CUSTOMFIT_MNIST nor {spec.keras_cache_path()}")
-    proc = customfit("run", "mnist", "--engine", engine, "--data", data, "--quiet", "--out",
-                     str(tmp_path / engine), cwd=tmp_path, keras_home=tmp_path / "keras")
+    proc = customfit(
+        "run",
+        "mnist",
+        "--engine",
+        engine,
+        "--data",
+        data,
+        "--quiet",
+        "--out",
+        str(tmp_path / engine),
+        cwd=tmp_path,
+        keras_home=tmp_path / "keras",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / engine / "metrics.json").read_text())
     split = spec.read_data(data)

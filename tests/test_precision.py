@@ -51,10 +51,16 @@ def reports(tmp_path_factory):
     folder = tmp_path_factory.mktemp("precision")
 
     def one(engine):
-        job = {"engine": engine, "task": "toy", "epochs": EPOCHS, "folder": str(folder),
-               "float16": engine in ("torch", "tensorflow")}
-        return engine, run_worker(WORKER, job, folder, registry.KERAS_BACKEND[engine],
-                                  timeout=900, one_thread=True)
+        job = {
+            "engine": engine,
+            "task": "toy",
+            "epochs": EPOCHS,
+            "folder": str(folder),
+            "float16": engine in ("torch", "tensorflow"),
+        }
+        return engine, run_worker(
+            WORKER, job, folder, registry.KERAS_BACKEND[engine], timeout=900, one_thread=True
+        )
 
     with ThreadPoolExecutor(2) as pool:
         return dict(pool.map(one, registry.ENGINES))
@@ -123,7 +129,7 @@ def test_float16_path_scales_the_loss(reports, engine):
         assert found["scaler_enabled"] is True
     else:
         assert found["loss_scale_optimizer"] is True
-    assert 1.0 <= found["scale"] <= 2.0 ** 16
+    assert 1.0 <= found["scale"] <= 2.0**16
     # the checkpoint keeps the scale (customfit/loss_scale_state.py), and a resume restores it
     scales = [v for k, v in found["checkpointed"].items() if k.endswith("/scale")]
     assert scales == [found["scale"]]
@@ -134,16 +140,25 @@ def test_float16_path_scales_the_loss(reports, engine):
 
 
 def _cli(*words, cwd, timeout=300):
-    return subprocess.run([sys.executable, "-m", "customfit", *words], cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "customfit", *words],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_a_bad_precision_is_one_line(tmp_path):
     out = tmp_path / "run"
-    done = _cli("run", "toy", "--engine", "torch", "--precision", "half", "--out", str(out),
-                cwd=tmp_path)
+    done = _cli(
+        "run", "toy", "--engine", "torch", "--precision", "half", "--out", str(out), cwd=tmp_path
+    )
     assert done.returncode == 2
-    assert done.stderr == "customfit: error: --precision: expected one of float32, mixed; got 'half'\n"
+    assert (
+        done.stderr == "customfit: error: --precision: expected one of float32, mixed; got 'half'\n"
+    )
     assert not out.exists()
 
 
@@ -152,20 +167,49 @@ def test_a_resume_keeps_its_precision(reports, tmp_path):
     before = sorted(os.listdir(folder))
     with open(os.path.join(folder, "metrics.json")) as f:
         written = f.read()
-    done = _cli("run", "toy", "--engine", "torch", "--out", folder, "--resume", "--precision",
-                "mixed", cwd=tmp_path)
+    done = _cli(
+        "run",
+        "toy",
+        "--engine",
+        "torch",
+        "--out",
+        folder,
+        "--resume",
+        "--precision",
+        "mixed",
+        cwd=tmp_path,
+    )
     assert done.returncode == 2
-    assert done.stderr == ("customfit: error: --precision: expected 'float32' as in the checkpoint "
-                           "being resumed (or leave --precision out); got 'mixed'\n")
+    assert done.stderr == (
+        "customfit: error: --precision: expected 'float32' as in the checkpoint "
+        "being resumed (or leave --precision out); got 'mixed'\n"
+    )
     assert sorted(os.listdir(folder)) == before
     with open(os.path.join(folder, "metrics.json")) as f:
         assert f.read() == written
 
 
 def test_bench_times_both_precisions_side_by_side(tmp_path):
-    done = _cli("bench", "--tasks", "digits", "--engines", "torch", "--batch-sizes", "16",
-                "--steps", "2", "--repeats", "5", "--compiled", "off", "--precision", "both",
-                "--out", "b", cwd=tmp_path)
+    done = _cli(
+        "bench",
+        "--tasks",
+        "digits",
+        "--engines",
+        "torch",
+        "--batch-sizes",
+        "16",
+        "--steps",
+        "2",
+        "--repeats",
+        "5",
+        "--compiled",
+        "off",
+        "--precision",
+        "both",
+        "--out",
+        "b",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert result["settings"]["precisions"] == ["float32", "mixed"]
@@ -176,16 +220,19 @@ def test_bench_times_both_precisions_side_by_side(tmp_path):
     full, mixed = cells["float32"], cells["mixed_bfloat16"]
     ratio = mixed["steps_per_second"] / full["steps_per_second"]
     md = (tmp_path / "b" / "bench.md").read_text()
-    assert (f"| digits | 16 | torch | eager | mixed_bfloat16 | {full['steps_per_second']:,.1f} | "
-            f"{mixed['steps_per_second']:,.1f} | {ratio:,.3f} |") in md
+    assert (
+        f"| digits | 16 | torch | eager | mixed_bfloat16 | {full['steps_per_second']:,.1f} | "
+        f"{mixed['steps_per_second']:,.1f} | {ratio:,.3f} |"
+    ) in md
     assert "| digits | torch | 16 | mixed_bfloat16 | eager (default) |" in md
 
 
 def test_bench_refuses_a_bad_precision(tmp_path):
     done = _cli("bench", "--precision", "half", "--out", "b", cwd=tmp_path)
     assert done.returncode == 2
-    assert done.stderr == ("customfit: error: --precision: expected one of float32, mixed, both; "
-                           "got 'half'\n")
+    assert done.stderr == (
+        "customfit: error: --precision: expected one of float32, mixed, both; got 'half'\n"
+    )
     assert not (tmp_path / "b").exists()
 
 
@@ -210,8 +257,20 @@ def test_mixed_reaches_the_bar(task, engine, tmp_path):
         s = MNIST_STANDIN
         data = standin.write(tmp_path / "digits28.npz", s["n_train"], s["n_test"])
         flags = ["--data", str(data), "--epochs", str(s["epochs"]), "--lr", str(s["lr"])]
-    done = _cli("run", task, "--engine", engine, "--precision", "mixed", "--out", str(out),
-                "--quiet", *flags, cwd=tmp_path, timeout=6 * 3600)
+    done = _cli(
+        "run",
+        task,
+        "--engine",
+        engine,
+        "--precision",
+        "mixed",
+        "--out",
+        str(out),
+        "--quiet",
+        *flags,
+        cwd=tmp_path,
+        timeout=6 * 3600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     with open(out / "metrics.json") as f:
         metrics = json.load(f)

@@ -37,18 +37,44 @@ def runs(tmp_path_factory):
         patch.setattr(launch, "needs_subprocess", lambda engine: False)
         patch.setenv("KERAS_BACKEND", "torch")
         patch.setattr(NumpyTrainer, "crash_in_epoch", None)
-        for task, engine, epochs in (("toy", "torch", 10), ("toy", "flax", 2), ("digits", "torch", 1),
-                                     ("digits", "keras-jax", 1)):
-            made[(task, engine)] = run_task(task, engine, epochs=epochs,
-                                              out=str(folder / f"{task}-{engine}"), verbose=False)
-    rows = [{"task": t, "engine": e, "status": "passed" if r.passed else "below bar"}
-            for (t, e), r in made.items()]
-    rows.append({"task": "toy", "engine": "keras-torch", "status": "failed",
-                 "error": "customfit: error: something broke"})
+        for task, engine, epochs in (
+            ("toy", "torch", 10),
+            ("toy", "flax", 2),
+            ("digits", "torch", 1),
+            ("digits", "keras-jax", 1),
+        ):
+            made[(task, engine)] = run_task(
+                task, engine, epochs=epochs, out=str(folder / f"{task}-{engine}"), verbose=False
+            )
+    rows = [
+        {"task": t, "engine": e, "status": "passed" if r.passed else "below bar"}
+        for (t, e), r in made.items()
+    ]
+    rows.append(
+        {
+            "task": "toy",
+            "engine": "keras-torch",
+            "status": "failed",
+            "error": "customfit: error: something broke",
+        }
+    )
     (folder / "matrix.json").write_text(json.dumps({"rows": rows}))
-    (folder / "parity.json").write_text(json.dumps({
-        "toy": {"differences": {"torch": 0.0, "flax": 3e-7}, "tolerance": 1e-4, "reference": "torch"},
-        "digits": {"differences": {"torch": 0.0, "keras-jax": 0.02}, "tolerance": 1e-4, "reference": "torch"}}))
+    (folder / "parity.json").write_text(
+        json.dumps(
+            {
+                "toy": {
+                    "differences": {"torch": 0.0, "flax": 3e-7},
+                    "tolerance": 1e-4,
+                    "reference": "torch",
+                },
+                "digits": {
+                    "differences": {"torch": 0.0, "keras-jax": 0.02},
+                    "tolerance": 1e-4,
+                    "reference": "torch",
+                },
+            }
+        )
+    )
     return folder, made
 
 
@@ -89,7 +115,11 @@ def test_the_page_holds_the_table_figures_parity_timings_and_versions(runs):
     assert len(page.images) == figures == 8
     assert all(src.startswith("data:image/png;base64,") for src in page.images)
     # Every task x engine cell: four runs, the failed one, and the empty ones marked "-".
-    cells = {(c["data-task"], c["data-engine"]): c["class"].split()[0] for c in page.cells if "data-task" in c}
+    cells = {
+        (c["data-task"], c["data-engine"]): c["class"].split()[0]
+        for c in page.cells
+        if "data-task" in c
+    }
     expected = {k: "passed" if r.passed else "below" for k, r in made.items()}
     expected[("toy", "keras-torch")] = "failed"
     assert cells == expected
@@ -102,7 +132,9 @@ def test_the_page_holds_the_table_figures_parity_timings_and_versions(runs):
     assert "bar &gt;= 0.99" in text and "bar &gt;= 0.985" in text
     # Parity: the numbers and the verdict against the tolerance.
     assert re.search(r"flax</td><td>3.00e-07</td><td>0.0001</td><td class='passed'>equal", text)
-    assert re.search(r"keras-jax</td><td>2.00e-02</td><td>0.0001</td><td class='failed'>differs", text)
+    assert re.search(
+        r"keras-jax</td><td>2.00e-02</td><td>0.0001</td><td class='failed'>differs", text
+    )
     # Timings and versions from each metrics.json.
     metrics = json.load(open(made[("toy", "torch")].paths["metrics"]))
     assert f"{metrics['seconds_per_epoch']:.4g} s per epoch" in text
@@ -112,16 +144,28 @@ def test_the_page_holds_the_table_figures_parity_timings_and_versions(runs):
 def test_report_from_the_command_line_and_its_refusals(runs, tmp_path):
     folder, _ = runs
     env = dict(os.environ, PYTHONPATH=ROOT)
-    done = subprocess.run([sys.executable, "-m", "customfit", "report", str(folder)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "customfit", "report", str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and done.stdout == f"wrote {folder / 'report.html'}\n", done.stderr
     (tmp_path / "empty").mkdir()
     for given, why in (("missing", "which does not exist"), ("empty", "which holds neither")):
-        done = subprocess.run([sys.executable, "-m", "customfit", "report", given], cwd=tmp_path,
-                              env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "customfit", "report", given],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 2 and done.stderr == (
             "customfit: error: DIR: expected a folder of runs (metrics.json) or of a matrix "
-            f"(matrix.json); got {given!r}, {why}\n")
+            f"(matrix.json); got {given!r}, {why}\n"
+        )
     assert sorted(os.listdir(tmp_path / "empty")) == []
 
 
@@ -151,27 +195,51 @@ def chromium():
 def test_the_page_in_headless_chromium(runs, tmp_path):
     browser = chromium()
     if browser is None:
-        pytest.skip("no Chromium on this machine (Debian's package `chromium` brings one; "
-                    "Playwright's own browser download cannot be reached here): the HTML-parser "
-                    "test above checks the page instead")
+        pytest.skip(
+            "no Chromium on this machine (Debian's package `chromium` brings one; "
+            "Playwright's own browser download cannot be reached here): the HTML-parser "
+            "test above checks the page instead"
+        )
     folder, _ = runs
     path = report.write(folder)
     # The probe goes into a copy: the page itself carries no script.
     probed = tmp_path / "probed.html"
     probed.write_text(open(path).read().replace("</body>", PROBE + "</body>"))
     done = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-         "--virtual-time-budget=10000", "--host-resolver-rules=MAP * ~NOTFOUND",
-         f"file://{probed}"], capture_output=True, text=True, timeout=120)
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--dump-dom",
+            "--virtual-time-budget=10000",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            f"file://{probed}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     found = re.search(r"<pre id=\"probe\">(.*?)</pre>", done.stdout)
     assert found, done.stderr[-2000:]
     seen = json.loads(found.group(1).replace("&quot;", '"'))
     assert seen["images"] == 8 and seen["loaded"] == 8, seen
     assert seen["cells"] == 8, seen
     shot = tmp_path / "shot.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    "--window-size=1200,900", f"--screenshot={shot}", f"file://{path}"],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1200,900",
+            f"--screenshot={shot}",
+            f"file://{path}",
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert open(shot, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
@@ -180,7 +248,11 @@ def test_parity_compares_each_engine_with_the_first():
     b = {"0": np.array([1.0, 2.0, 2.0 + 3e-6]), "1/x": np.array(3.0)}
     c = {"0": np.array([1.0, 2.0])}
     result = parity.compare({"torch": a, "flax": b, "jax": c})
-    assert result["torch"] == 0.0 and result["flax"] == pytest.approx(1e-6) and result["jax"] == float("inf")
+    assert (
+        result["torch"] == 0.0
+        and result["flax"] == pytest.approx(1e-6)
+        and result["jax"] == float("inf")
+    )
     tree = {"dis": (1.5, [np.ones(2), np.zeros((1, 2))]), "gen": (2.0, [np.ones(3)])}
     flat = parity._flatten(tree)
     assert sorted(flat) == ["dis/0", "dis/1/0", "dis/1/1", "gen/0", "gen/1/0"]
@@ -191,9 +263,29 @@ def test_parity_compares_each_engine_with_the_first():
 def test_matrix_report_probes_parity_on_real_engines(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("KERAS_BACKEND", None)
-    done = subprocess.run([sys.executable, "-m", "customfit", "matrix", "--tasks", "toy", "--engines",
-                           "torch", "keras-torch", "--epochs", "1", "--out", "m", "--report"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "customfit",
+            "matrix",
+            "--tasks",
+            "toy",
+            "--engines",
+            "torch",
+            "keras-torch",
+            "--epochs",
+            "1",
+            "--out",
+            "m",
+            "--report",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode in (0, 1), done.stderr[-3000:]
     probed = json.loads((tmp_path / "m" / "parity.json").read_text())
     differences = probed["toy"]["differences"]

@@ -79,17 +79,21 @@ class NumpyTrainer:
         order = np.random.default_rng(shuffle_seed).permutation(len(x))
         loss_sum = correct = seen = 0
         for i, start in enumerate(range(0, len(x), batch_size)):
-            if self.crash_in_epoch is not None and type(self).epochs_started == self.crash_in_epoch and i == 5:
+            if (
+                self.crash_in_epoch is not None
+                and type(self).epochs_started == self.crash_in_epoch
+                and i == 5
+            ):
                 raise RuntimeError("simulated crash")
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             correct += int((self.predict_proba(x[idx]).argmax(1) == y[idx]).sum())
             loss, grads = self.objective_and_grads((x[idx], y[idx]))
             self.step += 1
             for j, g in enumerate(grads):
                 self.m[j] = 0.9 * self.m[j] + 0.1 * g
                 self.v[j] = 0.999 * self.v[j] + 0.001 * g * g
-                m_hat = self.m[j] / (1 - 0.9 ** self.step)
-                v_hat = self.v[j] / (1 - 0.999 ** self.step)
+                m_hat = self.m[j] / (1 - 0.9**self.step)
+                v_hat = self.v[j] / (1 - 0.999**self.step)
                 self.w[j] = self.w[j] - self.lr * m_hat / (np.sqrt(v_hat) + 1e-7)
             loss_sum += loss * len(idx)
             seen += len(idx)
@@ -98,8 +102,10 @@ class NumpyTrainer:
 
     def evaluate(self, x, y, batch_size):
         p = self.predict_proba(x)
-        return {"loss": float(-np.mean(np.log(p[np.arange(len(y)), y]))),
-                "accuracy": float(np.mean(p.argmax(1) == y))}
+        return {
+            "loss": float(-np.mean(np.log(p[np.arange(len(y)), y]))),
+            "accuracy": float(np.mean(p.argmax(1) == y)),
+        }
 
     def get_weights(self):
         return [w.copy() for w in self.w]
@@ -138,21 +144,48 @@ def test_run_writes_its_files_and_result(numpy_engine, tmp_path):
     result = runs.run("toy", "torch", epochs=3, lr=0.001, out=str(out), verbose=False)
 
     assert result.task == "toy" and result.engine == "torch"
-    assert result.config == {"epochs": 3, "batch_size": 10, "lr": 0.001, "seed": 0,
-                             "model": "lecture", "data": "built-in"}
+    assert result.config == {
+        "epochs": 3,
+        "batch_size": 10,
+        "lr": 0.001,
+        "seed": 0,
+        "model": "lecture",
+        "data": "built-in",
+    }
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
-    assert list(result.history[0]) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
-    assert sorted(os.listdir(out)) == ["checkpoint.safetensors", "curves.png", "decision_regions.png",
-                                       "history.csv", "metrics.json"]
-    assert result.paths == {name: str(out / file) for name, file in [
-        ("checkpoint", "checkpoint.safetensors"), ("history", "history.csv"), ("metrics", "metrics.json"),
-        ("curves", "curves.png"), ("decision_regions", "decision_regions.png")]}
+    assert list(result.history[0]) == [
+        "epoch",
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "seconds",
+    ]
+    assert sorted(os.listdir(out)) == [
+        "checkpoint.safetensors",
+        "curves.png",
+        "decision_regions.png",
+        "history.csv",
+        "metrics.json",
+    ]
+    assert result.paths == {
+        name: str(out / file)
+        for name, file in [
+            ("checkpoint", "checkpoint.safetensors"),
+            ("history", "history.csv"),
+            ("metrics", "metrics.json"),
+            ("curves", "curves.png"),
+            ("decision_regions", "decision_regions.png"),
+        ]
+    }
     assert result.out_dir == str(out)
     for png in ("curves.png", "decision_regions.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The judge's accuracy is recomputed from predict_proba, and matches the loop's evaluate.
-    assert result.metrics["accuracy"] == pytest.approx(result.history[-1]["val_accuracy"], abs=1e-12)
+    assert result.metrics["accuracy"] == pytest.approx(
+        result.history[-1]["val_accuracy"], abs=1e-12
+    )
     assert result.metrics["loss"] == pytest.approx(result.history[-1]["val_loss"], rel=1e-9)
     assert result.bars == {"accuracy": 0.99}
     assert result.passed == (result.metrics["accuracy"] >= 0.99)
@@ -171,7 +204,12 @@ def test_run_writes_its_files_and_result(numpy_engine, tmp_path):
     assert read_history_csv(out / "history.csv") == result.history  # exact, via repr
 
     arrays, meta = checkpoint.load(out / "checkpoint.safetensors")
-    assert (meta["task"], meta["engine"], meta["model"], meta["epoch"]) == ("toy", "torch", "lecture", 3)
+    assert (meta["task"], meta["engine"], meta["model"], meta["epoch"]) == (
+        "toy",
+        "torch",
+        "lecture",
+        3,
+    )
     assert meta["history"] == result.history
     assert int(arrays["step"]) == 3 * 300  # 3000 points, batches of 10
 
@@ -214,7 +252,9 @@ def test_a_crash_in_epoch_3_resumes_to_the_same_end(numpy_engine, tmp_path):
     assert not os.path.exists(os.path.join(out, "metrics.json"))
 
     NumpyTrainer.crash_in_epoch = None
-    resumed = runs.run("toy", "torch", out=out, resume=True, verbose=False)  # epochs from the checkpoint
+    resumed = runs.run(
+        "toy", "torch", out=out, resume=True, verbose=False
+    )  # epochs from the checkpoint
     assert resumed.resumed_from_epoch == 2
     assert resumed.config == straight.config
     assert _numbers(resumed.history) == _numbers(straight.history)
@@ -226,7 +266,9 @@ def test_a_crash_in_epoch_3_resumes_to_the_same_end(numpy_engine, tmp_path):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-def test_resume_can_extend_a_finished_run_and_a_finished_run_resumes_to_itself(numpy_engine, tmp_path):
+def test_resume_can_extend_a_finished_run_and_a_finished_run_resumes_to_itself(
+    numpy_engine, tmp_path
+):
     straight = runs.run("toy", "torch", epochs=3, out=str(tmp_path / "straight"), verbose=False)
     out = str(tmp_path / "short")
     runs.run("toy", "torch", epochs=2, out=out, verbose=False)
@@ -243,8 +285,16 @@ def test_user_data_as_arrays(numpy_engine, tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 2)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64) * 3  # two of the five classes
-    result = runs.run("toy", "torch", epochs=3, batch_size=20, lr=0.05, out=str(tmp_path / "mine"),
-                        data=(x[:150], y[:150], x[150:], y[150:]), verbose=False)
+    result = runs.run(
+        "toy",
+        "torch",
+        epochs=3,
+        batch_size=20,
+        lr=0.05,
+        out=str(tmp_path / "mine"),
+        data=(x[:150], y[:150], x[150:], y[150:]),
+        verbose=False,
+    )
     assert result.config["data"] == "arrays"
     assert result.metrics["accuracy"] >= 0.9
     _, meta = checkpoint.load(os.path.join(result.out_dir, "checkpoint.safetensors"))
@@ -274,10 +324,22 @@ def _load(path):
 def _run_until_killed(engine, out, epochs, tmp_path):
     """Start `customfit run`, read its progress bar, and SIGKILL it the moment epoch 3's bar
     appears: the loop draws it right after epoch 2's checkpoint and history are written."""
-    command = [sys.executable, "-m", "customfit", "run", "toy", "--engine", engine, "--epochs",
-               str(epochs), "--out", out]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    command = [
+        sys.executable,
+        "-m",
+        "customfit",
+        "run",
+        "toy",
+        "--engine",
+        engine,
+        "--epochs",
+        str(epochs),
+        "--out",
+        out,
+    ]
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     killed = cli_runs.kill_on(proc, f"Epoch 3/{epochs}", seconds=300)
     assert killed["returncode"] == -signal.SIGKILL, (killed["returncode"], killed["stderr"])
 
@@ -285,8 +347,14 @@ def _run_until_killed(engine, out, epochs, tmp_path):
 @pytest.mark.parametrize("engine", ["torch", "flax", "keras-jax"])
 def test_killed_run_resumes_to_the_same_weights_and_history(engine, tmp_path):
     epochs = 4
-    straight = subprocess.run([sys.executable, "-c", STRAIGHT, engine, "straight", str(epochs)],
-                              cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    straight = subprocess.run(
+        [sys.executable, "-c", STRAIGHT, engine, "straight", str(epochs)],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert straight.returncode == 0, straight.stderr[-3000:]
     first, second = json.loads(straight.stdout.strip().splitlines()[-1])
     # The same seed on the same engine: the same history, twice.
@@ -303,8 +371,25 @@ def test_killed_run_resumes_to_the_same_weights_and_history(engine, tmp_path):
     assert len(read_history_csv(os.path.join(out, "history.csv"))) == meta["epoch"]
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "customfit", "run", "toy", "--engine", engine, "--out", out,
-         "--resume", "--quiet"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "customfit",
+            "run",
+            "toy",
+            "--engine",
+            engine,
+            "--out",
+            out,
+            "--resume",
+            "--quiet",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed after epoch {meta['epoch']}" in resumed.stdout
 
@@ -334,11 +419,19 @@ r = runs.run("toy", "flax", epochs=2, out="sub", verbose=False)
 print(json.dumps({"accuracy": r.metrics["accuracy"], "epochs": len(r.history), "out": r.out_dir,
                   "paths": sorted(r.paths), "jax_here": any(m.split(".")[0] in ("jax", "flax") for m in sys.modules)}))
 """
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     reply = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert reply["jax_here"] is False, "the flax job ran in the process whose Keras backend is torch"
+    assert reply["jax_here"] is False, (
+        "the flax job ran in the process whose Keras backend is torch"
+    )
     assert reply["epochs"] == 2 and reply["out"] == "sub"
     assert reply["paths"] == ["checkpoint", "curves", "decision_regions", "history", "metrics"]
     metrics = json.loads((tmp_path / "sub" / "metrics.json").read_text())
@@ -350,6 +443,8 @@ def test_digits_figures(numpy_engine, tmp_path):
     assert sorted(result.paths) == ["checkpoint", "curves", "history", "metrics", "probabilities"]
     assert open(result.paths["probabilities"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     assert result.bars == {"accuracy": 0.985}
-    lecture = runs.run("digits", "torch", model="lecture", epochs=1, out=str(tmp_path / "l"), verbose=False)
+    lecture = runs.run(
+        "digits", "torch", model="lecture", epochs=1, out=str(tmp_path / "l"), verbose=False
+    )
     assert lecture.bars == {"accuracy": 0.88}
     assert (lecture.config["batch_size"], lecture.config["model"]) == (10, "lecture")

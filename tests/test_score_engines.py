@@ -35,23 +35,54 @@ TOY_SIGMAS = layout.noise_levels(4.0, 0.05, 20)
 DIGIT_SIGMAS = layout.noise_levels(5.0, 0.02, 20)
 LEVEL = 7
 CASES = {
-    "lecture_exact": {"method": "lecture", "network": "lecture", "divergence": "exact",
-                      "sigmas": None, "eps": 0.01, "level": None},
-    "lecture_hutchinson": {"method": "lecture", "network": "lecture", "divergence": "hutchinson",
-                           "sigmas": None, "eps": 0.01, "level": None},
-    "dsm_toy": {"method": "dsm", "network": "toy", "divergence": None,
-                "sigmas": TOY_SIGMAS.tolist(), "eps": 0.2 * float(TOY_SIGMAS[LEVEL]) ** 2,
-                "level": LEVEL},
-    "dsm_digits": {"method": "dsm", "network": "digits", "divergence": None,
-                   "sigmas": DIGIT_SIGMAS.tolist(), "eps": 0.05 * float(DIGIT_SIGMAS[LEVEL]) ** 2,
-                   "level": LEVEL},
+    "lecture_exact": {
+        "method": "lecture",
+        "network": "lecture",
+        "divergence": "exact",
+        "sigmas": None,
+        "eps": 0.01,
+        "level": None,
+    },
+    "lecture_hutchinson": {
+        "method": "lecture",
+        "network": "lecture",
+        "divergence": "hutchinson",
+        "sigmas": None,
+        "eps": 0.01,
+        "level": None,
+    },
+    "dsm_toy": {
+        "method": "dsm",
+        "network": "toy",
+        "divergence": None,
+        "sigmas": TOY_SIGMAS.tolist(),
+        "eps": 0.2 * float(TOY_SIGMAS[LEVEL]) ** 2,
+        "level": LEVEL,
+    },
+    "dsm_digits": {
+        "method": "dsm",
+        "network": "digits",
+        "divergence": None,
+        "sigmas": DIGIT_SIGMAS.tolist(),
+        "eps": 0.05 * float(DIGIT_SIGMAS[LEVEL]) ** 2,
+        "level": LEVEL,
+    },
 }
-TRAINING = {"method": "dsm", "network": "toy", "sigmas": TOY_SIGMAS.tolist(), "n_train": 256,
-            "batch_size": 64, "lr": 2e-3, "seed": 0, "decay_steps": 8}
+TRAINING = {
+    "method": "dsm",
+    "network": "toy",
+    "sigmas": TOY_SIGMAS.tolist(),
+    "n_train": 256,
+    "batch_size": 64,
+    "lr": 2e-3,
+    "seed": 0,
+    "decay_steps": 8,
+}
 SAMPLING = {"n": 50, "steps": 3, "step_size": 0.2, "start_std": 4.0, "record": [1, 3, 60]}
 
 
 # ---------------------------------------------------------------- the NumPy reference, float64
+
 
 def _sigmoid(a):
     return 1.0 / (1.0 + np.exp(-a))
@@ -75,7 +106,7 @@ def numpy_score(network, weights, x, sigma=None, tangents=()):
     if sigma is not None:
         sigma = np.asarray(sigma, np.float64)
         if spec["sigma_data"] is not None:
-            scale = 1.0 / np.sqrt(sigma ** 2 + spec["sigma_data"] ** 2)
+            scale = 1.0 / np.sqrt(sigma**2 + spec["sigma_data"] ** 2)
         h = np.concatenate([x * scale, np.log(sigma)], axis=1)
         dh = [np.concatenate([t * scale, np.zeros_like(sigma)], axis=1) for t in tangents]
     else:
@@ -110,7 +141,7 @@ def numpy_figures(case, weights, x, draws):
         probe = np.asarray(draws["probe"], np.float64)
         s, (jv,) = numpy_score(case["network"], weights, x, tangents=[probe])
         div = np.sum(probe * jv, axis=1)
-    squared_norm, div = np.mean(np.sum(s ** 2, axis=1)), np.mean(div)
+    squared_norm, div = np.mean(np.sum(s**2, axis=1)), np.mean(div)
     return {"loss": squared_norm + 2.0 * div, "squared_norm": squared_norm, "divergence": div}
 
 
@@ -121,7 +152,7 @@ def _flat(weights):
 def _unflat(vector, like):
     out, i = [], 0
     for w in like:
-        out.append(vector[i:i + w.size].reshape(w.shape))
+        out.append(vector[i : i + w.size].reshape(w.shape))
         i += w.size
     return out
 
@@ -139,6 +170,7 @@ def _sigma_column(case, n):
 
 # ---------------------------------------------------------------- inputs and workers
 
+
 @pytest.fixture(scope="module")
 def inputs():
     """Per case: a real batch, Glorot-uniform weights and every draw, made once here with NumPy."""
@@ -150,8 +182,10 @@ def inputs():
         rng = np.random.default_rng(100 + i)
         draws = None
         if case["method"] == "dsm":
-            draws = {"levels": rng.integers(0, len(case["sigmas"]), size=len(x)),
-                     "z": rng.standard_normal(x.shape).astype(np.float32)}
+            draws = {
+                "levels": rng.integers(0, len(case["sigmas"]), size=len(x)),
+                "z": rng.standard_normal(x.shape).astype(np.float32),
+            }
         elif case["divergence"] == "hutchinson":
             draws = {"probe": rng.choice([-1.0, 1.0], size=x.shape).astype(np.float32)}
         xi = rng.standard_normal(x.shape).astype(np.float32)
@@ -165,8 +199,10 @@ def _selected_engines(session):
         if item.module.__name__ == __name__ and hasattr(item, "callspec"):
             engines.add(item.callspec.params.get("engine"))
     selected = [e for e in registry.ENGINES if e in engines]
-    if any(item.module.__name__ == __name__ and item.originalname == "test_engines_agree"
-           for item in session.items):
+    if any(
+        item.module.__name__ == __name__ and item.originalname == "test_engines_agree"
+        for item in session.items
+    ):
         selected = list(registry.ENGINES)
     # The slowest workers first, so that the two at a time end together.
     slow_first = ("keras-jax", "keras-tensorflow", "flax", "tensorflow", "keras-torch", "torch")
@@ -178,10 +214,20 @@ def _run_worker(job, folder):
     job["output"] = str(folder / f"result-{engine}")
     path = folder / f"job-{engine}.json"
     path.write_text(json.dumps(job))
-    env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine], TF_CPP_MIN_LOG_LEVEL="2",
-               OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, WORKER, str(path)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=registry.KERAS_BACKEND[engine],
+        TF_CPP_MIN_LOG_LEVEL="2",
+        OMP_NUM_THREADS="1",
+    )
+    done = subprocess.run(
+        [sys.executable, WORKER, str(path)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if done.returncode != 0:
         return {"failed": f"worker for {engine} exited {done.returncode}:\n{done.stderr[-4000:]}"}
     with open(job["output"] + ".json") as f:
@@ -203,16 +249,28 @@ def results(request, tmp_path_factory, inputs):
     np.savez(folder / "inputs.npz", **arrays)
     parity = [{"name": name, **case} for name, case in CASES.items()]
     pool = ThreadPoolExecutor(max_workers=2)
-    futures = {engine: pool.submit(_run_worker, {
-        "engine": engine, "inputs": str(folder / "inputs.npz"), "parity": parity,
-        "eval_batch_size": EVAL_BATCH, "training": TRAINING, "sampling": SAMPLING}, folder)
-        for engine in _selected_engines(request.session)}
+    futures = {
+        engine: pool.submit(
+            _run_worker,
+            {
+                "engine": engine,
+                "inputs": str(folder / "inputs.npz"),
+                "parity": parity,
+                "eval_batch_size": EVAL_BATCH,
+                "training": TRAINING,
+                "sampling": SAMPLING,
+            },
+            folder,
+        )
+        for engine in _selected_engines(request.session)
+    }
 
     yield reports_of(futures)
     pool.shutdown(wait=True)
 
 
 # ---------------------------------------------------------------- the reference itself
+
 
 def test_numpy_reference_divergence_is_the_jacobians_trace(inputs):
     """The forward-mode divergence against central differences of the score, and the sliced
@@ -227,11 +285,19 @@ def test_numpy_reference_divergence_is_the_jacobians_trace(inputs):
         minus, _ = numpy_score("lecture", weights, x - h * units[d])
         np.testing.assert_allclose(columns[d], (plus - minus) / (2 * h), rtol=1e-6, atol=1e-8)
     exact = numpy_figures(CASES["lecture_exact"], weights, x, None)
-    probes = [np.tile(np.array(p, float), (len(x), 1)) for p in ([1, 1], [1, -1], [-1, 1], [-1, -1])]
-    sliced = np.mean([numpy_figures(CASES["lecture_hutchinson"], weights, x, {"probe": p})["loss"]
-                      for p in probes])
+    probes = [
+        np.tile(np.array(p, float), (len(x), 1)) for p in ([1, 1], [1, -1], [-1, 1], [-1, -1])
+    ]
+    sliced = np.mean(
+        [
+            numpy_figures(CASES["lecture_hutchinson"], weights, x, {"probe": p})["loss"]
+            for p in probes
+        ]
+    )
     assert sliced == pytest.approx(exact["loss"], rel=1e-12)
-    assert exact["loss"] == pytest.approx(exact["squared_norm"] + 2 * exact["divergence"], rel=1e-12)
+    assert exact["loss"] == pytest.approx(
+        exact["squared_norm"] + 2 * exact["divergence"], rel=1e-12
+    )
 
 
 def test_numpy_reference_dsm_loss_is_tweedies_error():
@@ -242,12 +308,13 @@ def test_numpy_reference_dsm_loss_is_tweedies_error():
     x = np.sqrt(v) * rng.standard_normal((n, 2))
     z = rng.standard_normal((n, 2))
     noisy = x + sigma * z
-    s = -noisy / (v + sigma ** 2)
+    s = -noisy / (v + sigma**2)
     loss = np.mean(np.sum((sigma * s + z) ** 2, axis=1))
-    assert loss == pytest.approx(2 * v / (v + sigma ** 2), rel=0.01)
+    assert loss == pytest.approx(2 * v / (v + sigma**2), rel=0.01)
 
 
 # ---------------------------------------------------------------- parity
+
 
 def _relative(a, b):
     return float(np.linalg.norm(np.asarray(a, np.float64) - b) / max(np.linalg.norm(b), 1e-30))
@@ -262,8 +329,11 @@ def _scale(case, inputs):
     """The size of the loss's terms (the lecture's |s|^2 and 2 div s can nearly cancel)."""
     x, weights, draws, _ = inputs[case]
     figures = numpy_figures(CASES[case], weights, x, draws)
-    return max(abs(figures["loss"]), abs(figures.get("squared_norm", 0.0)),
-               2 * abs(figures.get("divergence", 0.0)))
+    return max(
+        abs(figures["loss"]),
+        abs(figures.get("squared_norm", 0.0)),
+        2 * abs(figures.get("divergence", 0.0)),
+    )
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -275,7 +345,10 @@ def test_objective_and_gradients_match_numpy(engine, case, results, inputs):
     report = results(engine)
     got = report["parity"][case]
     assert got["weights_round_trip"], "get_weights() after set_weights() changed the weights"
-    assert abs(got["loss"] - expected["loss"]) <= RTOL * _scale(case, inputs), (got["loss"], expected)
+    assert abs(got["loss"] - expected["loss"]) <= RTOL * _scale(case, inputs), (
+        got["loss"],
+        expected,
+    )
     grads = _grads(report, case)
     layout.check_weights(spec["network"], grads)
     gradient = _flat(grads)
@@ -323,7 +396,10 @@ def test_engines_agree(case, results, inputs):
         for i, (g, b) in enumerate(zip(_grads(reports[engine], case), base)):
             assert _relative(g, b) <= RTOL, (engine, i, _relative(g, b))
         for what in ("score", "step"):
-            a, b = reports[engine]["arrays"][f"{case}/{what}"], reports[first]["arrays"][f"{case}/{what}"]
+            a, b = (
+                reports[engine]["arrays"][f"{case}/{what}"],
+                reports[first]["arrays"][f"{case}/{what}"],
+            )
             assert _relative(a, b) <= RTOL, (engine, what, _relative(a, b))
 
 
@@ -338,8 +414,10 @@ def test_resumed_training_equals_uninterrupted_training(engine, results):
     assert report["state_meta"]["sigmas"] == pytest.approx(TRAINING["sigmas"])
     assert report["state_step"] == steps  # Adam's step count (and the schedule's) travelled
     n = len(layout.canonical_shapes(TRAINING["network"]))
-    expected_names = sorted([f"{prefix}/{i}" for prefix in ("weights", "adam/m", "adam/v")
-                             for i in range(n)] + ["adam/step"])
+    expected_names = sorted(
+        [f"{prefix}/{i}" for prefix in ("weights", "adam/m", "adam/v") for i in range(n)]
+        + ["adam/step"]
+    )
     assert report["state_names"] == expected_names  # the same names from every engine
     assert report["state_kept"], "the arrays state() returned changed as training went on"
     # B repeats A (a new Trainer, the same seed); C, resumed from B's state after epoch 1,

@@ -26,8 +26,16 @@ from customfit.tasks.score_digits import spec as digits_spec
 SHORT = 3
 QUICK = ["--sampling-steps", "1", "--samples", "300"]
 RESUMED = ("torch", "keras-jax")
-FILES = ["checkpoint.safetensors", "curves.png", "history.csv", "langevin.gif", "metrics.json",
-         "samples.npy", "samples.png", "score_field.png"]
+FILES = [
+    "checkpoint.safetensors",
+    "curves.png",
+    "history.csv",
+    "langevin.gif",
+    "metrics.json",
+    "samples.npy",
+    "samples.png",
+    "score_field.png",
+]
 
 
 _run = cli_runs.run
@@ -46,13 +54,39 @@ def short_runs(tmp_path_factory):
     for engine in RESUMED:
         futures[f"resume-{engine}"] = pool.submit(_killed_and_resumed, engine, folder)
     for engine in registry.ENGINES:
-        futures[engine] = pool.submit(_run, "score", engine, str(folder / engine), "--epochs",
-                                      str(SHORT), *QUICK)
-    futures["lecture"] = pool.submit(_run, "score", "keras-tensorflow", str(folder / "lecture"),
-                                     "--method", "lecture", "--epochs", "1", "--samples", "300",
-                                     "--sampling-steps", "5", "--batch-size", "128", "--lr", "0.01")
-    futures["digits"] = pool.submit(_run, "score-digits", "torch", str(folder / "digits"),
-                                    "--epochs", "1", "--sampling-steps", "1", "--noise-levels", "5")
+        futures[engine] = pool.submit(
+            _run, "score", engine, str(folder / engine), "--epochs", str(SHORT), *QUICK
+        )
+    futures["lecture"] = pool.submit(
+        _run,
+        "score",
+        "keras-tensorflow",
+        str(folder / "lecture"),
+        "--method",
+        "lecture",
+        "--epochs",
+        "1",
+        "--samples",
+        "300",
+        "--sampling-steps",
+        "5",
+        "--batch-size",
+        "128",
+        "--lr",
+        "0.01",
+    )
+    futures["digits"] = pool.submit(
+        _run,
+        "score-digits",
+        "torch",
+        str(folder / "digits"),
+        "--epochs",
+        "1",
+        "--sampling-steps",
+        "1",
+        "--noise-levels",
+        "5",
+    )
 
     def get(name):
         return futures[name].result()
@@ -87,13 +121,25 @@ def test_a_short_run_writes_its_files_and_sane_figures(engine, short_runs):
     samples = np.load(out / "samples.npy", allow_pickle=False)
     assert samples.shape == (300, 2) and samples.dtype == np.float32 and np.isfinite(samples).all()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["config"] == {"epochs": SHORT, "batch_size": 512, "lr": 0.002, "seed": 0,
-                                 "model": "default", "data": "built-in", "method": "dsm",
-                                 "divergence": None, "sampling_steps": 1, "samples": 300,
-                                 "step_size": 0.2, "noise_levels": 20, "sigma_max": 4.0,
-                                 "sigma_min": 0.05}
-    assert metrics["bar"] == {k: list(v) if isinstance(v, tuple) else v
-                              for k, v in spec.bars({"method": "dsm"}).items()}
+    assert metrics["config"] == {
+        "epochs": SHORT,
+        "batch_size": 512,
+        "lr": 0.002,
+        "seed": 0,
+        "model": "default",
+        "data": "built-in",
+        "method": "dsm",
+        "divergence": None,
+        "sampling_steps": 1,
+        "samples": 300,
+        "step_size": 0.2,
+        "noise_levels": 20,
+        "sigma_max": 4.0,
+        "sigma_min": 0.05,
+    }
+    assert metrics["bar"] == {
+        k: list(v) if isinstance(v, tuple) else v for k, v in spec.bars({"method": "dsm"}).items()
+    }
     assert metrics["headline"] == "energy_distance"
     assert 0.0 < metrics["energy_distance"] < 5.0 and 0.0 < metrics["energy_distance_10x"] < 5.0
     assert 0.0 < metrics["data_energy_distance"] < 0.02  # 300 fresh points: the floor
@@ -119,19 +165,28 @@ def test_the_lecture_method_trains_through_cf_ops_divergence(short_runs):
     out = folder / "lecture"
     metrics = json.loads((out / "metrics.json").read_text())
     config = metrics["config"]
-    assert (config["method"], config["divergence"], config["sampling_steps"], config["step_size"]) \
-        == ("lecture", "exact", 5, 0.01)
+    assert (
+        config["method"],
+        config["divergence"],
+        config["sampling_steps"],
+        config["step_size"],
+    ) == ("lecture", "exact", 5, 0.01)
     assert config["noise_levels"] is None and config["sigma_max"] is None
     assert metrics["bar"] == {"energy_distance": ["<=", 0.15]}
     assert metrics["sampling_steps_10x"] == 50
     assert _gif_frames(out / "langevin.gif") == 5
     history = read_history_csv(out / "history.csv")
-    assert list(history[0]) == ["epoch", *layout.FIGURES["lecture"],
-                                *[f"val_{k}" for k in layout.FIGURES["lecture"]], "seconds"]
+    assert list(history[0]) == [
+        "epoch",
+        *layout.FIGURES["lecture"],
+        *[f"val_{k}" for k in layout.FIGURES["lecture"]],
+        "seconds",
+    ]
     row = history[0]
     for prefix in ("", "val_"):
         assert row[f"{prefix}loss"] == pytest.approx(
-            row[f"{prefix}squared_norm"] + 2 * row[f"{prefix}divergence"], rel=1e-4, abs=1e-5)
+            row[f"{prefix}squared_norm"] + 2 * row[f"{prefix}divergence"], rel=1e-4, abs=1e-5
+        )
     # The lecture's loss goes negative as soon as s learns to point inward (div s < 0).
     assert row["divergence"] < 0 and row["loss"] < 0
 
@@ -140,8 +195,15 @@ def test_score_digits_writes_digits_in_the_unit_interval(short_runs):
     folder, get = short_runs
     result = _ok(get("digits"))
     out = folder / "digits"
-    assert sorted(os.listdir(out)) == ["checkpoint.safetensors", "curves.png", "history.csv",
-                                       "langevin.gif", "metrics.json", "samples.npy", "samples.png"]
+    assert sorted(os.listdir(out)) == [
+        "checkpoint.safetensors",
+        "curves.png",
+        "history.csv",
+        "langevin.gif",
+        "metrics.json",
+        "samples.npy",
+        "samples.png",
+    ]
     samples = np.load(out / "samples.npy", allow_pickle=False)
     assert samples.shape == (1000, 8, 8) and samples.dtype == np.float32
     assert 0.0 <= samples.min() and samples.max() <= 1.0
@@ -186,24 +248,34 @@ def test_a_killed_run_resumes_to_where_an_uninterrupted_run_ends(engine, short_r
 # ---------------------------------------------------------------- full strength
 
 
-FULL = {"dsm": ("score", "--method", "dsm"), "lecture": ("score", "--method", "lecture"),
-        "digits": ("score-digits",)}
+FULL = {
+    "dsm": ("score", "--method", "dsm"),
+    "lecture": ("score", "--method", "lecture"),
+    "digits": ("score-digits",),
+}
 
 
 @pytest.fixture(scope="module")
 def full_runs(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp("score-full")
-    wanted = [(item.originalname, item.callspec.params["engine"]) for item in request.session.items
-              if item.module.__name__ == __name__ and item.originalname.startswith("test_full_")]
-    kinds = {"test_full_dsm_clears_the_bars": "dsm", "test_full_lecture_clears_its_bar_and_drifts": "lecture",
-             "test_full_score_digits_beats_the_pixel_gaussian": "digits"}
+    wanted = [
+        (item.originalname, item.callspec.params["engine"])
+        for item in request.session.items
+        if item.module.__name__ == __name__ and item.originalname.startswith("test_full_")
+    ]
+    kinds = {
+        "test_full_dsm_clears_the_bars": "dsm",
+        "test_full_lecture_clears_its_bar_and_drifts": "lecture",
+        "test_full_score_digits_beats_the_pixel_gaussian": "digits",
+    }
     pool = ThreadPoolExecutor(max_workers=2)
     futures = {}
     for name, engine in dict.fromkeys(wanted):
         kind = kinds[name]
         task, *flags = FULL[kind]
-        futures[kind, engine] = pool.submit(_run, task, engine, str(folder / f"{kind}-{engine}"),
-                                            *flags, timeout=3600)
+        futures[kind, engine] = pool.submit(
+            _run, task, engine, str(folder / f"{kind}-{engine}"), *flags, timeout=3600
+        )
 
     def get(kind, engine):
         _ok(futures[kind, engine].result())
@@ -222,11 +294,13 @@ def _shares(metrics, suffix=""):
 def test_full_dsm_clears_the_bars(engine, full_runs):
     metrics = full_runs("dsm", engine)
     assert metrics["config"]["epochs"] == spec.EPOCHS_BY_METHOD["dsm"]
-    print(f"dsm {engine}: energy distance {metrics['energy_distance']:.4f} (data "
-          f"{metrics['data_energy_distance']:.4f}), within 3 sigma {metrics['within_3sigma']:.3f}, "
-          f"shares {_shares(metrics)}; 10x: {metrics['energy_distance_10x']:.4f}, "
-          f"{metrics['within_3sigma_10x']:.3f}, {_shares(metrics, '_10x')}; "
-          f"{metrics['total_seconds']:.0f} s")
+    print(
+        f"dsm {engine}: energy distance {metrics['energy_distance']:.4f} (data "
+        f"{metrics['data_energy_distance']:.4f}), within 3 sigma {metrics['within_3sigma']:.3f}, "
+        f"shares {_shares(metrics)}; 10x: {metrics['energy_distance_10x']:.4f}, "
+        f"{metrics['within_3sigma_10x']:.3f}, {_shares(metrics, '_10x')}; "
+        f"{metrics['total_seconds']:.0f} s"
+    )
     for suffix in ("", "_10x"):
         assert metrics[f"energy_distance{suffix}"] <= 0.02
         assert metrics[f"within_3sigma{suffix}"] >= 0.95
@@ -239,9 +313,11 @@ def test_full_dsm_clears_the_bars(engine, full_runs):
 @pytest.mark.parametrize("engine", registry.ENGINES)
 def test_full_lecture_clears_its_bar_and_drifts(engine, full_runs):
     metrics = full_runs("lecture", engine)
-    print(f"lecture {engine}: energy distance {metrics['energy_distance']:.4f} at 50 steps, "
-          f"shares {_shares(metrics)}; {metrics['energy_distance_10x']:.4f} at 500 steps, shares "
-          f"{_shares(metrics, '_10x')}; {metrics['total_seconds']:.0f} s")
+    print(
+        f"lecture {engine}: energy distance {metrics['energy_distance']:.4f} at 50 steps, "
+        f"shares {_shares(metrics)}; {metrics['energy_distance_10x']:.4f} at 500 steps, shares "
+        f"{_shares(metrics, '_10x')}; {metrics['total_seconds']:.0f} s"
+    )
     assert metrics["energy_distance"] <= 0.15
     assert metrics["passed"] is True
     # The drift at ten times the steps is measured (metrics.json, the README's table), not held
@@ -253,7 +329,9 @@ def test_full_lecture_clears_its_bar_and_drifts(engine, full_runs):
 @pytest.mark.parametrize("engine", registry.ENGINES)
 def test_full_score_digits_beats_the_pixel_gaussian(engine, full_runs):
     metrics = full_runs("digits", engine)
-    print(f"score-digits {engine}: fd {metrics['fd']:.3f}, confidence {metrics['confidence']:.3f},"
-          f" coverage {metrics['coverage']:.3f}; {metrics['total_seconds']:.0f} s")
+    print(
+        f"score-digits {engine}: fd {metrics['fd']:.3f}, confidence {metrics['confidence']:.3f},"
+        f" coverage {metrics['coverage']:.3f}; {metrics['total_seconds']:.0f} s"
+    )
     assert metrics["fd"] <= digits_spec.PIXEL_GAUSSIAN_FD
     assert metrics["passed"] is True

@@ -31,8 +31,9 @@ def test_energy_distance_is_scipys_squared_in_one_dimension():
     rng = np.random.default_rng(0)
     u, v = rng.normal(size=300), rng.normal(1.0, 2.0, size=400)
     flat = lambda a: np.stack([a, np.zeros_like(a)], axis=1)  # noqa: E731
-    assert judge.energy_distance(flat(u), flat(v)) == pytest.approx(energy_distance(u, v) ** 2,
-                                                                    rel=1e-10)
+    assert judge.energy_distance(flat(u), flat(v)) == pytest.approx(
+        energy_distance(u, v) ** 2, rel=1e-10
+    )
     assert judge.energy_distance(flat(u), flat(u)) == pytest.approx(0.0, abs=1e-12)
 
 
@@ -66,8 +67,14 @@ def test_wrong_cluster_weights_fail_and_the_lecture_bar_is_looser():
     assert metrics["cluster_share_max"] == pytest.approx(0.28, abs=0.005)
     assert 0.02 < metrics["energy_distance"] < 0.05
     outputs = {"samples": skewed, "samples_10x": skewed}
-    assert not meets(spec.judge(outputs, None, {"method": "dsm", "sampling_steps": 1}), spec.bars({"method": "dsm"}))
-    assert meets(spec.judge(outputs, None, {"method": "lecture", "sampling_steps": 1}), spec.bars({"method": "lecture"}))
+    assert not meets(
+        spec.judge(outputs, None, {"method": "dsm", "sampling_steps": 1}),
+        spec.bars({"method": "dsm"}),
+    )
+    assert meets(
+        spec.judge(outputs, None, {"method": "lecture", "sampling_steps": 1}),
+        spec.bars({"method": "lecture"}),
+    )
     # 15% and 25%: the energy distance alone would pass; the share bar holds the line.
     nearly = judge.judge(_skewed((300, 500, 400, 400, 400)))
     assert nearly["energy_distance"] < 0.02 and nearly["cluster_share_max"] > 0.25
@@ -88,8 +95,12 @@ def test_samples_that_blew_up_fail_the_judge_not_the_run():
     metrics = judge.judge(data)
     assert math.isnan(metrics["energy_distance"]) and metrics["nonfinite_samples"] == 6
     assert sum(metrics["cluster_shares"]) == pytest.approx(494 / 500)
-    assert not meets(spec.judge({"samples": data, "samples_10x": data}, None,
-                                {"method": "lecture", "sampling_steps": 1}), spec.bars({"method": "lecture"}))
+    assert not meets(
+        spec.judge(
+            {"samples": data, "samples_10x": data}, None, {"method": "lecture", "sampling_steps": 1}
+        ),
+        spec.bars({"method": "lecture"}),
+    )
     with pytest.raises(ValueError, match=r"expected an \(n, 2\) array"):
         judge.judge(np.zeros((10, 3)))
 
@@ -123,7 +134,11 @@ def test_noise_levels_are_geometric_and_steps_scale_with_them():
 def test_segments_cut_the_plan_where_frames_are_kept():
     plan = [(0, 1.0, 3), (1, 0.5, 3)]
     assert layout.segments(plan, [1, 3, 5]) == [
-        (0, 1.0, 1, True), (0, 1.0, 2, True), (1, 0.5, 2, True), (1, 0.5, 1, False)]
+        (0, 1.0, 1, True),
+        (0, 1.0, 2, True),
+        (1, 0.5, 2, True),
+        (1, 0.5, 1, False),
+    ]
     assert layout.segments(plan, []) == [(0, 1.0, 3, False), (1, 0.5, 3, False)]
     assert sum(count for _, _, count, _ in layout.segments(plan, [2, 4, 6])) == 6
 
@@ -132,9 +147,16 @@ def test_the_animation_shows_at_most_50_frames_ending_on_the_last_step():
     assert spec.frame_steps(50) == list(range(1, 51))
     steps = spec.frame_steps(400)
     assert len(steps) == 50 and steps[-1] == 400 and steps == sorted(set(steps))
-    labels = spec.frame_labels([1, 20, 21, 400], {"method": "dsm", "sampling_steps": 20,
-                                                  "noise_levels": 20, "sigma_max": 4.0,
-                                                  "sigma_min": 0.05})
+    labels = spec.frame_labels(
+        [1, 20, 21, 400],
+        {
+            "method": "dsm",
+            "sampling_steps": 20,
+            "noise_levels": 20,
+            "sigma_max": 4.0,
+            "sigma_min": 0.05,
+        },
+    )
     assert labels[0] == "step 1 of 400, level 1/20 (sigma 4)"
     assert labels[1].startswith("step 20 of 400, level 1/20") and "level 2/20" in labels[2]
     assert labels[3] == "step 400 of 400, level 20/20 (sigma 0.05)"
@@ -150,36 +172,54 @@ def test_cosine_decay_runs_from_one_to_zero():
 # ---------------------------------------------------------------- options
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--method", "dsm", "--divergence", "exact"],
-     "--divergence: expected no value with --method dsm (denoising score matching takes no "
-     "divergence); got 'exact'"),
-    (["--method", "lecture", "--noise-levels", "5"],
-     "--noise-levels: expected no value with --method lecture (a dsm option); got 5"),
-    (["--sigma-min", "5", "--sigma-max", "1"], "--sigma-min: expected a number below --sigma-max (1); got 5.0"),
-    (["--method", "ncsn"], "--method: expected one of dsm, lecture; got 'ncsn'"),
-    (["--samples", "5"], "--samples: expected an integer >= 10 and <= 100000; got '5'"),
-    (["--step-size", "0"], "--step-size: expected a number > 0 and <= 10; got '0'"),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (
+            ["--method", "dsm", "--divergence", "exact"],
+            "--divergence: expected no value with --method dsm (denoising score matching takes no "
+            "divergence); got 'exact'",
+        ),
+        (
+            ["--method", "lecture", "--noise-levels", "5"],
+            "--noise-levels: expected no value with --method lecture (a dsm option); got 5",
+        ),
+        (
+            ["--sigma-min", "5", "--sigma-max", "1"],
+            "--sigma-min: expected a number below --sigma-max (1); got 5.0",
+        ),
+        (["--method", "ncsn"], "--method: expected one of dsm, lecture; got 'ncsn'"),
+        (["--samples", "5"], "--samples: expected an integer >= 10 and <= 100000; got '5'"),
+        (["--step-size", "0"], "--step-size: expected a number > 0 and <= 10; got '0'"),
+    ],
+)
 def test_bad_options_are_one_line(flags, expected, tmp_path):
     assert_usage_error(RUN + flags, str(tmp_path), expected)
 
 
 def test_score_digits_takes_no_method(tmp_path):
-    assert_usage_error(["run", "score-digits", "--engine", "torch", "--out", "out", "--method",
-                        "lecture"], str(tmp_path), "an option of task score-digits")
+    assert_usage_error(
+        ["run", "score-digits", "--engine", "torch", "--out", "out", "--method", "lecture"],
+        str(tmp_path),
+        "an option of task score-digits",
+    )
 
 
 def test_list_shows_the_methods_options_and_bars(tmp_path):
     proc = customfit("list", cwd=tmp_path)
     assert proc.returncode == 0
-    for line in ("--method dsm|lecture, default dsm",
-                 "--divergence exact|hutchinson, default exact for --method lecture",
-                 "--sampling-steps int in [1, 100000], default 50 for --method lecture, 20 for --method dsm",
-                 "bar (--method dsm): energy_distance <= 0.02, within_3sigma >= 0.95, "
-                 "cluster_share_min >= 0.15, cluster_share_max <= 0.25, energy_distance_10x <= 0.02",
-                 "bar (--method lecture): energy_distance <= 0.15",
-                 "score-digits", "bar: fd <= 7.32", spec.JUDGE, digits_spec.JUDGE):
+    for line in (
+        "--method dsm|lecture, default dsm",
+        "--divergence exact|hutchinson, default exact for --method lecture",
+        "--sampling-steps int in [1, 100000], default 50 for --method lecture, 20 for --method dsm",
+        "bar (--method dsm): energy_distance <= 0.02, within_3sigma >= 0.95, "
+        "cluster_share_min >= 0.15, cluster_share_max <= 0.25, energy_distance_10x <= 0.02",
+        "bar (--method lecture): energy_distance <= 0.15",
+        "score-digits",
+        "bar: fd <= 7.32",
+        spec.JUDGE,
+        digits_spec.JUDGE,
+    ):
         assert line in proc.stdout, line
 
 
@@ -191,8 +231,10 @@ def test_score_digits_bar_is_the_pixel_gaussian_reference():
     assert split.x_train.shape == (1437, 64) and split.y_train is None
 
 
-@pytest.mark.parametrize("config, epochs", [({}, 1600), ({"method": "lecture"}, 800),
-                                            ({"method": "dsm", "epochs": 5}, 5)])
+@pytest.mark.parametrize(
+    "config, epochs",
+    [({}, 1600), ({"method": "lecture"}, 800), ({"method": "dsm", "epochs": 5}, 5)],
+)
 def test_each_method_trains_its_own_default_length(config, epochs, tmp_path):
     """dsm trains 1600 epochs unless told (its cluster shares after long Langevin runs need the
     better-trained score; spec.py's docstring), the lecture's method 800."""

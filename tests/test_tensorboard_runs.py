@@ -30,33 +30,57 @@ for engine in sys.argv[3:]:
 """
 
 
-@pytest.mark.parametrize("legs, engines", [("straight", ("tensorflow", "keras-tensorflow")),
-                                          ("resume", ("torch", "keras-torch")),
-                                          ("straight", ("flax", "keras-jax"))], ids=["tensorflow", "torch", "jax"])
+@pytest.mark.parametrize(
+    "legs, engines",
+    [
+        ("straight", ("tensorflow", "keras-tensorflow")),
+        ("resume", ("torch", "keras-torch")),
+        ("straight", ("flax", "keras-jax")),
+    ],
+    ids=["tensorflow", "torch", "jax"],
+)
 def test_tensorboard_logs_hold_the_history_on_every_engine(legs, engines, tmp_path):
     # One thread each: these runs are tiny, and threads that wait for each other on a busy
     # machine cost CPU for nothing.
-    env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engines[0]], TF_CPP_MIN_LOG_LEVEL="3",
-               OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=registry.KERAS_BACKEND[engines[0]],
+        TF_CPP_MIN_LOG_LEVEL="3",
+        OMP_NUM_THREADS="1",
+        TF_NUM_INTRAOP_THREADS="1",
+        TF_NUM_INTEROP_THREADS="1",
+    )
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), legs, *engines], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path), legs, *engines],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for engine in engines:
         history = read_history_csv(tmp_path / engine / "history.csv")
         assert [row["epoch"] for row in history] == [1, 2]
         logs = tmp_path / f"{engine}-logs"
         assert sorted(os.listdir(logs)) == ["train", "validation"]
-        train, validation = read_scalars(str(logs / "train")), read_scalars(str(logs / "validation"))
+        train, validation = (
+            read_scalars(str(logs / "train")),
+            read_scalars(str(logs / "validation")),
+        )
         expected_train = {"epoch_loss", "epoch_accuracy", "epoch_seconds"}
         if engine.startswith("keras-"):
             expected_train.add("epoch_learning_rate")  # keras.callbacks.TensorBoard adds it
-            assert train["epoch_learning_rate"] == [(1, pytest.approx(0.003)), (2, pytest.approx(0.003))]
+            assert train["epoch_learning_rate"] == [
+                (1, pytest.approx(0.003)),
+                (2, pytest.approx(0.003)),
+            ]
         assert set(train) == expected_train, engine
         assert set(validation) == {"epoch_loss", "epoch_accuracy"}, engine
         for name in ("loss", "accuracy", "seconds"):
-            assert train[f"epoch_{name}"] == [(row["epoch"], pytest.approx(row[name], rel=1e-6))
-                                              for row in history], (engine, name)
+            assert train[f"epoch_{name}"] == [
+                (row["epoch"], pytest.approx(row[name], rel=1e-6)) for row in history
+            ], (engine, name)
         for name in ("loss", "accuracy"):
             assert validation[f"epoch_{name}"] == [
                 (row["epoch"], pytest.approx(row[f"val_{name}"], rel=1e-6)) for row in history
@@ -66,6 +90,8 @@ def test_tensorboard_logs_hold_the_history_on_every_engine(legs, engines, tmp_pa
 def test_tensorboard_folder_that_is_a_file_is_one_line_and_exit_status_2(tmp_path):
     (tmp_path / "taken").write_text("")
     assert_usage_error(
-        ["run", "toy", "--engine", "torch", "--tensorboard", "taken", "--out", "out"], str(tmp_path),
-        "--tensorboard: expected a folder (or a path where one can be made); got 'taken', which is a file")
+        ["run", "toy", "--engine", "torch", "--tensorboard", "taken", "--out", "out"],
+        str(tmp_path),
+        "--tensorboard: expected a folder (or a path where one can be made); got 'taken', which is a file",
+    )
     assert (tmp_path / "taken").read_text() == ""

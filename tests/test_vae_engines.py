@@ -34,6 +34,7 @@ TRAINING = {**CASES["default"], "n_train": 192, "batch_size": 48, "lr": 1e-3, "s
 
 # ---------------------------------------------------------------- the NumPy reference, float64
 
+
 def _relu(h):
     return np.maximum(h, 0.0)
 
@@ -60,7 +61,7 @@ def _conv_transpose(x, kernel, bias):
     out = np.zeros((n, h + k - 1, w + k - 1, kernel.shape[2]))
     for a in range(k):
         for b in range(k):
-            out[:, a:a + h, b:b + w] += np.einsum("nhwi,oi->nhwo", x, kernel[a, b])
+            out[:, a : a + h, b : b + w] += np.einsum("nhwi,oi->nhwo", x, kernel[a, b])
     return out + bias
 
 
@@ -89,6 +90,7 @@ def numpy_forward(network, weights, x):
             g = _leaky(_conv_transpose(g, d[2], d[3]))
             g = _leaky(_conv_transpose(g, d[4], d[5]))
             return _sigmoid(_conv_transpose(g, d[6], d[7]))
+
     return mu, logvar, decode
 
 
@@ -98,19 +100,25 @@ def numpy_figures(case, weights, x, eps):
     x = np.asarray(x, np.float64)
     x_hat = decode(mu + eps * np.exp(0.5 * logvar))
     T = case["temperature"]
-    kl_terms = 0.5 * (mu ** 2 + np.exp(logvar) - 1.0 - logvar)
+    kl_terms = 0.5 * (mu**2 + np.exp(logvar) - 1.0 - logvar)
     squares = (x - x_hat) ** 2
     kl_image, squares_image = kl_terms.sum(axis=1), squares.reshape(len(x), -1).sum(axis=1)
     if case["objective"] == "elbo":
         kl, reconstruction = kl_image.mean(), squares_image.mean() / (2 * T)
     else:
         kl, reconstruction = kl_terms.mean(), squares.mean() / (2 * T)
-    return {"loss": kl + reconstruction, "kl": kl, "reconstruction": reconstruction,
-            "neg_elbo": (kl_image + squares_image / (2 * T)).mean() + 32 * math.log(2 * math.pi * T)}
+    return {
+        "loss": kl + reconstruction,
+        "kl": kl,
+        "reconstruction": reconstruction,
+        "neg_elbo": (kl_image + squares_image / (2 * T)).mean() + 32 * math.log(2 * math.pi * T),
+    }
 
 
 def _flat(weights):
-    return np.concatenate([np.ravel(w) for net in layout.NETS for w in weights[net]]).astype(np.float64)
+    return np.concatenate([np.ravel(w) for net in layout.NETS for w in weights[net]]).astype(
+        np.float64
+    )
 
 
 def _unflat(vector, like):
@@ -118,7 +126,7 @@ def _unflat(vector, like):
     for net in layout.NETS:
         out[net] = []
         for w in like[net]:
-            out[net].append(vector[i:i + w.size].reshape(w.shape))
+            out[net].append(vector[i : i + w.size].reshape(w.shape))
             i += w.size
     return out
 
@@ -132,13 +140,18 @@ def _directional(case, weights, x, eps, direction, h=1e-6):
 
 # ---------------------------------------------------------------- inputs and workers
 
+
 @pytest.fixture(scope="module")
 def inputs():
     """A real batch, noise and Glorot-uniform weights per case, made once here with NumPy."""
     x = digits_split().x_train[:BATCH]
     made = {}
     for i, (name, case) in enumerate(CASES.items()):
-        eps = np.random.default_rng(100 + i).standard_normal((BATCH, case["latent"])).astype(np.float32)
+        eps = (
+            np.random.default_rng(100 + i)
+            .standard_normal((BATCH, case["latent"]))
+            .astype(np.float32)
+        )
         made[name] = (x, eps, vae_glorot_weights(case["network"], case["latent"], i))
     return made
 
@@ -149,8 +162,10 @@ def _selected_engines(session):
         if item.module.__name__ == __name__ and hasattr(item, "callspec"):
             engines.add(item.callspec.params.get("engine"))
     selected = [e for e in registry.ENGINES if e in engines]
-    if any(item.module.__name__ == __name__ and item.originalname == "test_engines_agree"
-           for item in session.items):
+    if any(
+        item.module.__name__ == __name__ and item.originalname == "test_engines_agree"
+        for item in session.items
+    ):
         selected = list(registry.ENGINES)
     return selected
 
@@ -171,10 +186,20 @@ def results(request, tmp_path_factory, inputs):
     np.savez(folder / "inputs.npz", **arrays)
     parity = [{"name": name, **case} for name, case in CASES.items()]
     pool = ThreadPoolExecutor(max_workers=2)
-    futures = {engine: pool.submit(_run_worker, {
-        "engine": engine, "inputs": str(folder / "inputs.npz"), "parity": parity,
-        "eval_batch_size": EVAL_BATCH, "training": TRAINING}, folder)
-        for engine in _selected_engines(request.session)}
+    futures = {
+        engine: pool.submit(
+            _run_worker,
+            {
+                "engine": engine,
+                "inputs": str(folder / "inputs.npz"),
+                "parity": parity,
+                "eval_batch_size": EVAL_BATCH,
+                "training": TRAINING,
+            },
+            folder,
+        )
+        for engine in _selected_engines(request.session)
+    }
 
     yield reports_of(futures)
     pool.shutdown(wait=True)
@@ -182,11 +207,12 @@ def results(request, tmp_path_factory, inputs):
 
 # ---------------------------------------------------------------- the reference itself
 
+
 def test_numpy_reference_conv_transpose_is_the_gradient_of_a_conv():
     """<conv_transpose(y, K), x> == <y, conv(x, K)> with the kernel read as (kh, kw, in, out)
     for the convolution: the conv-transpose is the adjoint (the gradient) of the convolution."""
     rng = np.random.default_rng(0)
-    kernel = rng.normal(size=(3, 3, 2, 5))          # conv: in 2, out 5
+    kernel = rng.normal(size=(3, 3, 2, 5))  # conv: in 2, out 5
     x, y = rng.normal(size=(2, 6, 6, 2)), rng.normal(size=(2, 4, 4, 5))
     lhs = np.sum(_conv_transpose(y, kernel, 0.0) * x)  # conv-transpose: in 5, out 2
     rhs = np.sum(y * _conv(x, kernel, 0.0))
@@ -201,13 +227,20 @@ def test_numpy_reference_is_the_lecture_formula(case, inputs):
     x, eps, weights = inputs[case]
     spec = CASES[case]
     figures = numpy_figures(spec, weights, x, eps)
-    other = numpy_figures({**spec, "objective": "elbo" if spec["objective"] == "lecture" else "lecture"},
-                          weights, x, eps)
+    other = numpy_figures(
+        {**spec, "objective": "elbo" if spec["objective"] == "lecture" else "lecture"},
+        weights,
+        x,
+        eps,
+    )
     assert figures["neg_elbo"] == pytest.approx(other["neg_elbo"], rel=1e-12)
     lecture = figures if spec["objective"] == "lecture" else other
-    effective = numpy_figures({**spec, "objective": "elbo",
-                               "temperature": spec["temperature"] * 64 / spec["latent"]},
-                              weights, x, eps)
+    effective = numpy_figures(
+        {**spec, "objective": "elbo", "temperature": spec["temperature"] * 64 / spec["latent"]},
+        weights,
+        x,
+        eps,
+    )
     assert lecture["loss"] == pytest.approx(effective["loss"] / spec["latent"], rel=1e-12)
     assert figures["loss"] == pytest.approx(figures["kl"] + figures["reconstruction"], rel=1e-12)
     assert 1.0 < figures["loss"] < 1e4
@@ -215,14 +248,17 @@ def test_numpy_reference_is_the_lecture_formula(case, inputs):
 
 # ---------------------------------------------------------------- parity
 
+
 def _relative(a, b):
     return float(np.linalg.norm(np.asarray(a, np.float64) - b) / max(np.linalg.norm(b), 1e-30))
 
 
 def _grads(report, case):
     shapes = layout.canonical_shapes(CASES[case]["network"], CASES[case]["latent"])
-    return {net: [report["arrays"][f"{case}/grad/{net}/{i}"] for i in range(len(shapes[net]))]
-            for net in layout.NETS}
+    return {
+        net: [report["arrays"][f"{case}/grad/{net}/{i}"] for i in range(len(shapes[net]))]
+        for net in layout.NETS
+    }
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -257,7 +293,8 @@ def test_objective_and_gradients_match_numpy(engine, case, results, inputs):
     assert got["evaluate"]["kl"] == pytest.approx(expected["kl"], rel=1e-5)
     assert set(got["evaluate"]) == set(layout.FIGURES)
     assert got["evaluate"]["loss"] == pytest.approx(
-        got["evaluate"]["kl"] + got["evaluate"]["reconstruction"], rel=1e-5)
+        got["evaluate"]["kl"] + got["evaluate"]["reconstruction"], rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -285,8 +322,15 @@ def test_resumed_training_equals_uninterrupted_training(engine, results):
     assert report["state_meta"]["format"] == layout.STATE_FORMAT
     assert report["state_step"] == steps  # Adam's step count travelled
     shapes = layout.canonical_shapes(TRAINING["network"], TRAINING["latent"])
-    expected_names = sorted([f"{prefix}/{net}/{i}" for prefix in ("weights", "adam/m", "adam/v")
-                             for net in layout.NETS for i in range(len(shapes[net]))] + ["adam/step"])
+    expected_names = sorted(
+        [
+            f"{prefix}/{net}/{i}"
+            for prefix in ("weights", "adam/m", "adam/v")
+            for net in layout.NETS
+            for i in range(len(shapes[net]))
+        ]
+        + ["adam/step"]
+    )
     assert report["state_names"] == expected_names  # the same names from every engine
     assert report["state_kept"], "the arrays state() returned changed as training went on"
     # B repeats A (a new Trainer, the same seed); C, resumed from B's state after epoch 1,
@@ -314,7 +358,8 @@ def test_training_reports_running_means_and_learns(engine, results):
         for b in batches:
             assert b["loss"] == pytest.approx(b["kl"] + b["reconstruction"], rel=1e-5)
             assert b["neg_elbo"] == pytest.approx(
-                b["loss"] + layout.gaussian_constant(TRAINING["temperature"]), rel=1e-5, abs=1e-4)
+                b["loss"] + layout.gaussian_constant(TRAINING["temperature"]), rel=1e-5, abs=1e-4
+            )
     assert report["A"][1]["means"]["loss"] < report["A"][0]["means"]["loss"]
     # evaluate() draws the same noise at every call: the same figures twice.
     assert report["A_evaluate"][0] == report["A_evaluate"][1]

@@ -22,8 +22,16 @@ from customfit.tasks.vae import layout, spec
 
 SHORT = 4
 RESUMED = ("torch", "keras-jax")
-FILES = ["checkpoint.safetensors", "curves.png", "history.csv", "metrics.json",
-         "reconstructions.png", "samples.npy", "samples.png", "temperatures.png"]
+FILES = [
+    "checkpoint.safetensors",
+    "curves.png",
+    "history.csv",
+    "metrics.json",
+    "reconstructions.png",
+    "samples.npy",
+    "samples.png",
+    "temperatures.png",
+]
 COLUMNS = ["epoch", *layout.FIGURES, *[f"val_{k}" for k in layout.FIGURES], "seconds"]
 
 
@@ -40,10 +48,13 @@ def short_runs(tmp_path_factory):
     """Every run this module's default tests read, two at a time (the machine has 2 cores)."""
     folder = tmp_path_factory.mktemp("vae-runs")
     pool = ThreadPoolExecutor(max_workers=2)
-    futures = {engine: pool.submit(_run, engine, str(folder / engine), "--epochs", str(SHORT))
-               for engine in registry.ENGINES}
-    futures["lecture"] = pool.submit(_run, "torch", str(folder / "lecture"), "--model", "lecture",
-                                     "--epochs", "1")
+    futures = {
+        engine: pool.submit(_run, engine, str(folder / engine), "--epochs", str(SHORT))
+        for engine in registry.ENGINES
+    }
+    futures["lecture"] = pool.submit(
+        _run, "torch", str(folder / "lecture"), "--model", "lecture", "--epochs", "1"
+    )
     for engine in RESUMED:
         futures[f"resume-{engine}"] = pool.submit(_killed_and_resumed, engine, folder)
 
@@ -72,14 +83,23 @@ def test_a_short_run_writes_its_files_and_sane_figures(engine, short_runs):
     assert samples.shape == (1000, 8, 8) and samples.dtype == np.float32
     assert 0.0 <= samples.min() and samples.max() <= 1.0 and samples.std() > 0.01
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["config"] == {"epochs": SHORT, "batch_size": 64, "lr": 0.001, "seed": 0,
-                                 "model": "default", "data": "built-in", "temperature": 0.1,
-                                 "latent": 8}
+    assert metrics["config"] == {
+        "epochs": SHORT,
+        "batch_size": 64,
+        "lr": 0.001,
+        "seed": 0,
+        "model": "default",
+        "data": "built-in",
+        "temperature": 0.1,
+        "latent": 8,
+    }
     assert metrics["bar"] == {"fd": ["<=", spec.PIXEL_GAUSSIAN_FD], "confidence": 0.85}
     assert 0.0 < metrics["fd"] < 500.0 and 0.1 <= metrics["confidence"] <= 1.0
     assert 0.0 <= metrics["coverage"] <= 1.0
     history = read_history_csv(out / "history.csv")
-    assert list(history[0]) == COLUMNS and [row["epoch"] for row in history] == list(range(1, SHORT + 1))
+    assert list(history[0]) == COLUMNS and [row["epoch"] for row in history] == list(
+        range(1, SHORT + 1)
+    )
     assert history[-1]["loss"] < history[0]["loss"]  # it learns
     # The judge's negative ELBO (NumPy, from encode()/decode(), 10 draws per image) and the
     # trainer's own held-out figures (evaluate(), one draw): the KL term has no noise in it.
@@ -100,18 +120,28 @@ def test_the_lecture_model_runs_with_its_own_settings(short_runs):
     folder, get = short_runs
     _ok(get("lecture"))
     metrics = json.loads((folder / "lecture" / "metrics.json").read_text())
-    assert metrics["config"] == {"epochs": 1, "batch_size": 16, "lr": 0.001, "seed": 0,
-                                 "model": "lecture", "data": "built-in", "temperature": 0.01,
-                                 "latent": 10}
+    assert metrics["config"] == {
+        "epochs": 1,
+        "batch_size": 16,
+        "lr": 0.001,
+        "seed": 0,
+        "model": "lecture",
+        "data": "built-in",
+        "temperature": 0.01,
+        "latent": 10,
+    }
     assert metrics["effective_temperature"] == pytest.approx(0.064)
-    assert np.isfinite(metrics["neg_elbo"]) and np.isfinite(metrics["neg_elbo_at_effective_temperature"])
+    assert np.isfinite(metrics["neg_elbo"]) and np.isfinite(
+        metrics["neg_elbo_at_effective_temperature"]
+    )
     history = read_history_csv(folder / "lecture" / "history.csv")
     row = history[0]
     # The lecture's means: loss = mean KL term + mean squared error / (2T), 1/latent and 1/64 of
     # the per-image sums that make the negative ELBO.
     T = 0.01
     assert row["val_neg_elbo"] == pytest.approx(
-        10 * row["val_kl"] + 64 * row["val_reconstruction"] + 32 * np.log(2 * np.pi * T), rel=1e-5)
+        10 * row["val_kl"] + 64 * row["val_reconstruction"] + 32 * np.log(2 * np.pi * T), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("engine", RESUMED)
@@ -150,11 +180,17 @@ def test_a_killed_run_resumes_to_where_an_uninterrupted_run_ends(engine, short_r
 @pytest.fixture(scope="module")
 def full_runs(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp("vae-full")
-    engines = [item.callspec.params["engine"] for item in request.session.items
-               if item.module.__name__ == __name__ and item.originalname == "test_default_model_clears_the_bars"]
+    engines = [
+        item.callspec.params["engine"]
+        for item in request.session.items
+        if item.module.__name__ == __name__
+        and item.originalname == "test_default_model_clears_the_bars"
+    ]
     pool = ThreadPoolExecutor(max_workers=2)
-    futures = {engine: pool.submit(_run, engine, str(folder / engine), timeout=1800)
-               for engine in dict.fromkeys(engines)}
+    futures = {
+        engine: pool.submit(_run, engine, str(folder / engine), timeout=1800)
+        for engine in dict.fromkeys(engines)
+    }
     yield folder, lambda engine: futures[engine].result()
     pool.shutdown(wait=True)
 
@@ -166,9 +202,11 @@ def test_default_model_clears_the_bars(engine, full_runs):
     _ok(get(engine))
     metrics = json.loads((folder / engine / "metrics.json").read_text())
     assert metrics["config"]["epochs"] == spec.DEFAULTS["epochs"]
-    print(f"{engine}: fd {metrics['fd']:.3f}, confidence {metrics['confidence']:.3f}, coverage "
-          f"{metrics['coverage']:.3f}, neg_elbo {metrics['neg_elbo']:.2f}, "
-          f"{metrics['total_seconds']:.0f} s")
+    print(
+        f"{engine}: fd {metrics['fd']:.3f}, confidence {metrics['confidence']:.3f}, coverage "
+        f"{metrics['coverage']:.3f}, neg_elbo {metrics['neg_elbo']:.2f}, "
+        f"{metrics['total_seconds']:.0f} s"
+    )
     assert metrics["fd"] <= spec.PIXEL_GAUSSIAN_FD, metrics["fd"]
     assert metrics["confidence"] >= 0.85, metrics["confidence"]
     assert metrics["passed"] is True

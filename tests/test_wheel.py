@@ -22,11 +22,28 @@ from customfit import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the build reads; the rest of the checkout (runs/, .venv, build outputs) stays behind.
-COPIED = ("pyproject.toml", "MANIFEST.in", "README.md", "constraints.txt", "customfit", "examples",
-          "docs", "tests", "benchmarks")
+COPIED = (
+    "pyproject.toml",
+    "MANIFEST.in",
+    "README.md",
+    "constraints.txt",
+    "customfit",
+    "examples",
+    "docs",
+    "tests",
+    "benchmarks",
+)
 EXTRAS = {"tensorflow", "tensorflow-cpu", "torch", "jax", "all", "test", "bench", "docs"}
-FRAMEWORK_DISTS = {"tensorflow", "tensorflow-cpu", "tensorflow_cpu", "torch", "jax", "jaxlib",
-                   "flax", "optax"}
+FRAMEWORK_DISTS = {
+    "tensorflow",
+    "tensorflow-cpu",
+    "tensorflow_cpu",
+    "torch",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+}
 
 
 def _clean_env(**extra):
@@ -43,13 +60,21 @@ def dist(tmp_path_factory):
     source = tmp_path_factory.mktemp("source")
     for name in COPIED:
         if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, source / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+            shutil.copytree(
+                ROOT / name,
+                source / name,
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
+            )
         elif (ROOT / name).exists():
             shutil.copy2(ROOT / name, source / name)
     out = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(source)],
-                          env=_clean_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(out), str(source)],
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     sdists, wheels = sorted(out.glob("*.tar.gz")), sorted(out.glob("*.whl"))
     assert len(sdists) == 1 and len(wheels) == 1, os.listdir(out)
@@ -75,12 +100,17 @@ def test_package_metadata_has_ranges_and_the_frameworks_only_as_extras():
     assert set(extras) == EXTRAS
     every = project["dependencies"] + [r for reqs in extras.values() for r in reqs]
     assert [r for r in every if "==" in r or "===" in r] == []
-    assert not {re.split(r"[<>=!~;\[ ]", r)[0].lower() for r in project["dependencies"]} & FRAMEWORK_DISTS
+    assert (
+        not {re.split(r"[<>=!~;\[ ]", r)[0].lower() for r in project["dependencies"]}
+        & FRAMEWORK_DISTS
+    )
     assert extras["jax"] == ["jax>=0.10", "flax>=0.12", "optax>=0.2.8"]
     assert extras["all"] == ["customfit[tensorflow,torch,jax]"]
     # Every requirement the set-up installs is pinned exactly in constraints.txt.
-    pins = {line.split("==")[0].lower().replace("_", "-")
-            for line in (ROOT / "constraints.txt").read_text().split()}
+    pins = {
+        line.split("==")[0].lower().replace("_", "-")
+        for line in (ROOT / "constraints.txt").read_text().split()
+    }
     for requirement in every:
         name = re.split(r"[<>=!~;\[ ]", requirement)[0].lower()
         if name not in ("customfit", "tensorflow"):  # the set-up installs tensorflow-cpu
@@ -109,8 +139,12 @@ def test_build_makes_an_sdist_and_a_wheel_without_tests_runs_or_benchmarks(dist)
 
 
 def test_twine_check_passes(dist):
-    proc = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *map(str, dist)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", *map(str, dist)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("PASSED") == 2, proc.stdout
 
@@ -156,27 +190,60 @@ def test_a_clean_environment_with_only_the_jax_extra(dist, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python, script = venv / "bin" / "python", venv / "bin" / "customfit"
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--find-links", str(wheel.parent),
-         "-c", str(ROOT / "constraints.txt"), f"{wheel}[jax]"],
-        env=_clean_env(), capture_output=True, text=True, timeout=1800)
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--find-links",
+            str(wheel.parent),
+            "-c",
+            str(ROOT / "constraints.txt"),
+            f"{wheel}[jax]",
+        ],
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
-    listed = subprocess.run([str(python), "-m", "pip", "list", "--format", "json"], env=_clean_env(),
-                            capture_output=True, text=True, check=True)
-    installed = {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(listed.stdout)}
+    listed = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format", "json"],
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    installed = {
+        p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(listed.stdout)
+    }
     assert installed["customfit"] == customfit.__version__
     assert {"jax", "flax", "optax", "keras"} <= set(installed)
-    assert not {"torch", "tensorflow", "tensorflow-cpu"} & set(installed), "a framework came uninvited"
+    assert not {"torch", "tensorflow", "tensorflow-cpu"} & set(installed), (
+        "a framework came uninvited"
+    )
 
     work = tmp_path / "work"  # not the checkout: only the installed wheel is importable
     work.mkdir()
 
     def call(*args, **env):
-        return subprocess.run([str(a) for a in args], cwd=work, env=_clean_env(**env),
-                              capture_output=True, text=True, timeout=900)
+        return subprocess.run(
+            [str(a) for a in args],
+            cwd=work,
+            env=_clean_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
 
-    imported = call(python, "-c", "import sys, customfit; print(customfit.__version__, "
-                                  "customfit.__file__, sorted(m for m in sys.modules if m in "
-                                  "('keras', 'jax', 'torch', 'tensorflow')))")
+    imported = call(
+        python,
+        "-c",
+        "import sys, customfit; print(customfit.__version__, "
+        "customfit.__file__, sorted(m for m in sys.modules if m in "
+        "('keras', 'jax', 'torch', 'tensorflow')))",
+    )
     version, where, frameworks = imported.stdout.split(" ", 2)
     assert (imported.returncode, version) == (0, customfit.__version__), imported.stderr
     assert where.startswith(str(venv)) and frameworks.strip() == "[]"
@@ -190,11 +257,20 @@ def test_a_clean_environment_with_only_the_jax_extra(dist, tmp_path):
 
     listing = call(script, "list")
     assert listing.returncode == 0, listing.stderr
-    engines = {line.split()[0]: line for line in listing.stdout.splitlines()
-               if line.startswith("  ") and line.split()[0] in registry.ENGINES}
+    engines = {
+        line.split()[0]: line
+        for line in listing.stdout.splitlines()
+        if line.startswith("  ") and line.split()[0] in registry.ENGINES
+    }
     assert {e for e, line in engines.items() if "[unavailable" in line} == {
-        "tensorflow", "torch", "keras-tensorflow", "keras-torch"}
-    assert engines["torch"].endswith("[unavailable: torch not installed; pip install 'customfit[torch]']")
+        "tensorflow",
+        "torch",
+        "keras-tensorflow",
+        "keras-torch",
+    }
+    assert engines["torch"].endswith(
+        "[unavailable: torch not installed; pip install 'customfit[torch]']"
+    )
 
     toy = call(script, "run", "toy", "--engine", "keras-jax", "--out", "toy", "--quiet")
     assert toy.returncode == 0, toy.stdout + toy.stderr[-3000:]
@@ -205,8 +281,13 @@ def test_a_clean_environment_with_only_the_jax_extra(dist, tmp_path):
 
     for engine, extra in (("torch", "torch"), ("keras-tensorflow", "tensorflow")):
         refused = call(script, "run", "toy", "--engine", engine, "--out", engine)
-        assert (refused.returncode, refused.stdout, refused.stderr.splitlines()) == (2, "", [
-            f"customfit: error: --engine: expected an engine whose framework is installed (for "
-            f"{engine}: pip install 'customfit[{extra}]'); got '{engine}' without "
-            f"{engine.removeprefix('keras-')} installed"])
+        assert (refused.returncode, refused.stdout, refused.stderr.splitlines()) == (
+            2,
+            "",
+            [
+                f"customfit: error: --engine: expected an engine whose framework is installed (for "
+                f"{engine}: pip install 'customfit[{extra}]'); got '{engine}' without "
+                f"{engine.removeprefix('keras-')} installed"
+            ],
+        )
         assert not (work / engine).exists()

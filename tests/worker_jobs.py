@@ -28,8 +28,14 @@ def run_worker(worker, job, folder, keras_backend, timeout, one_thread=False):
     env = dict(os.environ, KERAS_BACKEND=keras_backend, TF_CPP_MIN_LOG_LEVEL="2")
     if one_thread:
         env["OMP_NUM_THREADS"] = "1"  # two workers share the two cores
-    done = subprocess.run([sys.executable, worker, str(path)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, worker, str(path)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if done.returncode != 0:
         return {"failed": f"worker for {engine} exited {done.returncode}:\n{done.stderr[-4000:]}"}
     with open(job["output"] + ".json") as f:
@@ -42,9 +48,11 @@ def run_worker(worker, job, folder, keras_backend, timeout, one_thread=False):
 def reports_of(futures):
     """The getter a fixture yields over {engine: a future of run_worker's report}: an engine
     whose worker failed fails its own test, with the worker's stderr."""
+
     def get(engine):
         report = futures[engine].result()
         if "failed" in report:
             pytest.fail(report["failed"], pytrace=False)
         return report
+
     return get

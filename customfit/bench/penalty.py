@@ -29,12 +29,24 @@ def ring(n, seed=0):
 def _keras_networks():
     import keras
 
-    generator = keras.Sequential([keras.Input((LATENT,)), keras.layers.Dense(WIDTH, activation="relu"),
-                                  keras.layers.Dense(WIDTH, activation="relu"), keras.layers.Dense(2)],
-                                 name="generator")
-    critic = keras.Sequential([keras.Input((2,)), keras.layers.Dense(WIDTH, activation="relu"),
-                               keras.layers.Dense(WIDTH, activation="relu"), keras.layers.Dense(1)],
-                              name="critic")
+    generator = keras.Sequential(
+        [
+            keras.Input((LATENT,)),
+            keras.layers.Dense(WIDTH, activation="relu"),
+            keras.layers.Dense(WIDTH, activation="relu"),
+            keras.layers.Dense(2),
+        ],
+        name="generator",
+    )
+    critic = keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(WIDTH, activation="relu"),
+            keras.layers.Dense(WIDTH, activation="relu"),
+            keras.layers.Dense(1),
+        ],
+        name="critic",
+    )
     return generator, critic
 
 
@@ -57,12 +69,16 @@ def penalty_model_class():
             self.seeds = keras.random.SeedGenerator(0)
 
         def updates(self):
-            return [cf.Update("critic", self.critic_objective, self.critic),
-                    cf.Update("generator", self.generator_objective, self.generator)]
+            return [
+                cf.Update("critic", self.critic_objective, self.critic),
+                cf.Update("generator", self.generator_objective, self.generator),
+            ]
 
         def critic_objective(self, x, training=True):
             n = K.shape(x)[0]
-            fake = K.stop_gradient(self.generator(keras.random.normal((n, LATENT), seed=self.seeds)))
+            fake = K.stop_gradient(
+                self.generator(keras.random.normal((n, LATENT), seed=self.seeds))
+            )
             mix_weight = keras.random.uniform((n, 1), seed=self.seeds)
             mixed = mix_weight * x + (1.0 - mix_weight) * fake
             slopes = cf.ops.grad(lambda points: K.sum(self.critic(points)))(mixed)
@@ -82,8 +98,14 @@ class _KerasTrainer:
         from customfit.trainers.keras_trainer import Progress
 
         order = np.random.default_rng(shuffle_seed).permutation(len(x))
-        history = self.model.fit(x[order], batch_size=batch_size, epochs=1, shuffle=False,
-                                 verbose=0, callbacks=[Progress(on_batch)])
+        history = self.model.fit(
+            x[order],
+            batch_size=batch_size,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=[Progress(on_batch)],
+        )
         return {k: float(v[-1]) for k, v in history.history.items()}
 
 
@@ -93,7 +115,9 @@ class CfTrainer(_KerasTrainer):
 
         keras.utils.set_random_seed(seed)
         self.model = penalty_model_class()()
-        self.model.compile(optimizer={"critic": _keras_optimizer(), "generator": _keras_optimizer()})
+        self.model.compile(
+            optimizer={"critic": _keras_optimizer(), "generator": _keras_optimizer()}
+        )
 
 
 # ----------------------------------------------------------------------------- Keras, by hand
@@ -167,10 +191,16 @@ class TorchTrainer:
 
         torch.manual_seed(seed)
         self.device = compute_device.torch_device()
-        self.generator = nn.Sequential(nn.Linear(LATENT, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH),
-                                       nn.ReLU(), nn.Linear(WIDTH, 2)).to(self.device)
-        self.critic = nn.Sequential(nn.Linear(2, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH),
-                                    nn.ReLU(), nn.Linear(WIDTH, 1)).to(self.device)
+        self.generator = nn.Sequential(
+            nn.Linear(LATENT, WIDTH),
+            nn.ReLU(),
+            nn.Linear(WIDTH, WIDTH),
+            nn.ReLU(),
+            nn.Linear(WIDTH, 2),
+        ).to(self.device)
+        self.critic = nn.Sequential(
+            nn.Linear(2, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), nn.ReLU(), nn.Linear(WIDTH, 1)
+        ).to(self.device)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), LR, betas=BETAS)
         self.generator_optimizer = torch.optim.Adam(self.generator.parameters(), LR, betas=BETAS)
         self.model = self.critic  # what modes.applied compiles: the module with the penalty
@@ -181,7 +211,7 @@ class TorchTrainer:
         generator = torch.Generator().manual_seed(shuffle_seed)
         data = torch.from_numpy(x)[torch.randperm(len(x), generator=generator)].to(self.device)
         for start in range(0, len(data), batch_size):
-            real = data[start:start + batch_size]
+            real = data[start : start + batch_size]
             n = len(real)
             fake = self.generator(torch.randn(n, LATENT, device=self.device)).detach()
             mix_weight = torch.rand(n, 1, device=self.device)
@@ -193,7 +223,9 @@ class TorchTrainer:
             loss.backward()
             self.critic_optimizer.step()
 
-            generator_loss = -self.critic(self.generator(torch.randn(n, LATENT, device=self.device))).mean()
+            generator_loss = -self.critic(
+                self.generator(torch.randn(n, LATENT, device=self.device))
+            ).mean()
             self.generator_optimizer.zero_grad()
             generator_loss.backward()
             self.generator_optimizer.step()

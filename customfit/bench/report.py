@@ -21,21 +21,32 @@ def markdown(result):
     devices = sorted({c.get("device", "cpu") for c in result["cells"]})
     lines.append(f"Computed on: {', '.join(devices)}.")
     if result.get("threads"):
-        lines.append("Threads: " + ", ".join(f"{k}={v}" for k, v in result["threads"].items()) + ".")
+        lines.append(
+            "Threads: " + ", ".join(f"{k}={v}" for k, v in result["threads"].items()) + "."
+        )
     kept = {c.get("freed_memory_kept") for c in result["cells"]}
     if kept and kept <= {True, False}:
         said = "yes" if kept == {True} else "no" if kept == {False} else "in some processes"
-        lines.append(f"Freed memory kept in each process for reuse (customfit/cpu_memory.py): {said}.")
+        lines.append(
+            f"Freed memory kept in each process for reuse (customfit/cpu_memory.py): {said}."
+        )
     for task, note in result.get("data", {}).items():
         lines.append(f"{task} data: {note}.")
-    lines += ["", "| task | engine | batch | precision | mode | steps/s | samples/s | reference "
-              "(same process) | its steps/s | ratio |",
-              "| --- | --- | ---: | --- | --- | ---: | ---: | --- | ---: | ---: |"]
+    lines += [
+        "",
+        "| task | engine | batch | precision | mode | steps/s | samples/s | reference "
+        "(same process) | its steps/s | ratio |",
+        "| --- | --- | ---: | --- | --- | ---: | ---: | --- | ---: | ---: |",
+    ]
     for cell in result["cells"]:
-        head = (f"| {cell['task']} | {cell['engine']} | {cell['batch_size']} | "
-                f"{_precision(cell)} | {cell['mode']}")
+        head = (
+            f"| {cell['task']} | {cell['engine']} | {cell['batch_size']} | "
+            f"{_precision(cell)} | {cell['mode']}"
+        )
         if "skipped" in cell or "error" in cell:
-            what = f"skipped: {cell['skipped']}" if "skipped" in cell else f"failed: {cell['error']}"
+            what = (
+                f"skipped: {cell['skipped']}" if "skipped" in cell else f"failed: {cell['error']}"
+            )
             lines.append(f"{head} | - | - | {what} | | |")
             continue
         reference = cell.get("reference") or {}
@@ -43,14 +54,18 @@ def markdown(result):
             f"{head}{' (default)' if cell['default_mode'] else ''} | "
             f"{_number(cell['steps_per_second'])} | {_number(cell['samples_per_second'], 0)} | "
             f"{reference.get('name', '')} | {_number(reference.get('steps_per_second'))} | "
-            f"{_number(cell.get('ratio'), 3)} |")
+            f"{_number(cell.get('ratio'), 3)} |"
+        )
     lines += ["", *ratios(result["cells"])]
     speedups = mixed_over_float32(result["cells"])
     if speedups:
         lines += ["", *speedups]
     versions = result.get("versions") or {}
     if versions:
-        lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + "."]
+        lines += [
+            "",
+            "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -61,22 +76,33 @@ def _precision(cell):
 def ratios(cells):
     """Steps/s over the reference's, in each engine's default mode, side by side."""
     several = len({_precision(c) for c in cells}) > 1
-    found = {(c["task"], c["batch_size"], _precision(c), c["engine"]): c.get("ratio")
-             for c in cells if c.get("default_mode") and "ratio" in c}
+    found = {
+        (c["task"], c["batch_size"], _precision(c), c["engine"]): c.get("ratio")
+        for c in cells
+        if c.get("default_mode") and "ratio" in c
+    }
     keys = sorted({(t, b, p) for t, b, p, _ in found})
     if not keys:
         return []
-    lines = ["Side by side, each engine in its default mode: steps/s over the reference's "
-             "(stock Keras compile(loss=...)/fit() on the same network and backend; for penalty, "
-             "the hand-written Keras train_step on torch).", "",
-             "| task | batch | " + ("precision | " if several else "")
-             + " | ".join(f"{e} / reference" for e in KERAS + NATIVE) + " |",
-             "| --- | ---: | " + ("--- | " if several else "")
-             + " | ".join("---:" for _ in KERAS + NATIVE) + " |"]
+    lines = [
+        "Side by side, each engine in its default mode: steps/s over the reference's "
+        "(stock Keras compile(loss=...)/fit() on the same network and backend; for penalty, "
+        "the hand-written Keras train_step on torch).",
+        "",
+        "| task | batch | "
+        + ("precision | " if several else "")
+        + " | ".join(f"{e} / reference" for e in KERAS + NATIVE)
+        + " |",
+        "| --- | ---: | "
+        + ("--- | " if several else "")
+        + " | ".join("---:" for _ in KERAS + NATIVE)
+        + " |",
+    ]
     for task, batch, policy in keys:
         row = [_number(found.get((task, batch, policy, e)), 3) for e in KERAS + NATIVE]
-        lines.append(f"| {task} | {batch} | " + (f"{policy} | " if several else "")
-                     + " | ".join(row) + " |")
+        lines.append(
+            f"| {task} | {batch} | " + (f"{policy} | " if several else "") + " | ".join(row) + " |"
+        )
     return lines
 
 
@@ -92,12 +118,19 @@ def mixed_over_float32(cells):
     for (task, batch, mode, engine, kind), mixed in timed.items():
         full = timed.get((task, batch, mode, engine, "float32"))
         if kind == "mixed" and full is not None:
-            rows.append(f"| {task} | {batch} | {engine} | {mode} | {mixed['precision']} | "
-                        f"{_number(full['steps_per_second'])} | "
-                        f"{_number(mixed['steps_per_second'])} | "
-                        f"{_number(mixed['steps_per_second'] / full['steps_per_second'], 3)} |")
+            rows.append(
+                f"| {task} | {batch} | {engine} | {mode} | {mixed['precision']} | "
+                f"{_number(full['steps_per_second'])} | "
+                f"{_number(mixed['steps_per_second'])} | "
+                f"{_number(mixed['steps_per_second'] / full['steps_per_second'], 3)} |"
+            )
     if not rows:
         return []
-    return ["Mixed precision against float32, the same cell otherwise: steps/s and their ratio.",
-            "", "| task | batch | engine | mode | mixed policy | float32 steps/s | mixed steps/s "
-            "| mixed / float32 |", "| --- | ---: | --- | --- | --- | ---: | ---: | ---: |", *rows]
+    return [
+        "Mixed precision against float32, the same cell otherwise: steps/s and their ratio.",
+        "",
+        "| task | batch | engine | mode | mixed policy | float32 steps/s | mixed steps/s "
+        "| mixed / float32 |",
+        "| --- | ---: | --- | --- | --- | ---: | ---: | ---: |",
+        *rows,
+    ]

@@ -34,8 +34,10 @@ def mnist_data(given, out):
         return path, f"MNIST (Keras's {path})"
     target = os.path.join(out, STANDIN)
     standin.write(target, n_train=1200, n_test=100)
-    return target, ("stand-in of MNIST's shape: scikit-learn digits scaled to 28x28 "
-                    f"(no {path} on this machine)")
+    return target, (
+        "stand-in of MNIST's shape: scikit-learn digits scaled to 28x28 "
+        f"(no {path} on this machine)"
+    )
 
 
 def check(args):
@@ -44,11 +46,15 @@ def check(args):
     for engine in args.engines:
         validate.one_of("engines", engine, registry.ENGINES)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError.expected("out", "a folder (or a path where one can be made)",
-                                  given=f"{args.out!r}, which is a file")
+        raise UsageError.expected(
+            "out",
+            "a folder (or a path where one can be made)",
+            given=f"{args.out!r}, which is a file",
+        )
     if args.data is not None and "mnist" not in args.tasks:
-        raise UsageError.expected("data", "no --data (it is mnist's, and --tasks has no mnist)",
-                                  given=repr(args.data))
+        raise UsageError.expected(
+            "data", "no --data (it is mnist's, and --tasks has no mnist)", given=repr(args.data)
+        )
     if args.data is not None:
         from customfit.tasks.mnist import spec
 
@@ -77,15 +83,28 @@ def _run(args):
     if "mnist" in tasks:
         data["mnist"], notes["mnist"] = mnist_data(args.data, args.out)
     precisions = PRECISIONS[getattr(args, "precision", "float32")]
-    settings = {"steps": args.steps, "repeats": args.repeats, "warmup": args.warmup,
-                "compiled": args.compiled, "tasks": tasks, "engines": engines,
-                "batch_sizes": batch_sizes, "precisions": list(precisions),
-                "device": getattr(args, "device", None)}
-    total = (len(tasks) * len(batch_sizes) * len(precisions)
-             * sum(len(modes.chosen(e, args.compiled)) for e in engines))
-    print(f"bench: {total} cells ({len(engines)} engines, each in its own process); "
-          f"{args.steps} steps x {args.repeats} timed repeats after {args.warmup} warm-up pass(es)",
-          flush=True)
+    settings = {
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "compiled": args.compiled,
+        "tasks": tasks,
+        "engines": engines,
+        "batch_sizes": batch_sizes,
+        "precisions": list(precisions),
+        "device": getattr(args, "device", None),
+    }
+    total = (
+        len(tasks)
+        * len(batch_sizes)
+        * len(precisions)
+        * sum(len(modes.chosen(e, args.compiled)) for e in engines)
+    )
+    print(
+        f"bench: {total} cells ({len(engines)} engines, each in its own process); "
+        f"{args.steps} steps x {args.repeats} timed repeats after {args.warmup} warm-up pass(es)",
+        flush=True,
+    )
     started, cells = time.time(), []
     for engine in engines:
         cells += _engine(engine, tasks, batch_sizes, data, settings, len(cells), total)
@@ -93,10 +112,17 @@ def _run(args):
     from customfit.checkpoint import atomic_write
     from customfit.runs.results import machine
 
-    result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine(),
-              "load_average": os.getloadavg(), "seconds": time.time() - started,
-              "settings": settings, "data": notes,
-              "threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ}, "versions": _versions(), "cells": cells}
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "machine": machine(),
+        "load_average": os.getloadavg(),
+        "seconds": time.time() - started,
+        "settings": settings,
+        "data": notes,
+        "threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ},
+        "versions": _versions(),
+        "cells": cells,
+    }
     atomic_write(os.path.join(args.out, "bench.json"), json.dumps(result, indent=2) + "\n")
     text = report.markdown(result)
     atomic_write(os.path.join(args.out, "bench.md"), text)
@@ -108,12 +134,14 @@ def _run(args):
 
 
 def _engine(engine, tasks, batch_sizes, data, settings, done, total):
-    request = {"engine": engine,
-               "cells": [(t, b, p) for t in tasks for b in batch_sizes
-                         for p in settings["precisions"]],
-               "modes": list(modes.chosen(engine, settings["compiled"])), "data": data,
-               "device": settings["device"],
-               **{k: settings[k] for k in ("steps", "repeats", "warmup")}}
+    request = {
+        "engine": engine,
+        "cells": [(t, b, p) for t in tasks for b in batch_sizes for p in settings["precisions"]],
+        "modes": list(modes.chosen(engine, settings["compiled"])),
+        "data": data,
+        "device": settings["device"],
+        **{k: settings[k] for k in ("steps", "repeats", "warmup")},
+    }
     env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine])
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -125,28 +153,37 @@ def _engine(engine, tasks, batch_sizes, data, settings, done, total):
             json.dump(request, f)
         log = os.path.join(tmp, "stderr.log")
         with open(log, "w") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "customfit.bench.worker", path],
-                                    stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "customfit.bench.worker", path],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=env,
+            )
             for line in proc.stdout:
                 if line.startswith(USAGE_PREFIX):
-                    refused = json.loads(line[len(USAGE_PREFIX):])
+                    refused = json.loads(line[len(USAGE_PREFIX) :])
                     proc.wait()
                     raise UsageError(refused["message"], field=refused["field"])
                 if line.startswith(PREFIX):
-                    cells.append(json.loads(line[len(PREFIX):]))
+                    cells.append(json.loads(line[len(PREFIX) :]))
                     print(f"[{done + len(cells)}/{total}] {progress_line(cells[-1])}", flush=True)
             proc.wait()
         if proc.returncode != 0:
             with open(log) as f:
                 tail = [line.strip() for line in f.read().splitlines() if line.strip()]
-            raise CustomfitError(f"the {engine} bench process ended with status {proc.returncode}: "
-                                 + (tail[-1] if tail else "no message"))
+            raise CustomfitError(
+                f"the {engine} bench process ended with status {proc.returncode}: "
+                + (tail[-1] if tail else "no message")
+            )
     return cells
 
 
 def progress_line(cell):
-    head = (f"{cell['task']:<8} {cell['engine']:<17} batch {cell['batch_size']:<4} "
-            f"{cell.get('precision', 'float32'):<14} {cell['mode']:<28}")
+    head = (
+        f"{cell['task']:<8} {cell['engine']:<17} batch {cell['batch_size']:<4} "
+        f"{cell.get('precision', 'float32'):<14} {cell['mode']:<28}"
+    )
     if "skipped" in cell:
         return f"{head} skipped: {cell['skipped']}"
     if "error" in cell:

@@ -16,10 +16,18 @@ class StockTrainer:
         self.model.compile(
             optimizer=keras.optimizers.Adam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"])
+            metrics=["accuracy"],
+        )
 
     def train_epoch(self, x, y, batch_size, shuffle_seed, on_batch):
         order = np.random.default_rng(shuffle_seed).permutation(len(x))
-        history = self.model.fit(x[order], y[order], batch_size=batch_size, epochs=1,
-                                 shuffle=False, verbose=0, callbacks=[Progress(on_batch)])
+        history = self.model.fit(
+            x[order],
+            y[order],
+            batch_size=batch_size,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=[Progress(on_batch)],
+        )
         return {k: float(v[-1]) for k, v in history.history.items()}

@@ -53,12 +53,19 @@ def _trainers(task, engine, split):
     if task == "penalty":
         from customfit.bench import penalty
 
-        make = {"torch": penalty.TorchTrainer, "keras-tensorflow": penalty.CfTrainer,
-                "keras-torch": penalty.CfTrainer, "keras-jax": penalty.CfTrainer}.get(engine)
+        make = {
+            "torch": penalty.TorchTrainer,
+            "keras-tensorflow": penalty.CfTrainer,
+            "keras-torch": penalty.CfTrainer,
+            "keras-jax": penalty.CfTrainer,
+        }.get(engine)
         if make is None:
             raise NotImplementedError(f"the penalty workload has no {engine} version")
-        reference = (("hand-written Keras train_step", penalty.HandwrittenKerasTrainer)
-                     if engine in _TORCH_BACKEND else None)
+        reference = (
+            ("hand-written Keras train_step", penalty.HandwrittenKerasTrainer)
+            if engine in _TORCH_BACKEND
+            else None
+        )
         return make, reference
     spec = registry.spec(task)
     layers = spec.MODELS[spec.DEFAULTS["model"]]
@@ -81,8 +88,12 @@ def _time(trainer, arrays, batch_size, shuffle_seed):
 
 def _summary(seconds, steps, batch_size):
     median = statistics.median(seconds)
-    return {"seconds": seconds, "median_seconds": median, "steps_per_second": steps / median,
-            "samples_per_second": steps * batch_size / median}
+    return {
+        "seconds": seconds,
+        "median_seconds": median,
+        "steps_per_second": steps / median,
+        "samples_per_second": steps * batch_size / median,
+    }
 
 
 def run_cell(head, mode, arrays, make, reference, job):
@@ -90,8 +101,14 @@ def run_cell(head, mode, arrays, make, reference, job):
     engine, batch_size = head["engine"], head["batch_size"]
     steps, repeats, warmup = job["steps"], job["repeats"], job["warmup"]
     trainer = make()
-    cell = {**head, "mode": mode, "default_mode": mode == modes_module.DEFAULT[engine],
-            "steps": steps, "repeats": repeats, "warmup": warmup}
+    cell = {
+        **head,
+        "mode": mode,
+        "default_mode": mode == modes_module.DEFAULT[engine],
+        "steps": steps,
+        "repeats": repeats,
+        "warmup": warmup,
+    }
     with modes_module.applied(engine, mode, trainer):
         started = time.perf_counter()
         for i in range(warmup):
@@ -136,12 +153,19 @@ def main(request_path):
     for task, batch_size, wanted in job["cells"]:
         # Before any Trainer of the cell is made: Keras's dtype policy applies to new layers.
         policy = precision.use(engine, wanted)
-        head = {"task": task, "engine": engine, "batch_size": batch_size, "precision": policy,
-                "device": device, "freed_memory_kept": kept}
+        head = {
+            "task": task,
+            "engine": engine,
+            "batch_size": batch_size,
+            "precision": policy,
+            "device": device,
+            "freed_memory_kept": kept,
+        }
         try:
             if task == "penalty" and engine == "torch" and policy != "float32":
-                raise NotImplementedError("the penalty workload's torch version has no mixed "
-                                          "precision")
+                raise NotImplementedError(
+                    "the penalty workload's torch version has no mixed precision"
+                )
             arrays, split = _data(task, job["data"].get(task), job["steps"], batch_size)
             make, reference = _trainers(task, engine, split)
         except NotImplementedError as e:
@@ -153,8 +177,11 @@ def main(request_path):
                 cell = run_cell(head, mode, arrays, make, reference, job)
             except Exception as e:  # one cell's failure (a mode a step cannot take) is its row
                 traceback.print_exc(file=sys.stderr)
-                cell = {**head, "mode": mode,
-                        "error": f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"}
+                cell = {
+                    **head,
+                    "mode": mode,
+                    "error": f"{type(e).__name__}: {' '.join(str(e).split())[:200]}",
+                }
             _emit(cell)
     return 0
 

@@ -89,4 +89,3 @@ def compare(target, data, backends=inputs.BACKENDS, rtol=1e-4, steps=50, json_pa
         with open(json_path, "w") as f:
             json.dump(result.to_json(), f, indent=1)
     return result
-

@@ -15,7 +15,7 @@ import os
 
 def _split(row):
     train = {k: float(v) for k, v in row.items() if k != "epoch" and not k.startswith("val_")}
-    validation = {k[len("val_"):]: float(v) for k, v in row.items() if k.startswith("val_")}
+    validation = {k[len("val_") :]: float(v) for k, v in row.items() if k.startswith("val_")}
     return train, validation
 
 
@@ -25,7 +25,9 @@ class _Keras:
 
         models = [v for v in vars(trainer).values() if isinstance(v, keras.Model)]
         if len(models) != 1:
-            raise TypeError(f"a keras-* trainer holds one keras.Model; {type(trainer).__name__} holds {len(models)}")
+            raise TypeError(
+                f"a keras-* trainer holds one keras.Model; {type(trainer).__name__} holds {len(models)}"
+            )
         self.callback = keras.callbacks.TensorBoard(log_dir=folder, write_graph=False)
         self.callback.set_model(models[0])
         self.callback.on_train_begin()

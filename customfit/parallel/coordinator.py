@@ -15,5 +15,8 @@ def join(engine, cluster):
         return
     import jax
 
-    jax.distributed.initialize(coordinator_address=cluster.coordinator,
-                               num_processes=cluster.processes, process_id=cluster.index)
+    jax.distributed.initialize(
+        coordinator_address=cluster.coordinator,
+        num_processes=cluster.processes,
+        process_id=cluster.index,
+    )

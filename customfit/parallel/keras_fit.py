@@ -70,8 +70,10 @@ class DataParallel:
         import jax
 
         p, index = self._processes(), jax.process_index()
-        share = [batch[index * (len(batch) // p):(index + 1) * (len(batch) // p)]
-                 for batch in (order[s:s + batch_size] for s in range(0, len(order), batch_size))]
+        share = [
+            batch[index * (len(batch) // p) : (index + 1) * (len(batch) // p)]
+            for batch in (order[s : s + batch_size] for s in range(0, len(order), batch_size))
+        ]
         return np.concatenate(share)
 
     def batch_size(self, global_batch):

@@ -16,8 +16,10 @@ class BatchMesh:
     def __init__(self, devices):
         found = jax.devices()
         if len(found) < devices:
-            raise RuntimeError(f"JAX has {len(found)} devices here; {devices} were asked for "
-                               "(host devices are made before JAX starts)")
+            raise RuntimeError(
+                f"JAX has {len(found)} devices here; {devices} were asked for "
+                "(host devices are made before JAX starts)"
+            )
         self.devices = devices
         self.mesh = Mesh(np.array(found[:devices]), ("batch",))
         self.batch = NamedSharding(self.mesh, PartitionSpec("batch"))
@@ -35,7 +37,9 @@ class BatchMesh:
         array = np.asarray(array)
         if jax.process_count() == 1:
             return jax.device_put(array, self.batch)
-        rows = [index[0].indices(len(array))[:2]
-                for index in self.batch.addressable_devices_indices_map(array.shape).values()]
+        rows = [
+            index[0].indices(len(array))[:2]
+            for index in self.batch.addressable_devices_indices_map(array.shape).values()
+        ]
         start, stop = min(r[0] for r in rows), max(r[1] for r in rows)
         return jax.make_array_from_process_local_data(self.batch, array[start:stop], array.shape)

@@ -25,7 +25,8 @@ def _make_logical_cpus(devices):
         return
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)])
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)]
+    )
 
 
 def _devices():
@@ -42,12 +43,16 @@ def strategy(devices):
     if hosts.tf_config() is not None:
         made = tf.distribute.MultiWorkerMirroredStrategy()
         if made.num_replicas_in_sync != devices:
-            raise RuntimeError(f"TF_CONFIG's workers hold {made.num_replicas_in_sync} devices; "
-                               f"{devices} were asked for")
+            raise RuntimeError(
+                f"TF_CONFIG's workers hold {made.num_replicas_in_sync} devices; "
+                f"{devices} were asked for"
+            )
         return made
     if not can_make(devices):
-        raise RuntimeError(f"TensorFlow has {len(_devices())} devices here; {devices} were asked "
-                           "for (logical CPUs are made before TensorFlow starts its runtime)")
+        raise RuntimeError(
+            f"TensorFlow has {len(_devices())} devices here; {devices} were asked "
+            "for (logical CPUs are made before TensorFlow starts its runtime)"
+        )
     return tf.distribute.MirroredStrategy(_devices()[:devices])
 
 

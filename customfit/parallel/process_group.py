@@ -24,9 +24,16 @@ def launch(entrypoint, args, processes):
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     config = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
-        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
-        monitor_interval=1.0, start_method="spawn")
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=processes,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=1.0,
+        start_method="spawn",
+    )
     # torchrun's default for several processes on one host: one thread each, unless asked.
     previous = os.environ.get("OMP_NUM_THREADS")
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores() // processes)))
@@ -70,8 +77,10 @@ def world():
 
 def check_world(devices):
     if world() != devices:
-        raise RuntimeError(f"{devices} devices on a torch engine are {devices} processes of one "
-                           f"torch.distributed group; this process's group has {world()}")
+        raise RuntimeError(
+            f"{devices} devices on a torch engine are {devices} processes of one "
+            f"torch.distributed group; this process's group has {world()}"
+        )
 
 
 def shuffled_order(n, seed):
@@ -79,8 +88,9 @@ def shuffled_order(n, seed):
     process trains in, which N processes then deal out among themselves."""
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(range(n), batch_size=n, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(
+        range(n), batch_size=n, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
     return next(iter(loader)).tolist()
 
 
@@ -91,11 +101,18 @@ def epoch_loader(dataset, batch_size, shuffle_seed, devices):
     from torch.utils.data import DataLoader, DistributedSampler, Subset
 
     if devices == 1:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                          generator=torch.Generator().manual_seed(shuffle_seed))
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(shuffle_seed),
+        )
     shuffled = Subset(dataset, shuffled_order(len(dataset), shuffle_seed))
-    return DataLoader(shuffled, batch_size=batch_size // devices,
-                      sampler=DistributedSampler(shuffled, shuffle=False, drop_last=True))
+    return DataLoader(
+        shuffled,
+        batch_size=batch_size // devices,
+        sampler=DistributedSampler(shuffled, shuffle=False, drop_last=True),
+    )
 
 
 def share(order):

@@ -12,8 +12,14 @@ from dataclasses import asdict, replace
 
 from customfit import compute_device, cpu_memory, hosts, registry
 from customfit import devices as spreading
-from customfit.errors import (CheckpointError, CustomfitError, Interrupted, NonFiniteLoss,
-                              UsageError, WriteError)
+from customfit.errors import (
+    CheckpointError,
+    CustomfitError,
+    Interrupted,
+    NonFiniteLoss,
+    UsageError,
+    WriteError,
+)
 from customfit.runs.results import Result
 from customfit.runs.training import train
 
@@ -73,8 +79,9 @@ def torch_processes(entrypoint, task, engine, config, devices):
     try:
         results = process_group.launch(entrypoint, (task, engine, config), devices)
     except Exception as e:  # a worker failed: its traceback is above, on stderr
-        raise CustomfitError(f"a {engine} process of {devices} failed "
-                             f"({' '.join(str(e).split())[:200]})") from None
+        raise CustomfitError(
+            f"a {engine} process of {devices} failed ({' '.join(str(e).split())[:200]})"
+        ) from None
     return Result(**results[0])
 
 
@@ -87,8 +94,13 @@ def in_subprocess(task, engine, config, plan):
 
             data_path = os.path.join(tmp, "data.npz")
             split = plan.split
-            np.savez(data_path, x_train=split.x_train, y_train=split.y_train,
-                     x_test=split.x_test, y_test=split.y_test)
+            np.savez(
+                data_path,
+                x_train=split.x_train,
+                y_train=split.y_train,
+                x_test=split.x_test,
+                y_test=split.y_test,
+            )
             config["data"] = data_path
             config["_data_label"] = "arrays"
         elif data is not None:
@@ -107,13 +119,14 @@ def in_subprocess(task, engine, config, plan):
 
         previous = _ignore_sigint(signal)
         try:
-            proc = subprocess.run([sys.executable, "-m", "customfit.runs", request],
-                                  env=env)
+            proc = subprocess.run([sys.executable, "-m", "customfit.runs", request], env=env)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         if not os.path.exists(answer):
-            raise CustomfitError(f"the {engine} subprocess ended with status {proc.returncode} and no result")
+            raise CustomfitError(
+                f"the {engine} subprocess ended with status {proc.returncode} and no result"
+            )
         with open(answer) as f:
             reply = json.load(f)
     if "error" in reply:
@@ -121,8 +134,11 @@ def in_subprocess(task, engine, config, plan):
         if kind in ("UsageError", "CheckpointError"):
             cls = {"UsageError": UsageError, "CheckpointError": CheckpointError}[kind]
             raise cls(reply["error"], field=reply.get("field"))
-        cls = {"NonFiniteLoss": NonFiniteLoss, "Interrupted": Interrupted,
-               "WriteError": WriteError}.get(kind, CustomfitError)
+        cls = {
+            "NonFiniteLoss": NonFiniteLoss,
+            "Interrupted": Interrupted,
+            "WriteError": WriteError,
+        }.get(kind, CustomfitError)
         raise cls(reply["error"])
     return None if reply["result"] is None else Result(**reply["result"])
 

@@ -8,8 +8,21 @@ from dataclasses import dataclass
 from customfit import compute_device, devices as spreading, options, precision, registry, validate
 from customfit.errors import CheckpointError, UsageError
 
-CONFIG_KEYS = ("epochs", "batch_size", "lr", "seed", "model", "out", "resume", "data", "verbose",
-               "tensorboard", "devices", "precision", "device")
+CONFIG_KEYS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "seed",
+    "model",
+    "out",
+    "resume",
+    "data",
+    "verbose",
+    "tensorboard",
+    "devices",
+    "precision",
+    "device",
+)
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
@@ -47,7 +60,9 @@ def check_names(task, engine):
         raise UsageError.expected("task", f"one of {', '.join(registry.TASKS)}", given="nothing")
     validate.one_of("task", task, registry.TASKS)
     if engine is None:
-        raise UsageError.expected("engine", f"one of {', '.join(registry.ENGINES)}", given="nothing")
+        raise UsageError.expected(
+            "engine", f"one of {', '.join(registry.ENGINES)}", given="nothing"
+        )
     validate.one_of("engine", engine, registry.ENGINES)
     validate.installed_engine("engine", engine)
 
@@ -62,8 +77,9 @@ def build(task, engine, config):
     if unknown:
         if unknown[0] in registry.all_option_names():
             options.resolve(spec, {unknown[0]: config[unknown[0]]})  # names the task's own options
-        raise UsageError.expected("config", f"keys among {', '.join(CONFIG_KEYS + option_names)}",
-                                  unknown[0])
+        raise UsageError.expected(
+            "config", f"keys among {', '.join(CONFIG_KEYS + option_names)}", unknown[0]
+        )
     given = {k: v for k, v in config.items() if v is not None}
 
     model = given.get("model", spec.DEFAULTS["model"])
@@ -91,7 +107,9 @@ def build(task, engine, config):
 
     data = given.get("data")
     if data is None:
-        data = registry.hook(spec, "default_data")()  # data kept outside the package (mnist: Keras's cache), or one line
+        data = registry.hook(
+            spec, "default_data"
+        )()  # data kept outside the package (mnist: Keras's cache), or one line
     if data is not None:
         input_shape, num_classes = validate.task_shapes(spec)
         read = registry.hook(spec, "read_data")  # a task with its own file layout (mnist's uint8)
@@ -106,9 +124,15 @@ def build(task, engine, config):
     resumed = start = None
     if resume:
         pinned_options = tuple(k for k in option_names if spec.OPTIONS[k].pinned)
-        resumed = check_checkpoint(os.path.join(out, CHECKPOINT), task, engine, model,
-                                    {**checked, **{k: task_options[k] for k in options_given}},
-                                    data_digest, pinned_options)
+        resumed = check_checkpoint(
+            os.path.join(out, CHECKPOINT),
+            task,
+            engine,
+            model,
+            {**checked, **{k: task_options[k] for k in options_given}},
+            data_digest,
+            pinned_options,
+        )
         previous = resumed[1]["config"]
         for key in ("epochs",) + PINNED:
             checked.setdefault(key, previous[key])
@@ -119,7 +143,10 @@ def build(task, engine, config):
         done = resumed[1]["epoch"]
         if checked["epochs"] < done:
             raise UsageError.expected(
-                "epochs", f"at least {done} (the checkpoint has trained {done} epochs)", checked["epochs"])
+                "epochs",
+                f"at least {done} (the checkpoint has trained {done} epochs)",
+                checked["epochs"],
+            )
     else:
         # A task that starts from another run's trained model (adversarial: a digits run) takes
         # that run's training settings with its weights.
@@ -129,15 +156,21 @@ def build(task, engine, config):
             for key in ("epochs",) + PINNED:
                 if key in checked and checked[key] != source[key]:
                     raise UsageError.expected(
-                        key, f"{source[key]!r} as in the run it starts from (or leave "
-                             f"--{key.replace('_', '-')} out)", checked[key])
+                        key,
+                        f"{source[key]!r} as in the run it starts from (or leave "
+                        f"--{key.replace('_', '-')} out)",
+                        checked[key],
+                    )
                 checked[key] = source[key]
             if start[1].get("data_sha256") != data_digest:
-                raise UsageError.expected("data", "the data the run it starts from was trained on",
-                                          given="other data")
+                raise UsageError.expected(
+                    "data", "the data the run it starts from was trained on", given="other data"
+                )
 
-    settings = {**{k: defaults[k] for k in ("epochs", "batch_size", "lr", "seed")},
-                **{k: v for k, v in checked.items() if k != "precision"}}
+    settings = {
+        **{k: defaults[k] for k in ("epochs", "batch_size", "lr", "seed")},
+        **{k: v for k, v in checked.items() if k != "precision"},
+    }
     settings = {
         "epochs": int(settings["epochs"]),
         "batch_size": int(settings["batch_size"]),
@@ -156,9 +189,18 @@ def build(task, engine, config):
     if checked.get("precision", precision.DEFAULT) != precision.DEFAULT:
         settings["precision"] = checked["precision"]
     return Plan(
-        task=task, engine=engine, spec=spec, settings=settings, split=split,
-        data_digest=data_digest, out=out, resumed=resumed, start=start,
-        verbose=bool(given.get("verbose", True)), data_given=data, tensorboard=tensorboard,
+        task=task,
+        engine=engine,
+        spec=spec,
+        settings=settings,
+        split=split,
+        data_digest=data_digest,
+        out=out,
+        resumed=resumed,
+        start=start,
+        verbose=bool(given.get("verbose", True)),
+        data_given=data,
+        tensorboard=tensorboard,
         device_wanted=device,
     )
 
@@ -168,8 +210,9 @@ def writable_folder(field, path):
         raise UsageError.expected(field, "a folder's path", path)
     path = os.fspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
-        raise UsageError.expected(field, "a folder (or a path where one can be made)",
-                                  given=f"{path!r}, which is a file")
+        raise UsageError.expected(
+            field, "a folder (or a path where one can be made)", given=f"{path!r}, which is a file"
+        )
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
@@ -192,8 +235,11 @@ def check_checkpoint(path, task, engine, model, checked, data_digest, pinned_opt
     from customfit import checkpoint
 
     if not os.path.exists(path):
-        raise CheckpointError.expected("resume", "a checkpoint to resume from",
-                                       given=f"no file {path} (run once without --resume)")
+        raise CheckpointError.expected(
+            "resume",
+            "a checkpoint to resume from",
+            given=f"no file {path} (run once without --resume)",
+        )
     try:
         arrays, meta = checkpoint.load(path)
     except CheckpointError as e:
@@ -203,15 +249,25 @@ def check_checkpoint(path, task, engine, model, checked, data_digest, pinned_opt
     for key, value in want.items():
         if meta.get(key) != value:
             raise CheckpointError.expected(
-                "resume", f"a checkpoint of task {task}, engine {engine}, model {model}",
+                "resume",
+                f"a checkpoint of task {task}, engine {engine}, model {model}",
                 given=f"{path}, written by task {meta.get('task')}, engine {meta.get('engine')}, "
-                      f"model {meta.get('model')}")
+                f"model {meta.get('model')}",
+            )
     config, epoch, history = meta.get("config"), meta.get("epoch"), meta.get("history")
     pinned = PINNED + tuple(pinned_options)
-    if (not isinstance(config, dict) or not all(k in config for k in ("epochs",) + pinned)
-            or not isinstance(epoch, int) or not isinstance(history, list) or len(history) != epoch):
-        raise CheckpointError.expected("resume", "a customfit run checkpoint",
-                                       given=f"{path}, whose run metadata is incomplete")
+    if (
+        not isinstance(config, dict)
+        or not all(k in config for k in ("epochs",) + pinned)
+        or not isinstance(epoch, int)
+        or not isinstance(history, list)
+        or len(history) != epoch
+    ):
+        raise CheckpointError.expected(
+            "resume",
+            "a customfit run checkpoint",
+            given=f"{path}, whose run metadata is incomplete",
+        )
     stopped = meta.get("stopped") or {}
     for key in pinned:
         if key == "lr" and stopped.get("why") in ("nonfinite", "diverged"):
@@ -219,16 +275,23 @@ def check_checkpoint(path, task, engine, model, checked, data_digest, pinned_opt
         if key in checked and checked[key] != config[key]:
             flag = "--" + key.replace("_", "-")
             raise UsageError.expected(
-                key, f"{config[key]!r} as in the checkpoint being resumed (or leave {flag} out)",
-                checked[key])
+                key,
+                f"{config[key]!r} as in the checkpoint being resumed (or leave {flag} out)",
+                checked[key],
+            )
     # Pinned too, but absent from the configs of float32 runs (and of runs older than it).
     was = config.get("precision", precision.DEFAULT)
     if checked.get("precision", was) != was:
         raise UsageError.expected(
-            "precision", f"{was!r} as in the checkpoint being resumed (or leave --precision out)",
-            checked["precision"])
+            "precision",
+            f"{was!r} as in the checkpoint being resumed (or leave --precision out)",
+            checked["precision"],
+        )
     if meta.get("data_sha256") != data_digest:
         want_data = "the data it was trained on" if meta.get("data_sha256") else "the built-in data"
-        raise UsageError.expected("data", f"{want_data} to resume this checkpoint",
-                                  given="other data" if data_digest else "the built-in data")
+        raise UsageError.expected(
+            "data",
+            f"{want_data} to resume this checkpoint",
+            given="other data" if data_digest else "the built-in data",
+        )
     return arrays, meta

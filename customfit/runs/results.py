@@ -67,8 +67,20 @@ class Result:
         return self.metrics.get("accuracy")
 
 
-def finish(plan, started, device, policy, trainer, split, history, trained_before, meta, paths,
-           resumed_from, started_from):
+def finish(
+    plan,
+    started,
+    device,
+    policy,
+    trainer,
+    split,
+    history,
+    trained_before,
+    meta,
+    paths,
+    resumed_from,
+    started_from,
+):
     """After training: the checkpoint (if nothing was trained), what the judge reads, the judge,
     the figures and metrics.json."""
     from customfit import checkpoint, plots
@@ -84,13 +96,18 @@ def finish(plan, started, device, policy, trainer, split, history, trained_befor
         # Nothing left to train (a finished run resumed, or a run started from another's model):
         # this folder still gets its own checkpoint and history, so --resume works from it.
         arrays, trainer_meta = trainer.state()
-        checkpoint.save(paths["checkpoint"], arrays,
-                        {**meta, "epoch": len(history), "history": history, "trainer": trainer_meta})
+        checkpoint.save(
+            paths["checkpoint"],
+            arrays,
+            {**meta, "epoch": len(history), "history": history, "trainer": trainer_meta},
+        )
         write_history(history)
 
     title = f"{task} on {engine}"
     producing = time.perf_counter()
-    outputs = precision.float32_outputs(spec.produce(trainer, split, settings, verbose=plan.verbose))
+    outputs = precision.float32_outputs(
+        spec.produce(trainer, split, settings, verbose=plan.verbose)
+    )
     produce_seconds = time.perf_counter() - producing
     metrics = spec.judge(outputs, split, settings)
     bars = spec.bars(settings)
@@ -101,14 +118,24 @@ def finish(plan, started, device, policy, trainer, split, history, trained_befor
     paths.update(spec.write(outputs, trainer, split, history, out, title))
 
     seconds = [row["seconds"] for row in history]
-    per_epoch = sum(seconds[1:]) / len(seconds[1:]) if len(seconds) > 1 else (seconds[0] if seconds else 0.0)
+    per_epoch = (
+        sum(seconds[1:]) / len(seconds[1:])
+        if len(seconds) > 1
+        else (seconds[0] if seconds else 0.0)
+    )
     versions = framework_versions(engine)
     total = time.perf_counter() - started
     report = {
-        "task": task, "engine": engine, "model": settings["model"], "judge": spec.JUDGE,
-        "headline": spec.HEADLINE, "precision": policy, "device": device,
+        "task": task,
+        "engine": engine,
+        "model": settings["model"],
+        "judge": spec.JUDGE,
+        "headline": spec.HEADLINE,
+        "precision": policy,
+        "device": device,
         **metrics,
-        "bar": bars, "passed": passed,
+        "bar": bars,
+        "passed": passed,
         "references": references,
         "config": config,
         "seconds_per_epoch": per_epoch,
@@ -127,15 +154,29 @@ def finish(plan, started, device, policy, trainer, split, history, trained_befor
     }
     checkpoint.atomic_write(paths["metrics"], json.dumps(report, indent=2) + "\n")
     return Result(
-        task=task, engine=engine, config=config, metrics=metrics, bars=bars, passed=passed,
-        history=history, paths=paths, out_dir=out, seconds_per_epoch=per_epoch, total_seconds=total,
-        resumed_from_epoch=resumed_from, versions=versions, started_from=started_from,
-        references=references, precision=policy, device=device,
+        task=task,
+        engine=engine,
+        config=config,
+        metrics=metrics,
+        bars=bars,
+        passed=passed,
+        history=history,
+        paths=paths,
+        out_dir=out,
+        seconds_per_epoch=per_epoch,
+        total_seconds=total,
+        resumed_from_epoch=resumed_from,
+        versions=versions,
+        started_from=started_from,
+        references=references,
+        precision=policy,
+        device=device,
     )
 
 
 def meets(metrics, bars):
     """Whether every bar holds: a number is a minimum; ("<=", x) a maximum."""
+
     def holds(value, bar):
         if isinstance(bar, (tuple, list)):
             op, limit = bar

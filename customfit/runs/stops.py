@@ -3,8 +3,14 @@ checkpoint keeps and how to go on; the kept checkpoint marked where a loss went 
 
 import os
 
-from customfit.errors import (CheckpointError, Interrupted, NonFiniteLoss, RunStopped,
-                              UsageError, WriteError)
+from customfit.errors import (
+    CheckpointError,
+    Interrupted,
+    NonFiniteLoss,
+    RunStopped,
+    UsageError,
+    WriteError,
+)
 
 
 def resume_command(plan, lr=None):
@@ -66,7 +72,11 @@ class stopping:
     def __exit__(self, kind, error, tb):
         from customfit.engines.loop import Stopped
 
-        if error is None or isinstance(error, (UsageError, RunStopped)) and not isinstance(error, WriteError):
+        if (
+            error is None
+            or isinstance(error, (UsageError, RunStopped))
+            and not isinstance(error, WriteError)
+        ):
             return False
         plan, path = self.plan, self.paths["checkpoint"]
         if isinstance(error, Stopped):
@@ -79,22 +89,34 @@ class stopping:
                 if error.why == "nonfinite":
                     what = " and ".join(f"{k} = {v}" for k, v in error.figures.items())
                 else:
-                    what = " and ".join(f"{k} rose from {error.first[k]:.4g} to {v:.4g}"
-                                        for k, v in error.figures.items())
+                    what = " and ".join(
+                        f"{k} rose from {error.first[k]:.4g} to {v:.4g}"
+                        for k, v in error.figures.items()
+                    )
                 raise NonFiniteLoss(
                     f"{what} at epoch {error.epoch}, step {error.step} of {error.steps} "
                     f"(lr {lr:g}): training stopped; {kept}; go on with a lower learning rate: "
-                    f"{resume_command(plan, lower)}") from None
-            where = (f"after epoch {error.epoch}" if error.checkpointed
-                     else f"after step {error.step} of {error.steps} in epoch {error.epoch}")
+                    f"{resume_command(plan, lower)}"
+                ) from None
+            where = (
+                f"after epoch {error.epoch}"
+                if error.checkpointed
+                else f"after step {error.step} of {error.steps} in epoch {error.epoch}"
+            )
             _, kept = what_is_kept(path)
-            raise Interrupted(f"Ctrl-C {where}; {kept}; go on with: {resume_command(plan)}") from None
+            raise Interrupted(
+                f"Ctrl-C {where}; {kept}; go on with: {resume_command(plan)}"
+            ) from None
         if isinstance(error, KeyboardInterrupt):
             when = "after training" if self.trained else "during training"
             _, kept = what_is_kept(path)
-            raise Interrupted(f"Ctrl-C {when}; {kept}; go on with: {resume_command(plan)}") from None
+            raise Interrupted(
+                f"Ctrl-C {when}; {kept}; go on with: {resume_command(plan)}"
+            ) from None
         if isinstance(error, WriteError):
             _, kept = what_is_kept(path)
-            raise WriteError(f"{error.message}; {kept}; when there is room again, go on with: "
-                             f"{resume_command(plan)}") from None
+            raise WriteError(
+                f"{error.message}; {kept}; when there is room again, go on with: "
+                f"{resume_command(plan)}"
+            ) from None
         return False

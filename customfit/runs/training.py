@@ -29,7 +29,9 @@ def train(plan, started, device):
         trainer_class = registry.trainer_class(task, engine)
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("customfit."):
-            raise CustomfitError(f"engine {engine} is not implemented for task {task} yet ({e.name})") from None
+            raise CustomfitError(
+                f"engine {engine} is not implemented for task {task} yet ({e.name})"
+            ) from None
         raise
     # Before the Trainer builds its layers: Keras's dtype policy applies to layers made after it.
     policy = precision.use(engine, settings.get("precision", precision.DEFAULT))
@@ -43,8 +45,10 @@ def train(plan, started, device):
         except Exception as e:
             field = "resume" if plan.resumed is not None else registry.hook(spec, "START_OPTION")
             raise CheckpointError.expected(
-                field, f"a checkpoint whose state fits the {engine} trainer",
-                given=f"one it refuses ({' '.join(str(e).split())[:100]})") from None
+                field,
+                f"a checkpoint whose state fits the {engine} trainer",
+                given=f"one it refuses ({' '.join(str(e).split())[:100]})",
+            ) from None
         if plan.resumed is not None:
             resumed_from = meta["epoch"]
         else:
@@ -77,7 +81,10 @@ def train(plan, started, device):
 
     config = {k: settings[k] for k in settings}
     meta = {
-        "task": task, "engine": engine, "model": settings["model"], "config": config,
+        "task": task,
+        "engine": engine,
+        "model": settings["model"],
+        "config": config,
         "data_sha256": plan.data_digest,
     }
     lr_changes = changed_lrs(plan, trained_before)
@@ -88,14 +95,23 @@ def train(plan, started, device):
         # can be resumed like any other.
         arrays, trainer_meta = trainer.state()
         with stopping(plan, paths):
-            checkpoint.save(paths["checkpoint"], arrays,
-                            {**meta, "epoch": 0, "history": [], "trainer": trainer_meta})
+            checkpoint.save(
+                paths["checkpoint"],
+                arrays,
+                {**meta, "epoch": 0, "history": [], "trainer": trainer_meta},
+            )
     try:
         with stopping(plan, paths):
             history = loop.fit(
-                trainer, split, epochs=settings["epochs"], batch_size=settings["batch_size"],
-                seed=settings["seed"], checkpoint_path=paths["checkpoint"] if writes else None,
-                meta=meta, history=history, on_epoch_end=on_epoch_end if writes else None,
+                trainer,
+                split,
+                epochs=settings["epochs"],
+                batch_size=settings["batch_size"],
+                seed=settings["seed"],
+                checkpoint_path=paths["checkpoint"] if writes else None,
+                meta=meta,
+                history=history,
+                on_epoch_end=on_epoch_end if writes else None,
                 verbose=plan.verbose and writes,
             )
     finally:
@@ -106,8 +122,20 @@ def train(plan, started, device):
     if not writes:
         return None
     with stopping(plan, paths, trained=True):
-        return finish(plan, started, device, policy, trainer, split, history, trained_before,
-                      meta, paths, resumed_from, started_from)
+        return finish(
+            plan,
+            started,
+            device,
+            policy,
+            trainer,
+            split,
+            history,
+            trained_before,
+            meta,
+            paths,
+            resumed_from,
+            started_from,
+        )
 
 
 def changed_lrs(plan, trained_before):

@@ -52,7 +52,8 @@ def _cache_path():
     import sklearn
 
     folder = os.environ.get("CUSTOMFIT_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "customfit")
+        os.path.expanduser("~"), ".cache", "customfit"
+    )
     return os.path.join(folder, f"digit_judge-{CACHE_VERSION}-sklearn{sklearn.__version__}.npz")
 
 
@@ -121,11 +122,17 @@ def frechet_distance(a, b):
 def check_samples(samples, count, nan_out_of_range=False):
     """Raise RuntimeError unless `samples` are `count` finite 8x8 digits in [0, 1]; the message
     gives the range found (leaving NaN out of it when nan_out_of_range)."""
-    if samples.shape != (count, 8, 8) or not np.isfinite(samples).all() \
-            or samples.min() < 0.0 or samples.max() > 1.0:
+    if (
+        samples.shape != (count, 8, 8)
+        or not np.isfinite(samples).all()
+        or samples.min() < 0.0
+        or samples.max() > 1.0
+    ):
         low, high = (np.nanmin, np.nanmax) if nan_out_of_range else (np.min, np.max)
-        raise RuntimeError(f"samples: expected ({count}, 8, 8) in [0, 1], given shape "
-                           f"{samples.shape}, range [{low(samples)}, {high(samples)}]")
+        raise RuntimeError(
+            f"samples: expected ({count}, 8, 8) in [0, 1], given shape "
+            f"{samples.shape}, range [{low(samples)}, {high(samples)}]"
+        )
 
 
 def judge(samples):
@@ -171,5 +178,8 @@ def beside(lecture_name, lecture_figures):
     """What a generative run's figures are printed beside: real training digits (the floor), the
     pixel Gaussian (a bar any model should beat) and the lecture's own model, as measured."""
     known = references()
-    return {"real training digits": known["real_training_digits"],
-            "pixel Gaussian": known["pixel_gaussian"], lecture_name: dict(lecture_figures)}
+    return {
+        "real training digits": known["real_training_digits"],
+        "pixel Gaussian": known["pixel_gaussian"],
+        lecture_name: dict(lecture_figures),
+    }

@@ -44,8 +44,11 @@ class Critic(cf.Model):
         super().__init__()
         self.penalty = penalty
         self.net = keras.Sequential(
-            [keras.layers.Dense(64, activation="softplus"), keras.layers.Dense(64, activation="softplus"),
-             keras.layers.Dense(1)]
+            [
+                keras.layers.Dense(64, activation="softplus"),
+                keras.layers.Dense(64, activation="softplus"),
+                keras.layers.Dense(1),
+            ]
         )
         self.noise = keras.random.SeedGenerator(1)
 
@@ -70,8 +73,12 @@ class TwoParts(cf.Model):
 
     def __init__(self, repeat_a=3, **kwargs):
         super().__init__(**kwargs)
-        self.a = keras.Sequential([keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)], name="part_a")
-        self.b = keras.Sequential([keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)], name="part_b")
+        self.a = keras.Sequential(
+            [keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)], name="part_a"
+        )
+        self.b = keras.Sequential(
+            [keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)], name="part_b"
+        )
         self.repeat_a = repeat_a
 
     def get_config(self):  # keras.Model subclasses record their own arguments
@@ -100,7 +107,9 @@ class FrozenMiddle(cf.Model):
     def __init__(self):
         super().__init__()
         self.pre = keras.layers.Dense(8, activation="tanh")
-        self.mid = keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization()], name="mid")
+        self.mid = keras.Sequential(
+            [keras.layers.Dense(8), keras.layers.BatchNormalization()], name="mid"
+        )
         self.head = keras.layers.Dense(1)
 
     def objective(self, data, training=True):
@@ -152,7 +161,9 @@ def f32(x):
 
 
 class Regressor(cf.Model):
-    def __init__(self, factor=1.0, **kwargs):  # **kwargs: Keras revives a saved model from its config
+    def __init__(
+        self, factor=1.0, **kwargs
+    ):  # **kwargs: Keras revives a saved model from its config
         super().__init__(**kwargs)
         self.factor = factor
         self.hidden = keras.layers.Dense(16, activation="tanh")
@@ -190,7 +201,10 @@ class Parts(cf.Model):
         return K.mean((f32(self.a(x) - self.b(x)) - y) ** 2)
 
     def updates(self):
-        return [cf.Update("a", self.objective_a, self.a, repeat=2), cf.Update("b", self.objective_b, self.b)]
+        return [
+            cf.Update("a", self.objective_a, self.a, repeat=2),
+            cf.Update("b", self.objective_b, self.b),
+        ]
 
 
 class PenalisedCritic(cf.Model):
@@ -198,7 +212,9 @@ class PenalisedCritic(cf.Model):
 
     def __init__(self):
         super().__init__()
-        self.net = keras.Sequential([keras.layers.Dense(16, activation="softplus"), keras.layers.Dense(1)])
+        self.net = keras.Sequential(
+            [keras.layers.Dense(16, activation="softplus"), keras.layers.Dense(1)]
+        )
 
     def score(self, x):
         return f32(K.squeeze(self.net(x), -1))
@@ -208,7 +224,9 @@ class PenalisedCritic(cf.Model):
         fake = 0.3 * K.flip(real, axis=0)
         slopes = cf.ops.grad(lambda v: K.sum(self.score(v)))(0.5 * (real + fake))
         norms = K.sqrt(K.sum(slopes**2, axis=1) + 1e-12)
-        return K.mean(self.score(fake)) - K.mean(self.score(real)) + 10.0 * K.mean((norms - 1.0) ** 2)
+        return (
+            K.mean(self.score(fake)) - K.mean(self.score(real)) + 10.0 * K.mean((norms - 1.0) ** 2)
+        )
 
 
 class Score(cf.Model):
@@ -216,7 +234,9 @@ class Score(cf.Model):
 
     def __init__(self):
         super().__init__()
-        self.net = keras.Sequential([keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(2)])
+        self.net = keras.Sequential(
+            [keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(2)]
+        )
 
     def objective(self, x, training=True):
         div = cf.ops.divergence(lambda v: f32(self.net(v)), x, method="exact")

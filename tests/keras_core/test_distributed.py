@@ -79,8 +79,12 @@ def mixed_float16_on_replicas(scope):
         with scope:
             keras.utils.set_random_seed(1)
             model = Parts(factor_a=30.0)
-            model.compile(optimizer={"a": keras.optimizers.SGD(3e-3), "b": keras.optimizers.SGD(3e-2)})
-            history = model.fit(X, TARGETS, batch_size=8, epochs=2, shuffle=False, verbose=0).history
+            model.compile(
+                optimizer={"a": keras.optimizers.SGD(3e-3), "b": keras.optimizers.SGD(3e-2)}
+            )
+            history = model.fit(
+                X, TARGETS, batch_size=8, epochs=2, shuffle=False, verbose=0
+            ).history
     finally:
         keras.config.set_dtype_policy("float32")
     halvings = {

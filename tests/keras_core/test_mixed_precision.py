@@ -14,7 +14,9 @@ from models import Parts, PenalisedCritic, Regressor, Score, f32
 RNG = np.random.default_rng(11)
 X = RNG.normal(size=(64, 3)).astype("float32")
 Y = np.sin(X.sum(axis=1, keepdims=True)).astype("float32")
-RING = (2.0 * np.stack([np.cos(a := RNG.uniform(0, 2 * np.pi, 64)), np.sin(a)], 1)).astype("float32")
+RING = (2.0 * np.stack([np.cos(a := RNG.uniform(0, 2 * np.pi, 64)), np.sin(a)], 1)).astype(
+    "float32"
+)
 
 # One SGD step under a mixed policy against the float32 step from the same weights: the largest
 # difference between the two weight updates, relative to the largest float32 update, may be 10
@@ -35,7 +37,11 @@ def policy(request):
 
 CASES = {
     "one": (lambda: Regressor(), lambda: keras.optimizers.SGD(0.1), (X, Y)),
-    "several": (lambda: Parts(), lambda: {"a": keras.optimizers.SGD(0.1), "b": keras.optimizers.SGD(0.05)}, (X, Y)),
+    "several": (
+        lambda: Parts(),
+        lambda: {"a": keras.optimizers.SGD(0.1), "b": keras.optimizers.SGD(0.05)},
+        (X, Y),
+    ),
     "penalty": (lambda: PenalisedCritic(), lambda: keras.optimizers.SGD(0.05), (RING,)),
     "divergence": (lambda: Score(), lambda: keras.optimizers.SGD(0.05), (X[:, :2],)),
 }
@@ -50,7 +56,9 @@ class Weights(keras.callbacks.Callback):
 
     def snapshot(self):
         self.seen.append([np.array(to_numpy(v.value)) for v in self.model.trainable_variables])
-        scaled = [o for o in optimizers(self.model) if isinstance(o, keras.optimizers.LossScaleOptimizer)]
+        scaled = [
+            o for o in optimizers(self.model) if isinstance(o, keras.optimizers.LossScaleOptimizer)
+        ]
         self.scales.append([float(to_numpy(o.dynamic_scale.value)) for o in scaled])
         self.counters.append([int(to_numpy(o.step_counter.value)) for o in scaled])
 
@@ -62,7 +70,11 @@ class Weights(keras.callbacks.Callback):
 
 
 def optimizers(model):
-    return list(model.optimizer.members.values()) if hasattr(model.optimizer, "members") else [model.optimizer]
+    return (
+        list(model.optimizer.members.values())
+        if hasattr(model.optimizer, "members")
+        else [model.optimizer]
+    )
 
 
 def one_step(case, policy_name):
@@ -76,7 +88,9 @@ def one_step(case, policy_name):
     model.compile(optimizer=make_optimizer())
     seen = Weights()
     for skips in range(8):
-        history = model.fit(*data, batch_size=len(data[0]), epochs=1, shuffle=False, verbose=0, callbacks=[seen])
+        history = model.fit(
+            *data, batch_size=len(data[0]), epochs=1, shuffle=False, verbose=0, callbacks=[seen]
+        )
         if any(not np.array_equal(a, b) for a, b in zip(seen.seen[0], seen.seen[-1])):
             return model, seen, history.history, skips
     raise AssertionError(f"{case}: 8 steps skipped in a row; loss scales {seen.scales}")
@@ -104,9 +118,13 @@ def test_one_sgd_step_equals_the_float32_step(policy, case):
     if scaled:
         # Each overflow halved the scale; the step taken counts one good step, as Keras counts.
         assert seen.scales[-1] == [2.0**15 / 2**skips] * len(optimizers(model))
-        counts = [2 if o.name == "a" else 1 for o in optimizers(model)] if case == "several" else [1]
+        counts = (
+            [2 if o.name == "a" else 1 for o in optimizers(model)] if case == "several" else [1]
+        )
         assert seen.counters[-1] == counts
-        assert skip_names == ({"a_skipped_steps", "b_skipped_steps"} if case == "several" else {"skipped_steps"})
+        assert skip_names == (
+            {"a_skipped_steps", "b_skipped_steps"} if case == "several" else {"skipped_steps"}
+        )
         assert all(logs[k] == [0.0] for k in skip_names)
         assert skips == 0 or case == "penalty"  # the only objective differentiating twice
     else:
@@ -119,7 +137,9 @@ def stock_keras_regressor(factor, rate):
     outputs = keras.layers.Dense(1)(keras.layers.Dense(16, activation="tanh")(inputs))
     model = keras.Model(inputs, outputs)
     model.compile(
-        optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(rate), dynamic_growth_steps=3),
+        optimizer=keras.optimizers.LossScaleOptimizer(
+            keras.optimizers.SGD(rate), dynamic_growth_steps=3
+        ),
         loss=lambda y, p: factor * K.mean((f32(p) - y) ** 2),
     )
     model.optimizer.build(model.trainable_variables)  # TensorFlow builds it in the first step
@@ -137,14 +157,17 @@ def test_overflowing_steps_are_skipped_as_keras_skips_them_and_training_goes_on(
         if kind == "cf":
             model = Regressor(factor)
             model.compile(
-                optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(rate), dynamic_growth_steps=3),
+                optimizer=keras.optimizers.LossScaleOptimizer(
+                    keras.optimizers.SGD(rate), dynamic_growth_steps=3
+                ),
             )
             start = model.evaluate(X, Y, verbose=0, return_dict=True)  # builds it; changes nothing
         else:
             model = stock_keras_regressor(factor, rate)
             model.set_weights(runs["cf"][1].seen[0])
-        history = model.fit(X, Y, batch_size=len(X) // steps, epochs=1, shuffle=False, verbose=0,
-                            callbacks=[seen])
+        history = model.fit(
+            X, Y, batch_size=len(X) // steps, epochs=1, shuffle=False, verbose=0, callbacks=[seen]
+        )
         runs[kind] = (model, seen, history.history)
     (model, seen, logs), (_, stock_seen, _) = runs["cf"], runs["keras"]
     for w0, w1 in zip(seen.seen[0], stock_seen.seen[0]):
@@ -177,7 +200,9 @@ def test_each_member_of_an_optimizer_group_has_its_own_loss_scale(policy):
     seen = Weights()
     history = model.fit(X, Y, batch_size=16, epochs=3, shuffle=False, verbose=0, callbacks=[seen])
     a, b = model.optimizer.members["a"], model.optimizer.members["b"]
-    assert isinstance(a, keras.optimizers.LossScaleOptimizer) and isinstance(b, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(a, keras.optimizers.LossScaleOptimizer) and isinstance(
+        b, keras.optimizers.LossScaleOptimizer
+    )
     assert a.dynamic_scale is not b.dynamic_scale
     a_skips, b_skips = history.history["a_skipped_steps"], history.history["b_skipped_steps"]
     # No growth within 2000 steps: each skip halved its own optimizer's scale, and only its own.
@@ -211,7 +236,9 @@ def test_a_saved_group_keeps_each_loss_scale_and_trains_on_equal(policy, tmp_pat
     for m in (model, loaded):
         m.fit(X, Y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     assert scales(loaded) == scales(model)
-    for v, w in zip(model.weights + model.optimizer.variables, loaded.weights + loaded.optimizer.variables):
+    for v, w in zip(
+        model.weights + model.optimizer.variables, loaded.weights + loaded.optimizer.variables
+    ):
         np.testing.assert_array_equal(to_numpy(v.value), to_numpy(w.value), err_msg=v.path)
 
 
@@ -233,7 +260,9 @@ def test_a_checkpoint_keeps_each_members_loss_scale(policy):
     trainer, fresh = trained(1), trained(0)
     saved = loss_scale_state.arrays(trainer)
     names = ["model.optimizer.a", "model.optimizer.b"]
-    assert sorted(saved) == sorted(f"loss_scale/{n}/{k}" for n in names for k in ("scale", "growth"))
+    assert sorted(saved) == sorted(
+        f"loss_scale/{n}/{k}" for n in names for k in ("scale", "growth")
+    )
     assert float(saved["loss_scale/model.optimizer.a/scale"]) < 2.0**15  # a's steps overflowed
     assert int(saved["loss_scale/model.optimizer.b/growth"]) >= 1  # b counts its good steps
     assert loss_scale_state.arrays(fresh) != saved

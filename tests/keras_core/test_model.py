@@ -23,8 +23,14 @@ def toy():
 def test_toy_classifier_reaches_099_held_out_compiled(toy):
     model = ToyClassifier()
     model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=True)
-    history = model.fit(toy.x_train, toy.y_train, batch_size=10, epochs=8, verbose=0,
-                        validation_data=(toy.x_test, toy.y_test))
+    history = model.fit(
+        toy.x_train,
+        toy.y_train,
+        batch_size=10,
+        epochs=8,
+        verbose=0,
+        validation_data=(toy.x_test, toy.y_test),
+    )
     assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert history.history["loss"][-1] < history.history["loss"][0]
     result = model.evaluate(toy.x_test, toy.y_test, return_dict=True, verbose=0)
@@ -42,7 +48,9 @@ def test_reported_loss_equals_keras_crossentropy_on_same_batch(toy):
     x, y = toy.x_test[:64], toy.y_test[:64]
     reported = model.evaluate(x, y, batch_size=64, return_dict=True, verbose=0)["loss"]
     logits = model.predict(x, batch_size=64, verbose=0)
-    expected = float(to_numpy(K.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))))
+    expected = float(
+        to_numpy(K.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)))
+    )
     assert reported == pytest.approx(expected, rel=1e-5)
 
 
@@ -55,8 +63,9 @@ def test_not_compiled_step_and_callbacks(toy):
 
     model = ToyClassifier()
     model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False)
-    history = model.fit(toy.x_train[:300], toy.y_train[:300], batch_size=50, epochs=2, verbose=0,
-                        callbacks=[Seen()])
+    history = model.fit(
+        toy.x_train[:300], toy.y_train[:300], batch_size=50, epochs=2, verbose=0, callbacks=[Seen()]
+    )
     assert len(seen) == 12 and seen[0] == ["accuracy", "loss"]
     assert len(history.history["loss"]) == 2
     assert int(to_numpy(model.optimizer.iterations)) == 12
@@ -96,8 +105,10 @@ def test_each_update_changes_only_its_own_submodel(still):
     y = np.sin(x.sum(axis=1, keepdims=True)).astype("float32")
     model = TwoParts(repeat_a=3)
     rates = {"a": 1e-2, "b": 1e-2, still: 0.0}
-    model.compile(optimizer={name: keras.optimizers.SGD(rate) for name, rate in rates.items()},
-                  jit_compile=True)
+    model.compile(
+        optimizer={name: keras.optimizers.SGD(rate) for name, rate in rates.items()},
+        jit_compile=True,
+    )
     model(x[:1]) if False else None
     model.fit(x[:32], y[:32], batch_size=32, epochs=1, verbose=0)  # builds everything
     before = {"a": weights(model.a), "b": weights(model.b)}
@@ -197,14 +208,18 @@ def test_error_objective_without_loss():
 def test_error_non_scalar_loss():
     model = VectorLoss()
     model.compile(optimizer="sgd")
-    with pytest.raises(ValueError, match=r"loss must be a scalar \(shape \(\)\); got shape \(8, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"loss must be a scalar \(shape \(\)\); got shape \(8, 1\)"
+    ):
         model.fit(*XY, batch_size=8, verbose=0)
 
 
 def test_error_update_names_unknown_optimizer():
     model = UnknownOptimizer()
     model.compile(optimizer={"a": "sgd", "b": "sgd"})
-    with pytest.raises(ValueError, match=r"updates\(\) names optimizer 'c', but compile\(\) got 'a', 'b'"):
+    with pytest.raises(
+        ValueError, match=r"updates\(\) names optimizer 'c', but compile\(\) got 'a', 'b'"
+    ):
         model.fit(*XY, verbose=0)
 
 
@@ -216,12 +231,16 @@ def test_error_update_submodel_not_part_of_model():
 
 
 def test_error_compile_with_loss():
-    with pytest.raises(ValueError, match="compile\\(\\) takes an optimizer, not loss= or metrics=; got loss='mse'"):
+    with pytest.raises(
+        ValueError, match="compile\\(\\) takes an optimizer, not loss= or metrics=; got loss='mse'"
+    ):
         ToyClassifier().compile(optimizer="adam", loss="mse")
 
 
-@pytest.mark.skipif(BACKEND != "torch",
-                    reason="the in-place tracker is the torch backend's (elsewhere: keras.metrics.Mean)")
+@pytest.mark.skipif(
+    BACKEND != "torch",
+    reason="the in-place tracker is the torch backend's (elsewhere: keras.metrics.Mean)",
+)
 def test_the_torch_tracker_sums_as_keras_mean_does():
     import torch
 

@@ -75,7 +75,10 @@ def test_hutchinson_mean_approaches_exact():
 
 
 def test_divergence_rejects_a_field_that_changes_shape():
-    with pytest.raises(ValueError, match=r"divergence needs f to map shape \(2, 3\) to the same shape; got \(2, 2\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"divergence needs f to map shape \(2, 3\) to the same shape; got \(2, 2\)",
+    ):
         cf.ops.divergence(lambda v: v[:, :2], K.convert_to_tensor(X))
 
 

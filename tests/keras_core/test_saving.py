@@ -70,8 +70,12 @@ def test_weights_file_round_trip_into_a_fitted_model(kind, tmp_path):
 
 
 def test_optimizer_group_serialises_and_has_no_learning_rate_of_its_own():
-    group = OptimizerGroup({"gen": keras.optimizers.Adam(1e-3, beta_1=0.5),
-                            "dis": keras.optimizers.SGD(2e-3, momentum=0.9)})
+    group = OptimizerGroup(
+        {
+            "gen": keras.optimizers.Adam(1e-3, beta_1=0.5),
+            "dis": keras.optimizers.SGD(2e-3, momentum=0.9),
+        }
+    )
     config = json.loads(json.dumps(keras.optimizers.serialize(group)))
     back = keras.optimizers.deserialize(config)
     assert type(back) is OptimizerGroup
@@ -80,5 +84,7 @@ def test_optimizer_group_serialises_and_has_no_learning_rate_of_its_own():
     assert float(to_numpy(back.members["gen"].learning_rate)) == pytest.approx(1e-3)
     assert back.members["gen"].beta_1 == pytest.approx(0.5)
     assert back.members["dis"].momentum == pytest.approx(0.9)
-    with pytest.raises(AttributeError, match=r"no learning rate of its own; its members \(dis, gen\)"):
+    with pytest.raises(
+        AttributeError, match=r"no learning rate of its own; its members \(dis, gen\)"
+    ):
         _ = back.learning_rate

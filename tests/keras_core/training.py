@@ -9,7 +9,9 @@ from models import ToyClassifier, TwoParts
 CUSTOM = {"ToyClassifier": ToyClassifier, "TwoParts": TwoParts}
 RNG = np.random.default_rng(7)
 X = RNG.normal(size=(96, 2)).astype("float32")
-LABELS = (np.digitize(np.arctan2(X[:, 1], X[:, 0]), np.linspace(-np.pi, np.pi, 6)[1:-1])).astype("int64")
+LABELS = (np.digitize(np.arctan2(X[:, 1], X[:, 0]), np.linspace(-np.pi, np.pi, 6)[1:-1])).astype(
+    "int64"
+)
 TARGETS = np.sin(X.sum(axis=1, keepdims=True)).astype("float32")
 
 
@@ -20,8 +22,12 @@ def make(kind, momentum=0.9):
         model.compile(optimizer=keras.optimizers.Adam(1e-2))
         return model, (X, LABELS)
     model = TwoParts(repeat_a=2)
-    model.compile(optimizer={"b": keras.optimizers.SGD(2e-2, momentum=momentum),
-                             "a": keras.optimizers.Adam(1e-2)})
+    model.compile(
+        optimizer={
+            "b": keras.optimizers.SGD(2e-2, momentum=momentum),
+            "a": keras.optimizers.Adam(1e-2),
+        }
+    )
     return model, (X, TARGETS)
 
 

@@ -29,8 +29,14 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..",
 
 from customfit.tasks.adversarial import rules  # noqa: E402
 
-MODULE = {"tensorflow": "with_tensorflow", "torch": "with_torch", "flax": "with_flax",
-          "keras-tensorflow": "with_keras", "keras-torch": "with_keras", "keras-jax": "with_keras"}
+MODULE = {
+    "tensorflow": "with_tensorflow",
+    "torch": "with_torch",
+    "flax": "with_flax",
+    "keras-tensorflow": "with_keras",
+    "keras-torch": "with_keras",
+    "keras-jax": "with_keras",
+}
 
 
 def replay(trainer, x, target, method, eps, steps):
@@ -73,20 +79,24 @@ def main():
     value, grad = trainer.attack_objective_and_grad(x, np.zeros_like(x), target, method="lecture")
     report["value0/lecture"] = value
     arrays["grad0/lecture"] = grad
-    report["weights_kept"] = all(np.array_equal(a, b)
-                                 for a, b in zip(trainer.get_weights(), weights))
+    report["weights_kept"] = all(
+        np.array_equal(a, b) for a, b in zip(trainer.get_weights(), weights)
+    )
 
     arrays["attack/pgd"] = trainer.attack(x, target, method="pgd", eps=eps, steps=steps)
     # The lecture's method ignores eps. In two batches: a pair's step must not depend on the
     # batch it shares (a mean over pairs would divide it by 8). Few shapes: each costs JAX a
     # compile.
-    arrays["attack/lecture"] = trainer.attack(x, target, method="lecture", eps=None, steps=steps,
-                                              batch_size=len(x) // 2)
+    arrays["attack/lecture"] = trainer.attack(
+        x, target, method="lecture", eps=None, steps=steps, batch_size=len(x) // 2
+    )
     for method in rules.METHODS:
         arrays[f"replay/{method}/dx"], arrays[f"replay/{method}/grad"] = replay(
-            trainer, x, target, method, eps, steps)
-    report["weights_kept_after_attack"] = all(np.array_equal(a, b)
-                                              for a, b in zip(trainer.get_weights(), weights))
+            trainer, x, target, method, eps, steps
+        )
+    report["weights_kept_after_attack"] = all(
+        np.array_equal(a, b) for a, b in zip(trainer.get_weights(), weights)
+    )
     try:
         trainer.attack(x, target, method="fgsm", eps=eps, steps=steps)
         report["bad_method"] = None

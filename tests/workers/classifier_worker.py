@@ -45,8 +45,9 @@ def parity(engine, case, inputs, arrays, report):
     n_weights = sum(1 for key in inputs if key.startswith(f"{name}/w/"))
     weights = [inputs[f"{name}/w/{i}"] for i in range(n_weights)]
     Trainer = _trainer_class(engine)
-    trainer = Trainer(_tuples(case["layers"]), tuple(case["input_shape"]), case["num_classes"],
-                      1e-3, 0)
+    trainer = Trainer(
+        _tuples(case["layers"]), tuple(case["input_shape"]), case["num_classes"], 1e-3, 0
+    )
     trainer.set_weights(weights)
     loss, grads = trainer.objective_and_grads((x, y))
     after = trainer.get_weights()  # objective_and_grads must not have moved anything
@@ -79,10 +80,17 @@ def training(engine, job, arrays, report):
         for epoch in which:
             batches = []
             started = time.perf_counter()
-            means = trainer.train_epoch(x, y, job["batch_size"], epoch_seed(run_seed, epoch),
-                                        batches.append)
-            history.append({"epoch": epoch, "means": means, "batches": batches,
-                            "seconds": time.perf_counter() - started})
+            means = trainer.train_epoch(
+                x, y, job["batch_size"], epoch_seed(run_seed, epoch), batches.append
+            )
+            history.append(
+                {
+                    "epoch": epoch,
+                    "means": means,
+                    "batches": batches,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
         return history
 
     a = new(seed)

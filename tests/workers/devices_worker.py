@@ -37,16 +37,28 @@ from customfit import registry  # noqa: E402
 # one device sees exactly the batches N devices see.
 JOBS = {
     "digits": {"n": 256, "batch_size": 64, "epochs": 2, "lr": 1e-3, "model": "default"},
-    "gan": {"n": 128, "batch_size": 32, "epochs": 1, "lr": 1e-3, "model": "default",
-            "critic_steps": 2, "latent": 10},
+    "gan": {
+        "n": 128,
+        "batch_size": 32,
+        "epochs": 1,
+        "lr": 1e-3,
+        "model": "default",
+        "critic_steps": 2,
+        "latent": 10,
+    },
     "vae": {"n": 128, "batch_size": 32, "epochs": 2, "lr": 1e-3, "model": "default"},
 }
 
 
 def settings(task, devices):
     job = JOBS[task]
-    return {"model": job["model"], "lr": job["lr"], "seed": 0, "devices": devices,
-            **{k: job[k] for k in ("critic_steps", "latent") if k in job}}
+    return {
+        "model": job["model"],
+        "lr": job["lr"],
+        "seed": 0,
+        "devices": devices,
+        **{k: job[k] for k in ("critic_steps", "latent") if k in job},
+    }
 
 
 def build(task, engine, devices, shares=1):
@@ -70,9 +82,14 @@ def train(task, engine, devices, weights=None, shares=1):
     trainer.set_weights(weights)
     history = []
     for epoch in range(1, JOBS[task]["epochs"] + 1):
-        history.append(trainer.train_epoch(*arrays, batch_size=JOBS[task]["batch_size"],
-                                           shuffle_seed=epoch_seed(0, epoch),
-                                           on_batch=lambda logs: None))
+        history.append(
+            trainer.train_epoch(
+                *arrays,
+                batch_size=JOBS[task]["batch_size"],
+                shuffle_seed=epoch_seed(0, epoch),
+                on_batch=lambda logs: None,
+            )
+        )
     state, _ = trainer.state()
     return state, history, weights, flat(trainer.get_weights()), placement(trainer, engine)
 
@@ -107,8 +124,11 @@ def placement(trainer, engine):
         from customfit.parallel import process_group
 
         return process_group.world()
-    network = next(getattr(trainer, name) for name in ("model", "gan", "gen", "encoder")
-                   if not isinstance(getattr(trainer, name, ""), str))
+    network = next(
+        getattr(trainer, name)
+        for name in ("model", "gan", "gen", "encoder")
+        if not isinstance(getattr(trainer, name, ""), str)
+    )
     if engine == "flax":
         import jax
         from flax import nnx
@@ -123,6 +143,7 @@ def placement(trainer, engine):
 
 # ---------------------------------------------------------------- the torch engines' GAN reference
 
+
 def per_share_trainer(engine, shares):
     """A one-device GAN Trainer whose updates minimize the mean over a batch's `shares` shares of
     each objective, every share normalized with its own batch statistics."""
@@ -134,8 +155,10 @@ def per_share_trainer(engine, shares):
         class PerShareGAN(with_keras.GAN):
             def dis_objective(self, x, training=True):
                 z = self.latents(x)
-                return sum(self.dis_loss(x[r::shares], z[r::shares], training)
-                           for r in range(shares)) / shares
+                return (
+                    sum(self.dis_loss(x[r::shares], z[r::shares], training) for r in range(shares))
+                    / shares
+                )
 
             def gen_objective(self, x, training=True):
                 z = self.latents(x)
@@ -148,8 +171,11 @@ def per_share_trainer(engine, shares):
     def in_shares(loss):
         def mean_over_shares(*args):
             networks, batches = args[:2], args[2:]
-            return sum(loss(*networks, *(b[r::shares] for b in batches))
-                       for r in range(shares)) / shares
+            return (
+                sum(loss(*networks, *(b[r::shares] for b in batches)) for r in range(shares))
+                / shares
+            )
+
         return mean_over_shares
 
     class PerShareTrainer(with_torch.Trainer):
@@ -174,6 +200,7 @@ def running_statistics(name):
 
 
 # ---------------------------------------------------------------- the comparison
+
 
 def compare(a, b):
     """How far arrays b are from arrays a (same names): the largest difference relative to the
@@ -221,20 +248,25 @@ def main(job_path):
         if engine in spreading.TORCH_ENGINES:
             spread, history_spread, spread_placement = groups[0][task]
             if task == "gan":
-                reference, history_reference, _, _, _ = train(task, engine, 1, weights[task],
-                                                              shares=n)
+                reference, history_reference, _, _, _ = train(
+                    task, engine, 1, weights[task], shares=n
+                )
                 kept = [k for k in kept if not running_statistics(k)]
-            between = [compare({k: spread[k] for k in kept}, {k: other[task][0][k] for k in kept})
-                       for other in groups[1:]]
+            between = [
+                compare({k: spread[k] for k in kept}, {k: other[task][0][k] for k in kept})
+                for other in groups[1:]
+            ]
         else:
             spread, history_spread, _, _, spread_placement = train(task, engine, n, weights[task])
             between = []
         report[task] = {
             "reference": "per share" if reference is not one else "one device",
-            "compared": len(kept), "arrays": len(one),
+            "compared": len(kept),
+            "arrays": len(one),
             "state": compare({k: reference[k] for k in kept}, {k: spread[k] for k in kept}),
             "history": compare(rows(history_reference), rows(history_spread)),
-            "history_reference": history_reference, "history_spread": history_spread,
+            "history_reference": history_reference,
+            "history_spread": history_spread,
             "between_processes": between,
             "placement": [one_placement, spread_placement],
             "moved": compare(flat(weights[task]), trained),  # how far one device's training went

@@ -38,9 +38,13 @@ def main(report_path, scripts):
             status = "failed"
             error = "".join(traceback.format_exception_only(type(e), e)).strip()
             printed.write(traceback.format_exc())
-        report[name] = {"status": status, "seconds": time.perf_counter() - started,
-                        "output": printed.getvalue()[-3000:], "error": error,
-                        "backend": keras.backend.backend()}
+        report[name] = {
+            "status": status,
+            "seconds": time.perf_counter() - started,
+            "output": printed.getvalue()[-3000:],
+            "error": error,
+            "backend": keras.backend.backend(),
+        }
         with open(report_path, "w") as f:
             json.dump(report, f, indent=1)
 

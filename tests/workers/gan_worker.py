@@ -36,9 +36,13 @@ def _trainer_class(engine):
 
 
 def _weights(inputs, model):
-    return {net: [inputs[f"{model}/w/{net}/{i}"]
-                  for i in range(sum(1 for k in inputs if k.startswith(f"{model}/w/{net}/")))]
-            for net in layout.NETWORKS}
+    return {
+        net: [
+            inputs[f"{model}/w/{net}/{i}"]
+            for i in range(sum(1 for k in inputs if k.startswith(f"{model}/w/{net}/")))
+        ]
+        for net in layout.NETWORKS
+    }
 
 
 def _same_state(a, b):
@@ -57,12 +61,14 @@ def parity(engine, model, latent, inputs, arrays, report):
     after, _ = trainer.state()
     back = trainer.get_weights()
     report[model] = {
-        "keys": sorted(answers), "alone_keys": sorted(alone),
+        "keys": sorted(answers),
+        "alone_keys": sorted(alone),
         "alone_gen": alone["gen"][0],
         # Nothing moved: weights, moving statistics, optimizer slots and steps.
         "state_unchanged": _same_state(before, after),
-        "weights_round_trip": all(np.array_equal(a, b) for net in layout.NETWORKS
-                                  for a, b in zip(weights[net], back[net])),
+        "weights_round_trip": all(
+            np.array_equal(a, b) for net in layout.NETWORKS for a, b in zip(weights[net], back[net])
+        ),
     }
     for name, (value, grads) in answers.items():
         report[model][f"{name}_value"] = value
@@ -77,7 +83,7 @@ def training(engine, job, arrays, report):
     files) and trains epoch 2. E: a Trainer built with seed + 1 (its initial weights). Also
     sample() twice with one seed and once with another."""
     data = digits_split()
-    x = data.x_train[:job["n_train"]]
+    x = data.x_train[: job["n_train"]]
     seed = job["seed"]
     Trainer = _trainer_class(engine)
 
@@ -89,12 +95,21 @@ def training(engine, job, arrays, report):
         for epoch in which:
             batches = []
             started = time.perf_counter()
-            means = trainer.train_epoch(x, batch_size=job["batch_size"],
-                                        shuffle_seed=epoch_seed(run_seed, epoch),
-                                        on_batch=batches.append)
-            history.append({"epoch": epoch, "means": means, "batches": batches,
-                            "val": trainer.evaluate(data.x_test[:64], batch_size=24),
-                            "seconds": time.perf_counter() - started})
+            means = trainer.train_epoch(
+                x,
+                batch_size=job["batch_size"],
+                shuffle_seed=epoch_seed(run_seed, epoch),
+                on_batch=batches.append,
+            )
+            history.append(
+                {
+                    "epoch": epoch,
+                    "means": means,
+                    "batches": batches,
+                    "val": trainer.evaluate(data.x_test[:64], batch_size=24),
+                    "seconds": time.perf_counter() - started,
+                }
+            )
         return history
 
     a = new(seed)
@@ -114,10 +129,12 @@ def training(engine, job, arrays, report):
     report["C"] = epochs(c, seed, [2])
     other, again = new(seed + 1).get_weights(), new(seed).get_weights()
     report["initial_weights_follow_the_seed"] = {
-        "same_seed_same": all(np.array_equal(p, q) for net in layout.NETWORKS
-                              for p, q in zip(again[net], first[net])),
-        "other_seed_other": not all(np.array_equal(p, q) for net in layout.NETWORKS
-                                    for p, q in zip(other[net], first[net])),
+        "same_seed_same": all(
+            np.array_equal(p, q) for net in layout.NETWORKS for p, q in zip(again[net], first[net])
+        ),
+        "other_seed_other": not all(
+            np.array_equal(p, q) for net in layout.NETWORKS for p, q in zip(other[net], first[net])
+        ),
     }
     for run, trainer in (("A", a), ("B", b), ("C", c)):
         for name, value in trainer.state()[0].items():
@@ -153,8 +170,11 @@ def frozen(engine, job, inputs, report):
 
     weights = _weights(inputs, model)
     x = inputs[f"{model}/x"]
-    for name, cls in (("gen_only", GenOnly), ("dis_only", DisOnly),
-                      ("gen_only_unfrozen", GenOnlyUnfrozen)):
+    for name, cls in (
+        ("gen_only", GenOnly),
+        ("dis_only", DisOnly),
+        ("gen_only_unfrozen", GenOnlyUnfrozen),
+    ):
         trainer = with_keras.Trainer(model, latent, 5, 1e-3, 0, gan_class=cls)
         trainer.set_weights(weights)
         trainer.gan.fit(x, batch_size=len(x), epochs=1, shuffle=False, verbose=0)

@@ -20,8 +20,13 @@ def main(output):
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
         model.compile(optimizer="adam", loss="mse")
     try:
-        model.fit(np.ones((64, 3), "float32"), np.ones((64, 1), "float32"), batch_size=16,
-                  epochs=1, verbose=0)
+        model.fit(
+            np.ones((64, 3), "float32"),
+            np.ones((64, 1), "float32"),
+            batch_size=16,
+            epochs=1,
+            verbose=0,
+        )
         raised = None
     except Exception as e:  # what Keras raises is the finding
         text = " ".join(str(e).split())  # the middle is the PerReplica's arrays

@@ -48,13 +48,18 @@ def runs(job):
     report = {}
     for name in ("float32", "mixed"):
         out = os.path.join(folder, f"{task}-{engine}-{name}")
-        result = cf.run(task, engine, epochs=job["epochs"], precision=name, out=out,
-                        verbose=False)
+        result = cf.run(task, engine, epochs=job["epochs"], precision=name, out=out, verbose=False)
         with open(result.paths["metrics"]) as f:
             written = json.load(f)
-        report[name] = {"result_precision": result.precision, "written": written["precision"],
-                        "config": result.config, "metrics": result.metrics,
-                        "history": result.history, "passed": result.passed, "out": out}
+        report[name] = {
+            "result_precision": result.precision,
+            "written": written["precision"],
+            "config": result.config,
+            "metrics": result.metrics,
+            "history": result.history,
+            "passed": result.passed,
+            "out": out,
+        }
     return report
 
 
@@ -67,8 +72,10 @@ def probe(job):
     precision.use(engine, "mixed")
     trainer = spec.build_trainer(registry.trainer_class(task, engine), split, settings)
     x = split.x_test[:8].astype(np.float32)
-    found = {"first_layer": first_layer_dtype(engine, trainer, x),
-             "proba": str(np.asarray(trainer.predict_proba(x)).dtype)}
+    found = {
+        "first_layer": first_layer_dtype(engine, trainer, x),
+        "proba": str(np.asarray(trainer.predict_proba(x)).dtype),
+    }
     precision.use(engine, "float32")
     return found
 
@@ -83,21 +90,29 @@ def float16_epoch(job):
     trainer = spec.build_trainer(registry.trainer_class(task, engine), split, settings)
     before = [np.array(w) for w in trainer.get_weights()]
     # Epoch 1's order, as the float32 run shuffled it (customfit.engines.loop).
-    means = trainer.train_epoch(*split.train, batch_size=settings["batch_size"],
-                                shuffle_seed=epoch_seed(settings["seed"], 1),
-                                on_batch=lambda _: None)
+    means = trainer.train_epoch(
+        *split.train,
+        batch_size=settings["batch_size"],
+        shuffle_seed=epoch_seed(settings["seed"], 1),
+        on_batch=lambda _: None,
+    )
     after = trainer.get_weights()
-    found = {"policy": policy, "loss": means["loss"], "accuracy": means["accuracy"],
-             "moved": float(max(np.max(np.abs(a - b)) for a, b in zip(after, before))),
-             "first_layer": first_layer_dtype(engine, trainer, split.x_test[:8])}
+    found = {
+        "policy": policy,
+        "loss": means["loss"],
+        "accuracy": means["accuracy"],
+        "moved": float(max(np.max(np.abs(a - b)) for a, b in zip(after, before))),
+        "first_layer": first_layer_dtype(engine, trainer, split.x_test[:8]),
+    }
     if engine == "torch":
         found["scaler_enabled"] = trainer.scaler.is_enabled()
         found["scale"] = float(trainer.scaler.get_scale())
     else:
         import keras
 
-        found["loss_scale_optimizer"] = isinstance(trainer.optimizer,
-                                                   keras.optimizers.LossScaleOptimizer)
+        found["loss_scale_optimizer"] = isinstance(
+            trainer.optimizer, keras.optimizers.LossScaleOptimizer
+        )
         found["scale"] = float(trainer.optimizer.dynamic_scale.numpy())
     # What a checkpoint keeps of the loss scale, put back into a Trainer that has not trained.
     saved = loss_scale_state.arrays(trainer)

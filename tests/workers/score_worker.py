@@ -33,8 +33,14 @@ from customfit.tasks.score import layout  # noqa: E402
 
 def _new(engine, case, seed=0, lr=2e-3, decay_steps=None):
     return registry.trainer_class("score", engine)(
-        case["method"], case["network"], lr, seed, sigmas=case.get("sigmas"),
-        divergence=case.get("divergence") or "exact", decay_steps=decay_steps)
+        case["method"],
+        case["network"],
+        lr,
+        seed,
+        sigmas=case.get("sigmas"),
+        divergence=case.get("divergence") or "exact",
+        decay_steps=decay_steps,
+    )
 
 
 def _draws(case, inputs):
@@ -51,13 +57,18 @@ def parity(engine, case, inputs, arrays, report, eval_batch_size):
     one Langevin step with given noise and (dsm) the denoising step there too."""
     name = case["name"]
     x = inputs[f"{name}/x"]
-    weights = [inputs[f"{name}/w/{i}"] for i in range(len(layout.canonical_shapes(case["network"])))]
+    weights = [
+        inputs[f"{name}/w/{i}"] for i in range(len(layout.canonical_shapes(case["network"])))
+    ]
     trainer = _new(engine, case)
     trainer.set_weights(weights)
     loss, grads = trainer.objective_and_grads((x,), _draws(case, inputs))
     after = trainer.get_weights()  # objective_and_grads must not have moved anything
-    entry = {"loss": loss, "n_grads": len(grads),
-             "weights_round_trip": all(np.array_equal(a, b) for a, b in zip(after, weights))}
+    entry = {
+        "loss": loss,
+        "n_grads": len(grads),
+        "weights_round_trip": all(np.array_equal(a, b) for a, b in zip(after, weights)),
+    }
     for i, grad in enumerate(grads):
         arrays[f"{name}/grad/{i}"] = np.asarray(grad)
     level = case.get("level")
@@ -96,7 +107,7 @@ def training(engine, job, arrays, report):
     epoch 2. Run C: a new Trainer load_state()s B's state (through files) and trains epoch 2.
     A Trainer of seed + 1 only shows its initial weights (every new Trainer costs the JAX
     engines a compilation: keep them few)."""
-    x = toy_split().x_train[:job["n_train"]]
+    x = toy_split().x_train[: job["n_train"]]
     seed = job["seed"]
 
     def new(run_seed):
@@ -107,11 +118,20 @@ def training(engine, job, arrays, report):
         for epoch in which:
             batches = []
             started = time.perf_counter()
-            means = trainer.train_epoch(x, batch_size=job["batch_size"],
-                                        shuffle_seed=epoch_seed(seed, epoch),
-                                        on_batch=batches.append)
-            history.append({"epoch": epoch, "means": means, "batches": batches,
-                            "seconds": time.perf_counter() - started})
+            means = trainer.train_epoch(
+                x,
+                batch_size=job["batch_size"],
+                shuffle_seed=epoch_seed(seed, epoch),
+                on_batch=batches.append,
+            )
+            history.append(
+                {
+                    "epoch": epoch,
+                    "means": means,
+                    "batches": batches,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
         return history
 
     a = new(seed)
@@ -152,8 +172,9 @@ def training(engine, job, arrays, report):
 def sampling(trainer, job, arrays):
     s = job
     for name, seed in (("seed0", 0), ("seed0_again", 0), ("seed1", 1)):
-        samples, frames = trainer.sample(s["n"], seed, s["steps"], s["step_size"], s["start_std"],
-                                         record=s["record"])
+        samples, frames = trainer.sample(
+            s["n"], seed, s["steps"], s["step_size"], s["start_std"], record=s["record"]
+        )
         arrays[f"sample/{name}"], arrays[f"sample/{name}/frames"] = samples, frames
     arrays["sample/denoised_last_frame"] = trainer.denoise(arrays["sample/seed0/frames"][-1])
 

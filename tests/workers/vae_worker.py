@@ -35,8 +35,9 @@ def _trainer_class(engine):
 
 
 def _new(engine, case, seed=0, lr=1e-3):
-    return _trainer_class(engine)(case["network"], case["objective"], case["latent"],
-                                  case["temperature"], lr, seed)
+    return _trainer_class(engine)(
+        case["network"], case["objective"], case["latent"], case["temperature"], lr, seed
+    )
 
 
 def parity(engine, case, inputs, arrays, report, eval_batch_size):
@@ -45,16 +46,18 @@ def parity(engine, case, inputs, arrays, report, eval_batch_size):
     name = case["name"]
     x, eps = inputs[f"{name}/x"], inputs[f"{name}/eps"]
     shapes = layout.canonical_shapes(case["network"], case["latent"])
-    weights = {net: [inputs[f"{name}/w/{net}/{i}"] for i in range(len(shapes[net]))]
-               for net in layout.NETS}
+    weights = {
+        net: [inputs[f"{name}/w/{net}/{i}"] for i in range(len(shapes[net]))] for net in layout.NETS
+    }
     trainer = _new(engine, case)
     trainer.set_weights(weights)
     loss, grads = trainer.objective_and_grads((x,), eps)
     after = trainer.get_weights()  # objective_and_grads must not have moved anything
     report[name] = {
         "loss": loss,
-        "weights_round_trip": all(np.array_equal(a, b) for net in layout.NETS
-                                  for a, b in zip(after[net], weights[net])),
+        "weights_round_trip": all(
+            np.array_equal(a, b) for net in layout.NETS for a, b in zip(after[net], weights[net])
+        ),
         "n_grads": {net: len(grads[net]) for net in layout.NETS},
         "evaluate": trainer.evaluate(x, batch_size=eval_batch_size),
     }
@@ -71,7 +74,7 @@ def training(engine, job, arrays, report):
     its epoch 2. Run C: a new Trainer load_state()s B's state (through files) and trains epoch 2.
     Run E: A's first epoch with seed + 1. Then samples from A, twice with one seed and once with
     another. (Every new Trainer costs the JAX engines a compilation: keep them few.)"""
-    x = digits_split().x_train[:job["n_train"]]
+    x = digits_split().x_train[: job["n_train"]]
     seed = job["seed"]
 
     def new(run_seed):
@@ -82,11 +85,20 @@ def training(engine, job, arrays, report):
         for epoch in which:
             batches = []
             started = time.perf_counter()
-            means = trainer.train_epoch(x, batch_size=job["batch_size"],
-                                        shuffle_seed=epoch_seed(run_seed, epoch),
-                                        on_batch=batches.append)
-            history.append({"epoch": epoch, "means": means, "batches": batches,
-                            "seconds": time.perf_counter() - started})
+            means = trainer.train_epoch(
+                x,
+                batch_size=job["batch_size"],
+                shuffle_seed=epoch_seed(run_seed, epoch),
+                on_batch=batches.append,
+            )
+            history.append(
+                {
+                    "epoch": epoch,
+                    "means": means,
+                    "batches": batches,
+                    "seconds": time.perf_counter() - started,
+                }
+            )
         return history
 
     a = new(seed)

@@ -14,7 +14,9 @@ from customfit.plots import pyplot, save_png
 
 
 def one_digit(outputs, path, title=None):
-    x, x_adv, label, target, proba = (outputs[k] for k in ("x", "x_adv", "label", "target", "proba"))
+    x, x_adv, label, target, proba = (
+        outputs[k] for k in ("x", "x_adv", "label", "target", "proba")
+    )
     # The first digit attacked toward the most targets (all 9 of them when every pair is run).
     digits, counts = np.unique(outputs["index"], return_counts=True)
     rows = np.flatnonzero(outputs["index"] == digits[int(np.argmax(counts))])
@@ -24,9 +26,11 @@ def one_digit(outputs, path, title=None):
     limit = float(np.abs(dx).max()) or 1.0
     for column, i in enumerate(rows):
         answer = int(proba[i].argmax())
-        panels = ((x[i], "gray_r", 0, 1, f"label {int(label[i])}"),
-                  (x_adv[i] - x[i], "RdBu_r", -limit, limit, f"target {int(target[i])}"),
-                  (x_adv[i], "gray_r", 0, 1, f"answer {answer} ({proba[i, answer]:.2f})"))
+        panels = (
+            (x[i], "gray_r", 0, 1, f"label {int(label[i])}"),
+            (x_adv[i] - x[i], "RdBu_r", -limit, limit, f"target {int(target[i])}"),
+            (x_adv[i], "gray_r", 0, 1, f"answer {answer} ({proba[i, answer]:.2f})"),
+        )
         for row, (image, cmap, low, high, text) in enumerate(panels):
             ax = axes[row, column]
             ax.imshow(image.reshape(image.shape[:2]), cmap=cmap, vmin=low, vmax=high)

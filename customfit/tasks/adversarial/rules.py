@@ -63,8 +63,9 @@ def check(method, eps, steps):
         raise ValueError(f"attack method must be one of {', '.join(METHODS)}; got {method!r}")
     if not (isinstance(steps, (int, np.integer)) and steps >= 1):
         raise ValueError(f"attack steps must be a positive integer; got {steps!r}")
-    if method == "pgd" and not (isinstance(eps, (int, float, np.integer, np.floating))
-                                and np.isfinite(eps) and eps > 0):
+    if method == "pgd" and not (
+        isinstance(eps, (int, float, np.integer, np.floating)) and np.isfinite(eps) and eps > 0
+    ):
         raise ValueError(f"pgd needs a positive, finite eps; got {eps!r}")
 
 
@@ -74,8 +75,8 @@ def attack_in_batches(x, target, *, steps, batch_size, step, to_tensor, zeros_li
     and `to_numpy` (its array back as NumPy) belong to. Batches are independent: see above."""
     chunks = []
     for start in range(0, len(x), batch_size):
-        x_batch = to_tensor(x[start:start + batch_size])
-        target_batch = to_tensor(target[start:start + batch_size])
+        x_batch = to_tensor(x[start : start + batch_size])
+        target_batch = to_tensor(target[start : start + batch_size])
         dx = zeros_like(x_batch)
         for _ in range(steps):
             dx = step(x_batch, dx, target_batch)

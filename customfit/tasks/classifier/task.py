@@ -19,8 +19,14 @@ def fixed_bars(bars):
 
 
 def build_trainer(trainer_class, split, settings, models):
-    return trainer_class(models[settings["model"]], split.input_shape, split.num_classes,
-                         settings["lr"], settings["seed"], devices=settings.get("devices", 1))
+    return trainer_class(
+        models[settings["model"]],
+        split.input_shape,
+        split.num_classes,
+        settings["lr"],
+        settings["seed"],
+        devices=settings.get("devices", 1),
+    )
 
 
 # Inputs per predict_proba call: a whole MNIST test set at once would hold a gigabyte of
@@ -30,8 +36,13 @@ _CHUNK = 1000
 
 def _predict_in_chunks(predict_proba):
     def predict(x):
-        return np.concatenate([np.asarray(predict_proba(x[i:i + _CHUNK]), dtype=np.float64)
-                               for i in range(0, len(x), _CHUNK)])
+        return np.concatenate(
+            [
+                np.asarray(predict_proba(x[i : i + _CHUNK]), dtype=np.float64)
+                for i in range(0, len(x), _CHUNK)
+            ]
+        )
+
     return predict
 
 
@@ -49,8 +60,10 @@ def judge(outputs, split, settings):
     """Held-out accuracy and cross-entropy from the model's probabilities alone."""
     proba, y_test = outputs["proba"], split.y_test
     if proba.shape != (len(split.x_test), split.num_classes):
-        raise RuntimeError(f"predict_proba gave shape {proba.shape}; "
-                           f"expected {(len(split.x_test), split.num_classes)}")
+        raise RuntimeError(
+            f"predict_proba gave shape {proba.shape}; "
+            f"expected {(len(split.x_test), split.num_classes)}"
+        )
     accuracy = float(np.mean(proba.argmax(axis=1) == y_test))
     picked = np.clip(proba[np.arange(len(y_test)), y_test], 1e-12, 1.0)
     return {"accuracy": accuracy, "loss": float(-np.mean(np.log(picked)))}
@@ -61,11 +74,26 @@ def write(outputs, trainer, split, history, out, title):
     from customfit import plots
 
     if split.input_shape == (2,):
-        return {"decision_regions": plots.decision_regions(
-            trainer.predict_proba, split.x_train, split.y_train, split.x_test, split.y_test,
-            os.path.join(out, "decision_regions.png"), num_classes=split.num_classes)}
+        return {
+            "decision_regions": plots.decision_regions(
+                trainer.predict_proba,
+                split.x_train,
+                split.y_train,
+                split.x_test,
+                split.y_test,
+                os.path.join(out, "decision_regions.png"),
+                num_classes=split.num_classes,
+            )
+        }
     if len(split.input_shape) == 3:
-        return {"probabilities": plots.probabilities(
-            _predict_in_chunks(trainer.predict_proba), split.x_test, split.y_test,
-            os.path.join(out, "probabilities.png"), num_classes=split.num_classes, title=title)}
+        return {
+            "probabilities": plots.probabilities(
+                _predict_in_chunks(trainer.predict_proba),
+                split.x_test,
+                split.y_test,
+                os.path.join(out, "probabilities.png"),
+                num_classes=split.num_classes,
+                title=title,
+            )
+        }
     return {}

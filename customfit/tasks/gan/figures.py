@@ -16,8 +16,9 @@ def grid(samples, path, title=None, count=100):
 
 def animation(frames, path, scale=4, milliseconds=400):
     """frames: [(epoch, (n, 8, 8) samples)], in order. Writes a looping GIF atomically."""
-    pictures = [plots.labelled_mosaic(samples, f"epoch {epoch}", scale)
-                for epoch, samples in frames]
+    pictures = [
+        plots.labelled_mosaic(samples, f"epoch {epoch}", scale) for epoch, samples in frames
+    ]
     if not pictures:
         raise ValueError("animation: no frames")
     return plots.save_gif(pictures, path, milliseconds)

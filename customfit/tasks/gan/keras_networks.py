@@ -11,8 +11,9 @@ from customfit.tasks.gan import layout
 
 
 def batch_norm(settings):
-    return layers.BatchNormalization(momentum=settings["bn_momentum"],
-                                     epsilon=settings["bn_epsilon"])
+    return layers.BatchNormalization(
+        momentum=settings["bn_momentum"], epsilon=settings["bn_epsilon"]
+    )
 
 
 def float32(h):
@@ -107,5 +108,7 @@ class Discriminator(keras.Model):
 
 # --8<-- [end:model]
 
-NETWORKS = {"lecture": (LectureGenerator, LectureDiscriminator),
-            "default": (Generator, Discriminator)}
+NETWORKS = {
+    "lecture": (LectureGenerator, LectureDiscriminator),
+    "default": (Generator, Discriminator),
+}

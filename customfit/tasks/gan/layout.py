@@ -348,17 +348,21 @@ def check_noise(noise, latent):
 def framework_paths(model, latent, framework):
     """{net: (paths, trainable paths)}: each entry as (layer attribute, the framework's name for
     its role), in canonical order; every array of the network, then the trained ones."""
+
     def paths(chosen):
         return [(e.layer, ROLES[framework][e.role]) for e in chosen]
 
-    return {net: (paths(found), paths(trainable(found)))
-            for net, found in entries(model, latent).items()}
+    return {
+        net: (paths(found), paths(trainable(found)))
+        for net, found in entries(model, latent).items()
+    }
 
 
 def state_codec(model, latent, engine):
     """The checkpoint in one uniform shape: check(weights); pack(weights, first, second, steps)
     with Adam's moments as {net: arrays} each; unpack(arrays, meta) -> (weights, first, second,
     steps); meta."""
+
     def pack(weights, first, second, steps):
         moments = {net: (first[net], second[net]) for net in NETWORKS}
         return pack_state(model, latent, weights, moments, steps)
@@ -368,5 +372,9 @@ def state_codec(model, latent, engine):
         first, second = ({net: moments[net][i] for net in NETWORKS} for i in (0, 1))
         return weights, first, second, steps
 
-    return {"check": lambda weights: check_weights(model, latent, weights), "pack": pack,
-            "unpack": unpack, "meta": state_meta(engine)}
+    return {
+        "check": lambda weights: check_weights(model, latent, weights),
+        "pack": pack,
+        "unpack": unpack,
+        "meta": state_meta(engine),
+    }

@@ -12,16 +12,22 @@ def digits_at_28(n_train, n_test, seed=0):
 
     digits = load_digits()
     if n_train + n_test > len(digits.images):
-        raise ValueError(f"at most {len(digits.images)} digits in all; asked for {n_train + n_test}")
+        raise ValueError(
+            f"at most {len(digits.images)} digits in all; asked for {n_train + n_test}"
+        )
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(digits.images))[:n_train + n_test]
+    order = rng.permutation(len(digits.images))[: n_train + n_test]
     big = np.kron(digits.images[order], np.ones((3, 3))) * (255.0 / 16.0)  # (n, 24, 24)
     images = np.zeros((len(order), 28, 28), np.uint8)
     for image, digit, (dy, dx) in zip(images, big, rng.integers(0, 5, size=(len(order), 2))):
-        image[dy:dy + 24, dx:dx + 24] = np.round(digit).astype(np.uint8)
+        image[dy : dy + 24, dx : dx + 24] = np.round(digit).astype(np.uint8)
     labels = digits.target[order].astype(np.uint8)
-    return {"x_train": images[:n_train], "y_train": labels[:n_train],
-            "x_test": images[n_train:], "y_test": labels[n_train:]}
+    return {
+        "x_train": images[:n_train],
+        "y_train": labels[:n_train],
+        "x_test": images[n_train:],
+        "y_test": labels[n_train:],
+    }
 
 
 def write(path, n_train=1000, n_test=300, seed=0):

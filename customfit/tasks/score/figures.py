@@ -17,8 +17,9 @@ XLIM, YLIM = (-3.0, 3.0), (-4.0, 4.0)
 
 
 def _axes_2d(ax, data, title):
-    ax.scatter(data[:, 0], data[:, 1], s=3, color="tab:blue", alpha=0.25, linewidths=0,
-               label="data")
+    ax.scatter(
+        data[:, 0], data[:, 1], s=3, color="tab:blue", alpha=0.25, linewidths=0, label="data"
+    )
     ax.set_xlim(*XLIM)
     ax.set_ylim(*YLIM)
     ax.set_aspect("equal")
@@ -35,8 +36,15 @@ def animation(frames, labels, data, path, milliseconds=250, size=(4.0, 4.8)):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=size, dpi=80)
     _axes_2d(ax, data, labels[0])
-    points = ax.scatter(frames[0][:, 0], frames[0][:, 1], s=3, color="tab:orange", alpha=0.6,
-                        linewidths=0, label="samples")
+    points = ax.scatter(
+        frames[0][:, 0],
+        frames[0][:, 1],
+        s=3,
+        color="tab:orange",
+        alpha=0.6,
+        linewidths=0,
+        label="samples",
+    )
     ax.legend(loc="upper right", fontsize=7, markerscale=3)
     pictures = []
     for frame, label in zip(frames, labels):
@@ -44,8 +52,9 @@ def animation(frames, labels, data, path, milliseconds=250, size=(4.0, 4.8)):
         ax.set_title(label, fontsize=9)
         fig.canvas.draw()
         rgba = np.asarray(fig.canvas.buffer_rgba())
-        pictures.append(Image.fromarray(rgba[..., :3].copy()).convert(
-            "P", palette=Image.ADAPTIVE, colors=64))
+        pictures.append(
+            Image.fromarray(rgba[..., :3].copy()).convert("P", palette=Image.ADAPTIVE, colors=64)
+        )
     plt.close(fig)
     return save_gif(pictures, path, _resting_on_the_last(milliseconds, len(pictures)))
 
@@ -54,8 +63,15 @@ def scatter(samples, data, path, title):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.0, 6.0))
     _axes_2d(ax, data, title)
-    ax.scatter(samples[:, 0], samples[:, 1], s=3, color="tab:orange", alpha=0.6, linewidths=0,
-               label="samples")
+    ax.scatter(
+        samples[:, 0],
+        samples[:, 1],
+        s=3,
+        color="tab:orange",
+        alpha=0.6,
+        linewidths=0,
+        label="samples",
+    )
     ax.legend(loc="upper right", fontsize=8, markerscale=3)
     return save_png(fig, path)
 
@@ -73,15 +89,21 @@ def score_field(grid, fields, labels, data, path, title):
         norm = np.linalg.norm(field, axis=1)
         unit = field / np.maximum(norm, 1e-12)[:, None]
         shape = (side, side)
-        arrows = ax.quiver(grid[:, 0].reshape(shape), grid[:, 1].reshape(shape),
-                           unit[:, 0].reshape(shape), unit[:, 1].reshape(shape),
-                           np.log10(np.maximum(norm, 1e-12)).reshape(shape), cmap="viridis",
-                           angles="xy", scale_units="xy", scale=1.0 / (0.8 * spacing),
-                           width=0.004)
+        arrows = ax.quiver(
+            grid[:, 0].reshape(shape),
+            grid[:, 1].reshape(shape),
+            unit[:, 0].reshape(shape),
+            unit[:, 1].reshape(shape),
+            np.log10(np.maximum(norm, 1e-12)).reshape(shape),
+            cmap="viridis",
+            angles="xy",
+            scale_units="xy",
+            scale=1.0 / (0.8 * spacing),
+            width=0.004,
+        )
         fig.colorbar(arrows, ax=ax, shrink=0.7, label="log10 |s|")
     fig.suptitle(title, fontsize=10)
     return save_png(fig, path)
-
 
 
 def grid(samples, path, title, count=100):

@@ -24,8 +24,8 @@ import numpy as np
 SPREAD = 0.2
 RADIUS = 3 * SPREAD
 REFERENCE_SIZE = 5000
-REFERENCE_SEED = 1001   # the fresh points every sample set is compared with
-DATA_SEED = 1002        # the fresh points behind the data-vs-data figure
+REFERENCE_SEED = 1001  # the fresh points every sample set is compared with
+DATA_SEED = 1002  # the fresh points behind the data-vs-data figure
 _CHUNK = 2000
 
 
@@ -34,7 +34,7 @@ def mean_distance(a, b):
     from scipy.spatial.distance import cdist
 
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    total = sum(cdist(a[i:i + _CHUNK], b).sum() for i in range(0, len(a), _CHUNK))
+    total = sum(cdist(a[i : i + _CHUNK], b).sum() for i in range(0, len(a), _CHUNK))
     return total / (len(a) * len(b))
 
 
@@ -76,7 +76,9 @@ def judge(samples):
     cluster_share_max, cluster_shares} for an (n, 2) array of samples."""
     samples = np.asarray(samples, np.float64)
     if samples.ndim != 2 or samples.shape[1] != 2 or len(samples) < 2:
-        raise ValueError(f"samples: expected an (n, 2) array with n >= 2, given shape {samples.shape}")
+        raise ValueError(
+            f"samples: expected an (n, 2) array with n >= 2, given shape {samples.shape}"
+        )
     # A sampler that blew up (too large a step) fails the judge rather than the run: its lost
     # samples are in no cluster, and its energy distance is not a number.
     finite = np.isfinite(samples).all(axis=1)

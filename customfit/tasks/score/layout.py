@@ -238,6 +238,9 @@ def state_codec(engine, method, network, divergence, sigmas):
     """The checkpoint in one uniform shape: check(weights); pack(weights, first, second, step),
     Adam's moments shaped as the weights; unpack(arrays, meta) -> (weights, first, second, step);
     meta."""
-    return {"check": lambda weights: check_weights(network, weights), "pack": pack_state,
-            "unpack": lambda arrays, meta: unpack_state(arrays, meta, network),
-            "meta": state_meta(engine, method, network, divergence, sigmas)}
+    return {
+        "check": lambda weights: check_weights(network, weights),
+        "pack": pack_state,
+        "unpack": lambda arrays, meta: unpack_state(arrays, meta, network),
+        "meta": state_meta(engine, method, network, divergence, sigmas),
+    }

@@ -21,7 +21,7 @@ def _show(ax, image):
 def grid(samples, path, title=None, n=10):
     plt = pyplot()
     fig, axes = plt.subplots(n, n, figsize=(n * 0.6, n * 0.6 + 0.3))
-    for ax, image in zip(axes.ravel(), samples[:n * n]):
+    for ax, image in zip(axes.ravel(), samples[: n * n]):
         _show(ax, image)
     fig.subplots_adjust(wspace=0.06, hspace=0.06)
     if title:
@@ -31,9 +31,12 @@ def grid(samples, path, title=None, n=10):
 
 def reconstructions(x, x_hat, path, title=None, columns=10, pairs_of_rows=2):
     plt = pyplot()
-    fig, axes = plt.subplots(2 * pairs_of_rows, columns,
-                             figsize=(columns * 0.6 + 0.8, 2 * pairs_of_rows * 0.62 + 0.3),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        2 * pairs_of_rows,
+        columns,
+        figsize=(columns * 0.6 + 0.8, 2 * pairs_of_rows * 0.62 + 0.3),
+        squeeze=False,
+    )
     for k in range(pairs_of_rows * columns):
         row, column = 2 * (k // columns), k % columns
         _show(axes[row, column], x[k])
@@ -49,8 +52,9 @@ def reconstructions(x, x_hat, path, title=None, columns=10, pairs_of_rows=2):
 
 def temperatures(scaled, scales, path, title=None, columns=10):
     plt = pyplot()
-    fig, axes = plt.subplots(len(scales), columns, figsize=(columns * 0.6 + 0.9, len(scales) * 0.62 + 0.3),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(scales), columns, figsize=(columns * 0.6 + 0.9, len(scales) * 0.62 + 0.3), squeeze=False
+    )
     for row, (scale, images) in enumerate(zip(scales, scaled)):
         for column in range(columns):
             _show(axes[row, column], images[column])

@@ -192,6 +192,9 @@ def state_codec(network, objective, latent, engine):
     Adam's moments shaped as the weights; unpack(arrays, meta) -> (weights, first, second, step);
     meta."""
     shapes = canonical_shapes(network, latent)
-    return {"check": lambda weights: check_weights(shapes, weights), "pack": pack_state,
-            "unpack": lambda arrays, meta: unpack_state(arrays, meta, shapes),
-            "meta": state_meta(engine, network, objective, latent)}
+    return {
+        "check": lambda weights: check_weights(shapes, weights),
+        "pack": pack_state,
+        "unpack": lambda arrays, meta: unpack_state(arrays, meta, shapes),
+        "meta": state_meta(engine, network, objective, latent),
+    }
