@@ -93,13 +93,8 @@ model = PairEnergy()
 model.compile(optimizer=keras.optimizers.Adam(3e-3))
 if QUICK:  # a brief run: 640 configurations, five epochs
     train = slice(0, 640)
-model.fit(
-    positions[train],
-    forces[train],
-    epochs=5 if QUICK else 40,
-    batch_size=64,
-    verbose=0 if QUICK else 2,
-)
+epochs, verbose = (5, 0) if QUICK else (40, 2)
+model.fit(positions[train], forces[train], epochs=epochs, batch_size=64, verbose=verbose)
 
 """
 ## The result
