@@ -1,5 +1,5 @@
 """`customfit run` in a process of its own, as a user types it (a Keras backend is fixed per
-process): a run, and a run killed with SIGKILL as its 3rd epoch starts, then resumed."""
+process; a run is forked from a warm one, tests/warm.py): a run, and a run killed with SIGKILL as its 3rd epoch starts, then resumed."""
 
 import os
 import signal
@@ -7,9 +7,11 @@ import subprocess
 import sys
 import time
 
+import warm
 from history_helpers import read_history_csv
 
 from customfit import checkpoint
+from customfit.registry import KERAS_BACKEND
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,7 +26,6 @@ def env():
 
 def command(task, engine, out, *flags):
     return [
-        sys.executable,
         "-m",
         "customfit",
         "run",
@@ -39,12 +40,11 @@ def command(task, engine, out, *flags):
 
 def run(task, engine, out, *flags, timeout=900):
     started = time.perf_counter()
-    done = subprocess.run(
+    done = warm.run(
         command(task, engine, out, "--quiet", *flags),
+        backend=KERAS_BACKEND[engine],
         cwd=os.path.dirname(out),
         env=env(),
-        capture_output=True,
-        text=True,
         timeout=timeout,
     )
     return {
@@ -59,7 +59,7 @@ def run_until_killed(task, engine, out, epochs, *flags):
     """Start a run, read its progress bar, and SIGKILL it the moment epoch 3's bar appears: the
     loop draws it right after epoch 2's checkpoint and history are written."""
     proc = subprocess.Popen(
-        command(task, engine, out, "--epochs", str(epochs), *flags),
+        [sys.executable, *command(task, engine, out, "--epochs", str(epochs), *flags)],
         cwd=os.path.dirname(out),
         env=env(),
         stdout=subprocess.DEVNULL,

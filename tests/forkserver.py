@@ -1,20 +1,25 @@
-"""Runs `customfit ...` command lines in forked children of one warm process, for the fault tests.
+"""Runs Python command lines in forked children of one warm process: `customfit ...` for the
+fault tests, and any `python -m MODULE ...` or `python SCRIPT ...` for the tests' pool
+(tests/warm.py).
 
 A real process is what SIGKILL, SIGINT and a full disk must hit, but starting Python with a
-framework costs seconds of CPU; the fault tests start dozens of runs. This server imports
+framework costs seconds of CPU, and the suite starts hundreds of processes. This server imports
 customfit and one Keras backend's engine modules once (without running any framework op, so that
 forking stays safe), then forks a child per command line: the child changes folder, takes the
-environment it is given, sends its output to files and runs customfit.cli.main, exactly what
-`python -m customfit` runs. The parent answers with the child's exit status (negative: the signal
-that ended it).
+environment it is given, sends its output to files and runs what `python ARGS...` would run. The
+parent answers with the child's exit status (negative: the signal that ended it).
 
 Protocol: one JSON object per line on stdin, one answer per line on stdout.
   {"argv": [...], "cwd": DIR, "env": {...}, "stdout": FILE, "stderr": FILE} -> {"status": N}
+      (argv: customfit's command line; env is added to the server's environment)
+  {"python": [...], "cwd": DIR, "env": {...}, "stdout": FILE, "stderr": FILE} -> {"status": N}
+      (python: what follows `python`; env replaces the server's environment)
   {"quit": true}
 """
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 
@@ -35,20 +40,44 @@ def preload(backend):
                     pass  # a task not built for this engine yet
 
 
+def run_python(args):
+    """What `python ARGS...` runs: `-m MODULE ...`, `-c CODE ...` or `SCRIPT ...`, as __main__."""
+    if args[0] == "-c":
+        sys.argv = ["-c", *args[2:]]
+        exec(compile(args[1], "<string>", "exec"), {"__name__": "__main__"})
+    elif args[0] == "-m":
+        sys.argv = [args[1], *args[2:]]
+        runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = list(args)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(args[0])))
+        runpy.run_path(args[0], run_name="__main__")
+    return 0
+
+
 def child(request):
     os.chdir(request["cwd"])
+    if "python" in request:
+        os.environ.clear()
     os.environ.update(request.get("env") or {})
+    # The server's stdin carries its requests: a child reads nothing from it.
+    nothing = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(nothing, 0)
+    os.close(nothing)
     for fd, name in ((1, "stdout"), (2, "stderr")):
         target = os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(target, fd)
         os.close(target)
     sys.stdout = os.fdopen(1, "w", buffering=1)
     sys.stderr = os.fdopen(2, "w", buffering=1)
-    sys.argv = ["customfit", *request["argv"]]
     from customfit import cli
 
     try:
-        status = cli.main(request["argv"])
+        if "python" in request:
+            status = run_python(request["python"])
+        else:
+            sys.argv = ["customfit", *request["argv"]]
+            status = cli.main(request["argv"])
     except SystemExit as e:
         status = e.code if isinstance(e.code, int) else 1
     except BaseException:
@@ -141,19 +170,23 @@ class Server:
 
     def run(self, argv, cwd, faults=None, timeout=1800):
         """(exit status, stdout, stderr) of `customfit ARGV` run in `cwd`."""
-        self.count += 1
-        logs = os.path.join(cwd, f".forkserver-{os.getpid()}-{self.count}")
         env = {"CUSTOMFIT_FAULTS": faults or ""}
-        answer = self._ask(
-            {
-                "argv": [str(a) for a in argv],
-                "cwd": str(cwd),
-                "env": env,
-                "stdout": logs + ".out",
-                "stderr": logs + ".err",
-            },
-            timeout,
-        )
+        return self._answered({"argv": [str(a) for a in argv], "env": env}, cwd, cwd, timeout)
+
+    def python(self, args, cwd, env, logs, timeout):
+        """(exit status, stdout, stderr) of `python ARGS...` run in `cwd` with the environment
+        `env`; its output goes through files in the folder `logs`."""
+        request = {"python": [str(a) for a in args], "env": dict(env)}
+        return self._answered(request, cwd, logs, timeout)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def _answered(self, request, cwd, logs, timeout):
+        self.count += 1
+        logs = os.path.join(logs, f".forkserver-{os.getpid()}-{id(self)}-{self.count}")
+        request = dict(request, cwd=str(cwd), stdout=logs + ".out", stderr=logs + ".err")
+        answer = self._ask(request, timeout)
         texts = []
         for suffix in (".out", ".err"):
             with open(logs + suffix) as f:

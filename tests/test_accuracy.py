@@ -1,19 +1,19 @@
 """Held-out accuracy with the default settings, on every engine, judged from each run's
 metrics.json (the judge computes it from predicted probabilities, not from the engine's own
-evaluate()). Each run is `python -m customfit run ...` in a process of its own."""
+evaluate()). Each run is `python -m customfit run ...` in a process of its own (forked from a warm
+one, tests/warm.py)."""
 
 import json
 import os
 import statistics
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+import warm
 
-from customfit.registry import ENGINES
+from customfit.registry import ENGINES, KERAS_BACKEND
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,9 +23,8 @@ def run(task, engine, out, *flags):
     # two spinning threads, made keras-torch ten times slower.
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
     env.pop("KERAS_BACKEND", None)
-    proc = subprocess.run(
+    proc = warm.run(
         [
-            sys.executable,
             "-m",
             "customfit",
             "run",
@@ -37,9 +36,8 @@ def run(task, engine, out, *flags):
             "--quiet",
             *flags,
         ],
+        backend=KERAS_BACKEND[engine],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -21,12 +21,14 @@ from concurrent.futures import ThreadPoolExecutor
 import cli_runs
 import numpy as np
 import pytest
+import warm
 from history_helpers import read_history_csv
 from layout_helpers import gan_random_weights
 
 from customfit import checkpoint, plots, registry
-from customfit.trainers.canonical import from_canonical, to_canonical
+from customfit.registry import KERAS_BACKEND
 from customfit.tasks.gan import layout, spec
+from customfit.trainers.canonical import from_canonical, to_canonical
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ["--epochs", "2", "--batch-size", "256"]
@@ -212,12 +214,11 @@ def test_figures_and_the_animation_of_the_epochs_run(tmp_path):
 
 def _short_run(engine, folder):
     out = folder / engine
-    done = subprocess.run(
-        _command(engine, out, "--quiet"),
+    done = warm.run(
+        _command(engine, out, "--quiet")[1:],
+        backend=KERAS_BACKEND[engine],
         cwd=folder,
         env=_env(),
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     return {
@@ -353,12 +354,11 @@ def test_killed_run_resumes_to_where_the_uninterrupted_run_ends(engine, short_ru
     assert not (out / "metrics.json").exists() and not (out / "training.gif").exists()
     assert sorted(os.listdir(out / "epochs"))[:1] == ["epoch_0001.npy"]
 
-    resumed = subprocess.run(
-        _command(engine, out, "--resume", "--quiet"),
+    resumed = warm.run(
+        _command(engine, out, "--resume", "--quiet")[1:],
+        backend=KERAS_BACKEND[engine],
         cwd=tmp_path,
         env=_env(),
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -387,12 +387,11 @@ def test_killed_run_resumes_to_where_the_uninterrupted_run_ends(engine, short_ru
 def test_resume_keeps_the_critic_steps_and_refuses_others(short_runs, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(short_runs("torch")["out"], out)
-    done = subprocess.run(
-        _command("torch", out, "--resume", "--critic-steps", "3"),
+    done = warm.run(
+        _command("torch", out, "--resume", "--critic-steps", "3")[1:],
+        backend=KERAS_BACKEND["torch"],
         cwd=tmp_path,
         env=_env(),
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert done.returncode == 2, done.stderr[-2000:]
@@ -404,12 +403,11 @@ def test_resume_keeps_the_critic_steps_and_refuses_others(short_runs, tmp_path):
     [("--critic-steps", "0", "critic"), ("--latent", "-3", "latent"), ("--model", "mlp", "model")],
 )
 def test_bad_options_get_one_line(flag, value, expected, tmp_path):
-    done = subprocess.run(
-        _command("torch", tmp_path / "bad", flag, value),
+    done = warm.run(
+        _command("torch", tmp_path / "bad", flag, value)[1:],
+        backend=KERAS_BACKEND["torch"],
         cwd=tmp_path,
         env=_env(),
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     assert done.returncode == 2 and expected in done.stderr, done.stderr[-2000:]

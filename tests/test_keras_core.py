@@ -1,6 +1,10 @@
 """Runs tests/keras_core once per Keras backend, each in a process of its own (a Keras backend
 is fixed per process), and its distribution tests once more on two CPU devices for the backends
-that have a data-parallel engine of their own. A failure shows the inner pytest's report."""
+that have a data-parallel engine of their own. A failure shows the inner pytest's report.
+
+The one-device suites run serially in a child of a warm server (tests/warm.py), which has Keras
+imported already; the two-device ones need a fresh process, since they make their devices
+before the framework starts."""
 
 import os
 import subprocess
@@ -8,11 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import warm
 
 HERE = Path(__file__).parent
 
 
-def run_suite(backend, *paths, **env):
+def run_suite(backend, *paths, fresh=False, **env):
     env = dict(
         os.environ,
         KERAS_BACKEND=backend,
@@ -20,24 +25,14 @@ def run_suite(backend, *paths, **env):
         TF_CPP_MIN_LOG_LEVEL="3",
         **env,
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-x",
-            "-W",
-            "ignore::DeprecationWarning",
-            *[str(p) for p in paths],
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-x"]
+    args += ["-W", "ignore::DeprecationWarning", *[str(p) for p in paths]]
+    if fresh:
+        proc = subprocess.run(
+            [sys.executable, *args], env=env, capture_output=True, text=True, timeout=1200
+        )
+    else:
+        proc = warm.run(args, backend=backend, env=env, timeout=1200)
     assert proc.returncode == 0, f"{backend}:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
 
@@ -52,6 +47,9 @@ def test_keras_core_on_two_devices(backend):
     # tf.distribute.MirroredStrategy over 2 logical CPUs; keras.distribution.DataParallel over
     # 2 XLA host devices.
     out = run_suite(
-        backend, HERE / "keras_core" / "test_distributed.py", CUSTOMFIT_TEST_DEVICES="2"
+        backend,
+        HERE / "keras_core" / "test_distributed.py",
+        fresh=True,
+        CUSTOMFIT_TEST_DEVICES="2",
     )
     assert "3 passed, 3 skipped" in out, out[-2000:]

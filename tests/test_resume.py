@@ -18,10 +18,12 @@ import sys
 import cli_runs
 import numpy as np
 import pytest
+import warm
 from data_helpers import epoch_permutation
 from history_helpers import read_history_csv
 
 from customfit import checkpoint, registry, runs
+from customfit.registry import KERAS_BACKEND
 from customfit.runs import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +31,9 @@ HISTORY_NUMBERS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def _env(**extra):
-    env = dict(os.environ)
+    # One thread, as in the warm servers the runs fork from (tests/warm.py), so that a killed
+    # run started fresh and its resumption forked from a server compute alike.
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("KERAS_BACKEND", None)
     env.update(extra)
@@ -347,12 +351,11 @@ def _run_until_killed(engine, out, epochs, tmp_path):
 @pytest.mark.parametrize("engine", ["torch", "flax", "keras-jax"])
 def test_killed_run_resumes_to_the_same_weights_and_history(engine, tmp_path):
     epochs = 4
-    straight = subprocess.run(
-        [sys.executable, "-c", STRAIGHT, engine, "straight", str(epochs)],
+    straight = warm.run(
+        ["-c", STRAIGHT, engine, "straight", str(epochs)],
+        backend=KERAS_BACKEND[engine],
         cwd=tmp_path,
         env=_env(),
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert straight.returncode == 0, straight.stderr[-3000:]
@@ -370,9 +373,8 @@ def test_killed_run_resumes_to_the_same_weights_and_history(engine, tmp_path):
     assert not os.path.exists(os.path.join(out, "metrics.json"))
     assert len(read_history_csv(os.path.join(out, "history.csv"))) == meta["epoch"]
 
-    resumed = subprocess.run(
+    resumed = warm.run(
         [
-            sys.executable,
             "-m",
             "customfit",
             "run",
@@ -384,10 +386,9 @@ def test_killed_run_resumes_to_the_same_weights_and_history(engine, tmp_path):
             "--resume",
             "--quiet",
         ],
+        backend=KERAS_BACKEND[engine],
         cwd=tmp_path,
         env=_env(),
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -13,12 +13,11 @@ cosine schedule's place included) and repeat itself exactly under the same seed.
 
 import json
 import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import warm
 from layout_helpers import score_glorot_weights
 from worker_jobs import reports_of
 
@@ -220,13 +219,8 @@ def _run_worker(job, folder):
         TF_CPP_MIN_LOG_LEVEL="2",
         OMP_NUM_THREADS="1",
     )
-    done = subprocess.run(
-        [sys.executable, WORKER, str(path)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    done = warm.run(
+        [WORKER, str(path)], backend=env["KERAS_BACKEND"], env=env, cwd=ROOT, timeout=900
     )
     if done.returncode != 0:
         return {"failed": f"worker for {engine} exited {done.returncode}:\n{done.stderr[-4000:]}"}

@@ -3,10 +3,9 @@ its framework's own writer; read back, they hold the history's figures epoch by 
 resumed run goes on in the same logs."""
 
 import os
-import subprocess
-import sys
 
 import pytest
+import warm
 from event_logs import read_scalars
 from history_helpers import read_history_csv
 from test_cli import assert_usage_error
@@ -51,11 +50,10 @@ def test_tensorboard_logs_hold_the_history_on_every_engine(legs, engines, tmp_pa
         TF_NUM_INTEROP_THREADS="1",
     )
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(tmp_path), legs, *engines],
+    proc = warm.run(
+        ["-c", SCRIPT, str(tmp_path), legs, *engines],
+        backend=env["KERAS_BACKEND"],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

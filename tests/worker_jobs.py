@@ -1,15 +1,14 @@
 """Runs one engine's test worker (tests/workers/*.py) in a process of its own, because Keras's
-backend is fixed per process, and reads back what it wrote: OUT.json as a dict, OUT.npz as
+backend is fixed per process (a child of a warm server, tests/warm.py), and reads back what it wrote: OUT.json as a dict, OUT.npz as
 report["arrays"]. A worker that fails is reported, not raised, so one engine's failure names
 itself in that engine's test and the other engines still run."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+import warm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,14 +27,7 @@ def run_worker(worker, job, folder, keras_backend, timeout, one_thread=False):
     env = dict(os.environ, KERAS_BACKEND=keras_backend, TF_CPP_MIN_LOG_LEVEL="2")
     if one_thread:
         env["OMP_NUM_THREADS"] = "1"  # two workers share the two cores
-    done = subprocess.run(
-        [sys.executable, worker, str(path)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    done = warm.run([worker, str(path)], backend=keras_backend, env=env, cwd=ROOT, timeout=timeout)
     if done.returncode != 0:
         return {"failed": f"worker for {engine} exited {done.returncode}:\n{done.stderr[-4000:]}"}
     with open(job["output"] + ".json") as f:
