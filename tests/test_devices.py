@@ -15,6 +15,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import warm
 
 from customfit import cli, devices, registry
 from worker_jobs import reports_of
@@ -62,13 +63,8 @@ def _run_worker(engine, tasks, folder):
         # which flips one ReLU sitting 1e-7 from zero by step 3; 8 steps later the digits CNN is
         # 4% apart. With the SSE4.1 kernels both orders agree to 8e-6, as measured elsewhere.
         env["ONEDNN_MAX_CPU_ISA"] = "SSE41"
-    done = subprocess.run(
-        [sys.executable, WORKER, str(path)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    done = warm.run(
+        [WORKER, str(path)], backend=env["KERAS_BACKEND"], env=env, cwd=ROOT, timeout=900
     )
     if done.returncode != 0:
         return {"failed": f"worker for {engine} exited {done.returncode}:\n{done.stderr[-4000:]}"}
