@@ -3,6 +3,7 @@ the initial checkpoint, the run loop (customfit.engines.loop) with its checkpoin
 then the results (customfit.runs.results)."""
 
 import os
+from dataclasses import dataclass
 
 from customfit import precision, registry
 from customfit import devices as spreading
@@ -10,6 +11,24 @@ from customfit.errors import CheckpointError, CustomfitError
 from customfit.runs.plan import CHECKPOINT, HISTORY, METRICS
 from customfit.runs.results import finish
 from customfit.runs.stops import stopping
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What training leaves for the results: the trained Trainer, the data it trained on, the
+    history (every epoch, those of a resumed run included), how many epochs came before this run,
+    the checkpoint's meta, the paths written so far, the epoch resumed after and the run started
+    from (else None), and the dtype policy it computed in."""
+
+    trainer: object
+    split: object
+    history: list
+    trained_before: int
+    meta: dict
+    paths: dict
+    resumed_from: int | None
+    started_from: str | None
+    policy: str
 
 
 def train(plan, started, device):
@@ -124,17 +143,19 @@ def train(plan, started, device):
     with stopping(plan, paths, trained=True):
         return finish(
             plan,
+            Trained(
+                trainer=trainer,
+                split=split,
+                history=history,
+                trained_before=trained_before,
+                meta=meta,
+                paths=paths,
+                resumed_from=resumed_from,
+                started_from=started_from,
+                policy=policy,
+            ),
             started,
             device,
-            policy,
-            trainer,
-            split,
-            history,
-            trained_before,
-            meta,
-            paths,
-            resumed_from,
-            started_from,
         )
 
 
