@@ -9,7 +9,6 @@ from customfit import precision, registry
 from customfit import devices as spreading
 from customfit.errors import CheckpointError, CustomfitError
 from customfit.runs.plan import CHECKPOINT, HISTORY, METRICS
-from customfit.runs.results import finish
 from customfit.runs.stops import stopping
 
 
@@ -31,7 +30,9 @@ class Trained:
     policy: str
 
 
-def train(plan, started, device):
+def train(plan):
+    """Train the plan's Trainer under the run loop, with its checkpoints; what was trained, or
+    None in a torch process other than rank 0 (it trains with the others, writes nothing)."""
     from customfit import checkpoint
     from customfit.engines import loop
 
@@ -140,23 +141,17 @@ def train(plan, started, device):
         process_group.leave()
     if not writes:
         return None
-    with stopping(plan, paths, trained=True):
-        return finish(
-            plan,
-            Trained(
-                trainer=trainer,
-                split=split,
-                history=history,
-                trained_before=trained_before,
-                meta=meta,
-                paths=paths,
-                resumed_from=resumed_from,
-                started_from=started_from,
-                policy=policy,
-            ),
-            started,
-            device,
-        )
+    return Trained(
+        trainer=trainer,
+        split=split,
+        history=history,
+        trained_before=trained_before,
+        meta=meta,
+        paths=paths,
+        resumed_from=resumed_from,
+        started_from=started_from,
+        policy=policy,
+    )
 
 
 def changed_lrs(plan, trained_before):
