@@ -1,11 +1,15 @@
 """cf.run(task, engine, **config): what `customfit run` does, from Python.
 
-Everything a user gives is checked before anything is written (plan.py). Then the run trains
-where it must (launch.py): here, in a subprocess with another Keras backend, in processes
-started the torchrun way, or as one of several hosts; the engine's Trainer trains under the run
-loop with its checkpoints (training.py); the judge measures the result and the run writes,
-under its folder, metrics.json, history.csv, the figures (PNG) and checkpoint.safetensors
-(results.py). A run that stops early says where, and how to go on (stops.py).
+run() reads as the run's steps, each a module, in order:
+1. plan.py: everything a user gives, checked before anything is written, into a frozen Plan.
+2. launch.py: where the run trains (here; in a subprocess with another Keras backend; in
+   processes started the torchrun way; as one of several hosts), its folder held, and this
+   process prepared for the engine's framework (the compute device).
+3. training.py: the engine's Trainer trains under the run loop with its checkpoints, and
+   gives back what was trained (a Trained).
+4. results.py: the judge measures it; the run writes, under its folder, metrics.json,
+   history.csv, the figures (PNG) and checkpoint.safetensors; a Result comes back.
+A run that stops early says where, and how to go on (stops.py, around steps 3 and 4).
 """
 
 import time

@@ -1,7 +1,11 @@
-"""Where a run trains: here; in a subprocess (Keras is already imported here with another
-backend); in N processes started the torchrun way (torch engines on several devices); or as one
-of several hosts. A subprocess runs `python -m customfit.runs REQUEST.json` and its Result is
-read back."""
+"""Where a run trains, and this process made ready for it. where() decides: here; in a
+subprocess (Keras is already imported here with another backend); in N processes started the
+torchrun way (torch engines on several devices); or as one of several hosts. folder() holds
+the run's folder (a scratch one on another host), prepare() readies this process for the
+engine's framework and returns the compute device. A subprocess runs
+`python -m customfit.runs REQUEST.json` and its Result is read back; the torch processes each
+run the same run(). Training itself is the next step (training.py), which launch does not know.
+"""
 
 import contextlib
 import json

@@ -1,4 +1,5 @@
-"""After training: the judge, the figures, metrics.json, and the Result a run gives back."""
+"""After training: from what was trained (a Trained, training.py), the judge, the figures,
+metrics.json, and the Result a run gives back."""
 
 import json
 import os

@@ -1,6 +1,6 @@
 """Training with checkpoints: the Trainer built (or restored, on resume or from another run),
-the initial checkpoint, the run loop (customfit.engines.loop) with its checkpoint per epoch,
-then the results (customfit.runs.results)."""
+the initial checkpoint, the run loop (customfit.engines.loop) with its checkpoint per epoch;
+what was trained comes back as a Trained, for the results (customfit.runs.results)."""
 
 import os
 from dataclasses import dataclass
