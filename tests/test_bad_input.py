@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from customfit import cli, matrix, registry
-from customfit.runs import launch
+from customfit.runs import launch, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -408,7 +408,7 @@ def _must_not_run(*args, **kwargs):
 
 @pytest.fixture
 def no_training(monkeypatch):
-    monkeypatch.setattr(launch, "train", _must_not_run)
+    monkeypatch.setattr(training, "train", _must_not_run)
     monkeypatch.setattr(launch, "in_subprocess", _must_not_run)
     monkeypatch.setattr(matrix, "run_all", _must_not_run)
     monkeypatch.setattr(cli, "cmd_list", _must_not_run)  # `list` takes no arguments

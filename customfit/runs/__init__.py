@@ -1,22 +1,24 @@
 """cf.run(task, engine, **config): what `customfit run` does, from Python.
 
-Everything a user gives is checked before anything is written (plan.py). Then the run trains
-where it must (launch.py): here, in a subprocess with another Keras backend, in processes
-started the torchrun way, or as one of several hosts; the engine's Trainer trains under the run
-loop with its checkpoints (training.py); the judge measures the result and the run writes,
-under its folder, metrics.json, history.csv, the figures (PNG) and checkpoint.safetensors
-(results.py). A run that stops early says where, and how to go on (stops.py).
+run() reads as the run's steps, each a module, in order:
+1. plan.py: everything a user gives, checked before anything is written, into a frozen Plan.
+2. launch.py: where the run trains (here; in a subprocess with another Keras backend; in
+   processes started the torchrun way; as one of several hosts), its folder held, and this
+   process prepared for the engine's framework (the compute device).
+3. training.py: the engine's Trainer trains under the run loop with its checkpoints, and
+   gives back what was trained (a Trained).
+4. results.py: the judge measures it; the run writes, under its folder, metrics.json,
+   history.csv, the figures (PNG) and checkpoint.safetensors; a Result comes back.
+A run that stops early says where, and how to go on (stops.py, around steps 3 and 4).
 """
 
-import os
 import time
 from dataclasses import asdict
 
-from customfit import devices as spreading
-from customfit import hosts, run_folder
-from customfit.runs import launch
+from customfit.runs import launch, results, training
 from customfit.runs.plan import build
 from customfit.runs.results import Result
+from customfit.runs.stops import stopping
 
 __all__ = ["Result", "run"]
 
@@ -57,24 +59,21 @@ def run(task, engine, **config):
     """
     started = time.perf_counter()
     plan = build(task, engine, config)
-    devices = plan.settings.get("devices", 1)
-    if launch.needs_subprocess(engine) or spreading.needs_fresh_process(engine, devices):
+    where = launch.where(plan)
+    if where == launch.SUBPROCESS:
         return launch.in_subprocess(task, engine, config, plan)
-    if devices > 1 and spreading.launched_world() is not None:
-        # One of several torch processes: customfit's own launching process holds the folder
-        # for them all; under torchrun (one host or several), global rank 0 holds it.
-        if os.environ.get(spreading.LAUNCHED_HERE) or os.environ.get("RANK") != "0":
-            return launch.train_here(plan, started)
-        with run_folder.hold(plan.out, what=f"customfit run {task} --engine {engine}"):
-            return launch.train_here(plan, started)
-    cluster = hosts.of(engine)
-    if cluster is not None and cluster.index > 0:
-        return launch.train_on_another_host(plan, started)
-    # Made (or refused: --out /proc/x, a folder another run holds) before any framework loads.
-    with run_folder.hold(plan.out, what=f"customfit run {task} --engine {engine}"):
-        if devices > 1 and engine in spreading.TORCH_ENGINES:
+    with launch.folder(plan, where) as plan:
+        if where == launch.TORCH_PROCESSES:
+            devices = plan.settings["devices"]
             return launch.torch_processes(launched, task, engine, config, devices)
-        return launch.train_here(plan, started)
+        device = launch.prepare(plan)
+        trained = training.train(plan)
+        if trained is None:  # a torch process other than rank 0: it trained, rank 0 writes
+            return None
+        with stopping(plan, trained.paths, trained=True):
+            result = results.finish(plan, trained, started, device)
+    # Another host wrote into a scratch folder, now gone: process 0 gives the Result.
+    return None if where == launch.ANOTHER_HOST else result
 
 
 def launched(task, engine, config):

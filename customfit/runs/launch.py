@@ -1,8 +1,13 @@
-"""Where a run trains: here; in a subprocess (Keras is already imported here with another
-backend); in N processes started the torchrun way (torch engines on several devices); or as one
-of several hosts. A subprocess runs `python -m customfit.runs REQUEST.json` and its Result is
-read back."""
+"""Where a run trains, and this process made ready for it. where() decides: here; in a
+subprocess (Keras is already imported here with another backend); in N processes started the
+torchrun way (torch engines on several devices); or as one of several hosts. folder() holds
+the run's folder (a scratch one on another host), prepare() readies this process for the
+engine's framework and returns the compute device. A subprocess runs
+`python -m customfit.runs REQUEST.json` and its Result is read back; the torch processes each
+run the same run(). Training itself is the next step (training.py), which launch does not know.
+"""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -10,7 +15,7 @@ import sys
 import tempfile
 from dataclasses import asdict, replace
 
-from customfit import compute_device, cpu_memory, hosts, registry
+from customfit import compute_device, cpu_memory, hosts, registry, run_folder
 from customfit import devices as spreading
 from customfit.errors import (
     CheckpointError,
@@ -21,7 +26,15 @@ from customfit.errors import (
     WriteError,
 )
 from customfit.runs.results import Result
-from customfit.runs.training import train
+
+# Where a run trains (where() answers one of these).
+SUBPROCESS = "a subprocess"  # Keras is imported here with another backend
+TORCH_PROCESSES = "torch processes"  # started here the torchrun way, one per device
+ANOTHER_HOST = "another host"  # not process 0 of a run across hosts: writes into scratch
+HERE = "here"
+# One of several torch processes whose folder another process holds: customfit's launching
+# process, or torchrun's global rank 0.
+HERE_FOLDER_HELD_ELSEWHERE = "here, the folder held by another process"
 
 
 def keras_backend_in_process():
@@ -42,7 +55,50 @@ def needs_subprocess(engine):
     return current is not None and current != registry.KERAS_BACKEND[engine]
 
 
-def train_here(plan, started):
+def where(plan):
+    """Where this run trains: SUBPROCESS, TORCH_PROCESSES, ANOTHER_HOST, HERE or
+    HERE_FOLDER_HELD_ELSEWHERE."""
+    engine, devices = plan.engine, plan.settings.get("devices", 1)
+    if needs_subprocess(engine) or spreading.needs_fresh_process(engine, devices):
+        return SUBPROCESS
+    if devices > 1 and spreading.launched_world() is not None:
+        # One of several torch processes: customfit's own launching process holds the folder
+        # for them all; under torchrun (one host or several), global rank 0 holds it.
+        if os.environ.get(spreading.LAUNCHED_HERE) or os.environ.get("RANK") != "0":
+            return HERE_FOLDER_HELD_ELSEWHERE
+        return HERE
+    cluster = hosts.of(engine)
+    if cluster is not None and cluster.index > 0:
+        return ANOTHER_HOST
+    if devices > 1 and engine in spreading.TORCH_ENGINES:
+        return TORCH_PROCESSES
+    return HERE
+
+
+@contextlib.contextmanager
+def folder(plan, where):
+    """The run's folder, held for this run while it trains (made, or refused: --out /proc/x, a
+    folder another run holds, before any framework loads); yields the plan to train.
+
+    On another host, the process trains, judges and writes as process 0 does, since every
+    collective needs every process, but into a scratch folder that goes when the run ends (as
+    TensorFlow's guide to checkpoints under MultiWorkerMirroredStrategy has the other workers
+    do): the plan yielded names it."""
+    if where == ANOTHER_HOST:
+        with tempfile.TemporaryDirectory(prefix="customfit-host-") as scratch:
+            yield replace(plan, out=scratch, verbose=False, tensorboard=None)
+    elif where == HERE_FOLDER_HELD_ELSEWHERE:
+        yield plan
+    else:
+        what = f"customfit run {plan.task} --engine {plan.engine}"
+        with run_folder.hold(plan.out, what=what):
+            yield plan
+
+
+def prepare(plan):
+    """This process, made ready for the engine's framework before it loads (its Keras backend,
+    its devices, --device, the hosts' coordinator); returns the compute device, "cpu" or
+    "gpu"."""
     engine, devices = plan.engine, plan.settings.get("devices", 1)
     os.environ["KERAS_BACKEND"] = registry.KERAS_BACKEND[engine]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines drown the bar
@@ -58,17 +114,7 @@ def train_here(plan, started):
         coordinator.join(engine, cluster)
     device = compute_device.use(plan.task, engine, plan.device_wanted, devices)
     cpu_memory.keep_freed()  # the torch engines' steps stop page-faulting their tensors in
-    return train(plan, started, device)
-
-
-def train_on_another_host(plan, started):
-    """A process other than process 0 of a run across hosts (customfit/hosts.py): it trains,
-    judges and writes as process 0 does, since every collective needs every process, but into
-    a scratch folder that goes when the run ends (as TensorFlow's guide to checkpoints under
-    MultiWorkerMirroredStrategy has the other workers do). Returns None."""
-    with tempfile.TemporaryDirectory(prefix="customfit-host-") as scratch:
-        train_here(replace(plan, out=scratch, verbose=False, tensorboard=None), started)
-    return None
+    return device
 
 
 def torch_processes(entrypoint, task, engine, config, devices):

@@ -1,4 +1,5 @@
-"""After training: the judge, the figures, metrics.json, and the Result a run gives back."""
+"""After training: from what was trained (a Trained, training.py), the judge, the figures,
+metrics.json, and the Result a run gives back."""
 
 import json
 import os
@@ -67,32 +68,17 @@ class Result:
         return self.metrics.get("accuracy")
 
 
-def finish(
-    plan,
-    started,
-    device,
-    policy,
-    trainer,
-    split,
-    history,
-    trained_before,
-    meta,
-    paths,
-    resumed_from,
-    started_from,
-):
+def finish(plan, trained, started, device):
     """After training: the checkpoint (if nothing was trained), what the judge reads, the judge,
     the figures and metrics.json."""
     from customfit import checkpoint, plots
     from customfit.engines import loop
 
     task, engine, spec, settings = plan.task, plan.engine, plan.spec, plan.settings
-    out, config = plan.out, meta["config"]
+    trainer, split, history, meta = trained.trainer, trained.split, trained.history, trained.meta
+    out, config, paths = plan.out, meta["config"], dict(trained.paths)
 
-    def write_history(rows):
-        checkpoint.atomic_write(paths["history"], loop.history_csv(rows))
-
-    if len(history) == trained_before:
+    if len(history) == trained.trained_before:
         # Nothing left to train (a finished run resumed, or a run started from another's model):
         # this folder still gets its own checkpoint and history, so --resume works from it.
         arrays, trainer_meta = trainer.state()
@@ -101,7 +87,7 @@ def finish(
             arrays,
             {**meta, "epoch": len(history), "history": history, "trainer": trainer_meta},
         )
-        write_history(history)
+        checkpoint.atomic_write(paths["history"], loop.history_csv(history))
 
     title = f"{task} on {engine}"
     producing = time.perf_counter()
@@ -131,7 +117,7 @@ def finish(
         "model": settings["model"],
         "judge": spec.JUDGE,
         "headline": spec.HEADLINE,
-        "precision": policy,
+        "precision": trained.policy,
         "device": device,
         **metrics,
         "bar": bars,
@@ -145,8 +131,8 @@ def finish(
         "produce_seconds": produce_seconds,
         "produce_seconds_note": "what the judge reads (probabilities, attacks, samples), made after training",
         "total_seconds": total,
-        "resumed_from_epoch": resumed_from,
-        "started_from": started_from,
+        "resumed_from_epoch": trained.resumed_from,
+        "started_from": trained.started_from,
         **({"lr_changes": meta["lr_changes"]} if meta.get("lr_changes") else {}),
         "versions": versions,
         "machine": machine(),
@@ -165,11 +151,11 @@ def finish(
         out_dir=out,
         seconds_per_epoch=per_epoch,
         total_seconds=total,
-        resumed_from_epoch=resumed_from,
+        resumed_from_epoch=trained.resumed_from,
         versions=versions,
-        started_from=started_from,
+        started_from=trained.started_from,
         references=references,
-        precision=policy,
+        precision=trained.policy,
         device=device,
     )
 

@@ -1,18 +1,38 @@
 """Training with checkpoints: the Trainer built (or restored, on resume or from another run),
-the initial checkpoint, the run loop (customfit.engines.loop) with its checkpoint per epoch,
-then the results (customfit.runs.results)."""
+the initial checkpoint, the run loop (customfit.engines.loop) with its checkpoint per epoch;
+what was trained comes back as a Trained, for the results (customfit.runs.results)."""
 
 import os
+from dataclasses import dataclass
 
 from customfit import precision, registry
 from customfit import devices as spreading
 from customfit.errors import CheckpointError, CustomfitError
 from customfit.runs.plan import CHECKPOINT, HISTORY, METRICS
-from customfit.runs.results import finish
 from customfit.runs.stops import stopping
 
 
-def train(plan, started, device):
+@dataclass(frozen=True)
+class Trained:
+    """What training leaves for the results: the trained Trainer, the data it trained on, the
+    history (every epoch, those of a resumed run included), how many epochs came before this run,
+    the checkpoint's meta, the paths written so far, the epoch resumed after and the run started
+    from (else None), and the dtype policy it computed in."""
+
+    trainer: object
+    split: object
+    history: list
+    trained_before: int
+    meta: dict
+    paths: dict
+    resumed_from: int | None
+    started_from: str | None
+    policy: str
+
+
+def train(plan):
+    """Train the plan's Trainer under the run loop, with its checkpoints; what was trained, or
+    None in a torch process other than rank 0 (it trains with the others, writes nothing)."""
     from customfit import checkpoint
     from customfit.engines import loop
 
@@ -121,21 +141,17 @@ def train(plan, started, device):
         process_group.leave()
     if not writes:
         return None
-    with stopping(plan, paths, trained=True):
-        return finish(
-            plan,
-            started,
-            device,
-            policy,
-            trainer,
-            split,
-            history,
-            trained_before,
-            meta,
-            paths,
-            resumed_from,
-            started_from,
-        )
+    return Trained(
+        trainer=trainer,
+        split=split,
+        history=history,
+        trained_before=trained_before,
+        meta=meta,
+        paths=paths,
+        resumed_from=resumed_from,
+        started_from=started_from,
+        policy=policy,
+    )
 
 
 def changed_lrs(plan, trained_before):
