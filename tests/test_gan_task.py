@@ -26,7 +26,6 @@ from history_helpers import read_history_csv
 from layout_helpers import gan_random_weights
 
 from customfit import checkpoint, plots, registry
-from customfit.registry import KERAS_BACKEND
 from customfit.tasks.gan import layout, spec
 from customfit.trainers.canonical import from_canonical, to_canonical
 
@@ -216,7 +215,7 @@ def _short_run(engine, folder):
     out = folder / engine
     done = warm.run(
         _command(engine, out, "--quiet")[1:],
-        backend=KERAS_BACKEND[engine],
+        backend=registry.KERAS_BACKEND[engine],
         cwd=folder,
         env=_env(),
         timeout=600,
@@ -356,7 +355,7 @@ def test_killed_run_resumes_to_where_the_uninterrupted_run_ends(engine, short_ru
 
     resumed = warm.run(
         _command(engine, out, "--resume", "--quiet")[1:],
-        backend=KERAS_BACKEND[engine],
+        backend=registry.KERAS_BACKEND[engine],
         cwd=tmp_path,
         env=_env(),
         timeout=600,
@@ -389,7 +388,7 @@ def test_resume_keeps_the_critic_steps_and_refuses_others(short_runs, tmp_path):
     shutil.copytree(short_runs("torch")["out"], out)
     done = warm.run(
         _command("torch", out, "--resume", "--critic-steps", "3")[1:],
-        backend=KERAS_BACKEND["torch"],
+        backend=registry.KERAS_BACKEND["torch"],
         cwd=tmp_path,
         env=_env(),
         timeout=300,
@@ -405,7 +404,7 @@ def test_resume_keeps_the_critic_steps_and_refuses_others(short_runs, tmp_path):
 def test_bad_options_get_one_line(flag, value, expected, tmp_path):
     done = warm.run(
         _command("torch", tmp_path / "bad", flag, value)[1:],
-        backend=KERAS_BACKEND["torch"],
+        backend=registry.KERAS_BACKEND["torch"],
         cwd=tmp_path,
         env=_env(),
         timeout=120,

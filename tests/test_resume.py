@@ -23,7 +23,6 @@ from data_helpers import epoch_permutation
 from history_helpers import read_history_csv
 
 from customfit import checkpoint, registry, runs
-from customfit.registry import KERAS_BACKEND
 from customfit.runs import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -353,7 +352,7 @@ def test_killed_run_resumes_to_the_same_weights_and_history(engine, tmp_path):
     epochs = 4
     straight = warm.run(
         ["-c", STRAIGHT, engine, "straight", str(epochs)],
-        backend=KERAS_BACKEND[engine],
+        backend=registry.KERAS_BACKEND[engine],
         cwd=tmp_path,
         env=_env(),
         timeout=600,
@@ -386,7 +385,7 @@ def test_killed_run_resumes_to_the_same_weights_and_history(engine, tmp_path):
             "--resume",
             "--quiet",
         ],
-        backend=KERAS_BACKEND[engine],
+        backend=registry.KERAS_BACKEND[engine],
         cwd=tmp_path,
         env=_env(),
         timeout=600,
