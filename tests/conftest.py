@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -8,6 +10,34 @@ if os.environ.get("CUSTOMFIT_BACKEND_SUITE") != "1":
     collect_ignore = ["keras_core"]
 
 
+_jax_cache = None  # the session's JAX compilation cache, where this process made it
+
+
+def pytest_configure(config):
+    """One JAX compilation cache for every process of the session, both test workers' and
+    every run they start: JAX compiles each program in each process (the initializers of a
+    model the suite builds in a dozen files took 1-8 s each on this CPU), and a program one
+    process compiled, another now loads: the same executable, so the same numbers. The test
+    workers inherit it from the controller, which makes it and removes it at the end."""
+    global _jax_cache
+    if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    _jax_cache = tempfile.mkdtemp(prefix="customfit-tests-jax-cache-")
+    os.environ.update(
+        JAX_COMPILATION_CACHE_DIR=_jax_cache,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        # A size limit turns on the cache's file lock, which processes writing and reading
+        # one entry at the same time need (without it, one may read a half-written file).
+        JAX_COMPILATION_CACHE_MAX_SIZE=str(4 << 30),
+    )
+
+
+def pytest_unconfigure(config):
+    if _jax_cache:
+        shutil.rmtree(_jax_cache, ignore_errors=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def warm_servers():
     """The warm forkservers this test worker started (tests/warm.py) end with the session."""
@@ -15,3 +45,4 @@ def warm_servers():
     import warm
 
     warm.close_all()
+

@@ -118,21 +118,13 @@ class Server:
 
     ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-    def __init__(self, backend, cache=None):
+    def __init__(self, backend):
         env = dict(os.environ, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2")
         env["PYTHONPATH"] = self.ROOT + (
             os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
         )
         env.pop("KERAS_BACKEND", None)
         env.pop("CUSTOMFIT_FAULTS", None)
-        if cache:
-            # JAX compiles every program in every process; its persistent cache lets the forked
-            # children reuse what the first one compiled (the same executables, so the same numbers).
-            env.update(
-                JAX_COMPILATION_CACHE_DIR=cache,
-                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-            )
         command = [sys.executable, os.path.abspath(__file__), backend]
         self.backend = backend
         # A process group of its own: a timeout ends the server and the child it is waiting for.

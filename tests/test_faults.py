@@ -84,13 +84,13 @@ def both_engines():
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
+def servers():
     started = {}
 
     def get(engine):
         backend = registry.KERAS_BACKEND[engine]
         if backend not in started or started[backend].proc.poll() is not None:  # new, or lost
-            started[backend] = Server(backend, cache=str(tmp_path_factory.mktemp("jax-cache")))
+            started[backend] = Server(backend)
         return started[backend]
 
     yield get

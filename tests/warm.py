@@ -21,7 +21,6 @@ from forkserver import Server
 _lock = threading.Lock()
 _idle = {}  # backend -> [Server]
 _started = []
-_cache = None  # one JAX compilation cache for this worker's servers
 
 
 def run(args, *, backend, env=None, cwd=None, timeout=900):
@@ -42,16 +41,13 @@ def run(args, *, backend, env=None, cwd=None, timeout=900):
 
 
 def _checkout(backend):
-    global _cache
     with _lock:
         idle = _idle.setdefault(backend, [])
         while idle:
             server = idle.pop()
             if server.alive():
                 return server
-        if _cache is None:
-            _cache = tempfile.mkdtemp(prefix="warm-jax-cache-")
-        server = Server(backend, cache=_cache)
+        server = Server(backend)
         _started.append(server)
         return server
 
