@@ -47,11 +47,9 @@ def warm_servers():
     warm.close_all()
 
 
-# The files that take longest, longest first (seconds summed over their tests, measured
-# 2026-12-04 on this 2-core CPU: 450, 380, 280, 240, 220, 200, 140, 130, 120, 90, 85, 80): two
-# test workers take whole files (--dist loadfile, in this order: --no-loadscope-reorder), and a
-# long file started last leaves one core idle at the end. Simulated on the measured times:
-# 26:22 of work for the busier worker, against 27:08 in xdist's own order (most tests first).
+# The files that take longest (seconds summed over their tests, measured 2026-12-04 on this
+# 2-core CPU: 450, 380, 280, 240, 220, 200, 140, 130, 120), run first: two test workers take
+# whole files (--dist loadfile), and a long file started last leaves one core idle at the end.
 LONGEST_FIRST = (
     "test_accuracy.py",
     "test_keras_core.py",
@@ -62,9 +60,6 @@ LONGEST_FIRST = (
     "test_vae_engines.py",
     "test_score_engines.py",
     "test_mnist.py",
-    "test_vae_runs.py",
-    "test_resume.py",
-    "test_classifier_engines.py",
 )
 
 
