@@ -46,26 +46,3 @@ def warm_servers():
 
     warm.close_all()
 
-
-# The files that take longest (seconds summed over their tests, measured 2026-12-04 on this
-# 2-core CPU: 450, 380, 280, 240, 220, 200, 140, 130, 120), run first: two test workers take
-# whole files (--dist loadfile), and a long file started last leaves one core idle at the end.
-LONGEST_FIRST = (
-    "test_accuracy.py",
-    "test_keras_core.py",
-    "test_faults.py",
-    "test_gan_engines.py",
-    "test_devices.py",
-    "test_gan_task.py",
-    "test_vae_engines.py",
-    "test_score_engines.py",
-    "test_mnist.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    def rank(item):
-        name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: within a file, and among the other files, the order stays
