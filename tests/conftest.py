@@ -45,4 +45,3 @@ def warm_servers():
     import warm
 
     warm.close_all()
-
