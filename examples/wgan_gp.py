@@ -91,8 +91,8 @@ class WGANGP(cf.Model):
 model = WGANGP()
 model.compile(
     optimizer={
-        "critic": keras.optimizers.Adam(3e-4, beta_1=0.5, beta_2=0.9),
-        "generator": keras.optimizers.Adam(3e-4, beta_1=0.5, beta_2=0.9),
+        "critic": keras.optimizers.Adam(1e-3, beta_1=0.5, beta_2=0.9),
+        "generator": keras.optimizers.Adam(1e-3, beta_1=0.5, beta_2=0.9),
     }
 )
 n = 1280 if QUICK else len(points)  # a brief run: five batches
