@@ -1,10 +1,9 @@
 """`customfit run` in a process of its own, as a user types it (a Keras backend is fixed per
-process; a run is forked from a warm one, tests/warm.py): a run, and a run killed with SIGKILL as its 3rd epoch starts, then resumed."""
+process; a run is forked from a warm one, tests/warm.py): a run, and a run killed with SIGKILL
+one step into its 3rd epoch, then resumed."""
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import warm
@@ -55,41 +54,22 @@ def run(task, engine, out, *flags, timeout=900):
     }
 
 
-def run_until_killed(task, engine, out, epochs, *flags):
-    """Start a run, read its progress bar, and SIGKILL it the moment epoch 3's bar appears: the
-    loop draws it right after epoch 2's checkpoint and history are written."""
-    proc = subprocess.Popen(
-        [sys.executable, *command(task, engine, out, "--epochs", str(epochs), *flags)],
+def run_until_killed(task, engine, out, epochs, *flags, epoch=3):
+    """A run SIGKILLed one step into epoch `epoch` (customfit/faults.py), after the checkpoint,
+    history and figures of the epoch before it are written: its return code and the tail of what
+    it wrote. Forked from a warm server like every other run, the kill its own process sends."""
+    done = warm.run(
+        command(task, engine, out, "--epochs", str(epochs), *flags),
+        backend=KERAS_BACKEND[engine],
         cwd=os.path.dirname(out),
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        env=dict(env(), CUSTOMFIT_FAULTS=f"kill@step:{epoch}.1"),
+        timeout=600,
     )
-    return kill_on(proc, f"Epoch 3/{epochs}", seconds=600)
-
-
-def kill_on(proc, marker, seconds):
-    """Read a run's progress bars (its stderr) and SIGKILL it the moment `marker` appears;
-    its return code and the tail of what it wrote."""
-    seen = b""
-    deadline = time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            chunk = proc.stderr.read1(4096)
-            if not chunk:
-                break
-            seen = (seen + chunk)[-4096:]
-            if marker.encode() in seen:
-                proc.send_signal(signal.SIGKILL)
-                break
-    finally:
-        proc.wait(timeout=60)
-        proc.stderr.close()
-    return {"returncode": proc.returncode, "stderr": seen[-2000:].decode(errors="replace")}
+    return {"returncode": done.returncode, "stderr": done.stderr[-2000:]}
 
 
 def killed_and_resumed(task, engine, folder, epochs, *flags):
-    """A run killed as its 3rd epoch starts, what it left, and the same run resumed."""
+    """A run killed one step into its 3rd epoch, what it left, and the same run resumed."""
     out = str(folder / f"killed-{engine}")
     killed = run_until_killed(task, engine, out, epochs, *flags)
     if killed["returncode"] != -signal.SIGKILL:
