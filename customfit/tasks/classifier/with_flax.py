@@ -124,7 +124,7 @@ class Trainer(FlaxTrainer):
     def __init__(self, layers, input_shape, num_classes, lr, seed, devices=1):
         super().__init__(devices)
         shapes = layout.canonical_shapes(layers, input_shape, num_classes)
-        self.model = Classifier(layers, input_shape, rngs=nnx.Rngs(seed))
+        self.model = self.initialized(lambda r: Classifier(layers, input_shape, rngs=r), seed)
         self.optimizer = nnx.Optimizer(self.model, adam(lr, 0.9, 0.999, 1e-7), wrt=nnx.Param)
         paths = kernels_and_biases(self.model.weighted(), within=("net", "layers"))
         codec = canonical_codec(shapes, ENGINE)

@@ -150,8 +150,8 @@ class Trainer(FlaxTrainer):
     def __init__(self, model, latent, critic_steps, lr, seed, devices=1):
         super().__init__(devices)
         self.latent, self.critic_steps = latent, critic_steps
-        (Gen, Dis), rngs = NETS[model], nnx.Rngs(seed)
-        self.gen, self.dis = Gen(latent, rngs=rngs), Dis(rngs=rngs)
+        Gen, Dis = NETS[model]
+        self.gen, self.dis = self.initialized(lambda r: (Gen(latent, rngs=r), Dis(rngs=r)), seed)
         tx = adam(lr, layout.MODELS[model]["beta_1"], layout.BETA_2, layout.ADAM_EPSILON)
         optimizer = functools.partial(nnx.Optimizer, tx=tx, wrt=nnx.Param)
         self.opt_gen, self.opt_dis = optimizer(self.gen), optimizer(self.dis)

@@ -139,7 +139,7 @@ class Trainer(FlaxTrainer):
         self.static = {"method": method, "divergence": divergence}
         self.sigma_list = None if sigmas is None else np.asarray(sigmas, np.float32)
         self.sigmas = None if sigmas is None else jnp.asarray(self.sigma_list)
-        self.model = model = ScoreNet(network, rngs=nnx.Rngs(seed))
+        self.model = model = self.initialized(lambda r: ScoreNet(network, rngs=r), seed)
         tx = adam(lr, *(layout.ADAM[k] for k in ("beta_1", "beta_2", "epsilon")), decay_steps)
         self.optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
         paths = kernels_and_biases([*(("hidden", i) for i in range(len(model.hidden))), "out"])

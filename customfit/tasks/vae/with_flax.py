@@ -158,7 +158,7 @@ class Trainer(FlaxTrainer):
         super().__init__(devices)
         self.latent, self.seed = latent, seed
         self.static = {"temperature": float(temperature), "objective": objective}
-        self.model = model = VAE(network, latent, rngs=nnx.Rngs(seed))
+        self.model = model = self.initialized(lambda r: VAE(network, latent, rngs=r), seed)
         tx = adam(lr, layout.ADAM["beta_1"], layout.ADAM["beta_2"], layout.ADAM["epsilon"])
         self.optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)  # one for both networks
         paths = {n: kernels_and_biases(getattr(model, n).weighted, (n,)) for n in layout.NETS}
