@@ -23,13 +23,14 @@ def pytest_configure(config):
     if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
         return
     _jax_cache = tempfile.mkdtemp(prefix="customfit-tests-jax-cache-")
+    # No size limit, JAX's default: a limit turns on eviction, and with it a lock held while
+    # every write lists and reads the whole folder (0.2 s a write at 1500 entries; Keras's suite
+    # on JAX took 157 s with it, 73 s without). Unlocked, a process that reads an entry while
+    # another writes it may find it cut short: JAX warns and compiles the program itself.
     os.environ.update(
         JAX_COMPILATION_CACHE_DIR=_jax_cache,
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-        # A size limit turns on the cache's file lock, which processes writing and reading
-        # one entry at the same time need (without it, one may read a half-written file).
-        JAX_COMPILATION_CACHE_MAX_SIZE=str(4 << 30),
     )
 
 
