@@ -24,9 +24,11 @@ class Small(nnx.Module):  # a convolution, batch norm, dropout's Rngs and a dens
 
 
 def leaves(modules):
-    state = nnx.state(modules)
-    keys = lambda a: jax.random.key_data(a) if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else a
-    return [np.asarray(keys(a)) for a in jax.tree.leaves(state)]
+    def bits(a):  # the Rngs' keys as their raw words
+        typed_key = jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
+        return np.asarray(jax.random.key_data(a) if typed_key else a)
+
+    return [bits(a) for a in jax.tree.leaves(nnx.state(modules))]
 
 
 report = {}

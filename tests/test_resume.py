@@ -3,9 +3,9 @@
 Fast, in this process: the run loop and the runner around a small NumPy Trainer (what they write,
 the Result, a crash after epoch 2 resumed to the same end).
 In subprocesses (a Keras backend is fixed per process): the real engines on the toy task. The same
-seed gives the same history twice; a run killed with SIGKILL one step into its 3rd epoch (after the
-2nd epoch's checkpoint) and resumed with --resume ends with the same weights, optimizer state and history as one that ran
-straight through.
+seed gives the same history twice; a run killed with SIGKILL one step into its 3rd epoch (after
+the 2nd epoch's checkpoint) and resumed with --resume ends with the same weights, optimizer state
+and history as one that ran straight through.
 """
 
 import csv
@@ -30,8 +30,8 @@ HISTORY_NUMBERS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def _env(**extra):
-    # One thread, as in the warm servers the runs fork from (tests/warm.py), so that a killed
-    # run started fresh and its resumption forked from a server compute alike.
+    # One thread, as in the warm servers the runs fork from (tests/warm.py) and in the killed run
+    # of tests/cli_runs.py, so that the straight, killed and resumed runs compute alike.
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("KERAS_BACKEND", None)
