@@ -195,9 +195,10 @@ class FlaxTrainer:
     def initialized(build, seed):
         """`build(nnx.Rngs(seed))`: the networks it returns, with the same initial weights, bit for
         bit, as when their initializers run one by one, built in one program that XLA compiles at
-        optimization level 1. At its default level (3), XLA took 1-24 s on this 2-core CPU to
-        compile the random-number hashing of a single initializer (a 4x4x32x16 Glorot kernel: 17
-        s; at level 1: 0.9 s): integer arithmetic, and float steps that no level may reorder."""
+        optimization level 1. At its default level (3), XLA spends seconds compiling the
+        random-number hashing of a single initializer (a 4x4x32x16 Glorot kernel on this 2-core
+        CPU: 2.7 s alone, 17 s beside other work; at level 1: 0.2 s): integer arithmetic, and
+        float steps that no level may reorder."""
         graph, _ = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(seed))))
         make = jax.jit(lambda: nnx.state(build(nnx.Rngs(seed))), compiler_options=QUICK_COMPILE)
         return nnx.merge(graph, make())
