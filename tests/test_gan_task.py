@@ -330,7 +330,8 @@ def test_short_run_writes_its_files_and_sane_metrics(engine, short_runs):
 def test_killed_run_resumes_to_where_the_uninterrupted_run_ends(engine, short_runs, tmp_path):
     straight = short_runs(engine)["out"]
     out = tmp_path / "killed"
-    killed = cli_runs.run_until_killed("gan", engine, str(out), 2, "--batch-size", "256", epoch=2)
+    epochs, flags = int(SHORT[1]), SHORT[2:]  # the uninterrupted run's settings
+    killed = cli_runs.run_until_killed("gan", engine, str(out), epochs, *flags, epoch=2)
     assert killed["returncode"] == -signal.SIGKILL, killed
     _, meta = checkpoint.load(out / "checkpoint.safetensors")
     # Killed one step into epoch 2, so the checkpoint holds epoch 1, its history and its grid.
