@@ -34,6 +34,15 @@ def pytest_configure(config):
     )
 
 
+def pytest_collection_modifyitems(items):
+    """The heaviest test files first (tests/file_seconds.py says why), each file's tests in
+    their own order; pyproject.toml turns off xdist's reordering by number of tests."""
+    from file_seconds import measured
+
+    seconds = measured()
+    items.sort(key=lambda item: -seconds.get(item.nodeid.split("::")[0], 0.0))
+
+
 def pytest_unconfigure(config):
     if _jax_cache:
         shutil.rmtree(_jax_cache, ignore_errors=True)
