@@ -179,7 +179,7 @@ def _selected_engines(session):
 
 def _run_worker(job, folder):
     backend = job.pop("keras_backend")
-    return run_worker(WORKER, job, folder, backend, 420)
+    return run_worker(WORKER, job, folder, backend, 420, one_thread=True)
 
 
 @pytest.fixture(scope="module")

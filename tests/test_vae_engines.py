@@ -171,7 +171,9 @@ def _selected_engines(session):
 
 
 def _run_worker(job, folder):
-    return run_worker(WORKER, job, folder, registry.KERAS_BACKEND[job["engine"]], 600)
+    return run_worker(
+        WORKER, job, folder, registry.KERAS_BACKEND[job["engine"]], 600, one_thread=True
+    )
 
 
 @pytest.fixture(scope="module")
