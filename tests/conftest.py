@@ -16,7 +16,7 @@ JAX_CACHE = os.path.join(
     or os.path.join(os.path.expanduser("~"), ".cache", "customfit"),
     "jax-tests",
 )
-JAX_CACHE_LIMIT = 1 << 30  # bytes; a default run writes about 40 MB
+JAX_CACHE_LIMIT = 1 << 30  # bytes; a default run writes about 22 MB
 
 
 def pytest_configure(config):
