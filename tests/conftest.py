@@ -3,6 +3,8 @@ import os
 
 import pytest
 
+from customfit.tasks.digit_judge import cache_folder
+
 # tests/keras_core needs KERAS_BACKEND fixed for its whole process: test_keras_core.py runs it
 # once per backend in a subprocess, which sets CUSTOMFIT_BACKEND_SUITE.
 if os.environ.get("CUSTOMFIT_BACKEND_SUITE") != "1":
@@ -10,12 +12,8 @@ if os.environ.get("CUSTOMFIT_BACKEND_SUITE") != "1":
 
 
 # JAX's compilation cache for the tests, kept between sessions as torch keeps its compiled
-# kernels (/tmp/torchinductor_$USER): the folder of customfit's own caches (the digit judge's).
-JAX_CACHE = os.path.join(
-    os.environ.get("CUSTOMFIT_CACHE")
-    or os.path.join(os.path.expanduser("~"), ".cache", "customfit"),
-    "jax-tests",
-)
+# kernels (/tmp/torchinductor_$USER), in the folder of customfit's own caches.
+JAX_CACHE = os.path.join(cache_folder(), "jax-tests")
 JAX_CACHE_LIMIT = 1 << 30  # bytes; a default run writes about 22 MB
 
 

@@ -46,15 +46,20 @@ class _Judge:
         return e / e.sum(axis=1, keepdims=True)
 
 
+def cache_folder():
+    """The folder of customfit's caches: $CUSTOMFIT_CACHE, else ~/.cache/customfit."""
+    return os.environ.get("CUSTOMFIT_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "customfit"
+    )
+
+
 def _cache_path():
     """Fitting takes seconds in every process that judges; the weights are cached per scikit-learn
     version (the fit is seeded, so a cache hit gives the same judge)."""
     import sklearn
 
-    folder = os.environ.get("CUSTOMFIT_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "customfit"
-    )
-    return os.path.join(folder, f"digit_judge-{CACHE_VERSION}-sklearn{sklearn.__version__}.npz")
+    name = f"digit_judge-{CACHE_VERSION}-sklearn{sklearn.__version__}.npz"
+    return os.path.join(cache_folder(), name)
 
 
 def _fit():
