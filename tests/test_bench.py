@@ -169,10 +169,10 @@ def test_threads_environment_and_clock():
         assert env[name] == "2"
     clock = threads.Clock()
     end = time.process_time() + 0.05
-    while time.process_time() < end:  # one busy thread, 0.05 s of CPU (os.times counts 0.01 s)
+    while time.process_time() < end:  # one busy thread, 0.05 s of CPU
         pass
     seconds = clock.read()
-    assert 0.03 <= seconds["cpu"] <= seconds["wall"] + 0.02
+    assert 0.05 <= seconds["cpu"] <= seconds["wall"] + 0.001
     if seconds["runnable"] is not None:  # Linux: time on a CPU plus time queuing for one
         assert seconds["cpu"] - 0.02 <= seconds["runnable"] <= seconds["wall"] + 0.02
     figures = threads.cores(threads.add([seconds, seconds]))

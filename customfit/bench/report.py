@@ -31,9 +31,9 @@ def markdown(result):
         lines.append(f"{task} data: {note}.")
     lines += [
         "",
-        "| task | engine | batch | precision | mode | steps/s | samples/s | CPU / wall | reference "
-        "(same process) | its steps/s | its CPU / wall | ratio |",
-        "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+        "| task | engine | batch | precision | mode | steps/s | samples/s | CPU / wall | "
+        "steps per CPU s | reference (same process) | its steps/s | its CPU / wall | ratio |",
+        "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for cell in result["cells"]:
         head = (
@@ -44,13 +44,13 @@ def markdown(result):
             what = (
                 f"skipped: {cell['skipped']}" if "skipped" in cell else f"failed: {cell['error']}"
             )
-            lines.append(f"{head} | - | - | - | {what} | | | |")
+            lines.append(f"{head} | - | - | - | - | {what} | | | |")
             continue
         reference = cell.get("reference") or {}
         lines.append(
             f"{head}{' (default)' if cell['default_mode'] else ''} | "
             f"{_number(cell['steps_per_second'])} | {_number(cell['samples_per_second'], 0)} | "
-            f"{_number(cell.get('cpu_per_wall'), 2)} | "
+            f"{_number(cell.get('cpu_per_wall'), 2)} | {_number(cell.get('steps_per_cpu_second'))} | "
             f"{reference.get('name', '')} | {_number(reference.get('steps_per_second'))} | "
             f"{_number(reference.get('cpu_per_wall'), 2)} | {_number(cell.get('ratio'), 3)} |"
         )

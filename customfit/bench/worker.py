@@ -103,6 +103,10 @@ def _summary(passes, steps, batch_size):
         # the passes' CPU seconds, and over all of them, cores kept busy (CPU / wall) and threads
         # ready to run (runnable / wall)
         "cpu_seconds": [p["cpu"] for p in passes],
+        # per CPU second: on a machine other jobs share, less moved by them than steps/s
+        "steps_per_cpu_second": steps / statistics.median(p["cpu"] for p in passes)
+        if all(p["cpu"] > 0 for p in passes)
+        else None,
         **threads.cores(total),
     }
 
