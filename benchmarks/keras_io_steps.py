@@ -483,11 +483,18 @@ def main():
     parser.add_argument("--pairs", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1, help="0: each framework's default")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--markdown", action="store_true", help="rewrite the .md from the .json")
     parser.add_argument("--out", default=str(HERE / "results" / "keras_io_steps"))
     args = parser.parse_args()
     args.threads = args.threads or None
     if args.child:
         child(args)
+        return
+    if args.markdown:  # the tables again, from the .json
+        out = Path(args.out)
+        out.with_suffix(".md").write_text(
+            markdown(json.loads(out.with_suffix(".json").read_text()))
+        )
         return
     sys.path.insert(0, str(ROOT))
     from customfit.bench import threads
@@ -578,6 +585,12 @@ def markdown(record):
             f"{w['cpu']:.1f} | {w['cpu_per_wall']:.2f} | "
             f"{'-' if runnable is None else f'{runnable:.2f}'} |"
         )
+    lines += [
+        "",
+        "Each process is held to one CPU, so its CPU seconds count the work each step did; its wall "
+        "seconds also count the time other jobs held that CPU (CPU / wall above), which varies "
+        "from pass to pass. Where CPU / wall is well under 1, read the CPU ratio.",
+    ]
     emas = {r["ema"] for r in record["results"] if r["model"] == "ddim"}
     if emas:
         lines += ["", f"DDIM's EMA update in the cf.Model: {', '.join(sorted(emas))}."]
