@@ -150,6 +150,10 @@ def run_cell(head, mode, arrays, make, reference, job):
         # stretch of the machine cancels within its pair (the ratio of the two medians, which
         # does not pair them, is kept beside it).
         cell["ratio"] = statistics.median(t["wall"] / m["wall"] for m, t in zip(mine, theirs))
+        # the same of CPU seconds: with the process held to one CPU, the work of each pass, which
+        # other jobs on the machine move less than its wall time
+        if all(m["cpu"] > 0 for m in mine):
+            cell["cpu_ratio"] = statistics.median(t["cpu"] / m["cpu"] for m, t in zip(mine, theirs))
         cell["ratio_of_medians"] = cell["steps_per_second"] / cell["reference"]["steps_per_second"]
     return cell
 
