@@ -3,11 +3,11 @@ the reference, then two of these as two hosts (TF_CONFIG or KERAS_DISTRIBUTION_*
 
     KERAS_BACKEND=<registry.KERAS_BACKEND[engine]> python tests/workers/hosts_worker.py JOB.json
 
-JOB.json: {"engine": "flax", "task": "gan", "devices": 1 or 2, "weights": "w.npz",
+JOB.json: {"engine": "flax", "task": "gan", "devices": 1 or 2, "batch": 0, "weights": "w.npz",
 "output": "out"}. On one device the worker trains from the seed's weights and writes them to
-"weights"; as a host it joins the cluster, trains from those weights (devices_worker's small
-runs: the same samples in the same order, the same global batch) and, on process 0, writes
-out.npz (the state) and out.json (the history).
+"weights"; as a host it joins the cluster, trains from those weights (devices_worker's one
+step on the `batch`-th global batch: the same samples in the same order) and, on process 0,
+writes out.npz (the state) and out.json (the history).
 """
 
 import json
@@ -43,7 +43,8 @@ def main(job_path):
     if n > 1:
         with np.load(job["weights"], allow_pickle=False) as saved:
             weights = _unflat({k: saved[k] for k in saved.files})
-    state, history, start, _, _ = devices_worker.train(task, engine, n, weights)
+    batch = job.get("batch", 0)
+    state, history, start, _, _ = devices_worker.train(task, engine, n, weights, batch=batch)
     if n == 1:
         np.savez(job["weights"], **devices_worker.flat(start))
     if cluster is None or cluster.index == 0:
