@@ -6,7 +6,7 @@ Description: A small student network learns from the softened outputs of a large
 Shows: a frozen, pre-trained sub-model inside an objective (`cf.frozen(self.teacher)`), and a
     stateful Keras metric kept by the model, updated in the objective and returned as an entry
     of its dict (reported as the epoch's accumulated accuracy, as compiled metrics are).
-Result: the distilled student's held-out accuracy on MNIST, >= 0.97 (a student of the same
+Result: the distilled student's held-out accuracy on MNIST, >= 0.96 (a student of the same
     size trained from scratch for as long is reported beside it); keras-io reports a teacher
     at about 97.6%, a student from scratch at about 97.6% and the distilled student at about
     98.1%.
@@ -160,7 +160,7 @@ if __name__ == "__main__":
     ## The result
     """
 
-    bar = 0.4 if gallery.QUICK else 0.97
+    bar = 0.4 if gallery.QUICK else 0.96
     gallery.report(
         "knowledge_distillation",
         "held-out accuracy of the distilled student",
