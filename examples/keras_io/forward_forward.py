@@ -114,7 +114,7 @@ if __name__ == "__main__":
     """
 
     (x_train, y_train), (x_test, y_test) = gallery.mnist()
-    if gallery.QUICK:  # a brief run: a share of the data, four epochs of small batches
+    if gallery.QUICK:  # a brief run: a share of the data, seven epochs of small batches
         x_train, y_train, x_test, y_test = x_train[:1400], y_train[:1400], x_test[:400], y_test[:400]
 
     """
@@ -126,7 +126,7 @@ if __name__ == "__main__":
     model.fit(
         x_train,
         y_train,
-        epochs=4 if gallery.QUICK else 10,
+        epochs=7 if gallery.QUICK else 10,
         batch_size=20 if gallery.QUICK else 100,
         verbose=0 if gallery.QUICK else 2,
         callbacks=[timer],
