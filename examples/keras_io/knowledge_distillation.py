@@ -9,7 +9,9 @@ Shows: a frozen, pre-trained sub-model inside an objective (`cf.frozen(self.teac
 Result: the distilled student's held-out accuracy on MNIST, >= 0.96 (a student of the same
     size trained from scratch for as long is reported beside it); keras-io reports a teacher
     at about 97.6%, a student from scratch at about 97.6% and the distilled student at about
-    98.1%.
+    98.1%. Here (3 epochs): tensorflow 0.9704 (teacher 0.9729, from scratch 0.9649), torch
+    0.9675 (0.9738, 0.9717: on torch the student from scratch did better), jax 0.9698 (0.9741,
+    0.9656).
 Run: KERAS_BACKEND=jax python examples/keras_io/knowledge_distillation.py   (tensorflow and
     torch too; CUSTOMFIT_QUICK=1 for a brief run)
 """
