@@ -12,7 +12,8 @@ Result: the student's held-out accuracy on MNIST corrupted by noise (sigma 0.5) 
     shifts, >= 0.8, above the teacher's on the same corrupted digits; its accuracy on the clean
     test set is reported beside it. keras-io reports 58.49% on CIFAR-10's clean test set (a
     ResNet50V2 trained for 5 epochs), and defers the corrupted test sets to its author's
-    repository.
+    repository. Here (corrupted; clean; the teacher corrupted): tensorflow 0.844 (0.9592,
+    0.3016), torch 0.8489 (0.9680, 0.4439), jax 0.8601 (0.9689, 0.41).
 Run: KERAS_BACKEND=jax python examples/keras_io/consistency_training.py   (tensorflow and
     torch too; CUSTOMFIT_QUICK=1 for a brief run)
 """
