@@ -11,7 +11,9 @@ Shows: an objective on unlabeled data (`fit(x)`), two random views of each batch
     branch, and weight decay as kernel regularizers of the heads (the layers' own losses).
 Result: linear-probe accuracy on held-out MNIST of the frozen backbone's features, >= 0.78 and
     above the same probe on the backbone at its random initialization; keras-io reports a
-    linear probe of 23.03% on CIFAR-10 (ResNet20, 5 epochs of pre-training).
+    linear probe of 23.03% on CIFAR-10 (ResNet20, 5 epochs of pre-training). Here (random
+    backbone's probe beside): tensorflow 0.8319 (0.7503), torch 0.8187 (0.7366), jax 0.8305
+    (0.7454).
 Run: KERAS_BACKEND=jax python examples/keras_io/simsiam.py   (tensorflow and torch too;
     CUSTOMFIT_QUICK=1 for a brief run)
 """
@@ -135,14 +137,16 @@ def example_batch():
 
 
 def linear_probe(model, train, test):
-    """Accuracy on `test` of a logistic regression fitted on `train`'s backbone features."""
+    """Accuracy on `test` of a logistic regression fitted on `train`'s backbone features, and
+    the function giving the probe's logits (the picture's space)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     features = lambda x: model.predict(x, batch_size=1000, verbose=0)
     scaler = StandardScaler().fit(features(train[0]))
     probe = LogisticRegression(max_iter=500).fit(scaler.transform(features(train[0])), train[1])
-    return probe.score(scaler.transform(features(test[0])), test[1])
+    logits = lambda x: probe.decision_function(scaler.transform(features(x)))
+    return probe.score(scaler.transform(features(test[0])), test[1]), logits
 
 
 if __name__ == "__main__":
@@ -161,7 +165,7 @@ if __name__ == "__main__":
     """
 
     model = make_model(steps=epochs * (len(x_train) // batch_size))
-    random_probe = linear_probe(model, labeled, (x_test, y_test))
+    random_probe, _ = linear_probe(model, labeled, (x_test, y_test))
     timer = gallery.EpochTimer()
     model.fit(x_train, epochs=epochs, batch_size=batch_size, verbose=0 if gallery.QUICK else 2,
               callbacks=[timer])
@@ -170,7 +174,7 @@ if __name__ == "__main__":
     ## Evaluation: a linear probe on the frozen backbone's features
     """
 
-    accuracy = linear_probe(model, labeled, (x_test, y_test))
+    accuracy, probe_logits = linear_probe(model, labeled, (x_test, y_test))
     print(f"linear probe: {accuracy:.4f} (at random initialization: {random_probe:.4f})")
     bar = 0.5 if gallery.QUICK else 0.78
     gallery.report(
@@ -185,19 +189,19 @@ if __name__ == "__main__":
         train_step_lines=23 + 10,
         random_init_probe=random_probe,
     )
-    if not gallery.QUICK:  # the picture: the test digits' features, on their first two axes
+    if not gallery.QUICK:  # the picture: the test digits in the probe's logits, first two axes
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        features = model.predict(x_test[:3000], batch_size=1000, verbose=0)
-        scaled = (features - features.mean(0)) / (features.std(0) + 1e-6)  # as the probe sees them
-        plane = scaled @ np.linalg.svd(scaled, full_matrices=False)[2][:2].T
+        logits = probe_logits(x_test[:3000])
+        centred = logits - logits.mean(0)
+        plane = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
         plt.figure(figsize=(6, 6))
         plt.scatter(plane[:, 0], plane[:, 1], c=y_test[:3000], cmap="tab10", s=4)
         plt.colorbar(label="digit")
-        plt.title(f"SimSiam features, standardized, PCA ({keras.backend.backend()})")
+        plt.title(f"SimSiam: the linear probe's logits, PCA ({keras.backend.backend()})")
         plt.savefig(gallery.picture_path("simsiam"), dpi=100)
     assert accuracy >= bar and (gallery.QUICK or accuracy > random_probe), (
         f"linear probe {accuracy:.4f} (random backbone {random_probe:.4f}), below {bar}"
