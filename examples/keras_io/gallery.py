@@ -1,0 +1,87 @@
+"""What every script of the keras-io gallery shares: its data (MNIST, from a folder of MNIST's
+IDX files or Keras's own download), the brief-run switch, a timer of epochs, and the one line
+each script ends by reporting (read by the tests and by the gallery page's table)."""
+
+import json
+import os
+import time
+
+import keras
+import numpy as np
+
+QUICK = os.environ.get("CUSTOMFIT_QUICK") == "1"
+
+
+def mnist():
+    """((x_train, y_train), (x_test, y_test)): 28x28x1 float32 images in [0, 1], int32 labels.
+
+    From $CUSTOMFIT_MNIST where it is set (a folder of MNIST's four IDX files, as its authors
+    distribute them, or an .npz in Keras's mnist.npz layout; the tests set it), else
+    `keras.datasets.mnist.load_data()` (a download on first use, then Keras's cache)."""
+    source = os.environ.get("CUSTOMFIT_MNIST")
+    if source and os.path.isdir(source):
+        from customfit.tasks.mnist import idx
+
+        arrays = idx.read_folder(source)
+    elif source:
+        with np.load(source) as f:
+            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+    else:
+        (x, y), (xt, yt) = keras.datasets.mnist.load_data()
+        arrays = {"x_train": x, "y_train": y, "x_test": xt, "y_test": yt}
+
+    def images(a):
+        return (a.astype("float32") / 255.0)[..., None]
+
+    return (
+        (images(arrays["x_train"]), arrays["y_train"].astype("int32")),
+        (images(arrays["x_test"]), arrays["y_test"].astype("int32")),
+    )
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Seconds of each epoch of fit(); `seconds_per_epoch()` is their median after the first
+    (which also traces and compiles the step)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._started)
+
+    def seconds_per_epoch(self):
+        later = self.seconds[1:] or self.seconds
+        return float(np.median(later)) if later else float("nan")
+
+
+def report(example, figure, value, bar, seconds_per_epoch, **more):
+    """Print the example's result as one line, and append it to $CUSTOMFIT_GALLERY_OUT (JSON
+    lines) where that is set. `figure` names what `value` measures; `bar` is what it must reach,
+    written as the script's assert checks it (e.g. ">= 0.95")."""
+    line = {
+        "example": example,
+        "backend": keras.backend.backend(),
+        "quick": QUICK,
+        "figure": figure,
+        "value": float(value),
+        "bar": bar,
+        "seconds_per_epoch": round(float(seconds_per_epoch), 3),
+        **more,
+    }
+    print(f"{example} on {line['backend']}: {figure} {float(value):.4g} (bar {bar})")
+    out = os.environ.get("CUSTOMFIT_GALLERY_OUT")
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(line) + "\n")
+
+
+def picture_path(example):
+    """Where a full run saves its picture: $CUSTOMFIT_GALLERY_FIGURES (the gallery page's
+    folder) or the working folder, named by example and backend."""
+    folder = os.environ.get("CUSTOMFIT_GALLERY_FIGURES", ".")
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"{example}-{keras.backend.backend()}.png")
