@@ -138,7 +138,7 @@ def negative_elbo(model, x, batch_size=500):
 if __name__ == "__main__":
     keras.utils.set_random_seed(0)
     (x_train, y_train), (x_test, y_test) = gallery.mnist()
-    n = 512 if gallery.QUICK else 30000
+    n = 1024 if gallery.QUICK else 30000
     model = make_model()
     timer = gallery.EpochTimer()
     model.fit(
