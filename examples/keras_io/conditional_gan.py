@@ -90,7 +90,9 @@ class ConditionalGAN(cf.Model):
         return self.generator(ops.concatenate([z, one_hot], axis=1), training=training)
 
     def judge(self, images, one_hot, training):
-        channels = ops.broadcast_to(one_hot[:, None, None, :], (ops.shape(images)[0], 14, 14, CLASSES))
+        channels = ops.broadcast_to(
+            one_hot[:, None, None, :], (ops.shape(images)[0], 14, 14, CLASSES)
+        )
         return self.discriminator(ops.concatenate([images, channels], -1), training=training)
 
     def discriminator_objective(self, data, training=True):
@@ -167,8 +169,12 @@ if __name__ == "__main__":
     model = make_model()
     timer = gallery.EpochTimer()
     model.fit(
-        x_train[:n], one_hot[:n], epochs=1 if gallery.QUICK else 4, batch_size=64,
-        callbacks=[timer], verbose=0 if gallery.QUICK else 2,
+        x_train[:n],
+        one_hot[:n],
+        epochs=1 if gallery.QUICK else 4,
+        batch_size=64,
+        callbacks=[timer],
+        verbose=0 if gallery.QUICK else 2,
     )
 
     """
@@ -179,15 +185,27 @@ if __name__ == "__main__":
     classifier = train_classifier(x_train[:m], y_train[:m], 1 if gallery.QUICK else 3)
     accuracy = classifier.evaluate(x_test[:2000], y_test[:2000], verbose=0)[1]
     asked = np.repeat(np.arange(CLASSES), 20 if gallery.QUICK else 100)
-    samples = ops.convert_to_numpy(model.generate(ops.convert_to_tensor(np.eye(CLASSES)[asked], "float32")))
+    samples = ops.convert_to_numpy(
+        model.generate(ops.convert_to_tensor(np.eye(CLASSES)[asked], "float32"))
+    )
     recognised = float(np.mean(classifier.predict(samples, verbose=0).argmax(axis=1) == asked))
-    print(f"classifier accuracy on real test digits {accuracy:.3f}; on generated digits {recognised:.3f}")
+    print(
+        f"classifier accuracy on real test digits {accuracy:.3f}; on generated digits {recognised:.3f}"
+    )
     bar = 0.0 if gallery.QUICK else 0.8
-    methods = (ConditionalGAN.judge, ConditionalGAN.discriminator_objective,
-               ConditionalGAN.generator_objective, ConditionalGAN.updates)
+    methods = (
+        ConditionalGAN.judge,
+        ConditionalGAN.discriminator_objective,
+        ConditionalGAN.generator_objective,
+        ConditionalGAN.updates,
+    )
     gallery.report(
-        "conditional_gan", "accuracy of the asked label on 1000 samples", recognised, f">= {bar}",
-        timer.seconds_per_epoch(), keras_io=None,
+        "conditional_gan",
+        "accuracy of the asked label on 1000 samples",
+        recognised,
+        f">= {bar}",
+        timer.seconds_per_epoch(),
+        keras_io=None,
         objective_lines=sum(len(inspect.getsource(f).splitlines()) for f in methods),
         train_step_lines=73,
     )
@@ -198,6 +216,9 @@ if __name__ == "__main__":
         import matplotlib.pyplot as plt
 
         rows = samples.reshape(CLASSES, 100, 14, 14)[:, :10]  # one row per asked digit
-        plt.imsave(gallery.picture_path("conditional_gan"),
-                   rows.transpose(0, 2, 1, 3).reshape(140, 140), cmap="gray")
+        plt.imsave(
+            gallery.picture_path("conditional_gan"),
+            rows.transpose(0, 2, 1, 3).reshape(140, 140),
+            cmap="gray",
+        )
     assert np.isfinite(recognised) and recognised >= bar, f"{recognised:.3f} is below {bar}"

@@ -142,7 +142,10 @@ if __name__ == "__main__":
     model = make_model()
     timer = gallery.EpochTimer()
     model.fit(
-        x_train[:n], epochs=2 if gallery.QUICK else 10, batch_size=128, callbacks=[timer],
+        x_train[:n],
+        epochs=2 if gallery.QUICK else 10,
+        batch_size=128,
+        callbacks=[timer],
         verbose=0 if gallery.QUICK else 2,
     )
 
@@ -152,13 +155,22 @@ if __name__ == "__main__":
 
     value = negative_elbo(model, x_test[:1000] if gallery.QUICK else x_test)
     p = np.clip(x_train.mean(axis=0), 1e-3, 1 - 1e-3)
-    independent = -np.mean(np.sum(x_test * np.log(p) + (1 - x_test) * np.log(1 - p), axis=(1, 2, 3)))
-    print(f"held-out negative ELBO {value:.1f} nats per digit; independent pixels {independent:.1f}")
+    independent = -np.mean(
+        np.sum(x_test * np.log(p) + (1 - x_test) * np.log(1 - p), axis=(1, 2, 3))
+    )
+    print(
+        f"held-out negative ELBO {value:.1f} nats per digit; independent pixels {independent:.1f}"
+    )
     bar = 784 * np.log(2) if gallery.QUICK else 175.0
     gallery.report(
-        "vae", "held-out negative ELBO (nats per digit)", value, f"< {bar:.0f}",
-        timer.seconds_per_epoch(), keras_io=None,
-        objective_lines=len(inspect.getsource(VAE.objective).splitlines()), train_step_lines=22,
+        "vae",
+        "held-out negative ELBO (nats per digit)",
+        value,
+        f"< {bar:.0f}",
+        timer.seconds_per_epoch(),
+        keras_io=None,
+        objective_lines=len(inspect.getsource(VAE.objective).splitlines()),
+        train_step_lines=22,
     )
     if not gallery.QUICK:
         import matplotlib
@@ -169,12 +181,16 @@ if __name__ == "__main__":
         z_mean, _ = model.encode(ops.convert_to_tensor(x_test[:5000]))
         z_mean = ops.convert_to_numpy(z_mean)
         grid = np.stack(np.meshgrid(np.linspace(-2, 2, 15), np.linspace(2, -2, 15)), -1)
-        digits = ops.convert_to_numpy(model.decoder(ops.convert_to_tensor(grid.reshape(-1, 2), "float32")))
+        digits = ops.convert_to_numpy(
+            model.decoder(ops.convert_to_tensor(grid.reshape(-1, 2), "float32"))
+        )
         figure, (left, right) = plt.subplots(1, 2, figsize=(12, 6))
         dots = left.scatter(z_mean[:, 0], z_mean[:, 1], c=y_test[:5000], cmap="tab10", s=2)
         figure.colorbar(dots, ax=left)
         left.set(xlabel="z[0]", ylabel="z[1]", title="held-out digits' latent means")
-        right.imshow(digits.reshape(15, 15, 28, 28).transpose(0, 2, 1, 3).reshape(420, 420), cmap="gray")
+        right.imshow(
+            digits.reshape(15, 15, 28, 28).transpose(0, 2, 1, 3).reshape(420, 420), cmap="gray"
+        )
         right.set(title="decoded over [-2, 2]^2", xticks=[], yticks=[])
         figure.savefig(gallery.picture_path("vae"), dpi=80)
     assert value < bar, f"held-out negative ELBO {value:.1f} is not below {bar:.1f}"

@@ -189,8 +189,11 @@ if __name__ == "__main__":
     model = make_model()
     timer = gallery.EpochTimer()
     model.fit(
-        2.0 * x_train[:n] - 1.0, epochs=1 if gallery.QUICK else 3, batch_size=64,
-        callbacks=[timer], verbose=0 if gallery.QUICK else 2,
+        2.0 * x_train[:n] - 1.0,
+        epochs=1 if gallery.QUICK else 3,
+        batch_size=64,
+        callbacks=[timer],
+        verbose=0 if gallery.QUICK else 2,
     )
 
     """
@@ -202,14 +205,25 @@ if __name__ == "__main__":
     accuracy = classifier.evaluate(x_test[:2000], y_test[:2000], verbose=0)[1]
     samples = (ops.convert_to_numpy(model.generate(200 if gallery.QUICK else 1000)) + 1.0) / 2.0
     score = digit_score(classifier, samples)
-    real = digit_score(classifier, x_test[:200 if gallery.QUICK else 1000])
-    print(f"classifier accuracy {accuracy:.3f}; digit score: generated {score:.2f}, real {real:.2f}")
+    real = digit_score(classifier, x_test[: 200 if gallery.QUICK else 1000])
+    print(
+        f"classifier accuracy {accuracy:.3f}; digit score: generated {score:.2f}, real {real:.2f}"
+    )
     bar = 1.0 if gallery.QUICK else 6.0
-    methods = (WGANGP.gradient_penalty, WGANGP.critic_objective, WGANGP.generator_objective,
-               WGANGP.updates)
+    methods = (
+        WGANGP.gradient_penalty,
+        WGANGP.critic_objective,
+        WGANGP.generator_objective,
+        WGANGP.updates,
+    )
     gallery.report(
-        "wgan_gp", "digit score of 1000 samples", score, f">= {bar}", timer.seconds_per_epoch(),
-        keras_io=None, objective_lines=sum(len(inspect.getsource(f).splitlines()) for f in methods),
+        "wgan_gp",
+        "digit score of 1000 samples",
+        score,
+        f">= {bar}",
+        timer.seconds_per_epoch(),
+        keras_io=None,
+        objective_lines=sum(len(inspect.getsource(f).splitlines()) for f in methods),
         train_step_lines=64 + 22,  # keras-io's train_step and its gradient_penalty method
     )
     if not gallery.QUICK:
