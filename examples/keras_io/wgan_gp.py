@@ -61,12 +61,12 @@ def make_generator():
     return keras.Sequential(
         [
             keras.Input((LATENT,)),
-            layers.Dense(7 * 7 * 64, use_bias=False),
+            layers.Dense(7 * 7 * 32, use_bias=False),
             layers.BatchNormalization(),
             layers.LeakyReLU(0.2),
-            layers.Reshape((7, 7, 64)),
+            layers.Reshape((7, 7, 32)),
             layers.UpSampling2D(),
-            layers.Conv2D(32, 3, padding="same", use_bias=False),
+            layers.Conv2D(16, 3, padding="same", use_bias=False),
             layers.BatchNormalization(),
             layers.LeakyReLU(0.2),
             layers.Conv2D(1, 3, padding="same", use_bias=False),
@@ -190,7 +190,7 @@ if __name__ == "__main__":
     timer = gallery.EpochTimer()
     model.fit(
         2.0 * x_train[:n] - 1.0,
-        epochs=1 if gallery.QUICK else 3,
+        epochs=1 if gallery.QUICK else 2,
         batch_size=64,
         callbacks=[timer],
         verbose=0 if gallery.QUICK else 2,
