@@ -10,7 +10,8 @@ Shows: a labelled batch `(x, y)` reaching both objectives of `updates()` (two `c
 Result: the accuracy with which a digit classifier (trained here on real digits) recognises the
     label the generator was asked for, over 1000 generated digits: >= 0.8 in full (chance is 0.1;
     NOT reached yet: 0.133 on jax after 800 steps, the generator ignores its label at this size);
-    >= 0.0 and finite in a brief run. keras-io shows interpolations, no figure.
+    >= 0.0 and finite in a brief run (judged there by the nearest class mean). keras-io shows
+    interpolations, no figure.
 Run: KERAS_BACKEND=jax python examples/keras_io/conditional_gan.py   (tensorflow and torch too;
     CUSTOMFIT_QUICK=1 for a brief run)
 """
@@ -157,6 +158,19 @@ def train_classifier(x, y, epochs):
     return classifier
 
 
+class NearestMean:
+    """The brief runs' judge, with nothing to train: a softmax over minus each digit's squared
+    distance to the ten classes' mean digits."""
+
+    def __init__(self, x, y):
+        self.means = np.stack([x[y == k].mean(axis=0) for k in range(10)])
+
+    def predict(self, x, **kwargs):
+        d = np.sum((x[:, None] - self.means[None]) ** 2, axis=(2, 3, 4))
+        e = np.exp(-(d - d.min(axis=1, keepdims=True)))
+        return e / e.sum(axis=1, keepdims=True)
+
+
 """
 ## Training
 """
@@ -182,9 +196,11 @@ if __name__ == "__main__":
     ## The result: ask for 100 of each digit, and classify what comes out
     """
 
-    m = 1000 if gallery.QUICK else 20000
-    classifier = train_classifier(x_train[:m], y_train[:m], 1 if gallery.QUICK else 3)
-    accuracy = classifier.evaluate(x_test[:2000], y_test[:2000], verbose=0)[1]
+    if gallery.QUICK:
+        classifier = NearestMean(x_train[:1000], y_train[:1000])
+    else:
+        classifier = train_classifier(x_train[:20000], y_train[:20000], 3)
+    accuracy = np.mean(classifier.predict(x_test[:2000], verbose=0).argmax(axis=1) == y_test[:2000])
     asked = np.repeat(np.arange(CLASSES), 20 if gallery.QUICK else 100)
     samples = ops.convert_to_numpy(
         model.generate(ops.convert_to_tensor(np.eye(CLASSES)[asked], "float32"))
