@@ -159,8 +159,7 @@ def train_classifier(x, y, epochs):
 
 
 class NearestMean:
-    """The brief runs' judge, with nothing to train: a softmax over minus each digit's squared
-    distance to the ten classes' mean digits."""
+    """The brief runs' judge: a softmax over minus the squared distance to each class's mean."""
 
     def __init__(self, x, y):
         self.means = np.stack([x[y == k].mean(axis=0) for k in range(10)])

@@ -173,8 +173,7 @@ def train_classifier(x, y, epochs):
 
 
 class NearestMean:
-    """The brief runs' judge, with nothing to train: a softmax over minus each digit's squared
-    distance to the ten classes' mean digits."""
+    """The brief runs' judge: a softmax over minus the squared distance to each class's mean."""
 
     def __init__(self, x, y):
         self.means = np.stack([x[y == k].mean(axis=0) for k in range(10)])
@@ -217,24 +216,17 @@ if __name__ == "__main__":
     ## The result
     """
 
-    if gallery.QUICK:
-        classifier = NearestMean(x_train[:1000], y_train[:1000])
-    else:
-        classifier = train_classifier(x_train[:20000], y_train[:20000], 3)
+    m = 1000 if gallery.QUICK else 20000
+    judge = NearestMean if gallery.QUICK else lambda x, y: train_classifier(x, y, 3)
+    classifier = judge(x_train[:m], y_train[:m])
     accuracy = np.mean(classifier.predict(x_test[:2000], verbose=0).argmax(axis=1) == y_test[:2000])
     samples = (ops.convert_to_numpy(model.generate(200 if gallery.QUICK else 1000)) + 1.0) / 2.0
     score = digit_score(classifier, samples)
     real = digit_score(classifier, x_test[: 200 if gallery.QUICK else 1000])
-    print(
-        f"classifier accuracy {accuracy:.3f}; digit score: generated {score:.2f}, real {real:.2f}"
-    )
+    print(f"classifier accuracy {accuracy:.3f}; digit score {score:.2f} (real digits {real:.2f})")
     bar = 0.99 if gallery.QUICK else 2.0
-    methods = (
-        WGANGP.gradient_penalty,
-        WGANGP.critic_objective,
-        WGANGP.generator_objective,
-        WGANGP.updates,
-    )
+    methods = (WGANGP.gradient_penalty, WGANGP.critic_objective, WGANGP.generator_objective)
+    methods += (WGANGP.updates,)
     gallery.report(
         "wgan_gp",
         "digit score of 1000 samples",
