@@ -9,7 +9,7 @@ Shows: a labelled batch `(x, y)` reaching both objectives of `updates()` (two `c
     entries, two optimizers), and the labels tiled into image channels with `keras.ops`.
 Result: the accuracy with which a digit classifier (trained here on real digits) recognises the
     label the generator was asked for, over 1000 generated digits: >= 0.8 in full (chance is 0.1;
-    NOT reached yet: 0.133 on jax after 800 steps, the generator ignores its label at this size);
+    0.869 on jax, 0.900 on torch after 800 steps; the classifier gets 0.96 of real digits);
     >= 0.0 and finite in a brief run (judged there by the nearest class mean). keras-io shows
     interpolations, no figure.
 Run: KERAS_BACKEND=jax python examples/keras_io/conditional_gan.py   (tensorflow and torch too;
@@ -48,7 +48,7 @@ def make_discriminator():
             layers.LeakyReLU(0.2),
             layers.Conv2D(128, 3, strides=2, padding="same"),
             layers.LeakyReLU(0.2),
-            layers.GlobalMaxPooling2D(),
+            layers.Flatten(),  # keras-io pools globally: too weak a check of the label here
             layers.Dense(1),
         ],
         name="discriminator",
@@ -75,7 +75,10 @@ def make_generator():
 
 keras-io's `train_step` tiles the one-hot labels into image channels, generates digits of the
 batch's labels, trains the discriminator on fakes (label 1) and reals (label 0), then trains the
-generator to have its fakes called real. Here those two halves are two objectives.
+generator to have its fakes called real. Here those two halves are two objectives. Two changes
+from keras-io, without which the generator ignored its label after these 800 steps (0.13, 0.21
+of asked labels recognised): the discriminator flattens instead of pooling globally, and it is
+also shown real digits with a wrong label as fakes (so a digit must match its label to pass).
 """
 
 
@@ -102,8 +105,10 @@ class ConditionalGAN(cf.Model):
         n = ops.shape(real)[0]
         fake_logits = self.judge(self.generate(one_hot, training), one_hot, training)
         real_logits = self.judge(real, one_hot, training)
-        logits = ops.concatenate([fake_logits, real_logits], axis=0)
-        labels = ops.concatenate([ops.ones((n, 1)), ops.zeros((n, 1))], axis=0)
+        # not in keras-io: real digits with the wrong label (the next digit's) are fakes too
+        wrong_logits = self.judge(real, ops.roll(one_hot, 1, axis=1), training)
+        logits = ops.concatenate([fake_logits, wrong_logits, real_logits], axis=0)
+        labels = ops.concatenate([ops.ones((2 * n, 1)), ops.zeros((n, 1))], axis=0)
         return self.bce(labels, logits)
 
     def generator_objective(self, data, training=True):
@@ -120,7 +125,12 @@ class ConditionalGAN(cf.Model):
 
 def make_model():
     model = ConditionalGAN()
-    model.compile(optimizer={"d": keras.optimizers.Adam(3e-4), "g": keras.optimizers.Adam(3e-4)})
+    model.compile(
+        optimizer={  # keras-io's rate, the DCGAN paper's beta_1
+            "d": keras.optimizers.Adam(3e-4, beta_1=0.5),
+            "g": keras.optimizers.Adam(3e-4, beta_1=0.5),
+        }
+    )
     return model
 
 
@@ -209,12 +219,8 @@ if __name__ == "__main__":
         f"classifier accuracy on real test digits {accuracy:.3f}; on generated digits {recognised:.3f}"
     )
     bar = 0.0 if gallery.QUICK else 0.8
-    methods = (
-        ConditionalGAN.judge,
-        ConditionalGAN.discriminator_objective,
-        ConditionalGAN.generator_objective,
-        ConditionalGAN.updates,
-    )
+    methods = (ConditionalGAN.judge, ConditionalGAN.discriminator_objective)
+    methods += (ConditionalGAN.generator_objective, ConditionalGAN.updates)
     gallery.report(
         "conditional_gan",
         "accuracy of the asked label on 1000 samples",
