@@ -10,8 +10,8 @@ Shows: `cf.Update("critic", ..., repeat=3)` for keras-io's extra critic steps, a
 Result: the digit score (the Inception Score, computed with a small digit classifier trained
     here on real digits) of 1000 generated digits: >= 2.0 in full (2.83 on tensorflow, 2.59 on
     jax, 2.28 on torch after 400 generator steps, rough digits; real test digits score 8.3; one
-    digit drawn over and over, or noise, scores near 1); >= 0.99 and finite in a brief run (one critic step per generator step,
-    judged by the nearest class mean, nothing to train).
+    digit drawn over and over, or noise, scores near 1); >= 0.99 and finite in a brief run (one
+    critic step per generator step, judged by the nearest class mean, nothing to train).
     keras-io shows pictures only, no figure.
 Run: KERAS_BACKEND=jax python examples/keras_io/wgan_gp.py   (tensorflow and torch too;
     CUSTOMFIT_QUICK=1 for a brief run)
