@@ -11,7 +11,8 @@ Shows: random draws inside the objective (`keras.random.normal(..., seed=self.se
 Result: the negative ELBO of the 10000 held-out test digits, in nats per digit: < 200 in full
     (180.3 on tensorflow, 187.8 on jax, 192.3 on torch after 600 steps; pixels drawn
     independently with their mean ink score 206.0); < 600 (not diverged; untrained ~543) in a
-    brief run. keras-io reports no held-out figure; it trains 30 epochs on all 70000 digits (16,000 steps; here 600).
+    brief run. keras-io reports no held-out figure; it trains 30 epochs on all 70000 digits
+    (16,000 steps; here 600).
 Run: KERAS_BACKEND=jax python examples/keras_io/vae.py   (tensorflow and torch too;
     CUSTOMFIT_QUICK=1 for a brief run)
 """
