@@ -1,0 +1,248 @@
+"""
+Title: WGAN-GP: a critic, its gradient penalty, and three critic steps per generator step
+keras-io: examples/generative/wgan_gp.py (https://keras.io/examples/generative/wgan_gp/)
+Description: A Wasserstein GAN with gradient penalty on MNIST digits (keras-io uses
+    Fashion-MNIST), shrunk to 14x14 for the CPU: a convolutional critic kept near 1-Lipschitz by
+    a penalty on the norm of its input gradient, and an upsampling generator with batch norm.
+Shows: `cf.Update("critic", ..., repeat=3)` for keras-io's extra critic steps, and a gradient
+    penalty taken with `cf.ops.grad` inside the objective and differentiated again by the step
+    (keras-io nests two `tf.GradientTape`s).
+Result: the digit score (the Inception Score, computed with a small digit classifier trained
+    here on real digits) of 1000 generated digits: >= 2.0 in full (2.83 on tensorflow, 2.59 on
+    jax, 2.28 on torch after 400 generator steps, rough digits; real test digits score 8.3; one
+    digit drawn over and over, or noise, scores near 1); >= 0.99 and finite in a brief run (one
+    critic step per generator step, judged by the nearest class mean, nothing to train).
+    keras-io shows pictures only, no figure.
+Run: KERAS_BACKEND=jax python examples/keras_io/wgan_gp.py   (tensorflow and torch too;
+    CUSTOMFIT_QUICK=1 for a brief run)
+"""
+
+"""
+## Setup
+"""
+
+import inspect
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+import customfit as cf
+import gallery
+
+LATENT = 64
+
+"""
+## The networks
+
+keras-io's critic is a stack of 5x5 strided convolutions with leaky ReLUs and some dropout,
+ending in one linear unit (a score, not a probability); its generator upsamples a dense map,
+each step a convolution, batch norm and a leaky ReLU, ending in tanh (images in [-1, 1]).
+Two levels each instead of four, for 14x14 digits.
+"""
+
+
+def make_critic():
+    return keras.Sequential(
+        [
+            keras.Input((14, 14, 1)),
+            layers.Conv2D(32, 5, strides=2, padding="same"),
+            layers.LeakyReLU(0.2),
+            layers.Conv2D(64, 5, strides=2, padding="same"),
+            layers.LeakyReLU(0.2),
+            layers.Dropout(0.3),
+            layers.Flatten(),
+            layers.Dropout(0.2),
+            layers.Dense(1),
+        ],
+        name="critic",
+    )
+
+
+def make_generator():
+    return keras.Sequential(
+        [
+            keras.Input((LATENT,)),
+            layers.Dense(7 * 7 * 32, use_bias=False),
+            layers.BatchNormalization(),
+            layers.LeakyReLU(0.2),
+            layers.Reshape((7, 7, 32)),
+            layers.UpSampling2D(),
+            layers.Conv2D(16, 3, padding="same", use_bias=False),
+            layers.BatchNormalization(),
+            layers.LeakyReLU(0.2),
+            layers.Conv2D(1, 3, padding="same", use_bias=False),
+            layers.BatchNormalization(),
+            layers.Activation("tanh"),
+        ],
+        name="generator",
+    )
+
+
+"""
+## The WGAN-GP
+
+The critic's objective is the Wasserstein estimate (mean score of fakes minus mean score of
+reals) plus 10 times the gradient penalty: the squared distance from 1 of the norm of the
+critic's gradient at random points between a real and a fake image. The generator's objective
+is minus the mean score of its fakes. keras-io runs three critic steps per generator step.
+"""
+
+
+class WGANGP(cf.Model):
+    def __init__(self, critic_steps=3, gp_weight=10.0, **kwargs):
+        super().__init__(**kwargs)
+        self.critic = make_critic()
+        self.generator = make_generator()
+        self.critic_steps, self.gp_weight = critic_steps, gp_weight
+        self.seed_generator = keras.random.SeedGenerator(1337)
+
+    def generate(self, n, training=False):
+        z = keras.random.normal((n, LATENT), seed=self.seed_generator)
+        return self.generator(z, training=training)
+
+    def gradient_penalty(self, real, fake, training):
+        t = keras.random.uniform((ops.shape(real)[0], 1, 1, 1), seed=self.seed_generator)
+        between = real + t * (fake - real)
+        slopes = cf.ops.grad(lambda v: ops.sum(self.critic(v, training=training)))(between)
+        norm = ops.sqrt(ops.sum(ops.square(slopes), axis=(1, 2, 3)) + 1e-12)
+        return ops.mean(ops.square(norm - 1.0))
+
+    def critic_objective(self, real, training=True):
+        fake = self.generate(ops.shape(real)[0], training)
+        distance = ops.mean(self.critic(real, training=training)) - ops.mean(
+            self.critic(fake, training=training)
+        )
+        penalty = self.gradient_penalty(real, fake, training)
+        return {"loss": -distance + self.gp_weight * penalty, "distance": distance}
+
+    def generator_objective(self, real, training=True):
+        fake = self.generate(ops.shape(real)[0], training)
+        return -ops.mean(self.critic(fake, training=training))
+
+    def updates(self):
+        return [
+            cf.Update("critic", self.critic_objective, self.critic, repeat=self.critic_steps),
+            cf.Update("generator", self.generator_objective, self.generator),
+        ]
+
+
+def make_model():
+    model = WGANGP()
+    model.compile(
+        optimizer={
+            "critic": keras.optimizers.Adam(2e-4, beta_1=0.5, beta_2=0.9),
+            "generator": keras.optimizers.Adam(2e-4, beta_1=0.5, beta_2=0.9),
+        }
+    )
+    return model
+
+
+def example_batch():
+    return {"x": np.random.default_rng(0).uniform(-1, 1, (32, 14, 14, 1)).astype("float32")}
+
+
+"""
+## The judge: a digit classifier, and the score of generated digits
+
+A small CNN trained on real digits for a few seconds. The digit score is
+exp(E_x KL(p(y|x) || p(y))): high when each generated digit is classified with confidence and
+the ten classes are all drawn about equally often.
+"""
+
+
+def shrink(x):  # 28x28 in [0, 1] -> 14x14, the mean of each 2x2 block
+    return x.reshape(-1, 14, 2, 14, 2, 1).mean(axis=(2, 4))
+
+
+def train_classifier(x, y, epochs):
+    classifier = keras.Sequential(
+        [
+            keras.Input((14, 14, 1)),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
+    classifier.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    classifier.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    return classifier
+
+
+class NearestMean:
+    """The brief runs' judge: a softmax over minus the squared distance to each class's mean."""
+
+    def __init__(self, x, y):
+        self.means = np.stack([x[y == k].mean(axis=0) for k in range(10)])
+
+    def predict(self, x, **kwargs):
+        d = np.sum((x[:, None] - self.means[None]) ** 2, axis=(2, 3, 4))
+        e = np.exp(-(d - d.min(axis=1, keepdims=True)))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def digit_score(classifier, images):
+    p = classifier.predict(images, batch_size=500, verbose=0)
+    marginal = p.mean(axis=0, keepdims=True)
+    kl = np.sum(p * (np.log(p + 1e-12) - np.log(marginal + 1e-12)), axis=1)
+    return float(np.exp(kl.mean()))
+
+
+"""
+## Training
+"""
+
+if __name__ == "__main__":
+    keras.utils.set_random_seed(0)
+    (x_train, y_train), (x_test, y_test) = gallery.mnist()
+    x_train, x_test = shrink(x_train), shrink(x_test)
+    n = 256 if gallery.QUICK else 12800
+    model = make_model()
+    if gallery.QUICK:
+        model.critic_steps = 1  # a brief run: a third of the step for XLA to compile
+    timer = gallery.EpochTimer()
+    model.fit(
+        2.0 * x_train[:n] - 1.0,
+        epochs=1 if gallery.QUICK else 2,
+        batch_size=64,
+        callbacks=[timer],
+        verbose=0 if gallery.QUICK else 2,
+    )
+
+    """
+    ## The result
+    """
+
+    m = 1000 if gallery.QUICK else 20000
+    judge = NearestMean if gallery.QUICK else lambda x, y: train_classifier(x, y, 3)
+    classifier = judge(x_train[:m], y_train[:m])
+    accuracy = np.mean(classifier.predict(x_test[:2000], verbose=0).argmax(axis=1) == y_test[:2000])
+    samples = (ops.convert_to_numpy(model.generate(200 if gallery.QUICK else 1000)) + 1.0) / 2.0
+    score = digit_score(classifier, samples)
+    real = digit_score(classifier, x_test[: 200 if gallery.QUICK else 1000])
+    print(f"classifier accuracy {accuracy:.3f}; digit score {score:.2f} (real digits {real:.2f})")
+    bar = 0.99 if gallery.QUICK else 2.0
+    methods = (WGANGP.gradient_penalty, WGANGP.critic_objective, WGANGP.generator_objective)
+    methods += (WGANGP.updates,)
+    gallery.report(
+        "wgan_gp",
+        "digit score of 1000 samples",
+        score,
+        f">= {bar}",
+        timer.seconds_per_epoch(),
+        keras_io=None,
+        objective_lines=sum(len(inspect.getsource(f).splitlines()) for f in methods),
+        train_step_lines=64 + 22,  # keras-io's train_step and its gradient_penalty method
+    )
+    if not gallery.QUICK:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        grid = samples[:64, :, :, 0].reshape(8, 8, 14, 14).transpose(0, 2, 1, 3).reshape(112, 112)
+        plt.imsave(gallery.picture_path("wgan_gp"), grid, cmap="gray", vmin=0, vmax=1)
+    assert np.isfinite(score) and score >= bar, f"digit score {score:.2f} is below {bar}"
