@@ -14,6 +14,7 @@ PUBLIC = {
     "cf.Model",
     "cf.Model.objective",
     "cf.Model.updates",
+    "cf.Model.after_step",
     "cf.Model.compile",
     "cf.Update",
     "cf.ops.grad",

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # What the build reads; the rest of the checkout (runs/, .venv, build outputs) stays behind.
 COPIED = (
     "pyproject.toml",
+    "LICENSE",
     "MANIFEST.in",
     "README.md",
     "constraints.txt",
@@ -136,6 +137,9 @@ def test_build_makes_an_sdist_and_a_wheel_without_tests_runs_or_benchmarks(dist)
     assert re.search(rf"^Version: {re.escape(version)}$", metadata, re.M)
     assert set(re.findall(r"^Provides-Extra: (\S+)$", metadata, re.M)) == EXTRAS
     assert 'Requires-Dist: torch>=2.13; extra == "torch"' in metadata.splitlines()
+    # A permissive licence, named in the metadata and shipped in the wheel.
+    assert re.search(r"^License-Expression: MIT$", metadata, re.M), metadata[:800]
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in zipfile.ZipFile(wheel).namelist())
 
 
 def test_twine_check_passes(dist):

@@ -9,16 +9,15 @@ import numpy as np
 
 from customfit.comparison import noise
 from customfit.core.ops import value_and_grad
+from customfit.core.plan import plan_of
 from customfit.core.scopes import ChildScope
-from customfit.core.update import Update
+from customfit.core.step_plan import run_objective
 
 
 def updates_of(model):
-    return list(model.updates() or [Update("loss", model.objective, model)])
-
-
-def entries_of(result):
-    return dict(result) if isinstance(result, dict) else {"loss": result}
+    """The updates as the model's built step resolved them (worker.build builds it), so that
+    each objective is run as the step runs it: its layers' losses counted, its metrics read."""
+    return plan_of(model).updates
 
 
 def _numpy(value):
@@ -35,7 +34,7 @@ def numbers(model, data, draws):
 
             def loss(*params, update=update, variables=variables):
                 with ChildScope(zip(variables, params)):
-                    entries = entries_of(update.objective(data, training=True))
+                    entries = run_objective(update, data, training=True)
                 return entries["loss"], entries
 
             draws.reset()
@@ -51,6 +50,6 @@ def numbers(model, data, draws):
             )
             draws.reset()
             with ChildScope():
-                entries = entries_of(update.objective(data, training=False))
+                entries = run_objective(update, data, training=False)
             out.update({f"{update.name}/inference/{k}": _numpy(v) for k, v in entries.items()})
     return out

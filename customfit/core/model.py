@@ -4,7 +4,7 @@ the tensorflow, torch and jax backends (the step itself is in customfit/core/bac
 import keras
 from keras.src.backend import compute_output_spec
 
-from customfit.core import loss_scale
+from customfit.core import layer_losses, loss_scale
 from customfit.core.backends import backend_module
 from customfit.core.data_spec import (
     first_batch,
@@ -64,10 +64,19 @@ class Model(backend_module().Step):
             training: True in fit(), False in evaluate(); pass it on to layers whose behaviour
                 differs (dropout, batch normalization).
 
+        The losses the model's layers add (kernel regularizers, `add_loss`) are added to the
+        loss, as `compile(loss=...)` adds `model.losses`: with several updates, each adds those
+        of the sub-model it trains. An objective that reads some layer's `.losses` itself (as
+        keras-io's custom train steps write `loss + sum(self.losses)`) takes charge of them, and
+        nothing is added to it.
+
         Returns:
             A scalar tensor (the loss), or a dict holding "loss" and any other named scalars.
             Every entry is tracked as a metric (a batch-size-weighted mean over the epoch),
-            shown in the progress bar and kept in the History.
+            shown in the progress bar and kept in the History; an entry that is a Keras metric
+            the model keeps (an attribute made in `__init__`, updated here with
+            `update_state`), or that metric's `result()`, is reported as Keras reports compiled
+            metrics instead: its accumulated result, reset at each epoch and each evaluate().
 
         Example:
             ```python
@@ -77,7 +86,8 @@ class Model(backend_module().Step):
                 loss = ops.mean(keras.losses.sparse_categorical_crossentropy(
                     y, logits, from_logits=True))
                 hit = ops.cast(ops.argmax(logits, -1) == ops.cast(y, "int32"), "float32")
-                return {"loss": loss, "accuracy": ops.mean(hit)}
+                self.auc.update_state(ops.one_hot(y, 10), ops.softmax(logits))  # kept metric
+                return {"loss": loss, "accuracy": ops.mean(hit), "auc": self.auc}
             ```
         """
         raise NotImplementedError(
@@ -107,6 +117,28 @@ class Model(backend_module().Step):
         """
         return None
 
+    def after_step(self):
+        """What changes after every training step besides the gradient steps; override it.
+
+        Called once per batch in fit() (and train_on_batch()), after every update's optimizer
+        step, inside the compiled step, on every backend: assign to variables here, e.g. an
+        exponential moving average of the weights, as keras-io's ddim does after
+        `apply_gradients`. Not called by evaluate(). Keep the averaged copy's layers
+        `trainable = False`, so that no optimizer trains them.
+
+        Returns:
+            None.
+
+        Example:
+            ```python
+            def after_step(self):
+                for weight, average in zip(self.network.weights, self.ema_network.weights):
+                    average.assign(0.999 * average + 0.001 * weight)
+            ```
+        """
+
+    after_step.default = True  # not overridden: the step skips it
+
     # ---- compile: optimizers, and nothing Keras would compute besides the objective ----
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
@@ -121,7 +153,8 @@ class Model(backend_module().Step):
                 whose gradients overflow is skipped and counted in the metric `skipped_steps`
                 (`<name>_skipped_steps` with several updates).
             loss: must be None (the objective is the loss).
-            metrics: must be None (the objective's dict entries are the metrics).
+            metrics: must be None (the objective's dict entries are the metrics; a Keras
+                metric such as AUC is kept by the model and returned by the objective).
             **kwargs: passed to keras.Model.compile, e.g. `jit_compile`, `run_eagerly`,
                 `steps_per_execution`, `auto_scale_loss` (False: no wrapping).
 
@@ -139,7 +172,8 @@ class Model(backend_module().Step):
         if loss is not None or metrics is not None:
             raise ValueError(
                 "cf.Model trains its objective(): compile() takes an optimizer, not loss= or "
-                f"metrics=; got loss={loss!r}, metrics={metrics!r}"
+                f"metrics=; got loss={loss!r}, metrics={metrics!r} (keep a Keras metric as an "
+                "attribute made in __init__, update it in objective() and return it)"
             )
         if isinstance(optimizer, dict):
             if not optimizer:
@@ -186,7 +220,7 @@ class Model(backend_module().Step):
             # The sub-models' variables now; the optimizers' once compile_from_config has them.
             updates = self.updates() or [Update("loss", self.objective, self)]
             for u in updates:
-                compute_output_spec(lambda d, u=u: u.objective(d, training=True), unpack(spec))
+                compute_output_spec(lambda d, u=u: _symbolic_objective(u, d), unpack(spec))
         self.built = True
 
     # get_compile_config() is Keras's own: the optimizer (an OptimizerGroup serialises too) and
@@ -205,6 +239,11 @@ class Model(backend_module().Step):
         if plan_of(self) is None:
             build(self, first_batch(iterator) if data_batch is None else data_batch)
         self._post_build()
+
+
+def _symbolic_objective(update, data):
+    with layer_losses.collecting():  # an objective that reads its layers' losses finds them
+        return update.objective(data, training=True)
 
 
 def build_train_step(model, data_batch):

@@ -9,12 +9,12 @@ import keras
 from keras import tree
 from keras.src.backend import compute_output_spec
 
-from customfit.core import loss_scale
+from customfit.core import layer_losses, loss_scale
 from customfit.core.backends import backend_module
 from customfit.core.data_spec import keep_spec
 from customfit.core.layers import all_layers
 from customfit.core.optimizer_group import OptimizerGroup
-from customfit.core.step_plan import StepPlan, run_objective, unpack
+from customfit.core.step_plan import StepPlan, checked_entries, unpack
 from customfit.core.update import Update
 
 
@@ -35,6 +35,10 @@ class Plan:
     # The variables its optimizer was built on, in that order (the union of the variables of
     # the updates sharing that optimizer): what a stateless_apply takes.
     built_on: list = field(default_factory=list)
+    # The objective's entries that report a Keras metric the model keeps (key -> metric).
+    metrics: dict = field(default_factory=dict)
+    adds_layer_losses: bool = False  # its layers add losses that the objective does not read
+    collect_losses: bool = False  # its layers add losses, or the objective reads them
 
 
 def plan_of(model):
@@ -59,15 +63,8 @@ def build(model, data_batch):
     )
     plans = resolve_updates(model)
     keep_spec(model, spec)
-    keys = [
-        list(
-            compute_output_spec(
-                lambda d, plan=plan: run_objective(plan, d, training=True),
-                unpack(spec),
-            )
-        )
-        for plan in plans
-    ]
+    kept = kept_metrics(model)
+    keys = [inspect(model, plan, unpack(spec), kept) for plan in plans]
     for plan, own in zip(plans, keys):
         others = {k for other in keys if other is not own for k in other}
         plan.metric_names = metric_names(plan, own, others, len(plans))
@@ -76,18 +73,89 @@ def build(model, data_batch):
             plan.skip_name = "skipped_steps" if alone else f"{plan.name}_skipped_steps"
     logged = [n for p in plans for n in p.metric_names.values()]
     counted = [p.skip_name for p in plans if p.skip_name]
-    trackers = make_trackers(model, logged, counted)
+    averaged = [n for p in plans for k, n in p.metric_names.items() if k not in p.metrics]
+    trackers = make_trackers(model, averaged, counted)
     build_optimizers(model, plans)
     model.built = True
+    after_step = None if getattr(model.after_step, "default", False) else model.after_step
     step_plan = StepPlan(
         plans,
         trackers,
         list(dict.fromkeys(logged)),
         list(dict.fromkeys(counted)),
         model.optimizer,
+        after_step,
     )
     object.__setattr__(model, "_cf_plan", step_plan)
     return step_plan
+
+
+def kept_metrics(model):
+    """The Keras metrics the user's model keeps (attributes of it or of its layers), not ours."""
+    ours = {id(t) for t in (getattr(model, "_cf_trackers", None) or {}).values()}
+    return [m for m in model.metrics if id(m) not in ours]
+
+
+def inspect(model, plan, spec, kept):
+    """One symbolic run of an update's objective: the keys of its entries; which of them report
+    a Keras metric the model keeps (the metric itself, or its result() as returned); whether its
+    layers add losses, and whether it reads them itself (then none are added for it)."""
+    seen = {}
+
+    def run(data):
+        with layer_losses.collecting():
+            out = plan.objective(data, training=True)
+            seen["reads"] = bool(read)
+            seen["layer_losses"] = len(plan.submodel.losses)
+        seen["out"] = out
+        return checked_entries(out)
+
+    with layer_losses.reads_noted() as read, results_noted(kept) as results:
+        keys = list(compute_output_spec(run, spec))
+        out = seen["out"] if isinstance(seen["out"], dict) else {}
+        for key, value in out.items():
+            metric = value if isinstance(value, keras.metrics.Metric) else results.get(id(value))
+            if metric is None:
+                continue
+            if not any(metric is m for m in kept):
+                raise ValueError(
+                    f"objective's entry {key!r} is the metric {metric.name!r}, which the model "
+                    "does not keep: make it an attribute in __init__ (self.m = keras.metrics."
+                    f"{type(metric).__name__}()) so that fit() resets it and carries its state"
+                )
+            if key == "loss":
+                raise ValueError(
+                    f"objective's 'loss' is the result of the metric {metric.name!r}; return "
+                    "the tensor to minimize as 'loss' and the metric under another key"
+                )
+            plan.metrics[key] = metric
+    plan.collect_losses = bool(seen["layer_losses"] or seen["reads"])
+    plan.adds_layer_losses = bool(seen["layer_losses"]) and not seen["reads"]
+    return keys
+
+
+@contextlib.contextmanager
+def results_noted(metrics):
+    """{id(tensor): metric} for every result() the metrics return inside the block (each
+    tensor kept alive, so that its id is not reused while the block runs)."""
+    found, kept_alive = {}, []
+
+    def noting(metric, result):
+        def noted(*args, **kwargs):
+            value = result(*args, **kwargs)
+            kept_alive.append(value)
+            found[id(value)] = metric
+            return value
+
+        return noted
+
+    for metric in metrics:
+        object.__setattr__(metric, "result", noting(metric, metric.result))
+    try:
+        yield found
+    finally:
+        for metric in metrics:
+            object.__delattr__(metric, "result")
 
 
 def make_trackers(model, names, counters=()):

@@ -1,10 +1,13 @@
 """StepPlan: what every backend's train and test step runs, once cf.Model has resolved its
 updates: each objective run and checked, its gradient applied, its entries recorded."""
 
+import contextlib
+
+import keras
 from keras import ops as K
 from keras import tree
 
-from customfit.core import loss_scale
+from customfit.core import layer_losses, loss_scale
 from customfit.core.optimizer_group import OptimizerGroup
 
 
@@ -21,16 +24,34 @@ def unpack(data):
 
 
 def run_objective(update, data, training):
-    """The update's objective on `data`, as a dict holding "loss" (a scalar)."""
-    out = update.objective(data, training=training)
+    """The update's objective on `data`, as a dict holding "loss" (a scalar): with the losses
+    its layers added where the update counts them (layer_losses.py), and a Keras metric the
+    objective returned as its current result."""
+    with layer_losses.collecting() if update.collect_losses else contextlib.nullcontext():
+        entries = checked_entries(update.objective(data, training=training))
+        if update.adds_layer_losses:
+            entries["loss"] = layer_losses.added(entries["loss"], update.submodel)
+    return entries
+
+
+def checked_entries(out):
+    """An objective's return value as a dict holding a scalar "loss"; its Keras metrics (an
+    entry may be a metric the objective updated) read as their results."""
     if isinstance(out, dict):
         if "loss" not in out:
             raise ValueError(
                 "objective must return a scalar loss or a dict holding 'loss'; got a dict "
                 f"with keys {sorted(out)}"
             )
-        entries = dict(out)
-    elif out is None or isinstance(out, (str, list, tuple)):
+        if isinstance(out["loss"], keras.metrics.Metric):
+            raise ValueError(
+                "objective's 'loss' must be the tensor to minimize; got the metric "
+                f"{out['loss'].name!r}: return its result under another key"
+            )
+        entries = {
+            k: v.result() if isinstance(v, keras.metrics.Metric) else v for k, v in out.items()
+        }
+    elif out is None or isinstance(out, (str, list, tuple, keras.metrics.Metric)):
         raise ValueError(
             "objective must return a scalar loss or a dict holding 'loss'; got "
             f"{type(out).__name__}"
@@ -63,12 +84,16 @@ class StepPlan:
     """The updates in the order they run (`updates`, each a plan.Plan) and the trackers their
     objectives' entries are recorded in (`trackers`: logged name -> metric)."""
 
-    def __init__(self, updates, trackers, logged, counted, optimizer):
+    def __init__(self, updates, trackers, logged, counted, optimizer, after_step=None):
         self.updates = updates
         self.trackers = trackers
         self.logged = logged  # the objectives' entries, as logged
         self.counted = counted  # counts of skipped steps (fit() logs them, evaluate() does not)
         self.optimizer = optimizer  # the model's: one optimizer or an OptimizerGroup
+        self.after_step = after_step  # the model's after_step(), where it defines one
+        # What each logged name reports: our tracker, or the Keras metric the objective keeps.
+        kept = {update.metric_names[k]: m for update in updates for k, m in update.metrics.items()}
+        self.reporters = {**trackers, **kept}
 
     def apply(self, update, grads, frozen_ids):
         pairs = applied(update, grads, frozen_ids)
@@ -88,7 +113,8 @@ class StepPlan:
         leaves = [t for t in tree.flatten(data) if t is not None and len(K.shape(t)) > 0]
         weight = K.shape(leaves[0])[0] if leaves else 1
         for key, name in update.metric_names.items():
-            self.trackers[name].update_state(entries[key], sample_weight=weight)
+            if key not in update.metrics:  # a kept metric was updated by the objective itself
+                self.trackers[name].update_state(entries[key], sample_weight=weight)
 
     def stateful_test_step(self, data):
         """test_step where variables hold their own state (tensorflow, torch): each update's
@@ -105,4 +131,4 @@ class StepPlan:
 
     def logs(self, training=True):
         names = self.logged + (self.counted if training else [])
-        return {name: self.trackers[name].result() for name in names}
+        return {name: self.reporters[name].result() for name in names}

@@ -48,6 +48,8 @@ class Step(keras.Model):
                 continue
             for _ in range(update.repeat):
                 values = self._update(plan, update, variables, values, data)
+        if training and plan.after_step:
+            _, values = run_stateless(variables, values, plan.after_step)
         if training:
             _, values = run_stateless(variables, values, plan.count_step)
         logs, _ = run_stateless(variables, values, lambda: plan.logs(training))

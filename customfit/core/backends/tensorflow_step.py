@@ -61,6 +61,8 @@ class Step(keras.Model):
                 grads = tape.gradient(loss, update.variables)
                 plan.apply(update, grads, frozen_ids)
                 plan.record(update, entries, data)
+        if plan.after_step:
+            plan.after_step()
         plan.count_step()
         return self._across_workers(plan.logs())
 

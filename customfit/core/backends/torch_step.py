@@ -137,6 +137,9 @@ class Step(keras.Model):
                 with torch.no_grad():
                     plan.apply(update, grads, frozen_ids)
                 plan.record(update, {k: v.detach() for k, v in entries.items()}, data)
+        if plan.after_step:
+            with torch.no_grad():
+                plan.after_step()
         plan.count_step()
         return plan.logs()
 
