@@ -165,7 +165,7 @@ if __name__ == "__main__":
     gallery.report(
         "vq_vae", "held-out reconstruction MSE", mse, f"<= {bar}", timer.seconds_per_epoch(),
         keras_io=None, perplexity=perplexity, perplexity_bar=f">= {perplexity_bar}",
-        objective_lines=10, train_step_lines=26,
+        objective_lines=9, train_step_lines=26,
     )
     if not gallery.QUICK:
         import matplotlib
