@@ -76,7 +76,7 @@ class RealNVP(cf.Model):
         for mask, (scale, shift) in zip(self.masks, self.couplings):
             kept = x * mask
             s, t = scale(kept) * (1 - mask), shift(kept) * (1 - mask)
-            x = kept + (1 - mask) * (x * ops.exp(s) + t)
+            x = kept + (x * ops.exp(s) + t) * (1 - mask)
             log_det = log_det + ops.sum(s, axis=1)
         return x, log_det
 
@@ -85,7 +85,7 @@ class RealNVP(cf.Model):
         for mask, (scale, shift) in reversed(list(zip(self.masks, self.couplings))):
             kept = z * mask
             s, t = scale(kept) * (1 - mask), shift(kept) * (1 - mask)
-            z = kept + (1 - mask) * (z - t) * ops.exp(-s)
+            z = kept + (z - t) * ops.exp(-s) * (1 - mask)
         return z
 
     def call(self, x):
@@ -99,7 +99,8 @@ class RealNVP(cf.Model):
 
 def make_model():
     model = RealNVP(num_coupling_layers=6)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3))
+    schedule = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=80 * 38)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule))
     return model
 
 
@@ -110,8 +111,8 @@ def example_batch():
 """
 ## Training
 
-keras-io trains 300 epochs with Adam at 1e-4 in batches of 256; a tenfold learning rate lets
-ours train 80 epochs in batches of 64.
+keras-io trains 300 epochs with Adam at 1e-4 in batches of 256; ours trains 80 epochs in
+batches of 64, from a tenfold learning rate that decays to zero along a cosine.
 """
 
 if __name__ == "__main__":
