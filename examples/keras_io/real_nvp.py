@@ -73,7 +73,7 @@ class RealNVP(cf.Model):
     def to_latent(self, x):
         """Data to latent space: (z, log |det dz/dx|) per point."""
         log_det = ops.zeros(ops.shape(x)[:1])
-        for mask, (scale, shift) in zip(self.masks, self.couplings):
+        for mask, (scale, shift) in zip(map(ops.convert_to_tensor, self.masks), self.couplings):
             kept = x * mask
             s, t = scale(kept) * (1 - mask), shift(kept) * (1 - mask)
             x = kept + (x * ops.exp(s) + t) * (1 - mask)
@@ -82,7 +82,8 @@ class RealNVP(cf.Model):
 
     def to_data(self, z):
         """Latent space back to data: the inverse of `to_latent`, layer by layer in reverse."""
-        for mask, (scale, shift) in reversed(list(zip(self.masks, self.couplings))):
+        z = ops.convert_to_tensor(z)
+        for mask, (scale, shift) in reversed(list(zip(map(ops.convert_to_tensor, self.masks), self.couplings))):
             kept = z * mask
             s, t = scale(kept) * (1 - mask), shift(kept) * (1 - mask)
             z = kept + (z - t) * ops.exp(-s) * (1 - mask)
