@@ -19,7 +19,9 @@ cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results/gpu}
 engines=${GPU_SH_ENGINES:-tensorflow torch flax keras-tensorflow keras-torch keras-jax}
 tasks=${GPU_SH_TASKS:-mnist digits}
-bench_flags=${GPU_SH_BENCH:---batch-sizes 32 128}
+# --threads 0: each framework's own threads, the whole CPU against the GPU (bench holds each
+# engine to one thread and one CPU unless told)
+bench_flags="--threads 0 ${GPU_SH_BENCH:---batch-sizes 32 128}"
 
 # A package's pinned version; pip writes a name's '-' as '_' or '-', so both are matched.
 pin() { grep -iE "^${1//-/[-_]}==" constraints.txt | cut -d= -f3; }

@@ -214,6 +214,14 @@ def build_parser():
         1,
         "untimed passes first, for tracing and compiling (default: 1)",
     )
+    _number(
+        bench,
+        "--threads",
+        "non_negative_int",
+        1,
+        "threads for every framework in each engine's process, which is held to as many CPUs "
+        "(default: 1; 0: each framework's own default)",
+    )
     bench.add_argument(
         "--data",
         metavar="FILE.npz",

@@ -84,6 +84,11 @@ def at_least_five(field, value):
     return int_in(field, value, 5)
 
 
+def non_negative_int(field, value):
+    """An integer >= 0 (bench's --threads, where 0 means each framework's own default)."""
+    return int_in(field, value, 0)
+
+
 def seed(field, value):
     n = _as_number(field, value, int, "an integer >= 0")
     if n < 0:

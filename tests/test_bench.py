@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -84,7 +85,19 @@ def test_bench_times_each_cell_and_writes_its_table(tmp_path):
         assert cell["ratio_of_medians"] == pytest.approx(
             cell["steps_per_second"] / cell["reference"]["steps_per_second"]
         )
+    # every engine's process held to one thread and one CPU, its cores reported beside it
+    assert result["threads"]["per_process"] == 1
     md = (tmp_path / "b" / "bench.md").read_text()
+    for engine in ("flax", "keras-torch"):
+        process = result["processes"][engine]
+        assert len(process["cpus"]) == 1 and process["in_effect"]["OMP_NUM_THREADS"] == "1"
+        assert 0 < process["cpu_per_wall"] <= 1.05  # CPU seconds can't outrun one CPU
+        assert f"| {engine} | {process['cpus'][0]} | {process['wall']:,.1f} |" in md
+        assert f"{engine} process: {process['cpu_per_wall']:.2f} cores (CPU / wall)" in proc.stdout
+    for key in (("digits", "flax"), ("digits", "keras-torch"), ("penalty", "keras-torch")):
+        cell = cells[key]
+        assert len(cell["cpu_seconds"]) == 5 and 0 < cell["cpu_per_wall"] <= 1.05
+    assert 0 < cells[("digits", "keras-torch")]["reference"]["cpu_per_wall"] <= 1.05
     assert md in proc.stdout
     assert "\nFreed memory kept in each process for reuse (customfit/cpu_memory.py): yes.\n" in md
     ratio = cells[("digits", "keras-torch")]["ratio"]
@@ -117,6 +130,7 @@ def test_mnist_cells_read_keras_cache_else_a_stand_in(monkeypatch, tmp_path):
         (["--repeats", "3"], "--repeats: expected an integer >= 5; got '3'"),
         (["--batch-sizes", "32", "0"], "--batch-sizes: expected an integer > 0; got '0'"),
         (["--compiled", "yes"], "--compiled: expected one of on, off, both; got 'yes'"),
+        (["--threads", "-1"], "--threads: expected an integer >= 0; got '-1'"),
         (
             ["--tasks", "digits", "--data", "x.npz"],
             "--data: expected no --data (it is mnist's, and --tasks has no mnist); got 'x.npz'",
@@ -142,3 +156,24 @@ def test_bench_help_imports_no_framework(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
     assert "--batch-sizes" in proc.stdout and "--compiled {on,off,both}" in proc.stdout
+
+
+def test_threads_environment_and_clock():
+    from customfit.bench import threads
+
+    base = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "OMP_NUM_THREADS": "4"}
+    assert threads.environment(None, base) == base
+    env = threads.environment(2, base)
+    assert env["XLA_FLAGS"] == base["XLA_FLAGS"]  # the host device count is left alone
+    for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        assert env[name] == "2"
+    clock = threads.Clock()
+    end = time.process_time() + 0.05
+    while time.process_time() < end:  # one busy thread, 0.05 s of CPU
+        pass
+    seconds = clock.read()
+    assert 0.05 <= seconds["cpu"] <= seconds["wall"] + 0.001
+    if seconds["runnable"] is not None:  # Linux: time on a CPU plus time queuing for one
+        assert seconds["cpu"] - 0.02 <= seconds["runnable"] <= seconds["wall"] + 0.02
+    figures = threads.cores(threads.add([seconds, seconds]))
+    assert figures["cpu_per_wall"] == pytest.approx(seconds["cpu"] / seconds["wall"])

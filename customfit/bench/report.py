@@ -20,10 +20,7 @@ def markdown(result):
     ]
     devices = sorted({c.get("device", "cpu") for c in result["cells"]})
     lines.append(f"Computed on: {', '.join(devices)}.")
-    if result.get("threads"):
-        lines.append(
-            "Threads: " + ", ".join(f"{k}={v}" for k, v in result["threads"].items()) + "."
-        )
+    lines += threads_lines(result)
     kept = {c.get("freed_memory_kept") for c in result["cells"]}
     if kept and kept <= {True, False}:
         said = "yes" if kept == {True} else "no" if kept == {False} else "in some processes"
@@ -34,9 +31,9 @@ def markdown(result):
         lines.append(f"{task} data: {note}.")
     lines += [
         "",
-        "| task | engine | batch | precision | mode | steps/s | samples/s | reference "
-        "(same process) | its steps/s | ratio |",
-        "| --- | --- | ---: | --- | --- | ---: | ---: | --- | ---: | ---: |",
+        "| task | engine | batch | precision | mode | steps/s | samples/s | CPU / wall | "
+        "steps per CPU s | reference (same process) | its steps/s | its CPU / wall | ratio |",
+        "| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for cell in result["cells"]:
         head = (
@@ -47,16 +44,17 @@ def markdown(result):
             what = (
                 f"skipped: {cell['skipped']}" if "skipped" in cell else f"failed: {cell['error']}"
             )
-            lines.append(f"{head} | - | - | {what} | | |")
+            lines.append(f"{head} | - | - | - | - | {what} | | | |")
             continue
         reference = cell.get("reference") or {}
         lines.append(
             f"{head}{' (default)' if cell['default_mode'] else ''} | "
             f"{_number(cell['steps_per_second'])} | {_number(cell['samples_per_second'], 0)} | "
+            f"{_number(cell.get('cpu_per_wall'), 2)} | {_number(cell.get('steps_per_cpu_second'))} | "
             f"{reference.get('name', '')} | {_number(reference.get('steps_per_second'))} | "
-            f"{_number(cell.get('ratio'), 3)} |"
+            f"{_number(reference.get('cpu_per_wall'), 2)} | {_number(cell.get('ratio'), 3)} |"
         )
-    lines += ["", *ratios(result["cells"])]
+    lines += ["", *process_lines(result), *ratios(result["cells"])]
     speedups = mixed_over_float32(result["cells"])
     if speedups:
         lines += ["", *speedups]
@@ -67,6 +65,51 @@ def markdown(result):
             "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+def threads_lines(result):
+    """The threads each process was held to."""
+    threads = result.get("threads") or {}
+    if "per_process" not in threads:  # bench.json from before --threads: the environment's
+        return (
+            ["Threads: " + ", ".join(f"{k}={v}" for k, v in threads.items()) + "."]
+            if threads
+            else []
+        )
+    n = threads["per_process"]
+    return [
+        "Threads: each framework's default (--threads 0)."
+        if n is None
+        else f"Threads: {n} per process (--threads {n}): {threads['how']}."
+    ]
+
+
+def process_lines(result):
+    """Each engine's process: its CPU time and its threads' runnable time over its wall time."""
+    processes = result.get("processes") or {}
+    lines = []
+    if processes:
+        lines += [
+            "Each engine's process, from before its framework started to its end: CPU time "
+            "(all threads) over wall time, and its threads' time on a CPU or waiting for one over "
+            "wall time (how many were ready to run; on a machine other jobs share, CPU / wall "
+            "falls below it).",
+            "",
+            "| engine | CPUs allowed | wall s | CPU s | CPU / wall | runnable / wall |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for engine, p in processes.items():
+            if p is None:
+                lines.append(f"| {engine} | - | - | - | - | - |")
+                continue
+            cpus = p.get("cpus")
+            lines.append(
+                f"| {engine} | {'-' if cpus is None else ' '.join(map(str, cpus))} | "
+                f"{_number(p['wall'])} | {_number(p['cpu'])} | {_number(p['cpu_per_wall'], 2)} | "
+                f"{_number(p.get('runnable_per_wall'), 2)} |"
+            )
+        lines.append("")
+    return lines
 
 
 def _precision(cell):

@@ -11,7 +11,8 @@ import time
 
 from customfit import registry, validate
 from customfit.bench import modes
-from customfit.bench.worker import PREFIX, USAGE_PREFIX
+from customfit.bench import threads as threads_module
+from customfit.bench.worker import PREFIX, PROCESS_PREFIX, USAGE_PREFIX
 from customfit.errors import CustomfitError, UsageError
 
 TASKS = ("toy", "digits", "mnist", "penalty")
@@ -20,6 +21,8 @@ DEFAULT_BATCH_SIZES = (32, 128)
 # --precision: the precisions each cell is timed at (customfit/precision.py).
 PRECISIONS = {"float32": ("float32",), "mixed": ("mixed",), "both": ("float32", "mixed")}
 STANDIN = "mnist-standin.npz"
+# --threads: the threads (and CPUs) each engine's process is held to; 0: each framework's own.
+DEFAULT_THREADS = 1
 
 
 def mnist_data(given, out):
@@ -83,7 +86,9 @@ def _run(args):
     if "mnist" in tasks:
         data["mnist"], notes["mnist"] = mnist_data(args.data, args.out)
     precisions = PRECISIONS[getattr(args, "precision", "float32")]
+    threads = getattr(args, "threads", DEFAULT_THREADS) or None
     settings = {
+        "threads": threads,
         "steps": args.steps,
         "repeats": args.repeats,
         "warmup": args.warmup,
@@ -102,12 +107,16 @@ def _run(args):
     )
     print(
         f"bench: {total} cells ({len(engines)} engines, each in its own process); "
-        f"{args.steps} steps x {args.repeats} timed repeats after {args.warmup} warm-up pass(es)",
+        f"{args.steps} steps x {args.repeats} timed repeats after {args.warmup} warm-up pass(es); "
+        + threads_said(threads),
         flush=True,
     )
-    started, cells = time.time(), []
+    started, cells, processes = time.time(), [], {}
     for engine in engines:
-        cells += _engine(engine, tasks, batch_sizes, data, settings, len(cells), total)
+        found, processes[engine] = _engine(
+            engine, tasks, batch_sizes, data, settings, len(cells), total
+        )
+        cells += found
     from customfit.bench import report
     from customfit.checkpoint import atomic_write
     from customfit.runs.results import machine
@@ -119,8 +128,9 @@ def _run(args):
         "seconds": time.time() - started,
         "settings": settings,
         "data": notes,
-        "threads": {k: os.environ[k] for k in ("OMP_NUM_THREADS",) if k in os.environ},
+        "threads": threads_record(threads),
         "versions": _versions(),
+        "processes": processes,
         "cells": cells,
     }
     atomic_write(os.path.join(args.out, "bench.json"), json.dumps(result, indent=2) + "\n")
@@ -140,13 +150,14 @@ def _engine(engine, tasks, batch_sizes, data, settings, done, total):
         "modes": list(modes.chosen(engine, settings["compiled"])),
         "data": data,
         "device": settings["device"],
-        **{k: settings[k] for k in ("steps", "repeats", "warmup")},
+        **{k: settings[k] for k in ("steps", "repeats", "warmup", "threads")},
     }
-    env = dict(os.environ, KERAS_BACKEND=registry.KERAS_BACKEND[engine])
+    env = threads_module.environment(settings["threads"])
+    env["KERAS_BACKEND"] = registry.KERAS_BACKEND[engine]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    cells = []
+    cells, process = [], None
     with tempfile.TemporaryDirectory(prefix="customfit-bench-") as tmp:
         path = os.path.join(tmp, "request.json")
         with open(path, "w") as f:
@@ -168,6 +179,9 @@ def _engine(engine, tasks, batch_sizes, data, settings, done, total):
                 if line.startswith(PREFIX):
                     cells.append(json.loads(line[len(PREFIX) :]))
                     print(f"[{done + len(cells)}/{total}] {progress_line(cells[-1])}", flush=True)
+                if line.startswith(PROCESS_PREFIX):
+                    process = json.loads(line[len(PROCESS_PREFIX) :])
+                    print(f"{engine} process: {cores_said(process)}", flush=True)
             proc.wait()
         if proc.returncode != 0:
             with open(log) as f:
@@ -176,7 +190,42 @@ def _engine(engine, tasks, batch_sizes, data, settings, done, total):
                 f"the {engine} bench process ended with status {proc.returncode}: "
                 + (tail[-1] if tail else "no message")
             )
-    return cells
+    return cells, process
+
+
+def threads_said(threads):
+    if threads is None:
+        return "threads: each framework's default"
+    return f"{threads} thread{'s' if threads > 1 else ''} per process ({threads} CPU{'s' if threads > 1 else ''})"
+
+
+def threads_record(threads):
+    """What bench.json says of the threads: the count (None: each framework's default), how it is
+    held, and the thread counts in the environment bench was started with."""
+    return {
+        "per_process": threads,
+        "how": None
+        if threads is None
+        else "OMP_NUM_THREADS, MKL/OPENBLAS_NUM_THREADS, TF_NUM_INTRAOP/INTEROP_THREADS, "
+        "torch.set_num_threads/set_num_interop_threads, tf.config.threading; each process "
+        "restricted to that many CPUs (os.sched_setaffinity), which sizes XLA's pools",
+        "environment": {
+            k: os.environ[k] for k in ("OMP_NUM_THREADS", "XLA_FLAGS") if k in os.environ
+        },
+    }
+
+
+def cores_said(figures):
+    """'0.98 cores (CPU / wall), 1.01 threads runnable' from a record with cpu_per_wall and
+    runnable_per_wall."""
+    said = (
+        "cores (CPU / wall) -"
+        if figures.get("cpu_per_wall") is None
+        else (f"{figures['cpu_per_wall']:.2f} cores (CPU / wall)")
+    )
+    if figures.get("runnable_per_wall") is not None:
+        said += f", {figures['runnable_per_wall']:.2f} threads runnable (runnable / wall)"
+    return said
 
 
 def progress_line(cell):
@@ -189,6 +238,8 @@ def progress_line(cell):
     if "error" in cell:
         return f"{head} failed: {cell['error']}"
     line = f"{head} {cell['steps_per_second']:9.1f} steps/s {cell['samples_per_second']:10.0f} samples/s"
+    if cell.get("cpu_per_wall") is not None:
+        line += f" {cell['cpu_per_wall']:5.2f} cores"
     if "ratio" in cell:
         line += f"  x{cell['ratio']:.3f} of {cell['reference']['name']}"
     return line

@@ -7,7 +7,9 @@ compiling), then `repeats` timed passes of train_epoch over the same `steps` bat
 engine's default mode, the reference (stock Keras fit() on this backend; for the penalty task the
 hand-written Keras step) is timed in the same process, pass for pass in turn with the engine, so
 that a load that comes and goes falls on both. Each finished cell is one line on stdout,
-`BENCH-CELL {json}`; the parent reads them as they come."""
+`BENCH-CELL {json}`; the parent reads them as they come, and the last line,
+`BENCH-PROCESS {json}`, is the process's own CPU time and runnable time over its wall time
+(customfit/bench/threads.py), from before its framework started to its end."""
 
 import json
 import os
@@ -20,9 +22,11 @@ import numpy as np
 
 from customfit import compute_device, cpu_memory, precision, registry
 from customfit.bench import modes as modes_module
+from customfit.bench import threads
 from customfit.errors import UsageError
 
 PREFIX = "BENCH-CELL "
+PROCESS_PREFIX = "BENCH-PROCESS "
 USAGE_PREFIX = "BENCH-USAGE-ERROR "
 LR, SEED = 1e-3, 0
 _TORCH_BACKEND = ("torch", "keras-torch")
@@ -81,18 +85,29 @@ def _trainers(task, engine, split):
 
 
 def _time(trainer, arrays, batch_size, shuffle_seed):
-    start = time.perf_counter()
+    """One pass: its {"wall", "cpu", "runnable"} seconds (threads.Clock)."""
+    clock = threads.Clock()
     trainer.train_epoch(*arrays, batch_size=batch_size, shuffle_seed=shuffle_seed, on_batch=_noop)
-    return time.perf_counter() - start
+    return clock.read()
 
 
-def _summary(seconds, steps, batch_size):
+def _summary(passes, steps, batch_size):
+    seconds = [p["wall"] for p in passes]
     median = statistics.median(seconds)
+    total = threads.add(passes)
     return {
         "seconds": seconds,
         "median_seconds": median,
         "steps_per_second": steps / median,
         "samples_per_second": steps * batch_size / median,
+        # the passes' CPU seconds, and over all of them, cores kept busy (CPU / wall) and threads
+        # ready to run (runnable / wall)
+        "cpu_seconds": [p["cpu"] for p in passes],
+        # per CPU second: on a machine other jobs share, less moved by them than steps/s
+        "steps_per_cpu_second": steps / statistics.median(p["cpu"] for p in passes)
+        if all(p["cpu"] > 0 for p in passes)
+        else None,
+        **threads.cores(total),
     }
 
 
@@ -134,7 +149,11 @@ def run_cell(head, mode, arrays, make, reference, job):
         # The median of the pairs' ratios: each pair ran under the same conditions, so a slow
         # stretch of the machine cancels within its pair (the ratio of the two medians, which
         # does not pair them, is kept beside it).
-        cell["ratio"] = statistics.median(t / m for m, t in zip(mine, theirs))
+        cell["ratio"] = statistics.median(t["wall"] / m["wall"] for m, t in zip(mine, theirs))
+        # the same of CPU seconds: with the process held to one CPU, the work of each pass, which
+        # other jobs on the machine move less than its wall time
+        if all(m["cpu"] > 0 for m in mine):
+            cell["cpu_ratio"] = statistics.median(t["cpu"] / m["cpu"] for m, t in zip(mine, theirs))
         cell["ratio_of_medians"] = cell["steps_per_second"] / cell["reference"]["steps_per_second"]
     return cell
 
@@ -143,6 +162,9 @@ def main(request_path):
     with open(request_path) as f:
         job = json.load(f)
     engine = job["engine"]
+    # Before the framework starts: its pools sized and the process held to --threads CPUs.
+    cpus = threads.bind(job.get("threads"), registry.KERAS_BACKEND[engine])
+    clock = threads.Clock()
     # Before the framework starts: --device cpu hides the GPUs from it.
     try:
         device = compute_device.use(None, engine, job.get("device"))
@@ -183,6 +205,9 @@ def main(request_path):
                     "error": f"{type(e).__name__}: {' '.join(str(e).split())[:200]}",
                 }
             _emit(cell)
+    whole = clock.read()
+    process = {**whole, **threads.cores(whole), "cpus": cpus, "in_effect": threads.in_effect()}
+    print(PROCESS_PREFIX + json.dumps({"engine": engine, **process}), flush=True)
     return 0
 
 

@@ -259,3 +259,32 @@ def test_the_torch_tracker_sums_as_keras_mean_does():
     assert float(fast.result()) == float(stock.result())
     fast.reset_state()
     assert float(fast.result()) == 0.0  # no samples: 0, as divide_no_nan gives
+
+
+def test_batch_norm_before_a_layer_torch_cannot_trace_on_meta_builds():
+    """Keras's torch build traces on the "meta" device, and where a layer refuses (UpSampling2D
+    does) traces again on the CPU in the same stateless scope: batch norm's statistics assigned
+    in the failed try must not reach the second (keras-io's WGAN-GP generator: "Tensor on device
+    cpu is not on the expected device meta!")."""
+
+    class Upsampler(cf.Model):
+        def __init__(self):
+            super().__init__()
+            self.net = keras.Sequential(
+                [
+                    keras.Input((4, 4, 1)),
+                    keras.layers.BatchNormalization(),
+                    keras.layers.UpSampling2D(),
+                ]
+            )
+
+        def objective(self, x, training=True):
+            return K.mean(K.square(self.net(x, training=training)))
+
+    x = np.random.default_rng(0).uniform(size=(8, 4, 4, 1)).astype("float32")
+    model = Upsampler()
+    model.compile(optimizer="adam")
+    model.fit(x, batch_size=4, verbose=0)
+    moving_mean = to_numpy(model.net.layers[0].moving_mean)
+    # Two steps of momentum 0.99 from 0 towards the batches' means (about 0.5).
+    assert 0.005 < float(moving_mean[0]) < 0.015
