@@ -9,8 +9,8 @@ Shows: an `after_step` that updates an EMA copy of the network (not trainable) a
     `SeedGenerator`; a sampling loop in `keras.ops`.
 Result: share of 500 generated digits that a classifier trained here on real digits calls with
     confidence >= 0.9: >= 0.6, with all ten classes among them (not yet reached: jax 0.504 and
-    9 classes after 8 epochs, 0.468 after 24; real held-out digits score 0.842); keras-io reports the KID of its
-    flowers (no value in its text) on an InceptionV3, out of reach of this CPU.
+    9 classes after 8 epochs, 0.468 after 24; real held-out digits score 0.842); keras-io
+    reports the KID of its flowers (no value in its text) on an InceptionV3, out of reach here.
 Run: KERAS_BACKEND=jax python examples/keras_io/ddim.py   (tensorflow and torch too;
     CUSTOMFIT_QUICK=1 for a brief run)
 """
