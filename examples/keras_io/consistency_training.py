@@ -149,7 +149,12 @@ if __name__ == "__main__":
 
     (x_train, y_train), (x_test, y_test) = gallery.mnist()
     if gallery.QUICK:  # a brief run: a share of the data, one epoch each
-        x_train, y_train, x_test, y_test = x_train[:1400], y_train[:1400], x_test[:400], y_test[:400]
+        x_train, y_train, x_test, y_test = (
+            x_train[:1400],
+            y_train[:1400],
+            x_test[:400],
+            y_test[:400],
+        )
     epochs, batch_size, verbose = (2, 50, 0) if gallery.QUICK else (3, 64, 2)  # 50: no ragged batch
     rng = np.random.default_rng(1)
     moves = [(dy, dx) for dy in (-2, 0, 2) for dx in (-2, 0, 2) if dy or dx]
@@ -165,14 +170,18 @@ if __name__ == "__main__":
         optimizer=keras.optimizers.Adam(),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    model.teacher.fit(x_train, y_train, epochs=max(1, epochs - 1), batch_size=batch_size, verbose=verbose)
+    model.teacher.fit(
+        x_train, y_train, epochs=max(1, epochs - 1), batch_size=batch_size, verbose=verbose
+    )
 
     """
     ## Train the student on corrupted views, consistent with the teacher
     """
 
     timer = gallery.EpochTimer()
-    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose, callbacks=[timer])
+    model.fit(
+        x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose, callbacks=[timer]
+    )
 
     """
     ## The result
@@ -181,7 +190,9 @@ if __name__ == "__main__":
     clean = accuracy_of(model.student, x_test, y_test)
     robust = accuracy_of(model.student, x_corrupted, y_test)
     teacher_robust = accuracy_of(model.teacher, x_corrupted, y_test)
-    print(f"student: clean {clean:.4f}, corrupted {robust:.4f}; teacher: corrupted {teacher_robust:.4f}")
+    print(
+        f"student: clean {clean:.4f}, corrupted {robust:.4f}; teacher: corrupted {teacher_robust:.4f}"
+    )
     bar = 0.15 if gallery.QUICK else 0.8
     gallery.report(
         "consistency_training",

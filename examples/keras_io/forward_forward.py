@@ -56,7 +56,9 @@ reads the layer below's output with `stop_gradient`: the learning is local.
 class FFNetwork(cf.Model):
     def __init__(self, units=(400, 400), threshold=1.5, **kwargs):
         super().__init__(**kwargs)
-        self.blocks = [layers.Dense(n, activation="relu", name=f"ff{i}") for i, n in enumerate(units)]
+        self.blocks = [
+            layers.Dense(n, activation="relu", name=f"ff{i}") for i, n in enumerate(units)
+        ]
         self.threshold = threshold
         self.seed = keras.random.SeedGenerator(0)
 
@@ -115,7 +117,12 @@ if __name__ == "__main__":
 
     (x_train, y_train), (x_test, y_test) = gallery.mnist()
     if gallery.QUICK:  # a brief run: a share of the data, seven epochs of small batches
-        x_train, y_train, x_test, y_test = x_train[:1400], y_train[:1400], x_test[:400], y_test[:400]
+        x_train, y_train, x_test, y_test = (
+            x_train[:1400],
+            y_train[:1400],
+            x_test[:400],
+            y_test[:400],
+        )
 
     """
     ## Training: each layer by its own optimizer, on its own loss

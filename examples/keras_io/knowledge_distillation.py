@@ -127,7 +127,12 @@ if __name__ == "__main__":
 
     (x_train, y_train), (x_test, y_test) = gallery.mnist()
     if gallery.QUICK:  # a brief run: a share of the data, one epoch each
-        x_train, y_train, x_test, y_test = x_train[:1400], y_train[:1400], x_test[:400], y_test[:400]
+        x_train, y_train, x_test, y_test = (
+            x_train[:1400],
+            y_train[:1400],
+            x_test[:400],
+            y_test[:400],
+        )
     epochs, batch_size, verbose = (1, 50, 0) if gallery.QUICK else (3, 64, 2)  # 50: no ragged batch
 
     """
@@ -143,8 +148,12 @@ if __name__ == "__main__":
     """
 
     timer = gallery.EpochTimer()
-    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose, callbacks=[timer])
-    accuracy = model.evaluate(x_test, y_test, batch_size=1000, verbose=0, return_dict=True)["accuracy"]
+    model.fit(
+        x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose, callbacks=[timer]
+    )
+    accuracy = model.evaluate(x_test, y_test, batch_size=1000, verbose=0, return_dict=True)[
+        "accuracy"
+    ]
 
     """
     ## A student of the same size, trained from scratch for as long

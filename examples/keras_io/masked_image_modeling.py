@@ -156,7 +156,13 @@ if __name__ == "__main__":
     # A brief run's encoder has one block, not three: compiling the deeper one took most of it.
     model = make_model(steps=epochs * (n // batch_size + 1), depth=1 if gallery.QUICK else 3)
     timer = gallery.EpochTimer()
-    model.fit(x_train[:n], epochs=epochs, batch_size=batch_size, callbacks=[timer], verbose=0 if gallery.QUICK else 2)
+    model.fit(
+        x_train[:n],
+        epochs=epochs,
+        batch_size=batch_size,
+        callbacks=[timer],
+        verbose=0 if gallery.QUICK else 2,
+    )
 
     """
     ## The result
@@ -167,25 +173,39 @@ if __name__ == "__main__":
     features of 5000 training digits, its accuracy on held-out ones.
     """
 
-    x_eval, y_eval = x_test[: 300 if gallery.QUICK else 2000], y_test[: 300 if gallery.QUICK else 2000]
+    x_eval, y_eval = (
+        x_test[: 300 if gallery.QUICK else 2000],
+        y_test[: 300 if gallery.QUICK else 2000],
+    )
     mse = float(model.evaluate(x_eval, batch_size=len(x_eval), verbose=0))
     baseline = float(np.mean(np.square(x_eval - x_train[:n].mean(axis=0))))
     ratio = mse / baseline
 
     def features(x):
-        return np.concatenate([ops.convert_to_numpy(model.features(x[i : i + 500])) for i in range(0, len(x), 500)])
+        return np.concatenate(
+            [ops.convert_to_numpy(model.features(x[i : i + 500])) for i in range(0, len(x), 500)]
+        )
 
     probe_accuracy = float("nan")  # a brief run skips the probe (eager passes are slow on jax)
     if not gallery.QUICK:
         probe = LogisticRegression(max_iter=1000).fit(features(x_train[:5000]), y_train[:5000])
         probe_accuracy = float(probe.score(features(x_eval), y_eval))
-    print(f"masked-patch MSE {mse:.4f}, mean-patch guess {baseline:.4f} (ratio {ratio:.3f}); linear probe {probe_accuracy:.3f}")
+    print(
+        f"masked-patch MSE {mse:.4f}, mean-patch guess {baseline:.4f} (ratio {ratio:.3f}); linear probe {probe_accuracy:.3f}"
+    )
     bar = 2.0 if gallery.QUICK else 0.9  # untrained: about 4
     gallery.report(
-        "masked_image_modeling", "held-out masked-patch MSE / mean-patch guess's", ratio,
-        f"<= {bar}", timer.seconds_per_epoch(), keras_io=None, masked_mse=mse,
-        mean_patch_mse=baseline, linear_probe_accuracy=probe_accuracy,
-        objective_lines=3 + 15, train_step_lines=22 + 6,
+        "masked_image_modeling",
+        "held-out masked-patch MSE / mean-patch guess's",
+        ratio,
+        f"<= {bar}",
+        timer.seconds_per_epoch(),
+        keras_io=None,
+        masked_mse=mse,
+        mean_patch_mse=baseline,
+        linear_probe_accuracy=probe_accuracy,
+        objective_lines=3 + 15,
+        train_step_lines=22 + 6,
     )
     if not gallery.QUICK:
         import matplotlib

@@ -83,7 +83,9 @@ class RealNVP(cf.Model):
     def to_data(self, z):
         """Latent space back to data: the inverse of `to_latent`, layer by layer in reverse."""
         z = ops.convert_to_tensor(z)
-        for mask, (scale, shift) in reversed(list(zip(map(ops.convert_to_tensor, self.masks), self.couplings))):
+        for mask, (scale, shift) in reversed(
+            list(zip(map(ops.convert_to_tensor, self.masks), self.couplings))
+        ):
             kept = z * mask
             s, t = scale(kept) * (1 - mask), shift(kept) * (1 - mask)
             z = kept + (z - t) * ops.exp(-s) * (1 - mask)
@@ -123,7 +125,13 @@ if __name__ == "__main__":
     timer = gallery.EpochTimer()
     epochs = 3 if gallery.QUICK else 80
     # A brief run fits whole batches only: a last, smaller batch compiles the step anew.
-    model.fit(x_train[: 37 * 64] if gallery.QUICK else x_train, epochs=epochs, batch_size=64, callbacks=[timer], verbose=0 if gallery.QUICK else 2)
+    model.fit(
+        x_train[: 37 * 64] if gallery.QUICK else x_train,
+        epochs=epochs,
+        batch_size=64,
+        callbacks=[timer],
+        verbose=0 if gallery.QUICK else 2,
+    )
 
     """
     ## The result
@@ -143,9 +151,15 @@ if __name__ == "__main__":
     print(f"held-out NLL per point: flow {nll:.3f}, one Gaussian {gaussian:.3f}")
     bar = gaussian if gallery.QUICK else 1.6
     gallery.report(
-        "real_nvp", "held-out NLL per point (nats)", nll, f"<= {bar:.3g}",
-        timer.seconds_per_epoch(), keras_io=None, gaussian_nll=gaussian,
-        objective_lines=4, train_step_lines=9 + 5,
+        "real_nvp",
+        "held-out NLL per point (nats)",
+        nll,
+        f"<= {bar:.3g}",
+        timer.seconds_per_epoch(),
+        keras_io=None,
+        gaussian_nll=gaussian,
+        objective_lines=4,
+        train_step_lines=9 + 5,
     )
     if not gallery.QUICK:
         import matplotlib
@@ -154,7 +168,9 @@ if __name__ == "__main__":
         import matplotlib.pyplot as plt
 
         z_test = ops.convert_to_numpy(model(x_test))
-        samples = ops.convert_to_numpy(model.to_data(np.random.default_rng(1).normal(size=(2000, 2)).astype("float32")))
+        samples = ops.convert_to_numpy(
+            model.to_data(np.random.default_rng(1).normal(size=(2000, 2)).astype("float32"))
+        )
         fig, axes = plt.subplots(1, 3, figsize=(13, 4))
         for ax, points, title in [
             (axes[0], x_test, "held-out data"),

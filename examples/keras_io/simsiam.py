@@ -46,7 +46,10 @@ def augment(x, seed):
     rows = ops.cast(grid[None, :, None] == grid[None, None, :] + dy[:, None, None], x.dtype)
     cols = ops.cast(grid[None, :, None] == grid[None, None, :] + dx[:, None, None], x.dtype)
     x = ops.einsum("bij,bjkc,blk->bilc", rows, x, cols)
-    inside = lambda start: (grid[None] >= start[:, None] + 9) & (grid[None] < start[:, None] + 19)
+
+    def inside(start):
+        return (grid[None] >= start[:, None] + 9) & (grid[None] < start[:, None] + 19)
+
     erased = inside(top)[:, :, None] & inside(left)[:, None, :]
     x = x * (1.0 - ops.cast(erased, x.dtype))[..., None]
     contrast = keras.random.uniform((n, 1, 1, 1), 0.5, 1.0, seed=seed)
@@ -74,15 +77,23 @@ def networks():
         + [
             block
             for width in (16, 32, 64)
-            for block in (layers.Conv2D(width, 3, strides=2, padding="same"),
-                          layers.BatchNormalization(), layers.ReLU())
+            for block in (
+                layers.Conv2D(width, 3, strides=2, padding="same"),
+                layers.BatchNormalization(),
+                layers.ReLU(),
+            )
         ]
         + [layers.GlobalAveragePooling2D()],
         name="backbone",
     )
     projector = keras.Sequential(
-        [dense(128), layers.BatchNormalization(), layers.ReLU(), dense(128),
-         layers.BatchNormalization()],
+        [
+            dense(128),
+            layers.BatchNormalization(),
+            layers.ReLU(),
+            dense(128),
+            layers.BatchNormalization(),
+        ],
         name="projector",
     )
     predictor = keras.Sequential(
@@ -118,8 +129,12 @@ class SimSiam(cf.Model):
         return self.backbone(x, training=training)
 
     def objective(self, x, training=True):
-        z1 = self.projector(self.backbone(augment(x, self.seed), training=training), training=training)
-        z2 = self.projector(self.backbone(augment(x, self.seed), training=training), training=training)
+        z1 = self.projector(
+            self.backbone(augment(x, self.seed), training=training), training=training
+        )
+        z2 = self.projector(
+            self.backbone(augment(x, self.seed), training=training), training=training
+        )
         p1, p2 = self.predictor(z1, training=training), self.predictor(z2, training=training)
         return (negative_cosine(p1, z2) + negative_cosine(p2, z1)) / 2
 
@@ -142,10 +157,15 @@ def linear_probe(model, train, test):
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    features = lambda x: model.predict(x, batch_size=1000, verbose=0)
+    def features(x):
+        return model.predict(x, batch_size=1000, verbose=0)
+
     scaler = StandardScaler().fit(features(train[0]))
     probe = LogisticRegression(max_iter=500).fit(scaler.transform(features(train[0])), train[1])
-    logits = lambda x: probe.decision_function(scaler.transform(features(x)))
+
+    def logits(x):
+        return probe.decision_function(scaler.transform(features(x)))
+
     return probe.score(scaler.transform(features(test[0])), test[1]), logits
 
 
@@ -156,7 +176,12 @@ if __name__ == "__main__":
 
     (x_train, y_train), (x_test, y_test) = gallery.mnist()
     if gallery.QUICK:  # a brief run: a share of the data, one epoch
-        x_train, y_train, x_test, y_test = x_train[:1400], y_train[:1400], x_test[:400], y_test[:400]
+        x_train, y_train, x_test, y_test = (
+            x_train[:1400],
+            y_train[:1400],
+            x_test[:400],
+            y_test[:400],
+        )
     epochs, batch_size = (1, 100) if gallery.QUICK else (3, 128)  # 100: no ragged batch
     labeled = (x_train[:10000], y_train[:10000])  # what the linear probe is fitted on
 
@@ -167,8 +192,13 @@ if __name__ == "__main__":
     model = make_model(steps=epochs * (len(x_train) // batch_size))
     random_probe, _ = linear_probe(model, labeled, (x_test, y_test))
     timer = gallery.EpochTimer()
-    model.fit(x_train, epochs=epochs, batch_size=batch_size, verbose=0 if gallery.QUICK else 2,
-              callbacks=[timer])
+    model.fit(
+        x_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        verbose=0 if gallery.QUICK else 2,
+        callbacks=[timer],
+    )
 
     """
     ## Evaluation: a linear probe on the frozen backbone's features

@@ -147,7 +147,13 @@ if __name__ == "__main__":
     x_train, x_test = x_train[:n] - 0.5, x_test[: 300 if gallery.QUICK else 2000] - 0.5
     model = make_model(train_variance=float(np.var(x_train)))
     timer = gallery.EpochTimer()
-    model.fit(x_train, epochs=epochs, batch_size=64 if gallery.QUICK else 128, callbacks=[timer], verbose=0 if gallery.QUICK else 2)
+    model.fit(
+        x_train,
+        epochs=epochs,
+        batch_size=64 if gallery.QUICK else 128,
+        callbacks=[timer],
+        verbose=0 if gallery.QUICK else 2,
+    )
 
     """
     ## The result
@@ -167,9 +173,16 @@ if __name__ == "__main__":
     print(f"held-out reconstruction MSE {mse:.4f}; codebook perplexity {perplexity:.1f} of 128")
     bar, perplexity_bar = (0.08, 2.0) if gallery.QUICK else (0.02, 3.0)  # untrained: about 0.2
     gallery.report(
-        "vq_vae", "held-out reconstruction MSE", mse, f"<= {bar}", timer.seconds_per_epoch(),
-        keras_io=None, perplexity=perplexity, perplexity_bar=f">= {perplexity_bar}",
-        objective_lines=9, train_step_lines=26,
+        "vq_vae",
+        "held-out reconstruction MSE",
+        mse,
+        f"<= {bar}",
+        timer.seconds_per_epoch(),
+        keras_io=None,
+        perplexity=perplexity,
+        perplexity_bar=f">= {perplexity_bar}",
+        objective_lines=9,
+        train_step_lines=26,
     )
     if not gallery.QUICK:
         import matplotlib
