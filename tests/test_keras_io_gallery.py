@@ -110,10 +110,12 @@ def quick_reports(tmp_path_factory):
         path = folder / f"{backend}.json"
         reports[backend] = json.loads(path.read_text()) if path.exists() else {}
         reports[backend]["_log"] = (folder / f"{backend}.log").read_text()[-3000:]
-        lines = (folder / f"{backend}.jsonl")
-        reports[backend]["_lines"] = {
-            r["example"]: r for r in map(json.loads, lines.read_text().splitlines())
-        } if lines.exists() else {}
+        lines = folder / f"{backend}.jsonl"
+        reports[backend]["_lines"] = (
+            {r["example"]: r for r in map(json.loads, lines.read_text().splitlines())}
+            if lines.exists()
+            else {}
+        )
     return reports
 
 
@@ -149,7 +151,9 @@ def test_example_in_full_reaches_its_bar(name, backend, tmp_path):
         text=True,
         timeout=1800,
     )
-    assert proc.returncode == 0, f"{name} on {backend}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{name} on {backend}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     print(out.read_text())
 
 
@@ -171,3 +175,18 @@ def test_each_model_agrees_on_the_three_backends(name, tmp_path, capsys, monkeyp
     with capsys.disabled():  # the table, for docs/gallery.md
         print(f"\n== {name}\n{stdout}")
     assert status == 0, stdout
+
+
+def test_the_gallery_page_is_what_the_results_give():
+    """docs/gallery.md is generated from the scripts' headers and the full runs' results
+    (benchmarks/results/gallery.jsonl): `python docs/make_gallery.py` writes it again."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "make_gallery.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    page = (ROOT / "docs" / "gallery.md").read_text()
+    for name in NAMES:
+        assert f"## {name.replace('_', '-')}" in page, f"{name} has no section on the page"
