@@ -138,46 +138,6 @@ the ten classes are all drawn about equally often.
 """
 
 
-def shrink(x):  # 28x28 -> 14x14, the mean of each 2x2 block
-    return x.reshape(-1, 14, 2, 14, 2, 1).mean(axis=(2, 4))
-
-
-def train_classifier(x, y, epochs):
-    classifier = keras.Sequential(
-        [
-            keras.Input((14, 14, 1)),
-            layers.Conv2D(32, 3, activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Conv2D(64, 3, activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Flatten(),
-            layers.Dense(10, activation="softmax"),
-        ]
-    )
-    classifier.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    classifier.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
-    return classifier
-
-
-class NearestMean:
-    """The brief runs' judge: a softmax over minus the squared distance to each class's mean."""
-
-    def __init__(self, x, y):
-        self.means = np.stack([x[y == k].mean(axis=0) for k in range(10)])
-
-    def predict(self, x, **kwargs):
-        d = np.sum((x[:, None] - self.means[None]) ** 2, axis=(2, 3, 4))
-        e = np.exp(-(d - d.min(axis=1, keepdims=True)))
-        return e / e.sum(axis=1, keepdims=True)
-
-
-def digit_score(classifier, images):
-    p = classifier.predict(images, batch_size=500, verbose=0)
-    marginal = p.mean(axis=0, keepdims=True)
-    kl = np.sum(p * (np.log(p + 1e-12) - np.log(marginal + 1e-12)), axis=1)
-    return float(np.exp(kl.mean()))
-
-
 """
 ## Training
 """
@@ -185,7 +145,7 @@ def digit_score(classifier, images):
 if __name__ == "__main__":
     keras.utils.set_random_seed(0)
     (x_train, y_train), (x_test, y_test) = gallery.mnist()
-    x_train, x_test = shrink(x_train), shrink(x_test)
+    x_train, x_test = gallery.shrink(x_train), gallery.shrink(x_test)
     n = 256 if gallery.QUICK else 12800
     model = make_model()
     timer = gallery.EpochTimer()
@@ -202,13 +162,13 @@ if __name__ == "__main__":
     """
 
     if gallery.QUICK:
-        classifier = NearestMean(x_train[:1000], y_train[:1000])
+        classifier = gallery.NearestMean(x_train[:1000], y_train[:1000])
     else:
-        classifier = train_classifier(x_train[:20000], y_train[:20000], 3)
+        classifier = gallery.train_classifier(x_train[:20000], y_train[:20000], 3)
     accuracy = np.mean(classifier.predict(x_test[:2000], verbose=0).argmax(axis=1) == y_test[:2000])
     samples = ops.convert_to_numpy(model.generate(200 if gallery.QUICK else 1000))
-    score = digit_score(classifier, samples)
-    real = digit_score(classifier, x_test[: 200 if gallery.QUICK else 1000])
+    score = gallery.digit_score(classifier, samples)
+    real = gallery.digit_score(classifier, x_test[: 200 if gallery.QUICK else 1000])
     print(
         f"classifier accuracy {accuracy:.3f}; digit score: generated {score:.2f}, real {real:.2f}"
     )

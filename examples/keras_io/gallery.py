@@ -1,6 +1,7 @@
 """What every script of the keras-io gallery shares: its data (MNIST, from a folder of MNIST's
-IDX files or Keras's own download), the brief-run switch, a timer of epochs, and the one line
-each script ends by reporting (read by the tests and by the gallery page's table)."""
+IDX files or Keras's own download), the brief-run switch, a timer of epochs, the one line each
+script ends by reporting (read by the tests and by the gallery page's table), and the judges of
+the generated digits (a classifier of 14x14 digits, its digit score, a nearest-mean stand-in)."""
 
 import json
 import os
@@ -8,6 +9,7 @@ import time
 
 import keras
 import numpy as np
+from keras import layers
 
 QUICK = os.environ.get("CUSTOMFIT_QUICK") == "1"
 
@@ -85,3 +87,46 @@ def picture_path(example):
     folder = os.environ.get("CUSTOMFIT_GALLERY_FIGURES", ".")
     os.makedirs(folder, exist_ok=True)
     return os.path.join(folder, f"{example}-{keras.backend.backend()}.png")
+
+
+# ---- judging generated 14x14 digits (dcgan, conditional_gan, wgan_gp) ----
+
+
+def shrink(x):  # 28x28 -> 14x14, the mean of each 2x2 block
+    return x.reshape(-1, 14, 2, 14, 2, 1).mean(axis=(2, 4))
+
+
+def train_classifier(x, y, epochs):
+    classifier = keras.Sequential(
+        [
+            keras.Input((14, 14, 1)),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(10, activation="softmax"),
+        ]
+    )
+    classifier.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    classifier.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    return classifier
+
+
+class NearestMean:
+    """The brief runs' judge: a softmax over minus the squared distance to each class's mean."""
+
+    def __init__(self, x, y):
+        self.means = np.stack([x[y == k].mean(axis=0) for k in range(10)])
+
+    def predict(self, x, **kwargs):
+        d = np.sum((x[:, None] - self.means[None]) ** 2, axis=(2, 3, 4))
+        e = np.exp(-(d - d.min(axis=1, keepdims=True)))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def digit_score(classifier, images):
+    p = classifier.predict(images, batch_size=500, verbose=0)
+    marginal = p.mean(axis=0, keepdims=True)
+    kl = np.sum(p * (np.log(p + 1e-12) - np.log(marginal + 1e-12)), axis=1)
+    return float(np.exp(kl.mean()))

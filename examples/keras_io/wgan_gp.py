@@ -151,46 +151,6 @@ the ten classes are all drawn about equally often.
 """
 
 
-def shrink(x):  # 28x28 in [0, 1] -> 14x14, the mean of each 2x2 block
-    return x.reshape(-1, 14, 2, 14, 2, 1).mean(axis=(2, 4))
-
-
-def train_classifier(x, y, epochs):
-    classifier = keras.Sequential(
-        [
-            keras.Input((14, 14, 1)),
-            layers.Conv2D(32, 3, activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Conv2D(64, 3, activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Flatten(),
-            layers.Dense(10, activation="softmax"),
-        ]
-    )
-    classifier.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    classifier.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
-    return classifier
-
-
-class NearestMean:
-    """The brief runs' judge: a softmax over minus the squared distance to each class's mean."""
-
-    def __init__(self, x, y):
-        self.means = np.stack([x[y == k].mean(axis=0) for k in range(10)])
-
-    def predict(self, x, **kwargs):
-        d = np.sum((x[:, None] - self.means[None]) ** 2, axis=(2, 3, 4))
-        e = np.exp(-(d - d.min(axis=1, keepdims=True)))
-        return e / e.sum(axis=1, keepdims=True)
-
-
-def digit_score(classifier, images):
-    p = classifier.predict(images, batch_size=500, verbose=0)
-    marginal = p.mean(axis=0, keepdims=True)
-    kl = np.sum(p * (np.log(p + 1e-12) - np.log(marginal + 1e-12)), axis=1)
-    return float(np.exp(kl.mean()))
-
-
 """
 ## Training
 """
@@ -198,7 +158,7 @@ def digit_score(classifier, images):
 if __name__ == "__main__":
     keras.utils.set_random_seed(0)
     (x_train, y_train), (x_test, y_test) = gallery.mnist()
-    x_train, x_test = shrink(x_train), shrink(x_test)
+    x_train, x_test = gallery.shrink(x_train), gallery.shrink(x_test)
     n = 256 if gallery.QUICK else 12800
     model = make_model()
     if gallery.QUICK:
@@ -217,12 +177,12 @@ if __name__ == "__main__":
     """
 
     m = 1000 if gallery.QUICK else 20000
-    judge = NearestMean if gallery.QUICK else lambda x, y: train_classifier(x, y, 3)
+    judge = gallery.NearestMean if gallery.QUICK else lambda x, y: gallery.train_classifier(x, y, 3)
     classifier = judge(x_train[:m], y_train[:m])
     accuracy = np.mean(classifier.predict(x_test[:2000], verbose=0).argmax(axis=1) == y_test[:2000])
     samples = (ops.convert_to_numpy(model.generate(200 if gallery.QUICK else 1000)) + 1.0) / 2.0
-    score = digit_score(classifier, samples)
-    real = digit_score(classifier, x_test[: 200 if gallery.QUICK else 1000])
+    score = gallery.digit_score(classifier, samples)
+    real = gallery.digit_score(classifier, x_test[: 200 if gallery.QUICK else 1000])
     print(f"classifier accuracy {accuracy:.3f}; digit score {score:.2f} (real digits {real:.2f})")
     bar = 0.99 if gallery.QUICK else 2.0
     methods = (WGANGP.gradient_penalty, WGANGP.critic_objective, WGANGP.generator_objective)
