@@ -15,17 +15,25 @@ LABELS = (np.digitize(np.arctan2(X[:, 1], X[:, 0]), np.linspace(-np.pi, np.pi, 6
 TARGETS = np.sin(X.sum(axis=1, keepdims=True)).astype("float32")
 
 
-def make(kind, momentum=0.9):
-    """A compiled model and its training data: one optimizer, or two (an OptimizerGroup)."""
+def make(kind, momentum=0.9, sgd_only=False, lr_scale=1.0):
+    """A compiled model and its training data: one optimizer, or two (an OptimizerGroup).
+    `sgd_only` trains with SGD where Adam would be (a step linear in the gradient), at
+    `lr_scale` times the learning rates."""
+
+    def adam(lr):
+        if sgd_only:
+            return keras.optimizers.SGD(10 * lr * lr_scale, momentum=momentum)
+        return keras.optimizers.Adam(lr * lr_scale)
+
     if kind == "one":
         model = ToyClassifier()
-        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+        model.compile(optimizer=adam(1e-2))
         return model, (X, LABELS)
     model = TwoParts(repeat_a=2)
     model.compile(
         optimizer={
-            "b": keras.optimizers.SGD(2e-2, momentum=momentum),
-            "a": keras.optimizers.Adam(1e-2),
+            "b": keras.optimizers.SGD(2e-2 * lr_scale, momentum=momentum),
+            "a": adam(1e-2),
         }
     )
     return model, (X, TARGETS)
