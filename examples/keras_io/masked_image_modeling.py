@@ -9,9 +9,9 @@ Shows: an objective that draws a fresh random mask per image inside the compiled
     (`keras.random` with a `SeedGenerator`), gathers tokens by index and scores only what was
     hidden (keras-io: a `tf.GradientTape` train_step over five sub-models' variables).
 Result: held-out masked-patch MSE <= 0.9 x that of the best input-free guess (each patch's mean
-    over the training set; jax: 0.867 after 750 steps, still falling), with a linear probe's
-    accuracy on the frozen encoder's pooled features beside it (jax: 0.767); keras-io reports
-    no figure in its text (a linear probe on CIFAR-10).
+    over the training set; tensorflow / torch / jax: 0.821 / 0.841 / 0.809 after 750 steps), with
+    a linear probe's accuracy on the frozen encoder's pooled features beside it (0.786 / 0.740 /
+    0.784); keras-io reports no figure in its text (a linear probe on CIFAR-10).
 Run: KERAS_BACKEND=jax python examples/keras_io/masked_image_modeling.py   (tensorflow and
     torch too; CUSTOMFIT_QUICK=1 for a brief run)
 """
@@ -130,7 +130,7 @@ class MaskedAutoencoder(cf.Model):
 def make_model(steps=2000, depth=3):
     model = MaskedAutoencoder(depth=depth)
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, steps, warmup_target=2e-3, warmup_steps=steps // 10
+        0.0, steps, warmup_target=5e-3, warmup_steps=int(0.15 * steps)
     )
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4))
     return model
@@ -145,7 +145,7 @@ def example_batch():
 ## Training
 
 keras-io pretrains 100 epochs with AdamW under a warm-up-then-cosine learning rate (peak 5e-3,
-15% warm-up); ours warms up over a tenth of its steps to 2e-3 and trains on MNIST.
+15% warm-up); ours keeps that schedule over its 6 epochs of MNIST.
 """
 
 if __name__ == "__main__":
