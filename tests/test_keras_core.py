@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import warm
+from kernel_caps import tensorflow_cannot
 
 HERE = Path(__file__).parent
 
@@ -55,4 +56,6 @@ def test_keras_core_on_two_devices(backend):
         fresh=True,
         CUSTOMFIT_TEST_DEVICES="2",
     )
-    assert "3 passed, 3 skipped" in out, out[-2000:]
+    # tensorflow's mixed_float16 test skips, saying why, where TensorFlow cannot run float16
+    float16 = not (backend == "tensorflow" and tensorflow_cannot("float16"))
+    assert ("3 passed, 3 skipped" if float16 else "2 passed, 4 skipped") in out, out[-2000:]

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from kernel_caps import tensorflow_cannot
 from worker_jobs import run_worker, worker_path
 
 from customfit import precision, registry
@@ -51,16 +52,23 @@ def reports(tmp_path_factory):
     folder = tmp_path_factory.mktemp("precision")
 
     def one(engine):
+        on_tensorflow = registry.KERAS_BACKEND[engine] == "tensorflow"
+        if on_tensorflow and tensorflow_cannot("bfloat16"):
+            return engine, {"skip": tensorflow_cannot("bfloat16")}
+        float16_blocked = on_tensorflow and tensorflow_cannot("float16")
         job = {
             "engine": engine,
             "task": "toy",
             "epochs": EPOCHS,
             "folder": str(folder),
-            "float16": engine in ("torch", "tensorflow"),
+            "float16": engine in ("torch", "tensorflow") and not float16_blocked,
         }
-        return engine, run_worker(
+        report = run_worker(
             WORKER, job, folder, registry.KERAS_BACKEND[engine], timeout=900, one_thread=True
         )
+        if float16_blocked:
+            report["float16_skip"] = float16_blocked
+        return engine, report
 
     with ThreadPoolExecutor(2) as pool:
         return dict(pool.map(one, registry.ENGINES))
@@ -68,6 +76,8 @@ def reports(tmp_path_factory):
 
 def _report(reports, engine):
     report = reports[engine]
+    if "skip" in report:
+        pytest.skip(report["skip"])
     assert "failed" not in report, report.get("failed")
     return report
 
@@ -122,6 +132,8 @@ def test_float16_path_scales_the_loss(reports, engine):
     """What a GPU would run (mixed_float16), here on the CPU: the loss scaler is there, at
     2^16 or below (it halves on overflow), and the epoch trains as the float32 one does."""
     report = _report(reports, engine)
+    if "float16_skip" in report:
+        pytest.skip(report["float16_skip"])
     found, full = report["float16"], report["runs"]["float32"]["history"][0]
     assert found["policy"] == "mixed_float16"
     assert found["first_layer"] == "float16"
@@ -249,6 +261,9 @@ MNIST_STANDIN = {"n_train": 1500, "n_test": 297, "epochs": 8, "lr": 2e-3, "accur
 @pytest.mark.parametrize("engine", registry.ENGINES)
 @pytest.mark.parametrize("task", BAR_TASKS)
 def test_mixed_reaches_the_bar(task, engine, tmp_path):
+    blocked = registry.KERAS_BACKEND[engine] == "tensorflow" and tensorflow_cannot("bfloat16")
+    if blocked:
+        pytest.skip(blocked)
     out = tmp_path / f"{task}-{engine}"
     flags = []
     if task == "mnist":

@@ -6,6 +6,11 @@ before it starts (XLA's host device count on jax, logical CPUs on tensorflow) an
 distribution tests, test_distributed.py, which the one-device run leaves out."""
 
 import os
+import sys
+from pathlib import Path
+
+# tests/ (for kernel_caps), after this suite's own modules
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 DEVICES = int(os.environ.get("CUSTOMFIT_TEST_DEVICES", "1"))
 if DEVICES > 1:

@@ -6,9 +6,10 @@ overflow is skipped, counted, and training goes on."""
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy
+from conftest import BACKEND, to_numpy
 from keras import ops as K
 
+from kernel_caps import tensorflow_cannot
 from models import Parts, PenalisedCritic, Regressor, Score, f32
 
 RNG = np.random.default_rng(11)
@@ -28,8 +29,15 @@ RING = (2.0 * np.stack([np.cos(a := RNG.uniform(0, 2 * np.pi, 64)), np.sin(a)], 
 STEP_TOLERANCE = {"mixed_float16": 10 * 2.0**-11, "mixed_bfloat16": 10 * 2.0**-8}
 
 
+def skip_where_tensorflow_cannot(policy_name):
+    blocked = BACKEND == "tensorflow" and tensorflow_cannot(policy_name.removeprefix("mixed_"))
+    if blocked:
+        pytest.skip(blocked)
+
+
 @pytest.fixture
 def policy(request):
+    skip_where_tensorflow_cannot(request.param)
     keras.config.set_dtype_policy(request.param)
     yield request.param
     keras.config.set_dtype_policy("float32")
