@@ -42,6 +42,24 @@ def mnist():
     )
 
 
+def cut_for_brief_run(data, n_train=1400, n_test=400):
+    """((x_train, y_train), (x_test, y_test)) as given, or in a brief run their first n_train
+    training and n_test test examples."""
+    (x_train, y_train), (x_test, y_test) = data
+    if QUICK:
+        return (x_train[:n_train], y_train[:n_train]), (x_test[:n_test], y_test[:n_test])
+    return (x_train, y_train), (x_test, y_test)
+
+
+def random_labelled_digits():
+    """An example batch of 32 uniform 28x28x1 images with random labels, {"x": ..., "y": ...}."""
+    rng = np.random.default_rng(0)
+    return {
+        "x": rng.uniform(size=(32, 28, 28, 1)).astype("float32"),
+        "y": rng.integers(0, 10, 32).astype("int32"),
+    }
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Seconds of each epoch of fit(); `seconds_per_epoch()` is their median after the first
     (which also traces and compiles the step)."""
