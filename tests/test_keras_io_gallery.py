@@ -22,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from example_workers import BACKENDS, check_brief_run, run_briefly_side_by_side
 
 from customfit import cli
 from customfit.tasks.mnist import standin
 
 ROOT = Path(__file__).resolve().parent.parent
 GALLERY = ROOT / "examples" / "keras_io"
-WORKER = ROOT / "tests" / "workers" / "example_worker.py"
-BACKENDS = ("tensorflow", "torch", "jax")
 SHARED = ("gallery",)  # the gallery's own helpers, not an example
 NAMES = tuple(sorted(p.stem for p in GALLERY.glob("*.py") if p.stem not in SHARED))
 REAL_MNIST = os.environ.get("CUSTOMFIT_MNIST") or str(ROOT.parent / "shared" / "data" / "mnist")
@@ -84,34 +83,21 @@ def test_each_is_a_short_keras_io_style_script(name):
 
 @pytest.fixture(scope="module")
 def quick_reports(tmp_path_factory):
-    """backend -> {example: report}, from one worker per backend, the three side by side."""
+    """backend -> {example: report, "_lines": {example: its reported line}}, from one worker per
+    backend, the three side by side."""
     folder = tmp_path_factory.mktemp("gallery")
     mnist, _ = _mnist(folder)
-    scripts = [str(GALLERY / f"{name}.py") for name in NAMES]
-    running = {}
-    for backend in BACKENDS:
-        log = open(folder / f"{backend}.log", "w")
+
+    def env_of(backend):
         env = _env(backend, OMP_NUM_THREADS="1", CUSTOMFIT_MNIST=str(mnist))
         env["CUSTOMFIT_GALLERY_OUT"] = str(folder / f"{backend}.jsonl")
-        running[backend] = (
-            subprocess.Popen(
-                [sys.executable, str(WORKER), str(folder / f"{backend}.json"), *scripts],
-                cwd=folder,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            ),
-            log,
-        )
-    reports = {}
-    for backend, (proc, log) in running.items():
-        proc.wait(timeout=1200)
-        log.close()
-        path = folder / f"{backend}.json"
-        reports[backend] = json.loads(path.read_text()) if path.exists() else {}
-        reports[backend]["_log"] = (folder / f"{backend}.log").read_text()[-3000:]
+        return env
+
+    scripts = [str(GALLERY / f"{name}.py") for name in NAMES]
+    reports = run_briefly_side_by_side(scripts, folder, env_of, timeout=1200)
+    for backend, report in reports.items():
         lines = folder / f"{backend}.jsonl"
-        reports[backend]["_lines"] = (
+        report["_lines"] = (
             {r["example"]: r for r in map(json.loads, lines.read_text().splitlines())}
             if lines.exists()
             else {}
@@ -122,12 +108,7 @@ def quick_reports(tmp_path_factory):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", NAMES)
 def test_example_runs_briefly_and_reaches_its_quick_bar(name, backend, quick_reports):
-    report = quick_reports[backend].get(name)
-    assert report is not None, f"{name} on {backend} did not run:\n{quick_reports[backend]['_log']}"
-    assert report["backend"] == backend
-    assert report["status"] == "passed", (
-        f"{name} on {backend}: {report['error']}\n{report['output']}"
-    )
+    check_brief_run(quick_reports, name, backend)
     line = quick_reports[backend]["_lines"].get(name)
     assert line is not None and np.isfinite(line["value"]), f"{name} reported no figure"
 
