@@ -13,6 +13,7 @@ which the brief runs' loose bars are set for, and the slow runs skip, saying why
 """
 
 import ast
+import importlib.util
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from customfit.tasks.mnist import standin
 
 ROOT = Path(__file__).resolve().parent.parent
 GALLERY = ROOT / "examples" / "keras_io"
+BENCHMARK = ROOT / "benchmarks" / "gallery.py"  # the full runs
 SHARED = ("gallery",)  # the gallery's own helpers, not an example
 NAMES = tuple(sorted(p.stem for p in GALLERY.glob("*.py") if p.stem not in SHARED))
 REAL_MNIST = os.environ.get("CUSTOMFIT_MNIST") or str(ROOT.parent / "shared" / "data" / "mnist")
@@ -47,6 +49,15 @@ def _mnist(folder):
     if os.path.exists(REAL_MNIST):
         return REAL_MNIST, True
     return standin.write(folder / "standin-mnist.npz", n_train=1400, n_test=397), False
+
+
+def _full_runs():
+    """benchmarks/gallery.py, which runs a script in full, imported by a name of its own
+    (`gallery` is the scripts' helpers)."""
+    spec = importlib.util.spec_from_file_location("gallery_full_runs", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _source(name):
@@ -120,22 +131,11 @@ def test_example_in_full_reaches_its_bar(name, backend, tmp_path):
     mnist, real = _mnist(tmp_path)
     if not real and "gallery.mnist()" in _source(name):
         pytest.skip(f"the full run needs the real MNIST: {REAL_MNIST} is absent")
-    out = tmp_path / "result.jsonl"
-    env = _env(backend, OMP_NUM_THREADS="1", CUSTOMFIT_MNIST=str(mnist))
-    env["CUSTOMFIT_GALLERY_OUT"] = str(out)
-    env["CUSTOMFIT_GALLERY_FIGURES"] = str(tmp_path)
-    proc = subprocess.run(
-        [sys.executable, str(GALLERY / f"{name}.py")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    proc = _full_runs().run_in_full(name, backend, mnist, tmp_path, figures=tmp_path, timeout=1800)
     assert proc.returncode == 0, (
         f"{name} on {backend}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
-    print(out.read_text())
+    print((tmp_path / "line.jsonl").read_text())
 
 
 @pytest.mark.slow
