@@ -32,28 +32,36 @@ def names():
     return sorted(p.stem for p in GALLERY.glob("*.py") if p.stem != "gallery")
 
 
+def run_in_full(name, backend, data, folder, figures=FIGURES, timeout=None):
+    """Run examples/keras_io/NAME.py at its default size in its own process (one thread, in
+    `folder`), reading MNIST from `data`, its reported line appended to folder/line.jsonl and its
+    picture saved in `figures`: the finished process."""
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=backend,
+        OMP_NUM_THREADS="1",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        CUSTOMFIT_MNIST=str(Path(data).resolve()),
+        CUSTOMFIT_GALLERY_OUT=str(Path(folder) / "line.jsonl"),
+        CUSTOMFIT_GALLERY_FIGURES=str(figures),
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(GALLERY)]),
+    )
+    env.pop("CUSTOMFIT_QUICK", None)
+    return subprocess.run(
+        [sys.executable, str(GALLERY / f"{name}.py")],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def run(name, backend, data):
     """The example's reported line, with the date, machine and the run's wall seconds."""
     with tempfile.TemporaryDirectory() as folder:
+        done = run_in_full(name, backend, data, folder)
         out = Path(folder) / "line.jsonl"
-        env = dict(
-            os.environ,
-            KERAS_BACKEND=backend,
-            OMP_NUM_THREADS="1",
-            TF_CPP_MIN_LOG_LEVEL="3",
-            CUSTOMFIT_MNIST=str(Path(data).resolve()),
-            CUSTOMFIT_GALLERY_OUT=str(out),
-            CUSTOMFIT_GALLERY_FIGURES=str(FIGURES),
-            PYTHONPATH=os.pathsep.join([str(ROOT), str(GALLERY)]),
-        )
-        env.pop("CUSTOMFIT_QUICK", None)
-        done = subprocess.run(
-            [sys.executable, str(GALLERY / f"{name}.py")],
-            cwd=folder,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
         line = json.loads(out.read_text().splitlines()[-1]) if out.exists() else {}
     line.update(
         example=name,

@@ -7,7 +7,6 @@ tests run each one in full, in its own process, and hold it to its full bar.
 """
 
 import ast
-import json
 import os
 import re
 import subprocess
@@ -15,11 +14,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from example_workers import BACKENDS, check_brief_run, run_briefly_side_by_side
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-WORKER = ROOT / "tests" / "workers" / "example_worker.py"
-BACKENDS = ("tensorflow", "torch", "jax")
 NAMES = (
     "robust_regression",
     "vae",
@@ -62,38 +60,15 @@ def quick_reports(tmp_path_factory):
     """backend -> {example: report}, from one worker per backend, the three side by side."""
     folder = tmp_path_factory.mktemp("examples")
     scripts = [str(EXAMPLES / f"{name}.py") for name in NAMES]
-    running = {}
-    for backend in BACKENDS:
-        log = open(folder / f"{backend}.log", "w")
-        running[backend] = (
-            subprocess.Popen(
-                [sys.executable, str(WORKER), str(folder / f"{backend}.json"), *scripts],
-                cwd=folder,
-                env=_env(backend, OMP_NUM_THREADS="1"),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            ),
-            log,
-        )
-    reports = {}
-    for backend, (proc, log) in running.items():
-        proc.wait(timeout=900)
-        log.close()
-        path = folder / f"{backend}.json"
-        reports[backend] = json.loads(path.read_text()) if path.exists() else {}
-        reports[backend]["_log"] = (folder / f"{backend}.log").read_text()[-3000:]
-    return reports
+    return run_briefly_side_by_side(
+        scripts, folder, lambda backend: _env(backend, OMP_NUM_THREADS="1"), timeout=900
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", NAMES)
 def test_example_runs_briefly_and_reaches_its_quick_bar(name, backend, quick_reports):
-    report = quick_reports[backend].get(name)
-    assert report is not None, f"{name} on {backend} did not run:\n{quick_reports[backend]['_log']}"
-    assert report["backend"] == backend
-    assert report["status"] == "passed", (
-        f"{name} on {backend}: {report['error']}\n{report['output']}"
-    )
+    check_brief_run(quick_reports, name, backend)
 
 
 @pytest.mark.slow

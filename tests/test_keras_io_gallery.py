@@ -13,6 +13,7 @@ which the brief runs' loose bars are set for, and the slow runs skip, saying why
 """
 
 import ast
+import importlib.util
 import json
 import os
 import re
@@ -22,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from example_workers import BACKENDS, check_brief_run, run_briefly_side_by_side
 
 from customfit import cli
 from customfit.tasks.mnist import standin
 
 ROOT = Path(__file__).resolve().parent.parent
 GALLERY = ROOT / "examples" / "keras_io"
-WORKER = ROOT / "tests" / "workers" / "example_worker.py"
-BACKENDS = ("tensorflow", "torch", "jax")
+BENCHMARK = ROOT / "benchmarks" / "gallery.py"  # the full runs
 SHARED = ("gallery",)  # the gallery's own helpers, not an example
 NAMES = tuple(sorted(p.stem for p in GALLERY.glob("*.py") if p.stem not in SHARED))
 REAL_MNIST = os.environ.get("CUSTOMFIT_MNIST") or str(ROOT.parent / "shared" / "data" / "mnist")
@@ -48,6 +49,15 @@ def _mnist(folder):
     if os.path.exists(REAL_MNIST):
         return REAL_MNIST, True
     return standin.write(folder / "standin-mnist.npz", n_train=1400, n_test=397), False
+
+
+def _full_runs():
+    """benchmarks/gallery.py, which runs a script in full, imported by a name of its own
+    (`gallery` is the scripts' helpers)."""
+    spec = importlib.util.spec_from_file_location("gallery_full_runs", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _source(name):
@@ -84,34 +94,21 @@ def test_each_is_a_short_keras_io_style_script(name):
 
 @pytest.fixture(scope="module")
 def quick_reports(tmp_path_factory):
-    """backend -> {example: report}, from one worker per backend, the three side by side."""
+    """backend -> {example: report, "_lines": {example: its reported line}}, from one worker per
+    backend, the three side by side."""
     folder = tmp_path_factory.mktemp("gallery")
     mnist, _ = _mnist(folder)
-    scripts = [str(GALLERY / f"{name}.py") for name in NAMES]
-    running = {}
-    for backend in BACKENDS:
-        log = open(folder / f"{backend}.log", "w")
+
+    def env_of(backend):
         env = _env(backend, OMP_NUM_THREADS="1", CUSTOMFIT_MNIST=str(mnist))
         env["CUSTOMFIT_GALLERY_OUT"] = str(folder / f"{backend}.jsonl")
-        running[backend] = (
-            subprocess.Popen(
-                [sys.executable, str(WORKER), str(folder / f"{backend}.json"), *scripts],
-                cwd=folder,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            ),
-            log,
-        )
-    reports = {}
-    for backend, (proc, log) in running.items():
-        proc.wait(timeout=1200)
-        log.close()
-        path = folder / f"{backend}.json"
-        reports[backend] = json.loads(path.read_text()) if path.exists() else {}
-        reports[backend]["_log"] = (folder / f"{backend}.log").read_text()[-3000:]
+        return env
+
+    scripts = [str(GALLERY / f"{name}.py") for name in NAMES]
+    reports = run_briefly_side_by_side(scripts, folder, env_of, timeout=1200)
+    for backend, report in reports.items():
         lines = folder / f"{backend}.jsonl"
-        reports[backend]["_lines"] = (
+        report["_lines"] = (
             {r["example"]: r for r in map(json.loads, lines.read_text().splitlines())}
             if lines.exists()
             else {}
@@ -122,12 +119,7 @@ def quick_reports(tmp_path_factory):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name", NAMES)
 def test_example_runs_briefly_and_reaches_its_quick_bar(name, backend, quick_reports):
-    report = quick_reports[backend].get(name)
-    assert report is not None, f"{name} on {backend} did not run:\n{quick_reports[backend]['_log']}"
-    assert report["backend"] == backend
-    assert report["status"] == "passed", (
-        f"{name} on {backend}: {report['error']}\n{report['output']}"
-    )
+    check_brief_run(quick_reports, name, backend)
     line = quick_reports[backend]["_lines"].get(name)
     assert line is not None and np.isfinite(line["value"]), f"{name} reported no figure"
 
@@ -139,22 +131,11 @@ def test_example_in_full_reaches_its_bar(name, backend, tmp_path):
     mnist, real = _mnist(tmp_path)
     if not real and "gallery.mnist()" in _source(name):
         pytest.skip(f"the full run needs the real MNIST: {REAL_MNIST} is absent")
-    out = tmp_path / "result.jsonl"
-    env = _env(backend, OMP_NUM_THREADS="1", CUSTOMFIT_MNIST=str(mnist))
-    env["CUSTOMFIT_GALLERY_OUT"] = str(out)
-    env["CUSTOMFIT_GALLERY_FIGURES"] = str(tmp_path)
-    proc = subprocess.run(
-        [sys.executable, str(GALLERY / f"{name}.py")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    proc = _full_runs().run_in_full(name, backend, mnist, tmp_path, figures=tmp_path, timeout=1800)
     assert proc.returncode == 0, (
         f"{name} on {backend}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
-    print(out.read_text())
+    print((tmp_path / "line.jsonl").read_text())
 
 
 @pytest.mark.slow

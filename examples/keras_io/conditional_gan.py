@@ -20,8 +20,6 @@ Run: KERAS_BACKEND=jax python examples/keras_io/conditional_gan.py   (tensorflow
 ## Setup
 """
 
-import inspect
-
 import keras
 import numpy as np
 from keras import layers, ops
@@ -143,11 +141,6 @@ def example_batch():
 
 
 """
-## The judge: a digit classifier trained on real digits
-"""
-
-
-"""
 ## Training
 """
 
@@ -158,25 +151,17 @@ if __name__ == "__main__":
     n = 256 if gallery.QUICK else 12800
     one_hot = np.eye(CLASSES, dtype="float32")[y_train]
     model = make_model()
-    timer = gallery.EpochTimer()
-    model.fit(
-        x_train[:n],
-        one_hot[:n],
-        epochs=1 if gallery.QUICK else 4,
-        batch_size=64,
-        callbacks=[timer],
-        verbose=0 if gallery.QUICK else 2,
+    timer = gallery.timed_fit(
+        model, x_train[:n], one_hot[:n], epochs=1 if gallery.QUICK else 4, batch_size=64
     )
 
     """
     ## The result: ask for 100 of each digit, and classify what comes out
+
+    The judge is a small CNN trained on real digits for a few seconds.
     """
 
-    if gallery.QUICK:
-        classifier = gallery.NearestMean(x_train[:1000], y_train[:1000])
-    else:
-        classifier = gallery.train_classifier(x_train[:20000], y_train[:20000], 3)
-    accuracy = np.mean(classifier.predict(x_test[:2000], verbose=0).argmax(axis=1) == y_test[:2000])
+    classifier, accuracy = gallery.digit_judge((x_train, y_train), (x_test, y_test))
     asked = np.repeat(np.arange(CLASSES), 20 if gallery.QUICK else 100)
     samples = ops.convert_to_numpy(
         model.generate(ops.convert_to_tensor(np.eye(CLASSES)[asked], "float32"))
@@ -186,8 +171,6 @@ if __name__ == "__main__":
         f"classifier accuracy on real test digits {accuracy:.3f}; on generated digits {recognised:.3f}"
     )
     bar = 0.0 if gallery.QUICK else 0.8
-    methods = (ConditionalGAN.judge, ConditionalGAN.discriminator_objective)
-    methods += (ConditionalGAN.generator_objective, ConditionalGAN.updates)
     gallery.report(
         "conditional_gan",
         "accuracy of the asked label on 1000 samples",
@@ -195,19 +178,14 @@ if __name__ == "__main__":
         f">= {bar}",
         timer.seconds_per_epoch(),
         keras_io=None,
-        objective_lines=sum(len(inspect.getsource(f).splitlines()) for f in methods),
+        objective_lines=gallery.source_lines(
+            ConditionalGAN.judge,
+            ConditionalGAN.discriminator_objective,
+            ConditionalGAN.generator_objective,
+            ConditionalGAN.updates,
+        ),
         train_step_lines=73,
     )
-    if not gallery.QUICK:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        rows = samples.reshape(CLASSES, 100, 14, 14)[:, :10]  # one row per asked digit
-        plt.imsave(
-            gallery.picture_path("conditional_gan"),
-            rows.transpose(0, 2, 1, 3).reshape(140, 140),
-            cmap="gray",
-        )
+    if not gallery.QUICK:  # one row per asked digit
+        gallery.save_digit_grid("conditional_gan", samples.reshape(CLASSES, 100, 14, 14)[:, :10])
     assert np.isfinite(recognised) and recognised >= bar, f"{recognised:.3f} is below {bar}"

@@ -22,8 +22,6 @@ Run: KERAS_BACKEND=jax python examples/keras_io/consistency_training.py   (tenso
 ## Setup
 """
 
-import inspect
-
 import keras
 import numpy as np
 from keras import layers, ops
@@ -128,11 +126,7 @@ def make_model():
 
 
 def example_batch():
-    rng = np.random.default_rng(0)
-    return {
-        "x": rng.uniform(size=(32, 28, 28, 1)).astype("float32"),
-        "y": rng.integers(0, 10, 32).astype("int32"),
-    }
+    return gallery.random_labelled_digits()
 
 
 def accuracy_of(network, x, y):
@@ -147,14 +141,7 @@ if __name__ == "__main__":
     digit moved by 2 pixels in one of eight directions, plus Gaussian noise of sigma 0.5.
     """
 
-    (x_train, y_train), (x_test, y_test) = gallery.mnist()
-    if gallery.QUICK:  # a brief run: a share of the data, one epoch each
-        x_train, y_train, x_test, y_test = (
-            x_train[:1400],
-            y_train[:1400],
-            x_test[:400],
-            y_test[:400],
-        )
+    (x_train, y_train), (x_test, y_test) = gallery.cut_for_brief_run(gallery.mnist())
     epochs, batch_size, verbose = (2, 50, 0) if gallery.QUICK else (3, 64, 2)  # 50: no ragged batch
     rng = np.random.default_rng(1)
     moves = [(dy, dx) for dy in (-2, 0, 2) for dx in (-2, 0, 2) if dy or dx]
@@ -178,10 +165,7 @@ if __name__ == "__main__":
     ## Train the student on corrupted views, consistent with the teacher
     """
 
-    timer = gallery.EpochTimer()
-    model.fit(
-        x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose, callbacks=[timer]
-    )
+    timer = gallery.timed_fit(model, x_train, y_train, epochs=epochs, batch_size=batch_size)
 
     """
     ## The result
@@ -201,7 +185,7 @@ if __name__ == "__main__":
         f">= {bar} and above the teacher's",
         timer.seconds_per_epoch(),
         keras_io=None,
-        objective_lines=len(inspect.getsource(SelfTrainer.objective).splitlines()),
+        objective_lines=gallery.source_lines(SelfTrainer.objective),
         train_step_lines=39 + 13,
         clean_accuracy=clean,
         teacher_corrupted_accuracy=teacher_robust,

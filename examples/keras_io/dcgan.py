@@ -21,8 +21,6 @@ Run: KERAS_BACKEND=jax python examples/keras_io/dcgan.py   (tensorflow and torch
 ## Setup
 """
 
-import inspect
-
 import keras
 import numpy as np
 from keras import layers, ops
@@ -130,15 +128,6 @@ def example_batch():
 
 
 """
-## The judge: a digit classifier, and the score of generated digits
-
-A small CNN trained on real digits for a few seconds. The digit score is
-exp(E_x KL(p(y|x) || p(y))): high when each generated digit is classified with confidence and
-the ten classes are all drawn about equally often.
-"""
-
-
-"""
 ## Training
 """
 
@@ -148,32 +137,23 @@ if __name__ == "__main__":
     x_train, x_test = gallery.shrink(x_train), gallery.shrink(x_test)
     n = 256 if gallery.QUICK else 12800
     model = make_model()
-    timer = gallery.EpochTimer()
-    model.fit(
-        x_train[:n],
-        epochs=1 if gallery.QUICK else 4,
-        batch_size=64,
-        callbacks=[timer],
-        verbose=0 if gallery.QUICK else 2,
-    )
+    timer = gallery.timed_fit(model, x_train[:n], epochs=1 if gallery.QUICK else 4, batch_size=64)
 
     """
-    ## The result
+    ## The result: the digit score of generated digits
+
+    The judge is a small CNN trained on real digits for a few seconds. The digit score is
+    exp(E_x KL(p(y|x) || p(y))): high when each generated digit is classified with confidence
+    and the ten classes are all drawn about equally often.
     """
 
-    if gallery.QUICK:
-        classifier = gallery.NearestMean(x_train[:1000], y_train[:1000])
-    else:
-        classifier = gallery.train_classifier(x_train[:20000], y_train[:20000], 3)
-    accuracy = np.mean(classifier.predict(x_test[:2000], verbose=0).argmax(axis=1) == y_test[:2000])
+    classifier, accuracy = gallery.digit_judge((x_train, y_train), (x_test, y_test))
     samples = ops.convert_to_numpy(model.generate(200 if gallery.QUICK else 1000))
-    score = gallery.digit_score(classifier, samples)
-    real = gallery.digit_score(classifier, x_test[: 200 if gallery.QUICK else 1000])
+    score, real = gallery.digit_scores(classifier, samples, x_test)
     print(
         f"classifier accuracy {accuracy:.3f}; digit score: generated {score:.2f}, real {real:.2f}"
     )
     bar = 0.99 if gallery.QUICK else 3.0
-    methods = (GAN.discriminator_objective, GAN.generator_objective, GAN.updates)
     gallery.report(
         "dcgan",
         "digit score of 1000 samples",
@@ -181,15 +161,11 @@ if __name__ == "__main__":
         f">= {bar}",
         timer.seconds_per_epoch(),
         keras_io=None,
-        objective_lines=sum(len(inspect.getsource(f).splitlines()) for f in methods),
+        objective_lines=gallery.source_lines(
+            GAN.discriminator_objective, GAN.generator_objective, GAN.updates
+        ),
         train_step_lines=48,
     )
     if not gallery.QUICK:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        grid = samples[:64, :, :, 0].reshape(8, 8, 14, 14).transpose(0, 2, 1, 3).reshape(112, 112)
-        plt.imsave(gallery.picture_path("dcgan"), grid, cmap="gray")
+        gallery.save_digit_grid("dcgan", samples[:64].reshape(8, 8, 14, 14))
     assert np.isfinite(score) and score >= bar, f"digit score {score:.2f} is below {bar}"

@@ -18,8 +18,6 @@ Run: KERAS_BACKEND=jax python examples/keras_io/forward_forward.py   (tensorflow
 ## Setup
 """
 
-import inspect
-
 import keras
 import numpy as np
 from keras import layers, ops
@@ -103,11 +101,7 @@ def make_model():
 
 
 def example_batch():
-    rng = np.random.default_rng(0)
-    return {
-        "x": rng.uniform(size=(32, 28, 28, 1)).astype("float32"),
-        "y": rng.integers(0, 10, 32).astype("int32"),
-    }
+    return gallery.random_labelled_digits()
 
 
 if __name__ == "__main__":
@@ -115,28 +109,19 @@ if __name__ == "__main__":
     ## Data: MNIST
     """
 
-    (x_train, y_train), (x_test, y_test) = gallery.mnist()
-    if gallery.QUICK:  # a brief run: a share of the data, seven epochs of small batches
-        x_train, y_train, x_test, y_test = (
-            x_train[:1400],
-            y_train[:1400],
-            x_test[:400],
-            y_test[:400],
-        )
+    (x_train, y_train), (x_test, y_test) = gallery.cut_for_brief_run(gallery.mnist())
 
     """
     ## Training: each layer by its own optimizer, on its own loss
     """
 
     model = make_model()
-    timer = gallery.EpochTimer()
-    model.fit(
+    timer = gallery.timed_fit(
+        model,
         x_train,
         y_train,
         epochs=7 if gallery.QUICK else 10,
         batch_size=20 if gallery.QUICK else 100,
-        verbose=0 if gallery.QUICK else 2,
-        callbacks=[timer],
     )
 
     """
@@ -153,8 +138,7 @@ if __name__ == "__main__":
         f">= {bar}",
         timer.seconds_per_epoch(),
         keras_io=0.9764,
-        objective_lines=len(inspect.getsource(FFNetwork.layer_objective).splitlines())
-        + len(inspect.getsource(FFNetwork.updates).splitlines()),
+        objective_lines=gallery.source_lines(FFNetwork.layer_objective, FFNetwork.updates),
         train_step_lines=24 + 21,
     )
     assert accuracy >= bar, f"held-out accuracy {accuracy:.4f}, below {bar}"

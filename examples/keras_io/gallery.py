@@ -3,6 +3,7 @@ IDX files or Keras's own download), the brief-run switch, a timer of epochs, the
 script ends by reporting (read by the tests and by the gallery page's table), and the judges of
 the generated digits (a classifier of 14x14 digits, its digit score, a nearest-mean stand-in)."""
 
+import inspect
 import json
 import os
 import time
@@ -41,6 +42,24 @@ def mnist():
     )
 
 
+def cut_for_brief_run(data, n_train=1400, n_test=400):
+    """((x_train, y_train), (x_test, y_test)) as given, or in a brief run their first n_train
+    training and n_test test examples."""
+    (x_train, y_train), (x_test, y_test) = data
+    if QUICK:
+        return (x_train[:n_train], y_train[:n_train]), (x_test[:n_test], y_test[:n_test])
+    return (x_train, y_train), (x_test, y_test)
+
+
+def random_labelled_digits():
+    """An example batch of 32 uniform 28x28x1 images with random labels, {"x": ..., "y": ...}."""
+    rng = np.random.default_rng(0)
+    return {
+        "x": rng.uniform(size=(32, 28, 28, 1)).astype("float32"),
+        "y": rng.integers(0, 10, 32).astype("int32"),
+    }
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Seconds of each epoch of fit(); `seconds_per_epoch()` is their median after the first
     (which also traces and compiles the step)."""
@@ -58,6 +77,19 @@ class EpochTimer(keras.callbacks.Callback):
     def seconds_per_epoch(self):
         later = self.seconds[1:] or self.seconds
         return float(np.median(later)) if later else float("nan")
+
+
+def timed_fit(model, *data, **fit_options):
+    """model.fit(*data, **fit_options), silent in a brief run: the EpochTimer that timed it."""
+    timer = EpochTimer()
+    model.fit(*data, callbacks=[timer], verbose=0 if QUICK else 2, **fit_options)
+    return timer
+
+
+def source_lines(*functions):
+    """How many lines of source these functions take: the objective set beside keras-io's
+    train_step in the report."""
+    return sum(len(inspect.getsource(f).splitlines()) for f in functions)
 
 
 def report(example, figure, value, bar, seconds_per_epoch, **more):
@@ -125,8 +157,40 @@ class NearestMean:
         return e / e.sum(axis=1, keepdims=True)
 
 
+def digit_judge(train, test):
+    """(classifier, its accuracy on 2000 real test digits): a small CNN trained for 3 epochs on
+    20000 real 14x14 digits, or in a brief run the nearest class mean of 1000 (nothing to train)."""
+    (x, y), (x_test, y_test) = train, test
+    if QUICK:
+        classifier = NearestMean(x[:1000], y[:1000])
+    else:
+        classifier = train_classifier(x[:20000], y[:20000], 3)
+    accuracy = np.mean(classifier.predict(x_test[:2000], verbose=0).argmax(axis=1) == y_test[:2000])
+    return classifier, accuracy
+
+
 def digit_score(classifier, images):
+    """The Inception Score with a digit classifier, exp(E_x KL(p(y|x) || p(y))): high when each
+    digit is classified with confidence and the ten classes are drawn about equally often (one
+    digit drawn over and over, or noise, scores near 1)."""
     p = classifier.predict(images, batch_size=500, verbose=0)
     marginal = p.mean(axis=0, keepdims=True)
     kl = np.sum(p * (np.log(p + 1e-12) - np.log(marginal + 1e-12)), axis=1)
     return float(np.exp(kl.mean()))
+
+
+def digit_scores(classifier, samples, real):
+    """The digit score of the generated `samples`, and that of as many of the `real` digits."""
+    return digit_score(classifier, samples), digit_score(classifier, real[: len(samples)])
+
+
+def save_digit_grid(example, digits, **imsave_options):
+    """Save (rows, columns, 14, 14) digits as one grey picture, the example's (picture_path)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, columns = digits.shape[:2]
+    grid = digits.transpose(0, 2, 1, 3).reshape(14 * rows, 14 * columns)
+    plt.imsave(picture_path(example), grid, cmap="gray", **imsave_options)

@@ -20,10 +20,7 @@ Run: KERAS_BACKEND=jax python examples/keras_io/knowledge_distillation.py   (ten
 ## Setup
 """
 
-import inspect
-
 import keras
-import numpy as np
 from keras import layers, ops
 
 import customfit as cf
@@ -102,11 +99,7 @@ def make_model():
 
 
 def example_batch():
-    rng = np.random.default_rng(0)
-    return {
-        "x": rng.uniform(size=(32, 28, 28, 1)).astype("float32"),
-        "y": rng.integers(0, 10, 32).astype("int32"),
-    }
+    return gallery.random_labelled_digits()
 
 
 def plain_classifier(network):
@@ -125,14 +118,7 @@ if __name__ == "__main__":
     ## Data: MNIST
     """
 
-    (x_train, y_train), (x_test, y_test) = gallery.mnist()
-    if gallery.QUICK:  # a brief run: a share of the data, one epoch each
-        x_train, y_train, x_test, y_test = (
-            x_train[:1400],
-            y_train[:1400],
-            x_test[:400],
-            y_test[:400],
-        )
+    (x_train, y_train), (x_test, y_test) = gallery.cut_for_brief_run(gallery.mnist())
     epochs, batch_size, verbose = (1, 50, 0) if gallery.QUICK else (3, 64, 2)  # 50: no ragged batch
 
     """
@@ -147,10 +133,7 @@ if __name__ == "__main__":
     ## Distill the teacher into the student
     """
 
-    timer = gallery.EpochTimer()
-    model.fit(
-        x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose, callbacks=[timer]
-    )
+    timer = gallery.timed_fit(model, x_train, y_train, epochs=epochs, batch_size=batch_size)
     accuracy = model.evaluate(x_test, y_test, batch_size=1000, verbose=0, return_dict=True)[
         "accuracy"
     ]
@@ -180,7 +163,7 @@ if __name__ == "__main__":
         f">= {bar}",
         timer.seconds_per_epoch(),
         keras_io=0.981,
-        objective_lines=len(inspect.getsource(Distiller.objective).splitlines()),
+        objective_lines=gallery.source_lines(Distiller.objective),
         train_step_lines=35 + 17,
         **others,
     )

@@ -22,8 +22,6 @@ Run: KERAS_BACKEND=jax python examples/keras_io/simsiam.py   (tensorflow and tor
 ## Setup
 """
 
-import inspect
-
 import keras
 import numpy as np
 from keras import layers, ops, regularizers
@@ -174,14 +172,7 @@ if __name__ == "__main__":
     ## Data: MNIST's images, without their labels for pre-training
     """
 
-    (x_train, y_train), (x_test, y_test) = gallery.mnist()
-    if gallery.QUICK:  # a brief run: a share of the data, one epoch
-        x_train, y_train, x_test, y_test = (
-            x_train[:1400],
-            y_train[:1400],
-            x_test[:400],
-            y_test[:400],
-        )
+    (x_train, y_train), (x_test, y_test) = gallery.cut_for_brief_run(gallery.mnist())
     epochs, batch_size = (1, 100) if gallery.QUICK else (3, 128)  # 100: no ragged batch
     labeled = (x_train[:10000], y_train[:10000])  # what the linear probe is fitted on
 
@@ -191,14 +182,7 @@ if __name__ == "__main__":
 
     model = make_model(steps=epochs * (len(x_train) // batch_size))
     random_probe, _ = linear_probe(model, labeled, (x_test, y_test))
-    timer = gallery.EpochTimer()
-    model.fit(
-        x_train,
-        epochs=epochs,
-        batch_size=batch_size,
-        verbose=0 if gallery.QUICK else 2,
-        callbacks=[timer],
-    )
+    timer = gallery.timed_fit(model, x_train, epochs=epochs, batch_size=batch_size)
 
     """
     ## Evaluation: a linear probe on the frozen backbone's features
@@ -214,8 +198,7 @@ if __name__ == "__main__":
         f">= {bar} and above the random backbone's",
         timer.seconds_per_epoch(),
         keras_io=0.2303,
-        objective_lines=len(inspect.getsource(SimSiam.objective).splitlines())
-        + len(inspect.getsource(negative_cosine).splitlines()),
+        objective_lines=gallery.source_lines(SimSiam.objective, negative_cosine),
         train_step_lines=23 + 10,
         random_init_probe=random_probe,
     )

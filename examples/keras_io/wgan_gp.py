@@ -21,8 +21,6 @@ Run: KERAS_BACKEND=jax python examples/keras_io/wgan_gp.py   (tensorflow and tor
 ## Setup
 """
 
-import inspect
-
 import keras
 import numpy as np
 from keras import layers, ops
@@ -143,15 +141,6 @@ def example_batch():
 
 
 """
-## The judge: a digit classifier, and the score of generated digits
-
-A small CNN trained on real digits for a few seconds. The digit score is
-exp(E_x KL(p(y|x) || p(y))): high when each generated digit is classified with confidence and
-the ten classes are all drawn about equally often.
-"""
-
-
-"""
 ## Training
 """
 
@@ -160,29 +149,19 @@ if __name__ == "__main__":
     (x_train, y_train), (x_test, y_test) = gallery.mnist()
     x_train, x_test = gallery.shrink(x_train), gallery.shrink(x_test)
     n = 256 if gallery.QUICK else 12800
+    scaled = 2.0 * x_train[:n] - 1.0  # to [-1, 1], the range of the generator's tanh
     model = make_model()
     if gallery.QUICK:
         model.critic_steps = 1  # a brief run: a third of the step for XLA to compile
-    timer = gallery.EpochTimer()
-    model.fit(
-        2.0 * x_train[:n] - 1.0,
-        epochs=1 if gallery.QUICK else 2,
-        batch_size=64,
-        callbacks=[timer],
-        verbose=0 if gallery.QUICK else 2,
-    )
+    timer = gallery.timed_fit(model, scaled, epochs=1 if gallery.QUICK else 2, batch_size=64)
 
     """
-    ## The result
+    ## The result: the digit score of generated digits, as in dcgan.py
     """
 
-    m = 1000 if gallery.QUICK else 20000
-    judge = gallery.NearestMean if gallery.QUICK else lambda x, y: gallery.train_classifier(x, y, 3)
-    classifier = judge(x_train[:m], y_train[:m])
-    accuracy = np.mean(classifier.predict(x_test[:2000], verbose=0).argmax(axis=1) == y_test[:2000])
+    classifier, accuracy = gallery.digit_judge((x_train, y_train), (x_test, y_test))
     samples = (ops.convert_to_numpy(model.generate(200 if gallery.QUICK else 1000)) + 1.0) / 2.0
-    score = gallery.digit_score(classifier, samples)
-    real = gallery.digit_score(classifier, x_test[: 200 if gallery.QUICK else 1000])
+    score, real = gallery.digit_scores(classifier, samples, x_test)
     print(f"classifier accuracy {accuracy:.3f}; digit score {score:.2f} (real digits {real:.2f})")
     bar = 0.99 if gallery.QUICK else 2.0
     methods = (WGANGP.gradient_penalty, WGANGP.critic_objective, WGANGP.generator_objective)
@@ -194,15 +173,9 @@ if __name__ == "__main__":
         f">= {bar}",
         timer.seconds_per_epoch(),
         keras_io=None,
-        objective_lines=sum(len(inspect.getsource(f).splitlines()) for f in methods),
+        objective_lines=gallery.source_lines(*methods),
         train_step_lines=64 + 22,  # keras-io's train_step and its gradient_penalty method
     )
     if not gallery.QUICK:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        grid = samples[:64, :, :, 0].reshape(8, 8, 14, 14).transpose(0, 2, 1, 3).reshape(112, 112)
-        plt.imsave(gallery.picture_path("wgan_gp"), grid, cmap="gray", vmin=0, vmax=1)
+        gallery.save_digit_grid("wgan_gp", samples[:64].reshape(8, 8, 14, 14), vmin=0, vmax=1)
     assert np.isfinite(score) and score >= bar, f"digit score {score:.2f} is below {bar}"
