@@ -1,27 +1,37 @@
-"""cf.Model against a train_step hand-written per backend the keras-io way, for three keras-io
-models: a DCGAN (two optimizers), keras-io's conv VAE (MNIST 28x28, latent 2) and a DDIM (a small
-residual U-Net, a noise schedule, an EMA network updated after the step).
+"""cf.Model against a train_step hand-written per backend the keras-io way, for three of the
+gallery's keras-io models: examples/keras_io/dcgan.py (two networks, two optimizers), vae.py
+(keras-io's conv VAE at half its widths, MNIST 28x28, latent 2) and ddim.py (a multilayer
+perceptron denoiser, a noise schedule, an EMA network updated after each optimizer step).
 
     .venv/bin/python benchmarks/keras_io_steps.py [--models dcgan vae ddim]
-        [--backends tensorflow torch jax] [--steps 10] [--pairs 7] [--threads 1]
+        [--backends tensorflow torch jax] [--steps 10] [--pairs 7] [--threads 1] [--out PATH]
 
-The hand-written steps follow keras-io's three guides "Customizing what happens in fit()":
-TensorFlow, tf.GradientTape and optimizer.apply_gradients; PyTorch, zero_grad(), loss.backward(),
-optimizer.apply(grads, weights) under torch.no_grad(); JAX, a stateless train_step(state, data)
-with stateless_call, jax.value_and_grad and optimizer.stateless_apply. Each is a keras.Model
-holding the same networks (from the same factories as the cf.Model), the same losses, the same
-optimizers and the same batches.
+The cf.Model is the script's own make_model(). The hand-written steps follow keras-io's three
+guides "Customizing what happens in fit()": TensorFlow, tf.GradientTape and
+optimizer.apply_gradients; PyTorch, zero_grad(), loss.backward(), optimizer.apply(grads,
+weights) under torch.no_grad(); JAX, a stateless train_step(state, data) with stateless_call,
+jax.value_and_grad and optimizer.stateless_apply. Each is a keras.Model holding networks from
+the same script's factories and doing the same work per batch as the script's objective: the
+same losses and random draws, the same updates in the same order, optimizers with the same
+settings (copied from the cf.Model's), the same metrics, and the DDIM's EMA update after the
+optimizer step, inside the train step (the cf.Model's after_step()). Started from the same
+variables, the two reach the same weights and logs on every backend (but for the DCGAN's dropout
+masks on torch, which a Dropout layer without a seed draws from torch's global generator). One
+difference is keras-io's: its PyTorch step's loss.backward() also computes the gradients of the
+network that update leaves alone (the DCGAN's other network), which cf.Model does not.
 
 One process per backend, held to --threads threads and CPUs (customfit/bench/threads.py, as
 `customfit bench` runs). In it, per model: a warm-up fit() of each (tracing, compiling), then
 --pairs pairs of timed fit() epochs of --steps batches, the two in turn, the order alternating
 pair by pair (ABBAAB...). Ratio = hand-written seconds / cf.Model seconds per pair; its median
 over the pairs, and its spread (lowest, highest). >= 0.97: cf.Model at most about 3 % slower.
-Results: benchmarks/results/keras_io_steps.json and .md.
+Results: benchmarks/results/keras_io_steps.json and .md (--out: another path, without suffix).
 """
 
 import argparse
+import importlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -31,24 +41,44 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+GALLERY = ROOT / "examples" / "keras_io"
 MODELS = ("dcgan", "vae", "ddim")
 BACKENDS = ("tensorflow", "torch", "jax")
-BATCH = {"dcgan": 64, "vae": 128, "ddim": 64}  # the gallery's and keras-io's batch sizes
+# The batch sizes of dcgan.py's and vae.py's full runs; keras-io's DDIM's (ddim.py trains with 128).
+BATCH = {"dcgan": 64, "vae": 128, "ddim": 64}
 PREFIX = "KERAS-IO-STEPS "
 
 
-# --- the hand-written models -----------------------------------------------------------------
+# --- the gallery's models, and the hand-written ones ------------------------------------------
+
+
+def load(name):
+    """examples/keras_io/<name>.py, imported: its network factories, constants and make_model()."""
+    if str(GALLERY) not in sys.path:
+        sys.path.insert(0, str(GALLERY))  # the scripts import their neighbour gallery.py
+    return importlib.import_module(name)
+
+
 # Built inside the child process, once its backend is fixed.
 
 
-def handwritten(name, nets):
+def handwritten(name, nets, reference):
+    """keras-io's version of the gallery script `nets`, compiled: a keras.Model with the script's
+    networks (from its factories) and a train_step written for this backend. `reference` is the script's
+    own cf.Model, from make_model(): its optimizers' settings are copied (learning rate or its
+    schedule, beta_1, weight decay), and the DDIM's constants (normalisation, EMA rate) read."""
     import keras
     from keras import ops
 
     backend = keras.backend.backend()
 
+    def twin(optimizer):
+        """A fresh optimizer of the same class with the same settings."""
+        return type(optimizer).from_config(optimizer.get_config())
+
     class Trackers(keras.Model):
-        """The metrics each hand-written model reports, as keras-io's trackers."""
+        """The metrics each hand-written model reports, as keras-io's trackers: those the
+        gallery's cf.Model logs."""
 
         def track(self, *names):
             self.trackers = [keras.metrics.Mean(name=n) for n in names]
@@ -77,14 +107,16 @@ def handwritten(name, nets):
         latent = nets.LATENT
 
         class GANBase(Trackers):
-            """keras-io's DCGAN (examples/generative/dcgan_overriding_train_step.py)."""
+            """keras-io's DCGAN (examples/generative/dcgan_overriding_train_step.py): one
+            discriminator step on generated (label 1) and real (label 0) images with noisy
+            labels, then one generator step with every label saying "real"."""
 
             def __init__(self):
                 super().__init__()
                 self.discriminator = nets.make_discriminator()
                 self.generator = nets.make_generator()
                 self.seed_generator = keras.random.SeedGenerator(1337)
-                self.loss_fn = keras.losses.BinaryCrossentropy()
+                self.loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
                 self.track("d_loss", "g_loss")
 
             def compile(self, d_optimizer, g_optimizer):
@@ -97,8 +129,7 @@ def handwritten(name, nets):
                 generated = self.generator(z, training=True)
                 combined = ops.concatenate([generated, real], axis=0)
                 labels = ops.concatenate([ops.ones((n, 1)), ops.zeros((n, 1))], axis=0)
-                noise = keras.random.uniform(ops.shape(labels), seed=self.seed_generator)
-                labels = ops.abs(labels - 0.05 * noise)  # as keras_io_nets.py's, in [0, 1]
+                labels += 0.05 * keras.random.uniform(ops.shape(labels), seed=self.seed_generator)
                 return self.loss_fn(labels, self.discriminator(combined, training=True))
 
             def g_loss(self, real):
@@ -211,25 +242,38 @@ def handwritten(name, nets):
 
         def make():
             model = GAN()
-            model.compile(keras.optimizers.Adam(3e-4), keras.optimizers.Adam(3e-4))
+            d, g = reference.optimizer.members["d"], reference.optimizer.members["g"]
+            model.compile(twin(d), twin(g))
             return model
 
-        return make
+        return make()
 
     if name == "vae":
 
         class VAEBase(Trackers):
-            """keras-io's VAE (examples/generative/vae.py)."""
+            """keras-io's VAE (examples/generative/vae.py), its encoder giving the mean and the
+            log-variance side by side as the gallery's does."""
 
             def __init__(self):
                 super().__init__()
                 self.encoder = nets.make_encoder()
                 self.decoder = nets.make_decoder()
-                self.track("loss", "reconstruction_loss", "kl_loss")
+                self.seed_generator = keras.random.SeedGenerator(1337)
+                # The gallery's VAE logs fit()'s "loss" and its three trackers' results.
+                self.track("loss", "total_loss", "reconstruction_loss", "kl_loss")
 
             def call(self, data, training=False):
-                z_mean, z_log_var, z = self.encoder(data, training=training)
-                return nets.losses(data, z_mean, z_log_var, self.decoder(z, training=training))
+                z_mean, z_log_var = ops.split(self.encoder(data, training=training), 2, axis=-1)
+                epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+                z = z_mean + ops.exp(0.5 * z_log_var) * epsilon
+                reconstruction = self.decoder(z, training=training)
+                reconstruction_loss = ops.mean(
+                    ops.sum(keras.losses.binary_crossentropy(data, reconstruction), axis=(1, 2))
+                )
+                kl_loss = -0.5 * (1 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var))
+                kl_loss = ops.mean(ops.sum(kl_loss, axis=1))
+                total_loss = reconstruction_loss + kl_loss
+                return total_loss, total_loss, reconstruction_loss, kl_loss
 
         if backend == "tensorflow":
             import tensorflow as tf
@@ -278,32 +322,37 @@ def handwritten(name, nets):
 
         def make():
             model = VAE()
-            model.compile(optimizer=keras.optimizers.Adam())
+            model.compile(optimizer=twin(reference.optimizer))
             return model
 
-        return make
+        return make()
 
     # ddim
-    reference = nets.DiffusionModel  # its schedule and constants
 
     class DDIMBase(Trackers):
         """keras-io's DDIM (examples/generative/ddim.py): train_step, then the EMA update."""
 
-        def __init__(self, mean=0.13, std=0.28, ema=0.995):
+        def __init__(self):
             super().__init__()
-            self.mean, self.std, self.ema = mean, std, ema
+            self.mean, self.std, self.ema = reference.mean, reference.std, reference.ema
             self.network = nets.get_network()
-            self.ema_network = keras.models.clone_model(self.network)
+            self.ema_network = nets.get_network()  # the same architecture, its weights copied
             self.ema_network.set_weights(self.network.get_weights())
             self.ema_network.trainable = False
             self.seeds = keras.random.SeedGenerator(0)
-            self.track("n_loss", "i_loss")
+            self.track("loss", "image_loss")
+
+        def diffusion_schedule(self, diffusion_times):
+            start = math.acos(nets.MAX_SIGNAL_RATE)
+            end = math.acos(nets.MIN_SIGNAL_RATE)
+            angles = start + diffusion_times * (end - start)
+            return ops.sin(angles), ops.cos(angles)  # noise rates, signal rates
 
         def call(self, images, training=False):
             images = (images - self.mean) / self.std
             noises = keras.random.normal(ops.shape(images), seed=self.seeds)
             times = keras.random.uniform((ops.shape(images)[0], 1, 1, 1), seed=self.seeds)
-            noise_rates, signal_rates = reference.diffusion_schedule(self, times)
+            noise_rates, signal_rates = self.diffusion_schedule(times)
             noisy_images = signal_rates * images + noise_rates * noises
             pred_noises = self.network([noisy_images, noise_rates**2], training=training)
             pred_images = (noisy_images - noise_rates * pred_noises) / signal_rates
@@ -380,10 +429,10 @@ def handwritten(name, nets):
 
     def make():
         model = DDIM()
-        model.compile(optimizer=keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=1e-4))
+        model.compile(optimizer=twin(reference.optimizer))
         return model
 
-    return make
+    return make()
 
 
 # --- timing, in the child ----------------------------------------------------------------------
@@ -407,21 +456,18 @@ def child(args):
 
     from customfit import cpu_memory
 
-    sys.path.insert(0, str(HERE))
-    import keras_io_nets
-
     cpu_memory.keep_freed()  # as customfit's runs and bench's workers do
     results = []
     for name in args.models:
-        nets, source = keras_io_nets.load(name)
+        nets = load(name)
         shape = nets.example_batch()["x"].shape[1:]
         batch = BATCH[name]
         x = np.random.default_rng(0).uniform(size=(args.steps * batch, *shape)).astype("float32")
-        makers = {"cf.Model": nets.make_model, "hand-written": handwritten(name, nets)}
         models = {}
-        for side, make in makers.items():
-            keras.utils.set_random_seed(0)
-            models[side] = make()
+        keras.utils.set_random_seed(0)
+        models["cf.Model"] = nets.make_model()
+        keras.utils.set_random_seed(0)
+        models["hand-written"] = handwritten(name, nets, models["cf.Model"])
 
         for side in models:
             _one_pass(models[side], x, batch)  # warm-up: tracing, compiling
@@ -439,8 +485,8 @@ def child(args):
         result = {
             "model": name,
             "backend": keras.backend.backend(),
-            "source": source,
-            "ema": "after_step" if keras_io_nets.has_after_step() else "inside the objective",
+            "source": f"examples/keras_io/{name}.py",
+            "ema": "after_step",
             "batch_size": batch,
             "steps": args.steps,
             "pairs": args.pairs,
