@@ -216,16 +216,7 @@ if __name__ == "__main__":
         train_step_lines=34 + 33,
     )
     if not gallery.QUICK:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(4, 10, figsize=(10, 4))
-        for ax, image in zip(axes.flat, samples):
-            ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1)
-            ax.axis("off")
-        fig.savefig(gallery.picture_path("ddim"), dpi=80, bbox_inches="tight")
+        gallery.save_image_grid("ddim", samples[:40, ..., 0].reshape(4, 10, SIZE, SIZE))
     # A brief run's samples are noise: it is held to its EMA network's held-out noise error instead.
     passed = noise_loss < 0.75 if gallery.QUICK else share >= bar and classes >= class_bar
     assert passed, (

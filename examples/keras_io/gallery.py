@@ -194,3 +194,24 @@ def save_digit_grid(example, digits, **imsave_options):
     rows, columns = digits.shape[:2]
     grid = digits.transpose(0, 2, 1, 3).reshape(14 * rows, 14 * columns)
     plt.imsave(picture_path(example), grid, cmap="gray", **imsave_options)
+
+
+def save_image_grid(example, rows, titles=()):
+    """Save rows of grey 2-D images in [0, 1] as the example's picture (picture_path), each row
+    titled on its left where `titles` names it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = max(len(images) for images in rows)
+    height = len(rows) * (1.1 if titles else 1.0)  # room for the titles
+    fig, axes = plt.subplots(len(rows), columns, figsize=(columns, height), squeeze=False)
+    for r, images in enumerate(rows):
+        for ax, image in zip(axes[r], images):
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+        for ax in axes[r]:
+            ax.axis("off")
+        if titles:
+            axes[r, 0].set_title(titles[r], fontsize=8, loc="left")
+    fig.savefig(picture_path(example), dpi=80, bbox_inches="tight")

@@ -208,11 +208,6 @@ if __name__ == "__main__":
         train_step_lines=22 + 6,
     )
     if not gallery.QUICK:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         targets, predictions, masked = map(ops.convert_to_numpy, model.reconstruct(x_eval[:8]))
         patches = ops.convert_to_numpy(patchify(x_eval[:8]))
         hidden, filled = np.array(patches), np.array(patches)
@@ -220,11 +215,7 @@ if __name__ == "__main__":
             hidden[b, masked[b]] = 0.5
             filled[b, masked[b]] = predictions[b]
         rows = [unpatchify(hidden), unpatchify(filled), x_eval[:8, ..., 0]]
-        fig, axes = plt.subplots(3, 8, figsize=(8, 3.3))
-        for r, (images, title) in enumerate(zip(rows, ["masked", "reconstructed", "original"])):
-            for b in range(8):
-                axes[r, b].imshow(images[b], cmap="gray", vmin=0, vmax=1)
-                axes[r, b].axis("off")
-            axes[r, 0].set_title(title, fontsize=8, loc="left")
-        fig.savefig(gallery.picture_path("masked_image_modeling"), dpi=80, bbox_inches="tight")
+        gallery.save_image_grid(
+            "masked_image_modeling", rows, titles=["masked", "reconstructed", "original"]
+        )
     assert ratio <= bar, f"masked-patch MSE is {ratio:.3f} of the mean-patch guess's, not <= {bar}"
