@@ -20,6 +20,13 @@ def updates_of(model):
     return plan_of(model).updates
 
 
+def stored(model):
+    """(variable, its stored value) for every variable of the model: a scope that maps them all,
+    as the steps' scopes do, since Keras's regularizers read a weight through the innermost
+    stateless scope and get None for one it does not map."""
+    return [(v, v.value) for v in model.variables]
+
+
 def _numpy(value):
     return np.asarray(keras.ops.convert_to_numpy(value), np.float64)
 
@@ -33,7 +40,7 @@ def numbers(model, data, draws):
             variables = list(update.submodel.trainable_variables)
 
             def loss(*params, update=update, variables=variables):
-                with ChildScope(zip(variables, params)):
+                with ChildScope([*stored(model), *zip(variables, params)]):
                     entries = run_objective(update, data, training=True)
                 return entries["loss"], entries
 
@@ -49,7 +56,7 @@ def numbers(model, data, draws):
                 {f"{update.name}/gradient/{v.path}": _numpy(g) for v, g in zip(variables, grads)}
             )
             draws.reset()
-            with ChildScope():
+            with ChildScope(stored(model)):
                 entries = run_objective(update, data, training=False)
             out.update({f"{update.name}/inference/{k}": _numpy(v) for k, v in entries.items()})
     return out

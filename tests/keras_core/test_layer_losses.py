@@ -95,6 +95,25 @@ def test_a_kernel_regularizer_trains_as_in_a_stock_model(reads_losses, jit_compi
 
 
 @pytest.mark.parametrize("reads_losses", [False, True], ids=["added", "read"])
+def test_compare_counts_a_kernel_regularizer_as_the_step_does(reads_losses, stock):
+    # customfit compare's numbers (comparison/probe.py), training on and off, hold the
+    # regularizer as evaluate() does; with training off they ran in a scope that mapped no
+    # weight, and Keras's regularizer got None for the kernel (keras-io's simsiam on compare).
+    from customfit.comparison import noise, probe
+    from customfit.core.model import build_train_step
+
+    keras.utils.set_random_seed(1)
+    model = Regression(lambda: [regularized()], reads_losses)
+    model.compile(optimizer=keras.optimizers.SGD(0.01))
+    data = (K.convert_to_tensor(X), K.convert_to_tensor(Y))
+    build_train_step(model, data)
+    found = probe.numbers(model, data, noise.Draws(0))
+    untrained = float(np.mean((X.sum(axis=1, keepdims=True) - Y) ** 2)) + 3.0  # L2 of ones
+    for kind in ("training", "inference"):
+        assert float(found[f"loss/{kind}/loss"]) == pytest.approx(untrained, rel=1e-5), kind
+
+
+@pytest.mark.parametrize("reads_losses", [False, True], ids=["added", "read"])
 def test_a_layers_add_loss_trains_as_in_a_stock_model(reads_losses):
     def layers():
         return [keras.layers.Dense(4), Penalized(), keras.layers.Dense(1)]
