@@ -59,7 +59,8 @@ def augment(x, seed):
 ## The networks
 
 The backbone: three strided convolutions with batch normalization, pooled to 64 features
-(keras-io uses a ResNet20). The projection head and the predictor are small dense networks
+(keras-io uses a ResNet20). A convolution followed by batch normalization has no bias: the
+normalization takes away any shift, so its gradient would be zero but for rounding. The projection head and the predictor are small dense networks
 with batch normalization; the predictor is a bottleneck, as in the paper (keras-io: 2048 and
 512 units; here 128 and 32). The heads' kernels carry an L2 penalty (weight decay 5e-4).
 """
@@ -76,7 +77,7 @@ def networks():
             block
             for width in (16, 32, 64)
             for block in (
-                layers.Conv2D(width, 3, strides=2, padding="same"),
+                layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False),
                 layers.BatchNormalization(),
                 layers.ReLU(),
             )
