@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from customfit import cli, registry
-from customfit.comparison import launch
+from customfit.comparison import diff, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "tests" / "workers" / "compare_models.py"
@@ -115,6 +115,26 @@ def example_batch(name, folder):
         "wgan_gp": lambda: {"x": rng.normal(size=(256, 2)).astype(f32)},
     }[name]()
     return _npz(folder, f"{name}.npz", **arrays)
+
+
+def test_a_gradient_zero_in_exact_arithmetic_is_held_to_its_updates_scale():
+    # keras-io's masked autoencoder: its attention key biases get a gradient that is zero in
+    # exact arithmetic (softmax ignores a shift common to every key); each backend's is rounding
+    # noise, 1e-12 to 1e-10, which relative to its own largest entry differed by 1.2.
+    reference = {
+        "loss/gradient/key/bias": np.array([6e-12, 2e-12]),
+        "loss/gradient/kernel": np.array([0.02, -0.01]),
+        "loss/gradient/small": np.array([2e-6, 1e-6]),
+    }
+    noisy = dict(reference, **{"loss/gradient/key/bias": np.array([-7e-11, 4e-12])})
+    worst, table = diff.compare({"tensorflow": noisy}, reference)
+    assert table["loss/gradient/key/bias"]["tensorflow"] == pytest.approx(7.6e-11 / 2e-5)
+    assert worst["tensorflow"].relative < 1e-4
+    # A small but real gradient computed wrong (twice too large) still differs by far.
+    doubled = dict(reference, **{"loss/gradient/small": np.array([4e-6, 2e-6])})
+    worst, table = diff.compare({"torch": doubled}, reference)
+    assert table["loss/gradient/small"]["torch"] == pytest.approx(2e-6 / 2e-5)
+    assert worst["torch"].key == "loss/gradient/small"
 
 
 def test_an_example_agrees_on_the_three_backends(tmp_path):

@@ -1,7 +1,12 @@
 """The comparison: every number of every backend against the float64 reference, or, where that
 could not be computed, against every other backend. A difference is relative to the largest
 entry of the same array on any backend (the reference included): for a gradient, that variable's
-largest gradient entry, so that entries near zero do not count as differences of their own."""
+largest gradient entry, so that entries near zero do not count as differences of their own; and
+at least GRADIENT_FLOOR of the largest gradient entry of the whole update, so that a variable
+whose gradient is zero in exact arithmetic (an attention layer's key bias: softmax ignores a shift
+common to every key) shows its rounding noise as the small difference it is, not as noise over
+noise. A variable with a real gradient that small is still held to it: a gradient twice too
+large there differs by at least GRADIENT_FLOOR."""
 
 from dataclasses import dataclass, field
 
@@ -46,10 +51,29 @@ def _relative(mine, theirs, scale):
     return float(gap.reshape(-1)[flat]) / scale, index
 
 
+GRADIENT_FLOOR = 1e-3
+
+
+def _update_scales(sides, keys):
+    """{update: the largest |entry| of any of its gradients on any side}."""
+    scales = {}
+    for key in keys:
+        update, kind, _ = key.split("/", 2)
+        if kind == "gradient":
+            largest = _largest([found.get(key) for found in sides.values()])
+            scales[update] = max(scales.get(update, 0.0), largest)
+    return scales
+
+
+def _largest(arrays):
+    """The largest finite |entry| of an array on any side (0 where there is none)."""
+    finite = [np.abs(a[np.isfinite(a)]) for a in arrays if a is not None]
+    return max((float(f.max()) for f in finite if f.size), default=0.0)
+
+
 def _scale(arrays):
     """The largest finite |entry| of an array on any side (1 where there is none)."""
-    finite = [np.abs(a[np.isfinite(a)]) for a in arrays if a is not None]
-    return max((float(f.max()) for f in finite if f.size), default=0.0) or 1.0
+    return _largest(arrays) or 1.0
 
 
 def compare(numbers, reference=None):
@@ -57,11 +81,15 @@ def compare(numbers, reference=None):
     Returns ({backend: Worst}, {key: {backend: relative}})."""
     sides = {**numbers, **({"float64": reference} if reference is not None else {})}
     keys = sorted({k for found in sides.values() for k in found})
+    update_scales = _update_scales(sides, keys)
     worst = {b: Worst() for b in numbers}
     table = {}
     for key in keys:
         arrays = {s: found.get(key) for s, found in sides.items()}
         scale = _scale(arrays.values())
+        update, kind, _ = key.split("/", 2)
+        if kind == "gradient":
+            scale = max(scale, GRADIENT_FLOOR * update_scales[update])
         table[key] = {}
         for backend in numbers:
             mine = arrays[backend]
