@@ -138,6 +138,18 @@ def test_example_in_full_reaches_its_bar(name, backend, tmp_path):
     print((tmp_path / "line.jsonl").read_text())
 
 
+# Where float32's own rounding of a model's numbers reaches past compare's default rtol (1e-4),
+# and why; measured 2026-12-07, worst of the three backends against float64 in brackets.
+COMPARE_RTOL = {
+    # Its noise-level features are sin(2 pi f v) with f up to 1000 (keras-io's): rounding the
+    # angle to float32 moves them by up to 2 pi 1000 u = 3.7e-4 (1.1e-4 to 1.5e-4 measured).
+    "ddim": 1e-3,
+    # Its "consistency" entry is a KL divergence between two nearly equal distributions (the
+    # EMA teacher starts as the student), 3e-5, summed from terms of order 1 (2.9e-4 measured).
+    "consistency_training": 1e-3,
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_each_model_agrees_on_the_three_backends(name, tmp_path, capsys, monkeypatch):
@@ -151,7 +163,9 @@ def test_each_model_agrees_on_the_three_backends(name, tmp_path, capsys, monkeyp
         [sys.executable, "-c", code], env=_env("jax"), check=True, cwd=tmp_path, timeout=300
     )
     monkeypatch.setenv("PYTHONPATH", _env("jax")["PYTHONPATH"])
-    status = cli.main(["compare", f"{GALLERY / (name + '.py')}:make_model", "--data", str(batch)])
+    rtol = ["--rtol", str(COMPARE_RTOL[name])] if name in COMPARE_RTOL else []
+    target = f"{GALLERY / (name + '.py')}:make_model"
+    status = cli.main(["compare", target, "--data", str(batch), *rtol])
     stdout = capsys.readouterr().out
     with capsys.disabled():  # the table, for docs/gallery.md
         print(f"\n== {name}\n{stdout}")
