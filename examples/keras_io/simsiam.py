@@ -12,7 +12,7 @@ Shows: an objective on unlabeled data (`fit(x)`), two random views of each batch
 Result: linear-probe accuracy on held-out MNIST of the frozen backbone's features, >= 0.78 and
     above the same probe on the backbone at its random initialization; keras-io reports a
     linear probe of 23.03% on CIFAR-10 (ResNet20, 5 epochs of pre-training). Here (random
-    backbone's probe beside): tensorflow 0.8319 (0.7503), torch 0.8187 (0.7366), jax 0.8305
+    backbone's probe beside): tensorflow 0.8374 (0.7503), torch 0.8296 (0.7366), jax 0.8255
     (0.7454).
 Run: KERAS_BACKEND=jax python examples/keras_io/simsiam.py   (tensorflow and torch too;
     CUSTOMFIT_QUICK=1 for a brief run)
