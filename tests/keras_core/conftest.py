@@ -1,4 +1,4 @@
-"""These tests run once per Keras backend, each in its own process (see tests/test_keras_core.py);
+"""These tests run once per Keras backend, each in its own process (see tests/keras_core_suite.py);
 KERAS_BACKEND is fixed before Keras is imported.
 
 With CUSTOMFIT_TEST_DEVICES=N (N > 1) the process makes N CPU devices the framework's own way

@@ -1,6 +1,9 @@
-"""Runs tests/keras_core once per Keras backend, each in a process of its own (a Keras backend
-is fixed per process), and its distribution tests once more on two CPU devices for the backends
-that have a data-parallel engine of their own. A failure shows the inner pytest's report.
+"""Runs tests/keras_core on one Keras backend in a process of its own (a Keras backend is fixed
+per process), and its distribution tests once more on two CPU devices for the backends that have
+a data-parallel engine of their own. A failure shows the inner pytest's report.
+
+tests/test_keras_core_<backend>.py call it, a file per backend, so that the test workers can run
+the three suites side by side (each file goes to one worker).
 
 The one-device suites run serially in a child of a warm server (tests/warm.py), which has Keras
 imported already; the two-device ones need a fresh process, since they make their devices
@@ -11,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import warm
 from kernel_caps import tensorflow_cannot
 
@@ -41,13 +43,11 @@ def run_suite(backend, *paths, fresh=False, **env):
     return proc.stdout
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "torch", "jax"])
-def test_keras_core_on(backend):
+def on_one_device(backend):
     run_suite(backend, HERE / "keras_core")
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
-def test_keras_core_on_two_devices(backend):
+def on_two_devices(backend):
     # tf.distribute.MirroredStrategy over 2 logical CPUs; keras.distribution.DataParallel over
     # 2 XLA host devices.
     out = run_suite(
