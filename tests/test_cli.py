@@ -3,9 +3,9 @@ stderr, exit status 2, no traceback, and nothing written."""
 
 import json
 import os
+import resource
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -66,6 +66,16 @@ def assert_usage_error(args, cwd, *expected_text, out="out"):
 
 
 # ----------------------------------------------------------------------------- speed
+# Counted in CPU seconds (user + system), what a user waits for on an idle machine: a test
+# machine busy with the other test workers stretches the wall time, not the work.
+
+
+def _child_cpu_seconds(run):
+    """run()'s result and the CPU seconds the child process it waited for took."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return result, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +84,7 @@ def assert_usage_error(args, cwd, *expected_text, out="out"):
 def test_help_and_list_are_fast_and_import_no_framework(args, tmp_path):
     code = (
         "import sys, time\n"
-        "t = time.perf_counter()\n"
+        "t = time.process_time()\n"
         "from customfit.cli import main\n"
         "try:\n"
         f"    status = main({args!r})\n"
@@ -82,31 +92,30 @@ def test_help_and_list_are_fast_and_import_no_framework(args, tmp_path):
         "    status = e.code\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in %r)\n"
         "import json\n"
-        "print(json.dumps([status, time.perf_counter() - t, loaded]))\n" % (FRAMEWORKS,)
+        "print(json.dumps([status, time.process_time() - t, loaded]))\n" % (FRAMEWORKS,)
     )
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc, whole = _child_cpu_seconds(
+        lambda: subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     )
-    wall = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr
     status, seconds, loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert status in (0, None)
     assert loaded == [], f"imported {loaded}"
     assert seconds < 2.0
-    assert wall < 2.0 + 1.0  # the interpreter's own start-up on top
+    assert whole < 2.0 + 1.0  # the interpreter's own start-up on top
     assert not os.listdir(tmp_path)
 
 
 def test_console_entry_point_answers_help_under_two_seconds(tmp_path):
-    start = time.perf_counter()
-    proc = customfit("--help", cwd=tmp_path)
-    assert time.perf_counter() - start < 2.0
+    proc, seconds = _child_cpu_seconds(lambda: customfit("--help", cwd=tmp_path))
+    assert seconds < 2.0
     assert proc.returncode == 0
     for command in ("list", "run", "matrix", "demo"):
         assert command in proc.stdout
