@@ -3,9 +3,9 @@ heaviest files first, and the command that measures them again:
 
     ./run tests --durations=0 > durations.txt; .venv/bin/python tests/file_seconds.py durations.txt
 
-The two test workers each take a file at a time (pytest-xdist's --dist loadfile). By default
-xdist hands them out by number of tests, so a file of three long tests (tests/keras_core's
-suites) could start last while the other worker sat idle; the largest first leaves the short
+The test workers each take a file at a time (pytest-xdist's --dist loadfile). By default
+xdist hands them out by number of tests, so a file of a few long tests (then tests/keras_core's
+suites) could start last while the other workers sat idle; the largest first leaves the short
 files to fill the end. Replayed over a measured run's durations, the order alone took the
 critical worker from 1633 s to 1515 s, against 1513 s for a perfect split."""
 

@@ -67,7 +67,7 @@ def _run_worker(engine, tasks, folder):
         TF_CPP_MIN_LOG_LEVEL="2",
         PYTHONPATH=ROOT,
     )
-    env.setdefault("OMP_NUM_THREADS", "1")  # two workers share the two cores
+    env.setdefault("OMP_NUM_THREADS", "1")  # the test workers share the two cores
     done = warm.run(
         [WORKER, str(path)], backend=env["KERAS_BACKEND"], env=env, cwd=ROOT, timeout=900
     )

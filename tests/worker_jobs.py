@@ -26,7 +26,7 @@ def run_worker(worker, job, folder, keras_backend, timeout, one_thread=False):
     path.write_text(json.dumps(job))
     env = dict(os.environ, KERAS_BACKEND=keras_backend, TF_CPP_MIN_LOG_LEVEL="2")
     if one_thread:
-        env["OMP_NUM_THREADS"] = "1"  # two workers share the two cores
+        env["OMP_NUM_THREADS"] = "1"  # the test workers share the two cores
     done = warm.run([worker, str(path)], backend=keras_backend, env=env, cwd=ROOT, timeout=timeout)
     if done.returncode != 0:
         return {"failed": f"worker for {engine} exited {done.returncode}:\n{done.stderr[-4000:]}"}
