@@ -108,10 +108,13 @@ def _one_fitter(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         lock = open(path + ".lock", "w")
     except (ImportError, OSError):
-        yield  # no file locks here (Windows), or a read-only home: each process fits for itself
+        lock = None  # no file locks here (Windows), or a read-only home
+    if lock is None:
+        yield  # each process fits for itself, as before
         return
     with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):  # a file system without locks: as above
+            fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
