@@ -26,7 +26,7 @@ def run_suite(backend, *paths, fresh=False, **env):
         KERAS_BACKEND=backend,
         CUSTOMFIT_BACKEND_SUITE="1",
         TF_CPP_MIN_LOG_LEVEL="3",
-        # One thread, as every run of the suite: beside the other test worker, torch's second
+        # One thread, as every run of the suite: beside the other test workers, torch's second
         # thread spun more than it helped (Keras's suite on torch took 213 s of CPU, 140 s alone).
         OMP_NUM_THREADS="1",
         **env,
