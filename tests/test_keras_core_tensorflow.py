@@ -1,4 +1,4 @@
-"""tests/keras_core on the tensorflow backend, in a process of its own (tests/keras_core_suite.py)."""
+"""tests/keras_core on the tensorflow backend, in its own process (tests/keras_core_suite.py)."""
 
 from keras_core_suite import on_one_device, on_two_devices
 
