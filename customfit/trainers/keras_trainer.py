@@ -48,14 +48,10 @@ def set_random_seed(seed):
     Keras was imported already, 2.4 s in a fresh process (a one-epoch keras-torch toy run: 6.6 s
     against 9.2; 2026-12-07). Where TensorFlow is imported already, or is the backend, Keras
     seeds it as always."""
-    lazy = module_utils.tensorflow  # what Keras's set_random_seed asks whether TF is there
-    if (
-        keras.backend.backend() == "tensorflow"
-        or lazy.module is not None
-        or "tensorflow" in sys.modules
-    ):
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
         keras.utils.set_random_seed(seed)
         return
+    lazy = module_utils.tensorflow  # what Keras's set_random_seed asks whether TF is there
     known = lazy._available
     lazy._available = False
     try:
