@@ -27,8 +27,9 @@ def _axes_2d(ax, data, title):
 
 
 def animation(frames, labels, data, path, milliseconds=250, size=(4.0, 4.8)):
-    """frames (F, n, 2), one label each; writes a looping GIF atomically. One figure is drawn
-    and its points moved frame by frame (much faster than a figure per frame)."""
+    """frames (F, n, 2), one label each; writes a looping GIF atomically. What stays (the data,
+    the axes) is drawn once; each frame restores it and draws only the moving points, the
+    legend over them and the label (blitting: a fraction of a full draw per frame)."""
     from PIL import Image
 
     if len(frames) == 0:
@@ -45,12 +46,19 @@ def animation(frames, labels, data, path, milliseconds=250, size=(4.0, 4.8)):
         linewidths=0,
         label="samples",
     )
-    ax.legend(loc="upper right", fontsize=7, markerscale=3)
+    legend = ax.legend(loc="upper right", fontsize=7, markerscale=3)
+    moving = (points, legend, ax.title)
+    for artist in moving:
+        artist.set_animated(True)
+    fig.canvas.draw()
+    still = fig.canvas.copy_from_bbox(fig.bbox)
     pictures = []
     for frame, label in zip(frames, labels):
+        fig.canvas.restore_region(still)
         points.set_offsets(np.asarray(frame))
-        ax.set_title(label, fontsize=9)
-        fig.canvas.draw()
+        ax.title.set_text(label)
+        for artist in moving:
+            ax.draw_artist(artist)
         rgba = np.asarray(fig.canvas.buffer_rgba())
         pictures.append(
             Image.fromarray(rgba[..., :3].copy()).convert("P", palette=Image.ADAPTIVE, colors=64)
