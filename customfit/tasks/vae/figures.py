@@ -12,8 +12,8 @@ import numpy as np
 from customfit.plots import digit_grid, mosaic, pyplot, save_png
 
 
-def grid(samples, path, title=None, n=10):
-    return digit_grid(np.asarray(samples).reshape(-1, 8, 8), path, title or "", count=n * n)
+def grid(samples, path, title=None):
+    return digit_grid(np.asarray(samples).reshape(-1, 8, 8), path, title or "")
 
 
 def _labelled_rows(rows, labels, path, title):
